@@ -1,0 +1,236 @@
+"""Dataset names and where each is read from; `csv:PATH?target=NAME` and `npz:PATH` specs.
+
+`check_dataset` answers bad input from the spec and the file names alone, without
+TensorFlow, Keras or scikit-learn. `load_dataset` reads the data: from `data_dir` when it
+is given, else from Keras' cache when Keras has already downloaded it there, else through
+Keras (or scikit-learn, for `digits`).
+
+Adding a dataset: a reader in `images.py` or `tables.py` and one line in `_SOURCES`.
+"""
+
+import os
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, NamedTuple
+from urllib.parse import parse_qsl
+
+from lrsweep.data import images, tables
+from lrsweep.data.prepare import check_options, prepare
+from lrsweep.errors import LrsweepError
+
+
+class _Files(NamedTuple):
+    """One set of files a dataset can be read from, relative to a folder, and their reader."""
+
+    names: tuple[str, ...]
+    read: Callable  # list of paths -> Arrays
+
+
+class _Source(NamedTuple):
+    """A named dataset: its kind, its `auto` scale, and where it is read from."""
+
+    kind: str
+    auto_scale: str
+    files: tuple[_Files, ...]  # the sets data_dir may hold, the first complete one wins
+    fetch: Callable  # () -> Arrays, when no local copy exists
+
+
+def _idx(name, folder=""):
+    names = tuple(os.path.join(folder, f) for f in images.IDX_FILES)
+    return _Files(names, partial(images.read_idx, name=name))
+
+
+def _cifar_batches(folder):
+    names = tuple(os.path.join(folder, b) for b in images.CIFAR_BATCHES)
+    return _Files(names, images.read_cifar_batches)
+
+
+_SOURCES = {
+    "digits": _Source("image", "unit", (), images.load_digits),
+    "cifar10": _Source("image", "unit", (
+        _cifar_batches(""),
+        _cifar_batches(images.CIFAR_FOLDER),
+        # Where Keras 3 unpacks the archive in its cache.
+        _cifar_batches(os.path.join("cifar-10-batches-py-target", images.CIFAR_FOLDER)),
+        _Files((images.CIFAR_ARCHIVE,), images.read_cifar_archive),
+    ), partial(images.download, "cifar10")),
+    "fashion_mnist": _Source("image", "unit", (
+        _idx("fashion_mnist"),
+        _idx("fashion_mnist", "fashion-mnist"),  # Keras' cache folder
+    ), partial(images.download, "fashion_mnist")),
+    "mnist": _Source("image", "unit", (
+        _idx("mnist"),
+        _Files(("mnist.npz",), images.read_keras_mnist),
+    ), partial(images.download, "mnist")),
+    # The classic tutorial trains on the raw values, already within [-1, 1].
+    "ionosphere": _Source("table", "none", tuple(
+        _Files((name,), tables.read_ionosphere) for name in tables.IONOSPHERE_FILES
+    ), tables.download_ionosphere),
+}
+DATASETS = tuple(_SOURCES)
+_FILE_OPTIONS = {"csv": ("target",), "npz": ()}  # the `?key=` options of each file prefix
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """What a dataset spec means, found without reading the data."""
+
+    spec: str  # as given, e.g. "csv:/data/my.csv?target=label"
+    name: str  # partition name: the registry name, or the file's stem for csv:/npz: ("my")
+    source: str  # the registry name, or the absolute path (+ "?target=..." if given)
+    kind: str  # "image" or "table"
+
+
+def check_dataset(spec, data_dir=None):
+    """The `DatasetRef` of `spec`, or LrsweepError if it cannot name data that exists.
+
+    Checks the name, the options after `?`, that a csv:/npz: file exists, and that
+    `data_dir` (when given) is a folder holding the files the dataset is read from.
+    """
+    return _parse(spec, data_dir).ref
+
+
+def load_dataset(spec, *, data_dir=None, subsample=None, validation_split=0.2, scale="auto",
+                 seed=0):
+    """The `Dataset` named by `spec`, subsampled, split and scaled.
+
+    Args:
+        spec: a name in DATASETS, `csv:PATH[?target=NAME]` or `npz:PATH`.
+        data_dir: a folder holding a local copy of a named dataset in its original format.
+        subsample: draw this many training rows at random (seeded), before the split.
+        validation_split: hold out this last fraction of the training rows, as Keras does;
+            None: validate on the dataset's own test split.
+        scale: "none", "unit", "standard" or "auto" (unit for images, standard for csv,
+            none for ionosphere and npz).
+        seed: the seed of the subsample.
+
+    Example:
+        >>> load_dataset("ionosphere", data_dir="tests/data", validation_split=0.33).validation
+        'split 0.33 (last 116 of 351 rows)'
+    """
+    parsed = _parse(spec, data_dir)
+    check_options(subsample, validation_split, scale, seed)
+    if parsed.path is None:
+        arrays = _read_named(parsed.ref.name, parsed.data_dir)
+        auto_scale = _SOURCES[parsed.ref.name].auto_scale
+    elif spec.startswith("csv:"):
+        arrays = tables.read_csv(parsed.path, parsed.target)
+        auto_scale = "standard"
+    else:
+        arrays = tables.read_npz(parsed.path)
+        auto_scale = "none"
+    return prepare(parsed.ref, arrays, auto_scale=auto_scale, subsample=subsample,
+                   validation_split=validation_split, scale=scale, seed=seed)
+
+
+class _Parsed(NamedTuple):
+    ref: DatasetRef
+    path: str | None  # the csv:/npz: file, absolute
+    target: str | None  # csv's `?target=`
+    data_dir: str | None  # with ~ expanded
+
+
+def _parse(spec, data_dir):
+    """What `spec` and `data_dir` mean, or LrsweepError: everything `check_dataset` checks."""
+    if not isinstance(spec, str):
+        raise LrsweepError(f"Argument `dataset` must be a string. Received: dataset={spec!r}")
+    prefix, colon, rest = spec.partition(":")
+    is_file = bool(colon) and prefix in _FILE_OPTIONS
+    body, _, query = (rest if is_file else spec).partition("?")
+    options = _options(spec, query, _FILE_OPTIONS[prefix] if is_file else ())
+    if data_dir is not None:
+        data_dir = os.path.expanduser(data_dir)
+        if not os.path.isdir(data_dir):
+            raise LrsweepError(
+                f"Argument `data_dir` must be a folder. Received: data_dir={data_dir!r}"
+            )
+
+    if not is_file:
+        if body not in _SOURCES:
+            raise LrsweepError(
+                f"Unknown dataset: {spec!r}. Valid names: {', '.join(DATASETS)}, "
+                "or csv:PATH, npz:PATH"
+            )
+        if data_dir is not None:
+            _local_files(body, data_dir, required=True)
+        return _Parsed(DatasetRef(spec, body, body, _SOURCES[body].kind), None, None, data_dir)
+
+    if not body:
+        raise LrsweepError(f"Dataset {spec!r} names no file: write {prefix}:PATH")
+    path = os.path.abspath(os.path.expanduser(body))
+    if not os.path.isfile(path):
+        raise LrsweepError(f"Dataset file {path} (from {spec!r}) does not exist or is not a file")
+    source = path + (f"?{query}" if query else "")
+    stem = os.path.splitext(os.path.basename(path))[0]
+    kind = "table" if prefix == "csv" else tables.npz_kind(path)
+    return _Parsed(DatasetRef(spec, stem, source, kind), path, options.get("target"), data_dir)
+
+
+def _options(spec, query, valid):
+    """The `key=value` options after `?` in `spec`, each one of `valid`."""
+    if not query:
+        return {}
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        pairs = [(query, "")]
+    options = {}
+    for key, value in pairs:
+        if key not in valid:
+            allowed = f"valid options: {', '.join(valid)}" if valid else "it takes no options"
+            raise LrsweepError(f"Unknown option {key!r} in dataset {spec!r}: {allowed}")
+        if not value:
+            raise LrsweepError(f"Option {key!r} in dataset {spec!r} needs a value: {key}=VALUE")
+        options[key] = value
+    return options
+
+
+def _local_files(name, folder, required):
+    """(file set, paths) of the first complete file set of dataset `name` in `folder`.
+
+    None if there is none and not `required`; else LrsweepError listing what was looked for.
+    """
+    sets = _SOURCES[name].files
+    lacking = []  # of a set found in part, which is the likelier mistake to report
+    for files in sets:
+        paths = [os.path.join(folder, n) for n in files.names]
+        missing = [n for n, p in zip(files.names, paths) if not os.path.isfile(p)]
+        if not missing:
+            return files, paths
+        if len(missing) < len(paths) and not lacking:
+            lacking = missing
+    if not required or not sets:
+        return None
+    hint = f" (it lacks {', '.join(lacking)})" if lacking else ""
+    raise LrsweepError(
+        f"Dataset {name}: data_dir {folder!r} holds none of the file sets it is read from{hint}. "
+        f"Looked for: {_describe(sets)}"
+    )
+
+
+def _describe(sets):
+    """The file sets in words, each list of names said once with the folders it may be in."""
+    folders = {}
+    for files in sets:
+        names = tuple(os.path.basename(n) for n in files.names)
+        folders.setdefault(names, []).append(os.path.dirname(files.names[0]))
+    said = []
+    for names, where in folders.items():
+        folders_said = ", ".join(f"{f}/" if f else "data_dir" for f in where)
+        places = "" if where == [""] else f" in {folders_said}"
+        said.append(", ".join(names) + places)
+    return "; or ".join(said)
+
+
+def _read_named(name, data_dir):
+    """The arrays of a named dataset: from data_dir, else Keras' cache, else the download."""
+    found = _local_files(name, data_dir or _keras_cache(), required=data_dir is not None)
+    if found is None:
+        return _SOURCES[name].fetch()
+    files, paths = found
+    return files.read(paths)
+
+
+def _keras_cache():
+    """Keras' download cache, found as Keras finds it but without importing Keras."""
+    return os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME") or "~/.keras"), "datasets")

@@ -1,0 +1,548 @@
+"""lrsweep.data: every loader on small files written in the dataset's original format."""
+
+import csv
+import gzip
+import io
+import math
+import pickle
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lrsweep.data import DATASETS, Dataset, DatasetRef, check_dataset, load_dataset
+from lrsweep.errors import LrsweepError
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_DATA = REPO / "tests" / "data"
+IDX_NAMES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+
+
+# --- writers of the original formats ---------------------------------------------------
+
+def idx_bytes(array):
+    """The IDX encoding of a uint8 array: magic 0x0000 08 <ndim>, big-endian dims, data."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_gz(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb") as f:
+        f.write(data)
+
+
+def mnist_arrays(n_train=300, n_test=100, seed=1):
+    rng = np.random.default_rng(seed)
+    return (
+        rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, n_train, dtype=np.uint8),
+        rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, n_test, dtype=np.uint8),
+    )
+
+
+def write_idx_set(folder, arrays):
+    for name, array in zip(IDX_NAMES, arrays):
+        write_gz(folder / name, idx_bytes(array))
+
+
+def cifar_batches(n_per_batch=40, n_test=30, seed=2):
+    """The six CIFAR-10 batches as the dicts the original pickles hold."""
+    rng = np.random.default_rng(seed)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    return {
+        name: {
+            b"batch_label": name.encode(),
+            b"labels": [int(v) for v in rng.integers(0, 10, n)],
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"filenames": [b"x.png"] * n,
+        }
+        for name, n in zip(names, [n_per_batch] * 5 + [n_test])
+    }
+
+
+def write_cifar_folder(folder, batches):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, batch in batches.items():
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+
+
+def write_cifar_archive(path, batches):
+    with tarfile.open(path, "w:gz") as archive:
+        for name, batch in batches.items():
+            raw = pickle.dumps(batch, protocol=2)
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(raw)
+            archive.addfile(info, io.BytesIO(raw))
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def ionosphere_rows():
+    with open(TEST_DATA / "ionosphere.csv", newline="") as f:
+        return [row for row in csv.reader(f) if row]
+
+
+def raises(match, call, *args, **kwargs):
+    """The LrsweepError `call` raises, checked to be one line and to match `match`."""
+    with pytest.raises(LrsweepError, match=match) as info:
+        call(*args, **kwargs)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+@pytest.fixture(autouse=True)
+def no_keras(monkeypatch, tmp_path_factory):
+    """Keep tests off the real Keras cache and off Keras itself: `import keras` fails."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras_home")))
+    monkeypatch.setitem(sys.modules, "keras", None)
+
+
+# --- the real ionosphere file ----------------------------------------------------------
+
+def test_ionosphere_real_file():
+    data = load_dataset("ionosphere", data_dir=str(TEST_DATA), validation_split=0.33)
+    rows = ionosphere_rows()
+    assert len(rows) == 351 and all(len(r) == 35 for r in rows)
+    assert (data.name, data.source, data.kind, data.task) == ("ionosphere", "ionosphere", "table", "binary")
+    assert data.classes == ["b", "g"] and data.num_classes == 2
+    assert data.x_train.shape == (235, 34) and data.x_val.shape == (116, 34)
+    assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
+    assert data.input_shape == (34,)
+    assert data.validation == "split 0.33 (last 116 of 351 rows)"
+    labels = np.concatenate([data.y_train, data.y_val])
+    assert (labels == 0).sum() == 126 and (labels == 1).sum() == 225
+    # auto is "none" for ionosphere: the validation rows are the file's last 116, unchanged.
+    expected = np.array([[float(v) for v in r[:34]] for r in rows[-116:]], dtype=np.float32)
+    np.testing.assert_array_equal(data.x_val, expected)
+    np.testing.assert_array_equal(data.y_val, [{"b": 0, "g": 1}[r[34]] for r in rows[-116:]])
+
+
+def test_data_dir_with_tilde(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "ionosphere.csv").write_bytes((TEST_DATA / "ionosphere.csv").read_bytes())
+    assert len(load_dataset("ionosphere", data_dir="~").x_train) == 280
+
+
+def test_ionosphere_under_its_uci_name(tmp_path):
+    (tmp_path / "ionosphere.data").write_bytes((TEST_DATA / "ionosphere.csv").read_bytes())
+    data = load_dataset("ionosphere", data_dir=str(tmp_path))
+    assert len(data.x_train) + len(data.x_val) == 351
+
+
+def test_ionosphere_has_no_test_split():
+    raises("no test split.*validation_split=None", load_dataset, "ionosphere",
+           data_dir=str(TEST_DATA), validation_split=None)
+
+
+def test_ionosphere_bad_label(tmp_path):
+    rows = ionosphere_rows()[:10]
+    rows[3][-1] = "x"
+    write_csv(tmp_path / "ionosphere.csv", rows[0], rows[1:])
+    raises(r"ionosphere.csv line 4 has the label 'x'", load_dataset, "ionosphere", data_dir=str(tmp_path))
+
+
+# --- images ----------------------------------------------------------------------------
+
+def test_digits():
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    data = load_dataset("digits")
+    assert data.x_train.shape == (1437, 8, 8, 1) and data.x_val.shape == (360, 8, 8, 1)
+    assert data.kind == "image" and data.task == "multiclass" and data.num_classes == 10
+    assert data.classes == [str(d) for d in range(10)]
+    # unit scaling of digits divides by 16, the format's maximum.
+    np.testing.assert_array_equal(data.x_train.reshape(1437, 64), (raw.data[:1437] / 16).astype(np.float32))
+    np.testing.assert_array_equal(data.y_val, raw.target[1437:])
+    raises("digits has no test split", load_dataset, "digits", validation_split=None)
+
+
+@pytest.mark.parametrize("layout", ["idx", "keras_npz"])
+def test_mnist(tmp_path, layout):
+    x, y, x_test, y_test = mnist_arrays()
+    if layout == "idx":
+        write_idx_set(tmp_path, (x, y, x_test, y_test))
+    else:
+        np.savez(tmp_path / "mnist.npz", x_train=x, y_train=y, x_test=x_test, y_test=y_test)
+    data = load_dataset("mnist", data_dir=str(tmp_path), validation_split=None)
+    assert data.x_train.shape == (300, 28, 28, 1) and data.x_val.shape == (100, 28, 28, 1)
+    assert data.x_train.dtype == np.float32 and data.y_train.dtype == np.int64
+    assert data.validation == "test split (100 rows)"
+    assert data.classes == [str(d) for d in range(10)] and data.input_shape == (28, 28, 1)
+    np.testing.assert_array_equal(data.x_train[..., 0], x.astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(data.x_val[..., 0], x_test.astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(data.y_train, y)
+    np.testing.assert_array_equal(data.y_val, y_test)
+
+
+@pytest.mark.parametrize("subfolder", ["", "fashion-mnist"])
+def test_fashion_mnist(tmp_path, subfolder):
+    x, y, x_test, y_test = mnist_arrays(seed=3)
+    write_idx_set(tmp_path / subfolder, (x, y, x_test, y_test))
+    data = load_dataset("fashion_mnist", data_dir=str(tmp_path), scale="none")
+    assert data.classes[0] == "T-shirt/top" and data.classes[9] == "Ankle boot"
+    assert data.x_train.shape == (240, 28, 28, 1) and data.validation == "split 0.2 (last 60 of 300 rows)"
+    np.testing.assert_array_equal(data.x_train[..., 0], x[:240])
+
+
+@pytest.mark.parametrize("layout", ["cifar-10-batches-py", "folder itself", "keras cache", "archive"])
+def test_cifar10(tmp_path, layout):
+    batches = cifar_batches()
+    if layout == "archive":
+        write_cifar_archive(tmp_path / "cifar-10-python.tar.gz", batches)
+    else:
+        folder = {"cifar-10-batches-py": tmp_path / "cifar-10-batches-py", "folder itself": tmp_path,
+                  "keras cache": tmp_path / "cifar-10-batches-py-target" / "cifar-10-batches-py"}[layout]
+        write_cifar_folder(folder, batches)
+    data = load_dataset("cifar10", data_dir=str(tmp_path), validation_split=None, scale="none")
+    assert data.x_train.shape == (200, 32, 32, 3) and data.x_val.shape == (30, 32, 32, 3)
+    assert data.classes[0] == "airplane" and data.classes[9] == "truck"
+    train = [batches[f"data_batch_{i}"] for i in range(1, 6)]
+    np.testing.assert_array_equal(data.y_train, sum((b[b"labels"] for b in train), []))
+    # Channels last: pixel (row, col) of channel ch is byte ch*1024 + row*32 + col.
+    raw = batches["data_batch_2"][b"data"]
+    for i, row, col, ch in [(0, 0, 0, 0), (3, 5, 7, 1), (39, 31, 31, 2)]:
+        assert data.x_train[40 + i, row, col, ch] == raw[i, ch * 1024 + row * 32 + col]
+
+
+def test_cifar_pickled_by_numpy_1(tmp_path):
+    """The original batches name numpy.core.multiarray, numpy 2's numpy._core under its old name."""
+    batches = cifar_batches(n_per_batch=2, n_test=2)
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar_folder(folder, batches)
+    for path in folder.iterdir():
+        raw = path.read_bytes()
+        assert b"numpy._core.multiarray" in raw
+        path.write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    data = load_dataset("cifar10", data_dir=str(tmp_path), validation_split=None, scale="none")
+    np.testing.assert_array_equal(data.x_val.transpose(0, 3, 1, 2).reshape(2, 3072),
+                                  batches["test_batch"][b"data"])
+
+
+# --- corrupt files ---------------------------------------------------------------------
+
+def test_truncated_idx(tmp_path):
+    write_idx_set(tmp_path, mnist_arrays())
+    path = tmp_path / IDX_NAMES[0]
+    write_gz(path, idx_bytes(mnist_arrays()[0])[:-100])
+    message = raises("is truncated", load_dataset, "mnist", data_dir=str(tmp_path))
+    assert message == (f"Dataset file {path} is truncated: 235100 bytes of data, "
+                       "expected 235200 for shape (300, 28, 28)")
+
+
+def test_truncated_gzip_stream(tmp_path):
+    write_idx_set(tmp_path, mnist_arrays())
+    path = tmp_path / IDX_NAMES[2]
+    path.write_bytes(path.read_bytes()[:500])
+    message = raises("cannot be read", load_dataset, "mnist", data_dir=str(tmp_path))
+    assert message.startswith(f"Dataset file {path} cannot be read: ")
+
+
+def test_bad_idx_magic(tmp_path):
+    arrays = mnist_arrays()
+    write_idx_set(tmp_path, arrays)
+    path = tmp_path / IDX_NAMES[1]
+    write_gz(path, b"\x00\x00\x12\x34" + idx_bytes(arrays[1])[4:])
+    message = raises("is not an IDX file", load_dataset, "mnist", data_dir=str(tmp_path))
+    assert message == (f"Dataset file {path} is not an IDX file: magic number 0x00001234, "
+                       "expected 0x00000801")
+
+
+def test_idx_counts_disagree(tmp_path):
+    x, y, x_test, y_test = mnist_arrays()
+    write_idx_set(tmp_path, (x, y[:-1], x_test, y_test))
+    raises("disagree: 300 images, 299 labels", load_dataset, "mnist", data_dir=str(tmp_path))
+
+
+def test_truncated_cifar_pickle(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar_folder(folder, cifar_batches())
+    path = folder / "data_batch_3"
+    path.write_bytes(path.read_bytes()[:1000])
+    message = raises("not a readable CIFAR-10 batch", load_dataset, "cifar10", data_dir=str(tmp_path))
+    assert message.startswith(f"Dataset file {path} is not a readable CIFAR-10 batch: ")
+
+
+def test_cifar_pickle_cannot_run_code(tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar_folder(folder, cifar_batches())
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": Exploit()}))
+    raises(r"test_batch is not a readable CIFAR-10 batch: UnpicklingError: refusing to load builtins.print",
+           load_dataset, "cifar10", data_dir=str(tmp_path))
+
+
+def test_truncated_cifar_archive(tmp_path):
+    path = tmp_path / "cifar-10-python.tar.gz"
+    write_cifar_archive(path, cifar_batches())
+    path.write_bytes(path.read_bytes()[:5000])
+    message = raises("not a readable tar.gz archive", load_dataset, "cifar10", data_dir=str(tmp_path))
+    assert message.startswith(f"Dataset file {path} is not a readable tar.gz archive: ")
+
+
+def test_cifar_archive_without_a_batch(tmp_path):
+    batches = cifar_batches()
+    del batches["test_batch"]
+    write_cifar_archive(tmp_path / "cifar-10-python.tar.gz", batches)
+    raises("lacks cifar-10-batches-py/test_batch", load_dataset, "cifar10", data_dir=str(tmp_path))
+
+
+# --- csv: and npz: ---------------------------------------------------------------------
+
+def test_csv_string_labels(tmp_path):
+    path = write_csv(tmp_path / "pets.csv", ["a", "b", "kind"],
+                     [[1, 2, "dog"], [3, 4, "cat"], [5, 6, "bird"], [7, 8, "cat"], [9, 10, "dog"]])
+    data = load_dataset(f"csv:{path}", scale="none", validation_split=0.4)
+    assert (data.name, data.source, data.kind) == ("pets", str(path), "table")
+    assert data.classes == ["bird", "cat", "dog"] and data.task == "multiclass"
+    np.testing.assert_array_equal(data.y_train, [2, 1, 0])
+    np.testing.assert_array_equal(data.y_val, [1, 2])
+    np.testing.assert_array_equal(data.x_val, [[7, 8], [9, 10]])
+
+
+def test_csv_target_and_integer_labels(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["f1", "label", "f2"],
+                     [[0.5, 10, 1], [1.5, 2, 2], [2.5, 1, 3], [3.5, 2, 4]])
+    data = load_dataset(f"csv:{path}?target=label", scale="none", validation_split=0.5)
+    # Integer labels sort as numbers, not as text ("10" < "2").
+    assert data.classes == ["1", "2", "10"]
+    np.testing.assert_array_equal(data.y_train, [2, 1])
+    np.testing.assert_array_equal(data.x_train, [[0.5, 1], [1.5, 2]])
+    assert data.source == f"{path}?target=label" and data.name == "t"
+
+
+def test_csv_bad_cells(tmp_path):
+    path = write_csv(tmp_path / "bad.csv", ["f1", "f2", "y"], [[1, 2, 0], [3, "abc", 1]])
+    raises(r"bad.csv line 3 column 'f2' holds 'abc', not a finite number", load_dataset, f"csv:{path}")
+    path = write_csv(tmp_path / "frac.csv", ["f1", "y"], [[1, 0.5], [2, 1]])
+    raises(r"column 'y' holds the label 0.5, which is not a class", load_dataset, f"csv:{path}")
+    path = write_csv(tmp_path / "ragged.csv", ["f1", "y"], [[1, 0], [2, 1, 3]])
+    raises(r"ragged.csv line 3 has 3 columns, expected 2", load_dataset, f"csv:{path}")
+    path = write_csv(tmp_path / "one.csv", ["f1", "y"], [[1, "a"], [2, "a"]])
+    raises(r"has 1 class \(a\): a classifier needs at least 2", load_dataset, f"csv:{path}")
+    raises(r"no column target='nope'. Its columns: f1, y", load_dataset, f"csv:{path}?target=nope")
+
+
+def test_npz_with_x_val(tmp_path):
+    rng = np.random.default_rng(0)
+    x, x_val = rng.normal(size=(50, 4)), rng.normal(size=(20, 4))
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(50) % 3, x_val=x_val, y_val=np.arange(20) % 3)
+    spec = f"npz:{tmp_path / 'd.npz'}"
+    assert check_dataset(spec).kind == "table"
+    data = load_dataset(spec, validation_split=None)
+    assert data.validation == "x_val/y_val (20 rows)" and data.num_classes == 3
+    # auto is "none" for npz.
+    np.testing.assert_array_equal(data.x_val, x_val.astype(np.float32))
+    np.testing.assert_array_equal(data.y_val, np.arange(20) % 3)
+
+
+def test_npz_images_without_x_val(tmp_path):
+    np.savez(tmp_path / "img.npz", x=np.zeros((30, 5, 6), np.uint8), y=np.arange(30) % 2)
+    spec = f"npz:{tmp_path / 'img.npz'}"
+    assert check_dataset(spec) == DatasetRef(spec, "img", str(tmp_path / "img.npz"), "image")
+    data = load_dataset(spec)
+    assert data.kind == "image" and data.input_shape == (5, 6, 1) and data.task == "binary"
+    raises("img has no test split", load_dataset, spec, validation_split=None)
+
+
+def test_npz_bad_contents(tmp_path):
+    np.savez(tmp_path / "a.npz", x=np.zeros((4, 2)), y=np.zeros(4), x_val=np.zeros((2, 2)))
+    raises("both x_val and y_val or neither. It holds: x, x_val, y", load_dataset, f"npz:{tmp_path / 'a.npz'}")
+    np.savez(tmp_path / "b.npz", features=np.zeros((4, 2)))
+    raises("holds no array x", check_dataset, f"npz:{tmp_path / 'b.npz'}")
+    (tmp_path / "c.npz").write_bytes(b"not a zip")
+    raises(r"c.npz is not a readable .npz file", check_dataset, f"npz:{tmp_path / 'c.npz'}")
+
+
+# --- subsample, split, scale -----------------------------------------------------------
+
+@pytest.fixture
+def numbered_csv(tmp_path):
+    """200 rows whose feature `id` is the row's index in the file."""
+    return write_csv(tmp_path / "numbered.csv", ["id", "y"], [[i, "ab"[i % 2]] for i in range(200)])
+
+
+def rows_of(data):
+    return np.concatenate([data.x_train[:, 0], data.x_val[:, 0]]).astype(int)
+
+
+def test_subsample_rule(numbered_csv):
+    spec = f"csv:{numbered_csv}"
+    data = load_dataset(spec, subsample=50, seed=7, scale="none", validation_split=0.2)
+    expected = np.sort(np.random.default_rng(7).choice(200, size=50, replace=False))
+    np.testing.assert_array_equal(rows_of(data), expected)
+    # Subsample first, then the split holds out the last 10 of the 50 rows drawn.
+    np.testing.assert_array_equal(data.x_val[:, 0], expected[40:])
+    assert data.validation == "split 0.2 (last 10 of 50 rows)"
+    assert np.array_equal(rows_of(load_dataset(spec, subsample=50, seed=7, scale="none")), expected)
+    assert not np.array_equal(rows_of(load_dataset(spec, subsample=50, seed=8, scale="none")), expected)
+    raises(r"`subsample` must be at most the 200 training rows of numbered. Received: subsample=201",
+           load_dataset, spec, subsample=201)
+    raises(r"Received: subsample=0", load_dataset, spec, subsample=0)
+
+
+def test_test_split_is_not_subsampled(tmp_path):
+    write_idx_set(tmp_path, mnist_arrays())
+    data = load_dataset("mnist", data_dir=str(tmp_path), subsample=40, validation_split=None)
+    assert len(data.x_train) == 40 and len(data.x_val) == 100
+
+
+@pytest.mark.parametrize("n, fraction, train", [(200, 0.2, 160), (10, 0.25, 7), (100, 0.33, 67), (3, 0.5, 1)])
+def test_split_rule(numbered_csv, n, fraction, train):
+    """floor(n * (1 - f)) rows train, as in Keras' train_validation_split."""
+    data = load_dataset(f"csv:{numbered_csv}", subsample=n, scale="none", validation_split=fraction)
+    assert train == math.floor(n * (1 - fraction)) and len(data.x_train) == train
+    np.testing.assert_array_equal(rows_of(data)[train:], data.x_val[:, 0])
+
+
+def test_split_too_small_and_bad(numbered_csv):
+    spec = f"csv:{numbered_csv}"
+    raises(r"2 training rows, too few.*validation_split=0.6", load_dataset, spec, subsample=2, validation_split=0.6)
+    for bad in (0, 1, 1.5, -0.2, "0.2", True):
+        raises(rf"`validation_split` must be .* Received: validation_split={bad!r}",
+               load_dataset, spec, validation_split=bad)
+
+
+def test_scales(tmp_path):
+    path = write_csv(tmp_path / "s.csv", ["a", "b", "c", "y"],
+                     [[1, -4, 7, "p"], [2, 0, 7, "q"], [3, 2, 7, "p"], [10, 100, 5, "q"]])
+    spec = f"csv:{path}"
+
+    def load(scale):
+        return load_dataset(spec, scale=scale, validation_split=0.25)
+
+    none = load("none")
+    np.testing.assert_array_equal(none.x_train, [[1, -4, 7], [2, 0, 7], [3, 2, 7]])
+    np.testing.assert_array_equal(none.x_val, [[10, 100, 5]])
+    # unit: the largest absolute training value is 7; the validation row does not count.
+    unit = load("unit")
+    np.testing.assert_array_equal(unit.x_train, np.float32([[1, -4, 7], [2, 0, 7], [3, 2, 7]]) / np.float32(7))
+    np.testing.assert_array_equal(unit.x_val, np.float32([[10, 100, 5]]) / np.float32(7))
+    # standard: training mean (2, -2/3, 7), population std (sqrt(2/3), sqrt(56/9), 0 -> 1).
+    standard = load("standard")
+    mean, std = np.array([2, -2 / 3, 7]), np.array([math.sqrt(2 / 3), math.sqrt(56 / 9), 1])
+    np.testing.assert_allclose(standard.x_train, (none.x_train - mean) / std, rtol=1e-6)
+    np.testing.assert_allclose(standard.x_train[:, 0], [-math.sqrt(1.5), 0, math.sqrt(1.5)], rtol=1e-6)
+    np.testing.assert_allclose(standard.x_val, [[8 / math.sqrt(2 / 3), (100 + 2 / 3) / math.sqrt(56 / 9), -2]],
+                               rtol=1e-6)
+    assert standard.x_train.dtype == np.float32
+    # auto is "standard" for csv.
+    np.testing.assert_array_equal(load("auto").x_train, standard.x_train)
+    raises(r"`scale` must be one of auto, none, unit, standard. Received: scale='minmax'", load, "minmax")
+
+
+def test_auto_scale_of_images_is_unit(tmp_path):
+    x, y, x_test, y_test = mnist_arrays()
+    write_idx_set(tmp_path, (x, y, x_test, y_test))
+    auto = load_dataset("mnist", data_dir=str(tmp_path), validation_split=None)
+    unit = load_dataset("mnist", data_dir=str(tmp_path), validation_split=None, scale="unit")
+    np.testing.assert_array_equal(auto.x_train, unit.x_train)
+    standard = load_dataset("mnist", data_dir=str(tmp_path), validation_split=None, scale="standard")
+    pixels = x.reshape(300, 784).astype(np.float64)
+    std = pixels.std(axis=0)
+    std[std == 0] = 1
+    np.testing.assert_allclose(standard.x_train.reshape(300, 784), (pixels - pixels.mean(axis=0)) / std,
+                               rtol=1e-5, atol=1e-5)
+
+
+# --- check_dataset ---------------------------------------------------------------------
+
+def test_check_dataset_names():
+    assert DATASETS == ("digits", "cifar10", "fashion_mnist", "mnist", "ionosphere")
+    assert check_dataset("mnist") == DatasetRef("mnist", "mnist", "mnist", "image")
+    assert check_dataset("ionosphere", str(TEST_DATA)).kind == "table"
+    message = raises("Unknown dataset", check_dataset, "foo")
+    assert message == ("Unknown dataset: 'foo'. Valid names: digits, cifar10, fashion_mnist, mnist, "
+                       "ionosphere, or csv:PATH, npz:PATH")
+    raises("Unknown dataset: 'tsv:x.tsv'", check_dataset, "tsv:x.tsv")
+
+
+def test_check_dataset_files(tmp_path, monkeypatch):
+    missing = tmp_path / "missing.csv"
+    message = raises("does not exist", check_dataset, f"csv:{missing}")
+    assert message == f"Dataset file {missing} (from 'csv:{missing}') does not exist or is not a file"
+    raises("names no file", check_dataset, "csv:")
+    write_csv(tmp_path / "rel.csv", ["a", "y"], [[1, 0]])
+    monkeypatch.chdir(tmp_path)
+    ref = check_dataset("csv:rel.csv?target=y")
+    assert ref == DatasetRef("csv:rel.csv?target=y", "rel", f"{tmp_path / 'rel.csv'}?target=y", "table")
+
+
+def test_check_dataset_options(tmp_path):
+    path = write_csv(tmp_path / "o.csv", ["a", "y"], [[1, 0]])
+    raises(r"Unknown option 'sep' in dataset 'csv:.*\?sep=;': valid options: target", check_dataset,
+           f"csv:{path}?sep=;")
+    raises(r"Option 'target' in dataset .* needs a value", check_dataset, f"csv:{path}?target")
+    raises(r"Unknown option 'x' in dataset 'digits\?x=1': it takes no options", check_dataset, "digits?x=1")
+
+
+def test_check_dataset_data_dir(tmp_path):
+    raises(r"`data_dir` must be a folder. Received: data_dir=.*nowhere", check_dataset, "mnist",
+           str(tmp_path / "nowhere"))
+    message = raises("holds none of the file sets", check_dataset, "mnist", str(tmp_path))
+    assert "train-images-idx3-ubyte.gz" in message and "mnist.npz" in message
+    message = raises("holds none of the file sets", check_dataset, "cifar10", str(tmp_path))
+    assert message.endswith(
+        "Looked for: data_batch_1, data_batch_2, data_batch_3, data_batch_4, data_batch_5, test_batch "
+        "in data_dir, cifar-10-batches-py/, cifar-10-batches-py-target/cifar-10-batches-py/; "
+        "or cifar-10-python.tar.gz")
+    raises("Looked for: ionosphere.data; or ionosphere.csv", check_dataset, "ionosphere", str(tmp_path))
+    # A set found in part: the message names what is missing.
+    x, y, x_test, y_test = mnist_arrays()
+    write_gz(tmp_path / IDX_NAMES[0], idx_bytes(x))
+    raises(r"\(it lacks train-labels-idx1-ubyte.gz, t10k-images", check_dataset, "mnist", str(tmp_path))
+    # digits ships with scikit-learn: any folder will do.
+    assert check_dataset("digits", str(tmp_path)).name == "digits"
+
+
+def test_check_dataset_imports_no_framework():
+    code = ("import sys; from lrsweep.data import check_dataset; check_dataset('digits'); "
+            "check_dataset('ionosphere', 'tests/data'); "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules "
+            "and 'sklearn' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+# --- without data_dir: Keras' cache, then Keras ----------------------------------------
+
+def test_reads_keras_cache_without_keras(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    x, y, x_test, y_test = mnist_arrays()
+    (tmp_path / "datasets").mkdir()
+    np.savez(tmp_path / "datasets" / "mnist.npz", x_train=x, y_train=y, x_test=x_test, y_test=y_test)
+    data = load_dataset("mnist", validation_split=None)  # `import keras` would fail here
+    assert data.x_train.shape == (300, 28, 28, 1)
+
+
+def test_download_failure_is_one_line(tmp_path, monkeypatch):
+    """No internet here: the real Keras download fails, and says so in one line."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.delitem(sys.modules, "keras")  # the real one, this time
+    raises(r"Could not download dataset ionosphere .*Without internet, pass data_dir=", load_dataset, "ionosphere")
+
+
+def test_dataset_pickles():
+    """The driver shares a Dataset with trials through Ray's object store."""
+    data = load_dataset("ionosphere", data_dir=str(TEST_DATA))
+    again = pickle.loads(pickle.dumps(data))
+    assert isinstance(again, Dataset) and again.validation == data.validation
+    np.testing.assert_array_equal(again.x_train, data.x_train)

@@ -1,0 +1,5 @@
+import sys
+
+from lrsweep.cli import main
+
+sys.exit(main())

@@ -1,0 +1,203 @@
+"""The command line: a table from command name to handler.
+
+Handlers parse arguments and call library functions that know nothing of argv. Bad input
+of any kind is one `LrsweepError` line on stderr and exit status 2, answered before Ray or
+TensorFlow start (they are imported inside the handlers that need them).
+"""
+
+import argparse
+import os
+import sys
+
+from lrsweep.errors import LrsweepError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise LrsweepError(message)
+
+
+def _sweep_flags(p):
+    p.add_argument("sweep", metavar="SWEEP.py", help="the sweep file (it defines SWEEP = lrsweep.Sweep(...))")
+    p.add_argument("--results", help="results folder or s3:// / gs:// URI (default: the sweep's, results/)")
+    p.add_argument("--dataset", help="a registry name, csv:PATH[?target=NAME] or npz:PATH")
+    p.add_argument("--data-dir", help="where loaders look for local copies of the dataset")
+    p.add_argument("--num-samples", type=int, help="trials to sample (a search)")
+    p.add_argument("--max-epochs", type=int, help="epochs of a trial that is not stopped early")
+    p.add_argument("--name", help="the run's name in the store (default: sweep name and start time)")
+    p.add_argument("--resume", action="store_true", help="continue the run called --name")
+    p.add_argument("--address", help="join this Ray cluster (auto, host:port, ray://...) instead of starting one")
+    p.add_argument("--dashboard-host", default="127.0.0.1", help="address the local dashboard binds (default 127.0.0.1)")
+
+
+def _results_flag(p):
+    p.add_argument("--results", default="results", help="results folder or URI (default: results/)")
+
+
+def load_checked_sweep(args):
+    """The sweep file with the command-line flags applied, every input checked; no Ray, no TensorFlow."""
+    from lrsweep.data import check_dataset
+    from lrsweep.run.driver import check_launch
+    from lrsweep.sweep.spec import load_sweep
+
+    sweep = load_sweep(args.sweep).with_overrides(
+        results=args.results, dataset=args.dataset, data_dir=args.data_dir, num_samples=args.num_samples,
+        max_epochs=args.max_epochs)
+    dataset = check_dataset(sweep.dataset, sweep.data_dir)
+    check_launch(sweep, args.name, args.resume)
+    return sweep, dataset
+
+
+def cmd_validate(args):
+    from lrsweep.sweep.describe import describe
+
+    sweep, dataset = load_checked_sweep(args)
+    print(describe(sweep, dataset))
+
+
+def cmd_launch(args):
+    sweep, dataset = load_checked_sweep(args)
+    from lrsweep.results.rank import format_ranking, rank
+    from lrsweep.results.store import read_frame
+    from lrsweep.run.driver import launch
+
+    name, dataset_name, status = launch(sweep, name=args.name, address=args.address, resume=args.resume,
+                                        dashboard_host=args.dashboard_host, print_fn=lambda s: print(s, flush=True))
+    trials = read_frame(sweep.results, "trials", dataset_name)
+    print()
+    print(format_ranking(rank(trials[trials["sweep"] == name])))
+    print(f"\nstored under {sweep.results.rstrip('/')}/{{trials,epochs}}/dataset={dataset_name}/sweep={name}; "
+          f"all sweeps on {dataset_name}: lrsweep rank --dataset {dataset_name}")
+    return status
+
+
+def _schedule_params(family, pairs):
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise LrsweepError(f"Schedule parameters are written name=value. Received: {pair!r}")
+        params[key] = family.param(key).parse(value)
+    return params
+
+
+def cmd_schedule(args):
+    from lrsweep.schedules.registry import check_schedule, family
+
+    fam = family(args.family)
+    params = _schedule_params(fam, args.params)
+    if args.epochs < 1:
+        raise LrsweepError(f"Argument `epochs` must be an integer >= 1. Received: epochs={args.epochs}")
+    if args.steps_per_epoch is not None and args.steps_per_epoch < 1:
+        raise LrsweepError(f"Argument `steps_per_epoch` must be an integer >= 1. "
+                           f"Received: steps_per_epoch={args.steps_per_epoch}")
+    full = check_schedule(args.family, params, args.epochs, args.granularity)
+    if args.steps_per_epoch is None and (args.granularity == "step" or full.get("decay_unit") == "step"):
+        raise LrsweepError("Argument `steps_per_epoch` is needed when the rate changes every step. "
+                           "Received: steps_per_epoch=None")
+    from lrsweep.schedules.preview import epoch_rates
+
+    rates = epoch_rates(args.family, params, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch or 1,
+                        granularity=args.granularity)
+    if args.csv:
+        print("epoch,lr")
+        print("\n".join(f"{e},{lr:.7g}" for e, lr in enumerate(rates, 1)))
+    else:
+        print("epoch  lr")
+        print("\n".join(f"{e:>5}  {lr:.6g}" for e, lr in enumerate(rates, 1)))
+    if args.plot:
+        from lrsweep.results.plots import plot_rates
+
+        label = f"{args.family} " + ", ".join(f"{k}={v}" for k, v in params.items())
+        plot_rates({label: rates}, args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
+
+
+def cmd_rank(args):
+    from lrsweep.results.rank import format_ranking, rank
+    from lrsweep.results.store import read_frame
+
+    print(format_ranking(rank(read_frame(args.results, "trials", args.dataset), args.metric)))
+
+
+def cmd_query(args):
+    from lrsweep.results.query import format_frame, query
+
+    print(format_frame(query(args.results, args.sql), args.format))
+
+
+def cmd_best(args):
+    from lrsweep.results.best import best_config, python_snippet
+    import json
+
+    config = best_config(args.results, args.dataset, trial_id=args.trial)
+    print(python_snippet(config) if args.python else json.dumps(config, indent=2))
+
+
+def _add_validate(p):
+    _sweep_flags(p)
+
+
+def _add_schedule(p):
+    from lrsweep.schedules.registry import FAMILIES
+
+    p.add_argument("family", metavar="FAMILY", help=", ".join(FAMILIES))
+    p.add_argument("params", nargs="*", metavar="k=v", help="the family's parameters, e.g. initial_lr=0.1")
+    p.add_argument("--epochs", type=int, required=True, help="epochs to show (E of polynomial, cosine, one_cycle)")
+    p.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (for per-step rates)")
+    p.add_argument("--granularity", choices=("epoch", "step"), default="epoch")
+    p.add_argument("--csv", action="store_true", help="print `epoch,lr` rows")
+    p.add_argument("--plot", metavar="F.png", help="draw the curve into this PNG")
+
+
+def _add_rank(p):
+    _results_flag(p)
+    p.add_argument("--dataset", help="only this dataset")
+    p.add_argument("--metric", help="rank by this metric (default: the sweep's, final epoch)")
+
+
+def _add_query(p):
+    p.add_argument("sql", metavar="SQL", help="a query over the tables trials and epochs")
+    _results_flag(p)
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+
+def _add_best(p):
+    p.add_argument("--dataset", required=True)
+    _results_flag(p)
+    p.add_argument("--trial", help="this trial instead of the best one")
+    p.add_argument("--python", action="store_true", help="print a Keras snippet that runs without lrsweep")
+
+
+COMMANDS = {
+    "validate": (_add_validate, cmd_validate, "check a sweep file and show what it would run (no Ray, no TensorFlow)"),
+    "launch": (_add_validate, cmd_launch, "run a sweep and print its ranking"),
+    "schedule": (_add_schedule, cmd_schedule, "preview one schedule: the rate in effect during each epoch"),
+    "rank": (_add_rank, cmd_rank, "rank schedule families per dataset"),
+    "query": (_add_query, cmd_query, "SQL over the tables trials and epochs"),
+    "best": (_add_best, cmd_best, "the winning schedule as Keras JSON, or a Python snippet"),
+}
+
+
+def parser():
+    top = _Parser(prog="lrsweep", description="Find the best learning-rate schedule for a Keras model.")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (add, handler, summary) in COMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=summary)
+        add(sub)
+        sub.set_defaults(handler=handler)
+    return top
+
+
+def main(argv=None):
+    # TensorFlow's start-up chatter is not the program's output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        args = parser().parse_args(argv)
+        return args.handler(args) or 0
+    except LrsweepError as e:
+        print(f"lrsweep: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lrsweep: interrupted", file=sys.stderr)
+        return 130

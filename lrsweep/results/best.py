@@ -1,0 +1,109 @@
+"""The winning schedule, for a plain Keras script: Keras JSON, or a Python snippet.
+
+The schedule is rebuilt by the same builder the trial trained with, from the stored
+parameters and steps per epoch, and serialized by Keras itself: a built-in class where one
+reproduces the family exactly (`step` is `ExponentialDecay(..., staircase=True)`), else
+lrsweep's registered class, whose source `--python` prints so the snippet runs without
+lrsweep.
+"""
+
+import inspect
+import json
+
+from lrsweep.errors import LrsweepError
+from lrsweep.results.rank import rank
+from lrsweep.results.store import read_frame
+from lrsweep.schedules.registry import OPTIMIZERS, build_schedule
+
+
+def _trial(root, dataset, trial_id):
+    trials = read_frame(root, "trials", dataset)
+    if trials.empty:
+        raise LrsweepError(f"Argument `dataset` names no dataset in the store {root}. Received: dataset={dataset!r}")
+    if trial_id is None:
+        ranking = rank(trials)
+        trial_id = ranking["best_trial"].dropna().iloc[0] if ranking["best_trial"].notna().any() else None
+        if trial_id is None:
+            raise LrsweepError(f"No trial on dataset {dataset!r} ended with a result. Received: dataset={dataset!r}")
+    chosen = trials[trials["trial_id"] == trial_id]
+    if chosen.empty:
+        raise LrsweepError(f"Argument `trial` names no trial of dataset {dataset!r}. Received: trial={trial_id!r}")
+    return chosen.sort_values("end_time").iloc[-1]
+
+
+def best_config(root, dataset, trial_id=None):
+    """The best trial's (or `trial_id`'s) schedule, optimizer and fit settings as Keras
+    objects serialized to JSON-ready dicts."""
+    import keras
+
+    row = _trial(root, dataset, trial_id)
+    params = json.loads(row["params"])
+    learning_rate, callbacks = build_schedule(row["family"], params, steps_per_epoch=int(row["steps_per_epoch"]),
+                                              epochs=int(row["max_epochs"]), granularity=row["granularity"])
+    if row["family"] == "constant":
+        learning_rate = params["initial_lr"]  # a float is Keras' own exact form of a constant rate
+    optimizer = getattr(keras.optimizers, OPTIMIZERS[row["optimizer"]])(
+        learning_rate=learning_rate, **json.loads(row["optimizer_args"]))
+    schedule = (keras.optimizers.schedules.serialize(learning_rate)
+                if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule) else None)
+    metric = row["metric"]
+    return {
+        "dataset": dataset, "sweep": row["sweep"], "trial_id": row["trial_id"],
+        "family": f"{row['optimizer']}/{row['family']}", "params": params,
+        metric: None if row[f"final_{metric}"] != row[f"final_{metric}"] else float(row[f"final_{metric}"]),
+        "schedule": schedule,
+        "optimizer": keras.optimizers.serialize(optimizer),
+        "callbacks": [{"class_name": type(c).__name__, "config": _callback_config(c)} for c in callbacks],
+        "fit": {"epochs": int(row["max_epochs"]), "batch_size": int(row["batch_size"]),
+                "steps_per_epoch": int(row["steps_per_epoch"])},
+        "needs_lrsweep": bool(schedule and schedule.get("registered_name")),
+    }
+
+
+def _callback_config(callback):
+    """A ReduceLROnPlateau's constructor arguments (Keras callbacks have no get_config)."""
+    return {name: getattr(callback, name) for name in ("monitor", "factor", "patience", "min_lr", "min_delta",
+                                                       "cooldown") if hasattr(callback, name)}
+
+
+def _call(name, config):
+    args = ", ".join(f"{k}={v!r}" for k, v in config.items() if k != "name")
+    return f"{name}({args})"
+
+
+def python_snippet(config):
+    """A script fragment that builds the same optimizer in plain Keras, without lrsweep."""
+    from lrsweep.schedules import curves
+
+    lines = [f"# lrsweep best --dataset {config['dataset']}: trial {config['trial_id']} of sweep {config['sweep']}, "
+             f"{config['family']} {json.dumps(config['params'], sort_keys=True)}",
+             "import keras", ""]
+    schedule = config["schedule"]
+    optimizer = dict(config["optimizer"]["config"])
+    if schedule:
+        if schedule.get("registered_name"):
+            cls = getattr(curves, schedule["class_name"])
+            lines += ["import math", "", "from keras import ops", ""]
+            for piece in (curves.cosine_anneal, curves.polynomial_anneal, curves.ProgressSchedule, cls):
+                lines += [inspect.getsource(piece), ""]
+            lines.append(f"schedule = {_call(schedule['class_name'], schedule['config'])}")
+        else:
+            lines.append(f"schedule = keras.optimizers.schedules.{_call(schedule['class_name'], schedule['config'])}")
+        lines.append(f"# built for {config['fit']['steps_per_epoch']} optimizer steps per epoch "
+                     f"(batch size {config['fit']['batch_size']}): rescale its steps if your data differ")
+        optimizer["learning_rate"] = _Raw("schedule")
+    keep = {k: v for k, v in optimizer.items() if k in ("learning_rate", "momentum", "nesterov", "beta_1", "beta_2",
+                                                        "epsilon", "rho", "initial_accumulator_value")}
+    lines.append(f"optimizer = keras.optimizers.{_call(config['optimizer']['class_name'], keep)}")
+    callbacks = ", ".join(f"keras.callbacks.{_call(c['class_name'], c['config'])}" for c in config["callbacks"])
+    lines.append(f"callbacks = [{callbacks}]")
+    lines.append(f"# model.compile(optimizer=optimizer, ...); model.fit(..., epochs={config['fit']['epochs']}, "
+                 f"batch_size={config['fit']['batch_size']}, callbacks=callbacks)")
+    return "\n".join(lines)
+
+
+class _Raw(str):
+    """A name printed as code, not as a string literal."""
+
+    def __repr__(self):
+        return str(self)

@@ -1,0 +1,213 @@
+"""The results store: Parquet datasets, hive-partitioned by dataset and sweep.
+
+    results/trials/dataset=D/sweep=S/part-*.parquet   one row per trial
+    results/epochs/dataset=D/sweep=S/part-*.parquet   one row per trial and epoch
+    results/lr_range/dataset=D/sweep=S/part-*.parquet the learning-rate range test
+
+Every file of a table is written with the one explicit schema below, so a reader over the
+whole folder (`pandas.read_parquet("results/epochs")`, `pyarrow.dataset`, DuckDB) never
+meets a column that is missing or typed `null` in one file. Writes are atomic (a hidden
+temporary file, then a rename; one upload on `s3://`/`gs://`), files are never rewritten,
+and a sweep writes only under its own `sweep=` folder. Readers keep the latest record of a
+trial (and of a trial's epoch), so a trial stored twice around a resume counts once, and
+they skip a corrupt or foreign file with one warning naming it.
+
+This module never imports Ray: rank, query and their tests run on Parquet files alone.
+"""
+
+import os
+import sys
+import time
+import uuid
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from lrsweep.schedules.registry import FAMILIES
+
+TABLES = ("trials", "epochs", "lr_range")
+LOGS = ("loss", "accuracy", "val_loss", "val_accuracy")
+PARTITIONING = ds.partitioning(pa.schema([("dataset", pa.string()), ("sweep", pa.string())]), flavor="hive")
+
+
+def _param_fields():
+    fields = {}
+    for family in FAMILIES.values():
+        for p in family.params:
+            fields.setdefault(p.name, pa.string() if p.kind is str else pa.float64())
+    return [pa.field(name, kind) for name, kind in fields.items()]
+
+
+PARAM_COLUMNS = [f.name for f in _param_fields()]
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+SCHEMAS = {
+    "trials": pa.schema(
+        [pa.field("trial_id", pa.string()), pa.field("family", pa.string()), pa.field("optimizer", pa.string()),
+         *_param_fields(),
+         pa.field("params", pa.string()), pa.field("seed", pa.int64()), pa.field("stage", pa.string()),
+         pa.field("status", pa.string()), pa.field("error", pa.string()),
+         pa.field("epochs", pa.int64()), pa.field("best_epoch", pa.int64()),
+         *[pa.field(f"{which}_{log}", pa.float64()) for log in LOGS for which in ("best", "final")],
+         pa.field("wall_seconds", pa.float64()), pa.field("node", pa.string()),
+         pa.field("start_time", TIMESTAMP), pa.field("end_time", TIMESTAMP),
+         pa.field("metric", pa.string()), pa.field("metric_mode", pa.string()),
+         pa.field("max_epochs", pa.int64()), pa.field("steps_per_epoch", pa.int64()),
+         pa.field("batch_size", pa.int64()), pa.field("granularity", pa.string()),
+         pa.field("model", pa.string()), pa.field("optimizer_args", pa.string()),
+         pa.field("dataset_source", pa.string()), pa.field("written", TIMESTAMP)]),
+    "epochs": pa.schema(
+        [pa.field("trial_id", pa.string()), pa.field("epoch", pa.int64()), pa.field("lr", pa.float64()),
+         *[pa.field(log, pa.float64()) for log in LOGS],
+         pa.field("seconds", pa.float64()), pa.field("written", TIMESTAMP)]),
+    "lr_range": pa.schema(
+        [pa.field("optimizer", pa.string()), pa.field("step", pa.int64()), pa.field("lr", pa.float64()),
+         pa.field("loss", pa.float64()), pa.field("smoothed_loss", pa.float64()),
+         pa.field("written", TIMESTAMP)]),
+}
+# The record a reader keeps is the latest `written` per key.
+KEYS = {"trials": ("dataset", "sweep", "trial_id"), "epochs": ("dataset", "sweep", "trial_id", "epoch"),
+        "lr_range": ("dataset", "sweep", "optimizer", "step")}
+
+
+def warn(message):
+    print(f"lrsweep: warning: {message}", file=sys.stderr)
+
+
+def is_uri(path):
+    return "://" in path
+
+
+def filesystem(root):
+    """(pyarrow filesystem, path within it) for a folder or an `s3://`/`gs://` URI."""
+    if is_uri(root):
+        return pafs.FileSystem.from_uri(root)
+    return pafs.LocalFileSystem(), os.path.abspath(root)
+
+
+def check_writable(root):
+    """None if `root` is (or can be made) a writable folder; else a reason. Creates nothing."""
+    if is_uri(root):
+        return None
+    path = os.path.abspath(root)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    if not os.path.isdir(path):
+        return f"{path} is not a folder"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable"
+    return None
+
+
+def partition(root, table, dataset, sweep):
+    return f"{root.rstrip('/')}/{table}/dataset={dataset}/sweep={sweep}"
+
+
+def sweep_exists(root, sweep):
+    """True if any table of the store holds files of the sweep named `sweep`."""
+    fs, base = filesystem(root)
+    for table in TABLES:
+        info = fs.get_file_info(pafs.FileSelector(f"{base}/{table}", allow_not_found=True))
+        for dataset_dir in info:
+            if dataset_dir.type == pafs.FileType.Directory:
+                if fs.get_file_info(f"{dataset_dir.path}/sweep={sweep}").type != pafs.FileType.NotFound:
+                    return True
+    return False
+
+
+def write_rows(root, table, dataset, sweep, rows):
+    """Append `rows` (dicts; missing columns null) as one new file; returns its path or None."""
+    if not rows:
+        return None
+    schema = SCHEMAS[table]
+    now = pa.scalar(time.time_ns() // 1000, pa.int64()).cast(TIMESTAMP)
+    data = pa.Table.from_pylist([{**row, "written": now.as_py()} for row in rows], schema=schema)
+    fs, base = filesystem(root)
+    folder = partition(base, table, dataset, sweep)
+    name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
+    fs.create_dir(folder, recursive=True)
+    if is_uri(root):  # one object upload is atomic
+        with fs.open_output_stream(f"{folder}/{name}") as out:
+            pq.write_table(data, out)
+    else:
+        temporary = f"{folder}/.{name}.tmp"
+        pq.write_table(data, temporary)
+        os.replace(temporary, f"{folder}/{name}")
+    return f"{folder}/{name}"
+
+
+def _files(fs, base, table):
+    """The readable files of a table; every other file gets one warning and is left alone."""
+    found = []
+    selector = pafs.FileSelector(f"{base}/{table}", allow_not_found=True, recursive=True)
+    expected = SCHEMAS[table]
+    for info in sorted(fs.get_file_info(selector), key=lambda i: i.path):
+        if info.type != pafs.FileType.File or info.base_name.startswith("."):
+            continue  # folders, and our own unfinished temporary files
+        relative = info.path[len(base) + len(table) + 2:].split("/")
+        if (not info.base_name.endswith(".parquet") or len(relative) != 3
+                or not relative[0].startswith("dataset=") or not relative[1].startswith("sweep=")):
+            warn(f"skipping {info.path}: not a file of the {table} table")
+            continue
+        try:
+            schema = pq.read_schema(fs.open_input_file(info.path))
+        except Exception as e:
+            warn(f"skipping {info.path}: not a readable Parquet file ({str(e).splitlines()[0]})")
+            continue
+        wrong = [f.name for f in expected if schema.get_field_index(f.name) < 0
+                 or schema.field(f.name).type != f.type]
+        if wrong:
+            warn(f"skipping {info.path}: not an lrsweep {table} file (columns missing or mistyped: "
+                 f"{', '.join(wrong[:5])})")
+            continue
+        found.append(info.path)
+    return found
+
+
+def read_table(root, table, dataset=None):
+    """A table of the store as one pyarrow Table, with `dataset` and `sweep` columns, the
+    latest record of each key only; `dataset` limits it to one dataset."""
+    fs, base = filesystem(root)
+    schema = SCHEMAS[table].append(pa.field("dataset", pa.string())).append(pa.field("sweep", pa.string()))
+    files = _files(fs, base, table)
+    if dataset is not None:
+        files = [f for f in files if f"/dataset={dataset}/" in f]
+    try:
+        data = ds.dataset(files, schema=schema, format="parquet", filesystem=fs, partitioning=PARTITIONING,
+                          partition_base_dir=f"{base}/{table}").to_table()
+    except (OSError, pa.ArrowException):
+        data = _read_one_by_one(fs, base, table, files, schema)
+    return latest(data, KEYS[table])
+
+
+def _read_one_by_one(fs, base, table, files, schema):
+    """The slow path, when a file's footer reads but its data does not: find it, skip it."""
+    parts = []
+    for path in files:
+        try:
+            parts.append(ds.dataset([path], schema=schema, format="parquet", filesystem=fs,
+                                    partitioning=PARTITIONING, partition_base_dir=f"{base}/{table}").to_table())
+        except (OSError, pa.ArrowException) as e:
+            warn(f"skipping {path}: not a readable Parquet file ({str(e).splitlines()[0]})")
+    return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def latest(data, keys):
+    """Rows of `data` keeping, for each key, the one written last."""
+    data = data.take(pc.sort_indices(data, sort_keys=[("written", "ascending")]))
+    rows = data.append_column("_row", pa.array(range(data.num_rows), pa.int64()))
+    last = rows.group_by(list(keys), use_threads=False).aggregate([("_row", "last")])
+    if last.num_rows == data.num_rows:
+        return data
+    return data.take(last["_row_last"].combine_chunks().sort())
+
+
+def read_frame(root, table, dataset=None):
+    """`read_table` as a pandas DataFrame."""
+    return read_table(root, table, dataset).to_pandas()

@@ -1,0 +1,1 @@
+"""Running a sweep on Ray: the driver, the trial that runs on a worker, the recorder."""

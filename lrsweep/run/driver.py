@@ -1,0 +1,151 @@
+"""The driver: start or join Ray, run the sweep with Tune, record it, rank it.
+
+A plain `Tuner(trainable, tune_config=TuneConfig(...), run_config=RunConfig(...))`:
+`OptunaSearch` over the sweep's conditional space (or the fixed `configs`), `ASHAScheduler`
+for early stopping, the dataset loaded once here and shared with every trial through the
+object store (`tune.with_parameters`), and a `Recorder` callback that writes every report.
+The driver never imports TensorFlow.
+"""
+
+import logging
+import os
+import time
+import warnings
+
+from lrsweep.errors import LrsweepError
+from lrsweep.results import store
+
+# Ray Tune's own per-trial JSON/CSV/TensorBoard logs duplicate the store at a cost per
+# report; the driver's Recorder is the record.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def run_name(sweep, name=None):
+    return name or f"{sweep.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def storage_path(sweep):
+    """Where Tune keeps its experiment state (for `--resume`): the sweep's `storage`, or a
+    folder beside the tables in the results folder."""
+    storage = sweep.storage or f"{sweep.results.rstrip('/')}/tune"
+    return storage if store.is_uri(storage) else os.path.abspath(storage)
+
+
+def check_launch(sweep, name, resume):
+    """Bad input that only launching can find, answered before Ray starts."""
+    reason = store.check_writable(sweep.results)
+    if reason:
+        raise LrsweepError(f"Argument `results` must be a writable folder. Received: results={sweep.results!r} ({reason})")
+    if name is not None and not resume and store.sweep_exists(sweep.results, name):
+        raise LrsweepError(f"Argument `name` names a sweep the store already holds. Received: name={name!r} "
+                           f"(pass --resume to continue it, or choose another name)")
+    if resume:
+        if name is None:
+            raise LrsweepError("Argument `resume` needs --name, the sweep to continue. Received: name=None")
+        from ray.tune import Tuner  # noqa: imported here only to check the state exists
+        path = f"{storage_path(sweep)}/{name}"
+        if not Tuner.can_restore(path):
+            raise LrsweepError(f"Argument `name` names no sweep that can be resumed. Received: name={name!r} "
+                               f"(no Tune state in {path})")
+
+
+def _start_ray(address, dashboard_host, print_fn):
+    import ray
+
+    if dashboard_host not in ("127.0.0.1", "localhost", "::1"):
+        print_fn(f"warning: the dashboard listens on {dashboard_host}: anyone who reaches it and holds the token "
+                 "can run code on this machine")
+    context = ray.init(address=address, include_dashboard=True, dashboard_host=dashboard_host,
+                       configure_logging=True, logging_level="WARNING", log_to_driver=True,
+                       ignore_reinit_error=True)
+    url = context.dashboard_url
+    if url:
+        url = url if url.startswith("http") else f"http://{url}"
+        print_fn(f"Ray dashboard: {url}  (sign in with the token that `ray get-auth-token` prints)")
+    return context
+
+
+def _search(sweep):
+    """(search algorithm, number of trials) for a search or for fixed configs."""
+    from lrsweep.sweep.space import SearchSpace, trial_config
+
+    if sweep.configs is not None:
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        points = [trial_config(arm, arm.space) for arm in sweep.fixed_configs]
+        return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=0), len(points)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # multivariate TPE
+    sampler = optuna.samplers.TPESampler(seed=sweep.seed, multivariate=True, group=True,
+                                         n_startup_trials=min(10, max(2, sweep.num_samples // 3)))
+    return OptunaSearch(space=SearchSpace(sweep.arms), metric=sweep.metric, mode=sweep.mode,
+                        sampler=sampler), sweep.num_samples
+
+
+def _scheduler(sweep):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if sweep.early_stopping is None:
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="training_iteration", max_t=sweep.max_epochs, grace_period=sweep.grace_period,
+                         reduction_factor=sweep.reduction_factor)
+
+
+def training_setup(sweep):
+    """What a trial needs of the sweep, as plain data."""
+    return {"batch_size": sweep.batch_size, "max_epochs": sweep.max_epochs, "granularity": sweep.granularity,
+            "metric": sweep.metric, "mode": sweep.mode, "seed": sweep.seed, "cpus": sweep.cpus,
+            "model": sweep.model, "model_args": dict(sweep.model_args), "optimizer": sweep.optimizer,
+            "optimizer_args": dict(sweep.optimizer_args)}
+
+
+def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.0.0.1", print_fn=print):
+    """Run `sweep`; returns (run name, exit status: 0, or 1 if some trial ended in error)."""
+    from lrsweep.data import load_dataset
+
+    check_launch(sweep, name, resume)
+    name = run_name(sweep, name)
+    data = load_dataset(sweep.dataset, data_dir=sweep.data_dir, subsample=sweep.subsample,
+                        validation_split=sweep.validation_split, scale=sweep.scale, seed=sweep.seed)
+    print_fn(f"sweep {name}: {data.name} ({len(data.x_train)} training rows, validation: {data.validation}), "
+             f"{sweep.trial_count} trials of up to {sweep.max_epochs} epochs")
+
+    _start_ray(address, dashboard_host, print_fn)
+    from ray import tune
+
+    from lrsweep.run.recorder import Recorder
+    from lrsweep.run.trial import train
+
+    arrays = {"x_train": data.x_train, "y_train": data.y_train, "x_val": data.x_val, "y_val": data.y_val,
+              "num_classes": data.num_classes}
+    setup = training_setup(sweep)
+    trainable = tune.with_resources(tune.with_parameters(train, data=arrays, setup=setup),
+                                    {"cpu": sweep.cpus, "gpu": sweep.gpus})
+    settings = {**setup, "model_label": sweep.model, "dataset_source": data.source}
+    recorder = Recorder(results=sweep.results, dataset=data.name, sweep_name=name, settings=settings,
+                        total=sweep.trial_count, print_fn=print_fn)
+    path = f"{storage_path(sweep)}/{name}"
+    if resume:
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        search, num_samples = _search(sweep)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=search,
+                                        scheduler=_scheduler(sweep), num_samples=num_samples, reuse_actors=True),
+            run_config=tune.RunConfig(name=name, storage_path=storage_path(sweep), verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                                      callbacks=[recorder]),
+        )
+    # Tune's result grid looks for the per-trial logs switched off above; the store has them.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    grid = tuner.fit()
+    recorder.flush()
+    errors = sum(1 for result in grid if result.error is not None)
+    return name, data.name, 1 if errors else 0

@@ -1,0 +1,145 @@
+"""The driver's record of a sweep: every report of every trial, into the results store.
+
+A Tune callback, so it runs in the driver, the store's only writer. Reports are buffered
+and written as one file per table at most every `flush_seconds` (and when the run ends):
+few files for a fast reader, and a crash loses at most that many seconds of reports.
+"""
+
+import datetime as dt
+import json
+import math
+import time
+
+from ray import tune
+
+from lrsweep.results import store
+from lrsweep.results.store import LOGS
+from lrsweep.run.trial import arm_of
+from lrsweep.schedules.registry import check_schedule
+
+
+def _timestamp(seconds):
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc) if seconds else None
+
+
+def summarize(history, metric, mode):
+    """best/final values of each log and the best epoch, over a trial's epoch rows."""
+    summary = {}
+    for log in LOGS:
+        values = [row[log] for row in history if math.isfinite(row.get(log, math.nan))]
+        best = min if log.endswith("loss") else max
+        summary[f"best_{log}"] = best(values) if values else None
+        summary[f"final_{log}"] = history[-1].get(log) if history else None
+    finite = [row for row in history if math.isfinite(row.get(metric, math.nan)) and row.get("status") != "diverged"]
+    if finite:
+        pick = max if mode == "max" else min
+        summary["best_epoch"] = pick(finite, key=lambda row: row[metric])["epoch"]
+    return summary
+
+
+class Recorder(tune.Callback):
+    """Writes the `epochs` and `trials` tables of one sweep and prints its progress."""
+
+    def __init__(self, *, results, dataset, sweep_name, settings, total, print_fn=print, flush_seconds=2.0):
+        self.results, self.dataset, self.sweep_name = results, dataset, sweep_name
+        self.settings, self.total, self.print = settings, total, print_fn
+        self.flush_seconds = flush_seconds
+        self.histories = {}  # trial_id -> the epoch rows of its current attempt
+        self.pending = {"epochs": [], "trials": []}
+        self.last_flush = time.monotonic()
+        self.statuses = {}
+        self.best = None
+        self.started = time.monotonic()
+
+    # Tune's hooks
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.histories[trial.trial_id] = []
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.histories[trial.trial_id] = []  # retried from scratch: its epochs come again
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        row = {"trial_id": trial.trial_id, "epoch": int(result["epoch"]), "lr": result["lr"],
+               "seconds": result["seconds"], **{log: result.get(log) for log in LOGS}}
+        self.histories.setdefault(trial.trial_id, []).append({**row, "status": result.get("status"),
+                                                              "time": result.get("time")})
+        self.pending["epochs"].append(row)
+        self._flush_if_due()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        history = self.histories.get(trial.trial_id, [])
+        last = trial.last_result or {}
+        if last.get("status") == "diverged":
+            status = "diverged"
+        elif history and history[-1]["epoch"] >= self.settings["max_epochs"]:
+            status = "completed"
+        else:
+            status = "early_stopped"
+        self._finish(trial, status, None)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        text = trial.get_error() or ""
+        lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+        self._finish(trial, "error", lines[-1] if lines else "unknown error")
+
+    def on_step_end(self, iteration, trials, **info):
+        self._flush_if_due()
+
+    def on_experiment_end(self, trials, **info):
+        self.flush()
+
+    # the store
+
+    def _finish(self, trial, status, error):
+        history = self.histories.pop(trial.trial_id, [])
+        last = trial.last_result or {}
+        label, optimizer, family, params = arm_of(trial.config)
+        params = check_schedule(family, params, self.settings["max_epochs"], self.settings["granularity"])
+        metric, mode = self.settings["metric"], self.settings["mode"]
+        start = last.get("trial_start")
+        end = history[-1]["time"] if history else time.time()
+        row = {
+            "trial_id": trial.trial_id, "family": family, "optimizer": optimizer,
+            **{name: value for name, value in params.items() if name in store.PARAM_COLUMNS},
+            "params": json.dumps(params, sort_keys=True), "seed": trial.config.get("seed", self.settings["seed"]),
+            "stage": trial.config.get("stage", "search"), "status": status, "error": error,
+            "epochs": len(history), **summarize(history, metric, mode),
+            "wall_seconds": end - start if start else None, "node": last.get("node"),
+            "start_time": _timestamp(start), "end_time": _timestamp(end),
+            "metric": metric, "metric_mode": mode, "max_epochs": self.settings["max_epochs"],
+            "steps_per_epoch": last.get("steps_per_epoch"), "batch_size": self.settings["batch_size"],
+            "granularity": self.settings["granularity"], "model": self.settings["model_label"],
+            "optimizer_args": json.dumps(self.settings["optimizer_args"] if optimizer == self.settings["optimizer"]
+                                         else {}, sort_keys=True),
+            "dataset_source": self.settings["dataset_source"],
+        }
+        self.pending["trials"].append(row)
+        self.statuses[trial.trial_id] = status
+        self._progress(trial.trial_id, label, status, row)
+        self._flush_if_due()
+
+    def _flush_if_due(self):
+        if time.monotonic() - self.last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self):
+        for table, rows in self.pending.items():
+            store.write_rows(self.results, table, self.dataset, self.sweep_name, rows)
+            rows.clear()
+        self.last_flush = time.monotonic()
+
+    # progress
+
+    def _progress(self, trial_id, label, status, row):
+        metric, mode = self.settings["metric"], self.settings["mode"]
+        value = row.get(f"final_{metric}")
+        if status != "error" and status != "diverged" and value is not None:
+            if self.best is None or (value > self.best[0] if mode == "max" else value < self.best[0]):
+                self.best = (value, label)
+        done = len(self.statuses)
+        shown = f"{metric} {value:.4f}" if isinstance(value, float) and status != "diverged" else status
+        best = f"best {self.best[0]:.4f} {self.best[1]}" if self.best else "no result yet"
+        why = f": {row['error']}" if row.get("error") else ""
+        self.print(f"[{time.monotonic() - self.started:6.1f}s] {done:>3}/{self.total} {trial_id} {label:<22} "
+                   f"{status:<13} {row['epochs']:>3} epochs  {shown:<22} | {best}{why}")

@@ -1,0 +1,114 @@
+"""One trial, on a Ray worker: build the model and the schedule, fit, report every epoch.
+
+Workers never write the results store (they may share no disk with the driver): every
+epoch travels back through `ray.tune.report`, and the driver writes it. TensorFlow is
+imported here, in the worker, never in the driver.
+"""
+
+import math
+import os
+import time
+
+from lrsweep.results.store import LOGS
+from lrsweep.schedules.registry import OPTIMIZERS
+
+
+def arm_of(config):
+    """(label, optimizer, family, parameters) of a trial config as the search space made it:
+    `{"family": "sgd/step", "sgd": {"step": {"initial_lr": 0.1, ...}}}`."""
+    label = config["family"]
+    optimizer, family = label.split("/")
+    return label, optimizer, family, dict(config.get(optimizer, {}).get(family, {}))
+
+
+def worst_value(metric, mode):
+    """The finite value a diverged trial reports: Optuna refuses NaN and ASHA never stops it."""
+    if "accuracy" in metric:
+        return 0.0 if mode == "max" else 1.0
+    return -1e30 if mode == "max" else 1e30
+
+
+def steps_per_epoch(rows, batch_size):
+    return math.ceil(rows / batch_size)
+
+
+_configured = False
+
+
+def _configure_tensorflow(cpus):
+    """Once per worker process (actors are reused): threads and GPU memory growth must be
+    set before TensorFlow's runtime starts."""
+    global _configured
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    if not _configured:
+        threads = max(1, int(cpus))
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+        _configured = True
+
+
+def make_callback_class(keras):
+    class EpochReporter(keras.callbacks.Callback):
+        """Reports each epoch to Tune: the rate in effect (read when the epoch begins: at its
+        end a schedule already gives the next epoch's rate), the logs, the time taken; a
+        non-finite loss ends the trial as `diverged`."""
+
+        def __init__(self, report, metric, mode, extra):
+            super().__init__()
+            self.report, self.metric, self.mode, self.extra = report, metric, mode, extra
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            self.started = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            row = {name: float(logs[name]) if name in logs else math.nan for name in LOGS}
+            diverged = not all(math.isfinite(row[name]) for name in ("loss", "val_loss"))
+            if diverged:
+                row[self.metric] = worst_value(self.metric, self.mode)
+                self.model.stop_training = True
+            now = time.time()
+            self.report({**row, "epoch": epoch + 1, "lr": self.lr, "seconds": now - self.started,
+                         "time": now, "status": "diverged" if diverged else "running", **self.extra})
+
+    return EpochReporter
+
+
+def train(config, *, data, setup):
+    """Ray Tune trainable: `data` is the dataset's arrays (from the object store, shared by
+    the trials of a node), `setup` the sweep's training settings."""
+    started = time.time()
+    from ray import tune
+    import ray
+
+    _configure_tensorflow(setup["cpus"])
+    import keras
+
+    from lrsweep.models import build_model, loss_for
+    from lrsweep.schedules.registry import build_schedule
+
+    label, optimizer_name, family, params = arm_of(config)
+    keras.backend.clear_session()  # a reused actor drops the previous trial's graphs
+    keras.utils.set_random_seed(config.get("seed", setup["seed"]))
+
+    x, y = data["x_train"], data["y_train"]
+    spe = steps_per_epoch(len(x), setup["batch_size"])
+    learning_rate, callbacks = build_schedule(family, params, steps_per_epoch=spe, epochs=setup["max_epochs"],
+                                              granularity=setup["granularity"])
+    optimizer_args = setup["optimizer_args"] if optimizer_name == setup["optimizer"] else {}
+    optimizer = getattr(keras.optimizers, OPTIMIZERS[optimizer_name])(learning_rate=learning_rate,
+                                                                             **optimizer_args)
+    model = build_model(setup["model"], setup["model_args"], x.shape[1:], data["num_classes"])
+    model.compile(optimizer=optimizer, loss=loss_for(data["num_classes"]), metrics=["accuracy"])
+
+    context = ray.get_runtime_context()
+    extra = {"node": context.get_node_id(), "trial_start": started, "steps_per_epoch": spe,
+             "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids())}
+    reporter = make_callback_class(keras)(tune.report, setup["metric"], setup["mode"], extra)
+    model.fit(x, y, batch_size=setup["batch_size"], epochs=setup["max_epochs"],
+              validation_data=(data["x_val"], data["y_val"]), verbose=0, callbacks=[*callbacks, reporter])

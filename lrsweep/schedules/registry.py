@@ -1,0 +1,266 @@
+"""The schedule families and their parameters, checked in plain Python.
+
+Nothing here imports Keras: a sweep file or a `schedule` command with a bad parameter is
+answered in milliseconds. Each family's `build` imports Keras when it is called, in a trial
+or in the `schedule` preview, and returns what the optimizer takes as `learning_rate`.
+
+Adding a family: one class (or composition) in `curves.py` and one line in `FAMILIES`.
+"""
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from lrsweep.errors import LrsweepError
+
+REQUIRED = object()
+
+# Adaptive optimizers with a constant rate are families of their own in the ranking
+# (`adam/constant`), the baseline the tutorials compare schedules against.
+ADAPTIVE_OPTIMIZERS = ("adam", "rmsprop", "adagrad", "adadelta")
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "Adadelta"}
+GRANULARITIES = ("epoch", "step")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a family: its type, its bound in words, and the test of that bound."""
+
+    name: str
+    kind: type  # float, int or str
+    rule: str  # completes "Argument `x` must be ..."
+    test: Callable[[Any], bool]
+    default: Any = REQUIRED
+    choices: tuple = ()
+
+    @property
+    def required(self):
+        return self.default is REQUIRED
+
+    def parse(self, text):
+        """The value of `name=text` on a command line."""
+        if self.kind is str:
+            return text
+        try:
+            number = float(text)
+        except ValueError:
+            raise LrsweepError(self.message(text)) from None
+        if self.kind is int and number.is_integer():
+            return int(number)
+        return number
+
+    def check(self, value):
+        """`value` if it is of the right type and within bounds, else LrsweepError."""
+        if self.kind is str:
+            ok = isinstance(value, str) and value in self.choices
+        elif self.kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool) and self.test(value)
+        else:
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and math.isfinite(value) and self.test(value))
+        if not ok:
+            raise LrsweepError(self.message(value))
+        return float(value) if self.kind is float else value
+
+    def message(self, value):
+        return f"Argument `{self.name}` must be {self.rule}. Received: {self.name}={value!r}"
+
+
+def rate(name, default=REQUIRED):
+    return Param(name, float, "a rate > 0", lambda v: v > 0, default)
+
+
+def positive(name, default=REQUIRED):
+    return Param(name, float, "> 0", lambda v: v > 0, default)
+
+
+def non_negative(name, default=REQUIRED):
+    return Param(name, float, ">= 0", lambda v: v >= 0, default)
+
+
+def open_unit(name, default=REQUIRED):
+    return Param(name, float, "in (0, 1)", lambda v: 0 < v < 1, default)
+
+
+def count(name, minimum=1, default=REQUIRED):
+    return Param(name, int, f"an integer >= {minimum}", lambda v: v >= minimum, default)
+
+
+def above_one(name, default=REQUIRED):
+    return Param(name, float, "> 1", lambda v: v > 1, default)
+
+
+def one_of(name, choices, default=REQUIRED):
+    return Param(name, str, "one of " + ", ".join(repr(c) for c in choices), lambda v: True, default,
+                 tuple(choices))
+
+
+@dataclass(frozen=True)
+class Family:
+    """A schedule family: its parameters, the checks that tie them together, and its builder.
+
+    `build(p, steps_per_epoch, epochs, granularity)` returns the optimizer's learning rate
+    (a Keras `LearningRateSchedule`, or a float) and a list of Keras callbacks.
+    `relations(p, epochs)` raises LrsweepError when parameters are fine alone but not together.
+    """
+
+    name: str
+    params: tuple
+    build: Callable
+    formula: str
+    relations: Callable = field(default=lambda p, epochs: None)
+
+    def param(self, name):
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise LrsweepError(
+            f"Unknown parameter `{name}` for family `{self.name}`. "
+            f"Valid parameters: {', '.join(p.name for p in self.params)}")
+
+    def check(self, params, epochs):
+        """The family's full parameters (defaults filled in), checked; else LrsweepError."""
+        for name in params:
+            self.param(name)
+        full = {}
+        for p in self.params:
+            if p.name in params:
+                full[p.name] = p.check(params[p.name])
+            elif p.required:
+                raise LrsweepError(f"Missing parameter `{p.name}` for family `{self.name}`. "
+                                   f"Received: {', '.join(params) or 'no parameters'}")
+            else:
+                full[p.name] = p.default
+        self.relations(full, epochs)
+        return full
+
+
+def _less(low, high):
+    def relation(p, epochs):
+        if not p[low] < p[high]:
+            raise LrsweepError(f"Argument `{low}` must be < `{high}`. "
+                               f"Received: {low}={p[low]!r}, {high}={p[high]!r}")
+    return relation
+
+
+def _warmup_before_end(p, epochs):
+    if not p["warmup_epochs"] < epochs:
+        raise LrsweepError(f"Argument `warmup_epochs` must be < the number of epochs ({epochs}). "
+                           f"Received: warmup_epochs={p['warmup_epochs']!r}")
+
+
+# The builders import Keras only when called.
+
+def _constant(p, spe, epochs, granularity):
+    from lrsweep.schedules import curves
+    return curves.Constant(p["initial_lr"], spe, granularity), []
+
+
+def _time_based(p, spe, epochs, granularity):
+    from keras.optimizers.schedules import InverseTimeDecay
+    if p["decay_unit"] == "step":  # Keras 2's `decay` argument: e is the optimizer step
+        return InverseTimeDecay(p["initial_lr"], 1, p["decay"]), []
+    return InverseTimeDecay(p["initial_lr"], spe, p["decay"], staircase=granularity == "epoch"), []
+
+
+def _step(p, spe, epochs, granularity):
+    from keras.optimizers.schedules import ExponentialDecay
+    # floor(floor(step / spe) / epochs_drop) == floor(step / (spe * epochs_drop)): one class
+    # serves both granularities.
+    return ExponentialDecay(p["initial_lr"], p["epochs_drop"] * spe, p["drop"], staircase=True), []
+
+
+def _exponential(p, spe, epochs, granularity):
+    from keras.optimizers.schedules import ExponentialDecay
+    return ExponentialDecay(p["initial_lr"], spe, math.exp(-p["k"]), staircase=granularity == "epoch"), []
+
+
+def _polynomial(p, spe, epochs, granularity):
+    if granularity == "step":
+        from keras.optimizers.schedules import PolynomialDecay
+        return PolynomialDecay(p["initial_lr"], epochs * spe, end_learning_rate=p["end_lr"],
+                               power=p["power"]), []
+    from lrsweep.schedules import curves  # Keras' PolynomialDecay has no staircase
+    return curves.Polynomial(p["initial_lr"], p["power"], p["end_lr"], epochs, spe, granularity), []
+
+
+def _cosine(p, spe, epochs, granularity):
+    if granularity == "step" and p["warmup_epochs"] == 0:
+        from keras.optimizers.schedules import CosineDecay
+        return CosineDecay(p["initial_lr"], epochs * spe, alpha=p["alpha"]), []
+    # Keras' CosineDecay has no staircase, and its warm-up is another curve.
+    from lrsweep.schedules import curves
+    return curves.Cosine(p["initial_lr"], p["alpha"], p["warmup_epochs"], epochs, spe, granularity), []
+
+
+def _cyclical(p, spe, epochs, granularity):
+    from lrsweep.schedules import curves
+    return curves.Cyclical(p["base_lr"], p["max_lr"], p["step_size"], p["mode"], p["gamma"], spe,
+                           granularity), []
+
+
+def _one_cycle(p, spe, epochs, granularity):
+    from lrsweep.schedules import curves
+    return curves.OneCycle(p["max_lr"], p["pct_start"], p["div"], p["final_div"], epochs, spe,
+                           granularity), []
+
+
+def _plateau(p, spe, epochs, granularity):
+    # Keras 3 refuses ReduceLROnPlateau on an optimizer built with a schedule: a float rate.
+    import keras
+    callback = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=p["factor"],
+                                                 patience=p["patience"], min_lr=p["min_lr"])
+    return p["initial_lr"], [callback]
+
+
+FAMILIES = {f.name: f for f in (
+    Family("constant", (rate("initial_lr"),), _constant, "initial_lr"),
+    Family("time_based", (rate("initial_lr"), positive("decay"), one_of("decay_unit", ("epoch", "step"), "epoch")),
+           _time_based, "initial_lr / (1 + decay * e)"),
+    Family("step", (rate("initial_lr"), open_unit("drop"), count("epochs_drop")),
+           _step, "initial_lr * drop ** floor(e / epochs_drop)"),
+    Family("exponential", (rate("initial_lr"), positive("k")), _exponential, "initial_lr * exp(-k * e)"),
+    Family("polynomial", (rate("initial_lr"), positive("power"), non_negative("end_lr", 0.0)),
+           _polynomial, "(initial_lr - end_lr) * (1 - e / E) ** power + end_lr"),
+    Family("cosine", (rate("initial_lr"), Param("alpha", float, "in [0, 1)", lambda v: 0 <= v < 1, 0.0),
+                      count("warmup_epochs", minimum=0, default=0)),
+           _cosine, "linear warm-up over warmup_epochs, then cosine from initial_lr to alpha * initial_lr",
+           _warmup_before_end),
+    Family("cyclical", (rate("base_lr"), rate("max_lr"), count("step_size"),
+                        one_of("mode", ("triangular", "triangular2", "exp_range"), "triangular"),
+                        Param("gamma", float, "in (0, 1]", lambda v: 0 < v <= 1, 1.0)),
+           _cyclical, "Smith's cyclical rate between base_lr and max_lr, half-cycle step_size epochs",
+           _less("base_lr", "max_lr")),
+    Family("one_cycle", (rate("max_lr"), open_unit("pct_start", 0.3), above_one("div", 25.0),
+                         above_one("final_div", 1e4)),
+           _one_cycle, "cosine up from max_lr / div to max_lr over pct_start * E, then down to max_lr / final_div"),
+    Family("plateau", (rate("initial_lr"), open_unit("factor", 0.1), count("patience", default=10),
+                       non_negative("min_lr", 0.0)),
+           _plateau, "ReduceLROnPlateau on val_loss: initial_lr, times factor after patience epochs without improvement"),
+)}
+
+
+def family(name):
+    """The family called `name`; an unknown name is bad input that lists the valid ones."""
+    try:
+        return FAMILIES[name]
+    except (KeyError, TypeError):
+        raise LrsweepError(f"Unknown schedule family: {name!r}. Valid families: {', '.join(FAMILIES)}") from None
+
+
+def check_schedule(name, params, epochs, granularity="epoch"):
+    """Check a family's parameters without Keras; returns them with defaults filled in."""
+    if granularity not in GRANULARITIES:
+        raise LrsweepError(f"Argument `granularity` must be one of 'epoch', 'step'. "
+                           f"Received: granularity={granularity!r}")
+    return family(name).check(params, epochs)
+
+
+def build_schedule(name, params, *, steps_per_epoch, epochs, granularity="epoch"):
+    """The optimizer's learning rate and the callbacks a family needs (imports Keras).
+
+    `params` are checked first (the Keras-free check above), so a bad value fails the same
+    way here as in a sweep file.
+    """
+    full = check_schedule(name, params, epochs, granularity)
+    return FAMILIES[name].build(full, steps_per_epoch, epochs, granularity)

@@ -1,0 +1,1 @@
+"""Sweep definitions: `Sweep` and its checks (spec), the search space (space)."""

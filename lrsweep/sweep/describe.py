@@ -1,0 +1,40 @@
+"""What `validate` prints: the resolved sweep, without running anything."""
+
+from lrsweep.schedules.registry import family
+
+
+def _space_text(arm):
+    defaults = {p.name: p.default for p in family(arm.family).params if not p.required}
+    given = [f"{name} {spec}" for name, spec in arm.space.items()]
+    implied = [f"{name}={value}" for name, value in defaults.items() if name not in arm.space]
+    return ", ".join(given + ([f"(defaults: {', '.join(implied)})"] if implied else []))
+
+
+def describe(sweep, dataset):
+    if sweep.configs is None:
+        how = f"{sweep.num_samples} trials sampled by Optuna TPE (seed {sweep.seed})"
+        arms = [(arm.label, _space_text(arm)) for arm in sweep.arms.values()]
+    else:
+        how = f"{len(sweep.configs)} fixed configurations, no search"
+        arms = [(arm.label, _space_text(arm)) for arm in sweep.fixed_configs]
+    stopping = (f"ASHA early stopping (grace period {sweep.grace_period}, reduction factor {sweep.reduction_factor:g})"
+                if sweep.early_stopping else "no early stopping")
+    validation = (f"last {sweep.validation_split:g} of the training rows" if sweep.validation_split is not None
+                  else "the dataset's test split")
+    model_args = ", ".join(f"{k}={v}" for k, v in sweep.model_args.items())
+    optimizer_args = ", ".join(f"{k}={v}" for k, v in sweep.optimizer_args.items())
+    width = max(len(label) for label, _ in arms)
+    lines = [
+        f"sweep {sweep.name}: {how}",
+        f"  epochs: up to {sweep.max_epochs} per trial, {stopping}; rate updated every {sweep.granularity}",
+        f"  dataset: {dataset.source}" + (f" (data_dir {sweep.data_dir})" if sweep.data_dir else "")
+        + (f", subsample {sweep.subsample}" if sweep.subsample else "") + f", validation: {validation}",
+        f"  model: {sweep.model}({model_args}), batch size {sweep.batch_size}, "
+        f"optimizer {sweep.optimizer}({optimizer_args})",
+        f"  metric: {sweep.metric} ({sweep.mode})",
+        f"  resources per trial: {sweep.cpus:g} CPU, {sweep.gpus:g} GPU; retries on failure: {sweep.max_failures}",
+        f"  results: {sweep.results}",
+        "  families:",
+        *[f"    {label:<{width}}  {text}" for label, text in arms],
+    ]
+    return "\n".join(lines)

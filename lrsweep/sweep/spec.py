@@ -1,0 +1,306 @@
+"""`lrsweep.Sweep`: what a sweep file defines, checked field by field without Ray or Keras."""
+
+import dataclasses
+import importlib.util
+import itertools
+import math
+import os
+import re
+import sys
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from lrsweep.errors import LrsweepError
+from lrsweep.models import check_model
+from lrsweep.schedules.registry import ADAPTIVE_OPTIMIZERS, GRANULARITIES, OPTIMIZERS, family
+
+METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
+OPTIMIZER_ARGS = {"sgd": ("momentum", "nesterov")}
+EARLY_STOPPING = ("asha",)
+
+
+@dataclass(frozen=True)
+class Range:
+    """A parameter sampled between `low` and `high` (inclusive); `log=True` samples its log.
+
+    Integer parameters (`epochs_drop`, `step_size`, ...) take integer bounds.
+    """
+
+    low: float
+    high: float
+    log: bool = False
+
+    def __str__(self):
+        return f"{self.low:g}..{self.high:g}" + (" (log)" if self.log else "")
+
+
+@dataclass(frozen=True, init=False)
+class Choice:
+    """A parameter chosen among `values`: `Choice(5, 10, 20)`."""
+
+    values: tuple
+
+    def __init__(self, *values):
+        object.__setattr__(self, "values", tuple(values))
+
+    def __str__(self):
+        return "{" + ", ".join(map(str, self.values)) + "}"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row of the ranking: an optimizer and a schedule family, with its parameter space."""
+
+    label: str  # "sgd/step"
+    optimizer: str
+    family: str
+    space: Mapping[str, Any]  # parameter -> Range, Choice or a fixed value
+
+
+def _field_error(name, rule, value):
+    return LrsweepError(f"Argument `{name}` must be {rule}. Received: {name}={value!r}")
+
+
+def _integer(name, value, minimum):
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise _field_error(name, f"an integer >= {minimum}", value)
+
+
+def _number(name, value, rule, test):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or not test(value):
+        raise _field_error(name, rule, value)
+
+
+def _one_of(name, value, choices):
+    if value not in choices:
+        raise _field_error(name, "one of " + ", ".join(repr(c) for c in choices), value)
+
+
+def parse_arm_label(key):
+    """`"step"` -> ("sgd", "step"); `"adam"` -> ("adam", "constant"); `"adam/cosine"` as written."""
+    if not isinstance(key, str):
+        raise _field_error("families", "keyed by family names", key)
+    optimizer, _, name = key.rpartition("/")
+    if not optimizer and name in ADAPTIVE_OPTIMIZERS:
+        return name, "constant"
+    if optimizer and optimizer not in OPTIMIZERS:
+        raise LrsweepError(f"Unknown optimizer: {optimizer!r} in {key!r}. Valid optimizers: {', '.join(OPTIMIZERS)}")
+    family(name)
+    return optimizer or None, name
+
+
+def _corners(space):
+    """Every combination of the extreme values of a space: enough to check relations like
+    `base_lr < max_lr`, which are monotone in each parameter."""
+    names = list(space)
+    options = []
+    for spec in space.values():
+        if isinstance(spec, Range):
+            options.append((spec.low, spec.high))
+        elif isinstance(spec, Choice):
+            options.append(spec.values)
+        else:
+            options.append((spec,))
+    return [dict(zip(names, combo)) for combo in itertools.product(*options)]
+
+
+def _check_space(fam, space, epochs):
+    """Check each parameter's range or choices against the family's bounds; returns the
+    space with float parameters' bounds as floats (an integer Range samples integers)."""
+    checked = {}
+    for name, spec in space.items():
+        param = fam.param(name)
+        if isinstance(spec, Range):
+            if param.kind is str:
+                raise LrsweepError(f"Argument `{name}` takes Choice(...) or a value, not a Range. Received: {name}={spec}")
+            if param.kind is int and not all(isinstance(v, int) for v in (spec.low, spec.high)):
+                raise _field_error(name, "a Range of integers", spec)
+            for v in (spec.low, spec.high):
+                param.check(v)
+            if spec.log and not spec.low > 0:
+                raise LrsweepError(f"A log Range of `{name}` must have low > 0. Received: {name}={spec}")
+            if not spec.low <= spec.high:
+                raise LrsweepError(f"Range of `{name}` must have low <= high. Received: {name}={spec}")
+            if param.kind is float:
+                spec = Range(float(spec.low), float(spec.high), spec.log)
+        elif isinstance(spec, Choice):
+            if not spec.values:
+                raise LrsweepError(f"Choice of `{name}` is empty. Received: {name}=Choice()")
+            for v in spec.values:
+                param.check(v)
+        else:
+            param.check(spec)
+        checked[name] = spec
+    for corner in _corners(checked):
+        fam.check(corner, epochs)
+    return checked
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A learning-rate schedule sweep: one dataset and model, many schedules.
+
+    Give either `families` (a search: `num_samples` trials sampled by Optuna's TPE, the
+    family a categorical choice and each family's parameters sampled only when it is
+    chosen) or `configs` (fixed configurations, each run as given, no search).
+
+    `families` maps a family name to its parameter space, each parameter a `Range`, a
+    `Choice` or a fixed value. A plain family name uses `optimizer`; an adaptive
+    optimizer's name (`"adam"`) is that optimizer with a constant rate; `"adam/cosine"`
+    names both. Every parameter not given takes the family's default.
+    """
+
+    name: str
+    families: Mapping[str, Mapping[str, Any]] | None = None
+    configs: Sequence[Mapping[str, Any]] | None = None
+    dataset: str = "digits"
+    data_dir: str | None = None
+    subsample: int | None = None
+    validation_split: float | None = 0.2
+    scale: str = "auto"
+    model: str = "mlp"
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+    optimizer: str = "sgd"
+    optimizer_args: Mapping[str, Any] = field(default_factory=dict)
+    batch_size: int = 32
+    max_epochs: int = 20
+    granularity: str = "epoch"
+    num_samples: int = 20
+    seed: int = 0
+    early_stopping: str | None = "asha"
+    grace_period: int = 1
+    reduction_factor: float = 3
+    metric: str = "val_accuracy"
+    mode: str | None = None
+    resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
+    max_failures: int = 2
+    results: str = "results"
+    storage: str | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+            raise _field_error("name", "letters, digits, '.', '_' or '-'", self.name)
+        if (self.families is None) == (self.configs is None):
+            raise LrsweepError("A sweep needs exactly one of `families` (a search) or `configs` (fixed runs). "
+                               f"Received: families={self.families!r}, configs={self.configs!r}")
+        _integer("max_epochs", self.max_epochs, 1)
+        _integer("num_samples", self.num_samples, 1)
+        _integer("batch_size", self.batch_size, 1)
+        _integer("seed", self.seed, 0)
+        _integer("max_failures", self.max_failures, 0)
+        _integer("grace_period", self.grace_period, 1)
+        _number("reduction_factor", self.reduction_factor, "> 1", lambda v: v > 1)
+        if self.subsample is not None:
+            _integer("subsample", self.subsample, 1)
+        if self.validation_split is not None:
+            _number("validation_split", self.validation_split, "in (0, 1) or None (the dataset's test split)",
+                    lambda v: 0 < v < 1)
+        _one_of("scale", self.scale, ("auto", "none", "unit", "standard"))
+        if not isinstance(self.model_args, Mapping):
+            raise _field_error("model_args", "a dict", self.model_args)
+        check_model(self.model, self.model_args)
+        _one_of("optimizer", self.optimizer, tuple(OPTIMIZERS))
+        for key in self.optimizer_args:
+            _one_of("optimizer_args", key, OPTIMIZER_ARGS.get(self.optimizer, ()))
+        _one_of("granularity", self.granularity, GRANULARITIES)
+        _one_of("early_stopping", self.early_stopping, EARLY_STOPPING + (None,))
+        _one_of("metric", self.metric, METRICS)
+        if self.mode is None:
+            object.__setattr__(self, "mode", "min" if self.metric.endswith("loss") else "max")
+        _one_of("mode", self.mode, ("min", "max"))
+        if not isinstance(self.resources, Mapping) or set(self.resources) - {"cpu", "gpu"}:
+            raise _field_error("resources", "a dict with keys 'cpu' and 'gpu'", self.resources)
+        _number("resources['cpu']", self.resources.get("cpu", 1), "> 0", lambda v: v > 0)
+        _number("resources['gpu']", self.resources.get("gpu", 0), ">= 0", lambda v: v >= 0)
+        for name in ("results", "dataset"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise _field_error(name, "a non-empty string", getattr(self, name))
+        self.arms  # checks every family and parameter
+
+    @property
+    def cpus(self):
+        return self.resources.get("cpu", 1)
+
+    @property
+    def gpus(self):
+        return self.resources.get("gpu", 0)
+
+    @property
+    def arms(self):
+        """Every (optimizer, family) of the sweep with its checked space, by label."""
+        arms = {}
+        if self.families is not None:
+            if not isinstance(self.families, Mapping) or not self.families:
+                raise _field_error("families", "a non-empty dict of family name -> parameters", self.families)
+            for key, space in self.families.items():
+                arm = self._arm(key, space, f"families[{key!r}]")
+                if arm.label in arms:
+                    raise LrsweepError(f"Family {arm.label!r} is named twice in `families`. Received: {key!r}")
+                arms[arm.label] = arm
+            return arms
+        arms = {}
+        for arm in self.fixed_configs:
+            arms.setdefault(arm.label, arm)
+        return arms
+
+    def _arm(self, key, space, where):
+        try:
+            optimizer, name = parse_arm_label(key)
+            optimizer = optimizer or self.optimizer
+            if not isinstance(space, Mapping):
+                raise _field_error(where, "a dict of parameter -> Range, Choice or value", space)
+            checked = _check_space(family(name), space, self.max_epochs)
+        except LrsweepError as e:
+            raise LrsweepError(f"{where}: {e}") from None
+        return Arm(f"{optimizer}/{name}", optimizer, name, checked)
+
+    @property
+    def fixed_configs(self):
+        """`configs` as one Arm each, its space the fixed parameters; None for a search."""
+        if self.configs is None:
+            return None
+        if isinstance(self.configs, (str, bytes)) or not isinstance(self.configs, Sequence) or not self.configs:
+            raise _field_error("configs", "a non-empty list of dicts with a 'family' key", self.configs)
+        arms = []
+        for i, config in enumerate(self.configs):
+            if not isinstance(config, Mapping) or "family" not in config:
+                raise _field_error(f"configs[{i}]", "a dict with a 'family' key", config)
+            params = {k: v for k, v in config.items() if k != "family"}
+            if any(isinstance(v, (Range, Choice)) for v in params.values()):
+                raise LrsweepError(f"`configs[{i}]` takes fixed values, not Range or Choice. Received: {config!r}")
+            arms.append(self._arm(config["family"], params, f"configs[{i}]"))
+        return arms
+
+    @property
+    def trial_count(self):
+        return self.num_samples if self.configs is None else len(self.configs)
+
+    def with_overrides(self, **overrides):
+        """A copy with the non-None `overrides` applied, checked again (command-line flags)."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+def load_sweep(path):
+    """The `SWEEP` of a sweep file; every problem with the file is one LrsweepError line."""
+    if not os.path.isfile(path):
+        raise LrsweepError(f"Sweep file not found: {path}")
+    module_name = "lrsweep_sweep_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except LrsweepError as e:
+        raise LrsweepError(f"{path}: {e}") from None
+    except SyntaxError as e:
+        raise LrsweepError(f"{path}:{e.lineno}: SyntaxError: {e.msg}") from None
+    except Exception as e:
+        frames = [f for f in traceback.extract_tb(e.__traceback__) if os.path.abspath(f.filename) == os.path.abspath(path)]
+        where = f"{path}:{frames[-1].lineno}" if frames else path
+        raise LrsweepError(f"{where}: {type(e).__name__}: {e}".replace("\n", " ")) from None
+    sweep = getattr(module, "SWEEP", None)
+    if not isinstance(sweep, Sweep):
+        raise LrsweepError(f"{path}: defines no `SWEEP = lrsweep.Sweep(...)`. Received: SWEEP={sweep!r}")
+    sys.modules.pop(module_name, None)
+    return sweep

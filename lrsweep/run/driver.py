@@ -10,7 +10,6 @@ The driver never imports TensorFlow.
 import logging
 import os
 import time
-import warnings
 
 from lrsweep.errors import LrsweepError
 from lrsweep.results import store
@@ -68,26 +67,6 @@ def _start_ray(address, dashboard_host, print_fn):
     return context
 
 
-def _search(sweep):
-    """(search algorithm, number of trials) for a search or for fixed configs."""
-    from lrsweep.sweep.space import SearchSpace, trial_config
-
-    if sweep.configs is not None:
-        from ray.tune.search.basic_variant import BasicVariantGenerator
-
-        points = [trial_config(arm, arm.space) for arm in sweep.fixed_configs]
-        return BasicVariantGenerator(points_to_evaluate=points, max_concurrent=0), len(points)
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # multivariate TPE
-    sampler = optuna.samplers.TPESampler(seed=sweep.seed, multivariate=True, group=True,
-                                         n_startup_trials=min(10, max(2, sweep.num_samples // 3)))
-    return OptunaSearch(space=SearchSpace(sweep.arms), metric=sweep.metric, mode=sweep.mode,
-                        sampler=sampler), sweep.num_samples
-
-
 def _scheduler(sweep):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -120,6 +99,7 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     from ray import tune
 
     from lrsweep.run.recorder import Recorder
+    from lrsweep.run.search import search_algorithm
     from lrsweep.run.trial import train
 
     arrays = {"x_train": data.x_train, "y_train": data.y_train, "x_val": data.x_val, "y_val": data.y_val,
@@ -134,7 +114,7 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     if resume:
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        search, num_samples = _search(sweep)
+        search, num_samples = search_algorithm(sweep)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=search,

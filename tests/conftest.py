@@ -1,0 +1,22 @@
+"""One Ray instance for the whole test session (starting Ray takes 5-9 s), shut down at the end."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEST_DATA = os.path.join(REPO, "tests", "data")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray with two CPUs, shared by every test that runs a sweep in this process;
+    its GCS address lets a `launch --address` subprocess join it."""
+    import ray
+
+    context = ray.init(num_cpus=2, include_dashboard=False, configure_logging=True, logging_level="WARNING")
+    yield context.address_info["gcs_address"]
+    ray.shutdown()

@@ -1,0 +1,205 @@
+"""Real sweeps through Ray: real Keras training, real Parquet read back.
+
+The in-process sweeps share the session's Ray (`ray_session`); the command-line sweep joins
+it with `--address`, as a user's second sweep on a running cluster would.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lrsweep import Choice, Range, Sweep
+from lrsweep.run.driver import launch
+from tests.conftest import REPO, TEST_DATA
+from tests.reference import rate
+
+ONE_PER_FAMILY = [
+    {"family": "constant", "initial_lr": 0.05},
+    {"family": "time_based", "initial_lr": 0.1, "decay": 0.5},
+    {"family": "step", "initial_lr": 0.1, "drop": 0.5, "epochs_drop": 2},
+    {"family": "exponential", "initial_lr": 0.1, "k": 0.3},
+    {"family": "polynomial", "initial_lr": 0.1, "power": 2.0},
+    {"family": "cosine", "initial_lr": 0.1, "warmup_epochs": 1},
+    {"family": "cyclical", "base_lr": 0.01, "max_lr": 0.1, "step_size": 1, "mode": "triangular2"},
+    {"family": "one_cycle", "max_lr": 0.1},
+    {"family": "plateau", "initial_lr": 0.1, "factor": 0.5, "patience": 1},
+    {"family": "adam", "initial_lr": 0.003},
+]
+STATUSES = {"completed", "early_stopped", "diverged"}
+
+
+def expected_rates(trial):
+    """The SPEC's formula for a stored trial, at the start of each of its epochs."""
+    params = json.loads(trial["params"])
+    return [rate(trial["family"], params, e, trial["max_epochs"]) for e in range(int(trial["epochs"]))]
+
+
+def check_lr_column(trials, epochs):
+    for _, trial in trials.iterrows():
+        lrs = epochs[epochs["trial_id"] == trial["trial_id"]].sort_values("epoch")["lr"].to_numpy()
+        if trial["family"] == "plateau":  # Keras' ReduceLROnPlateau decides: steps of `factor`, never up
+            params = json.loads(trial["params"])
+            assert lrs[0] == pytest.approx(params["initial_lr"], rel=1e-6)
+            assert np.all(np.diff(lrs) <= 1e-12)
+            powers = np.log(lrs / params["initial_lr"]) / np.log(params["factor"])
+            np.testing.assert_allclose(powers, np.round(powers), atol=1e-4)
+        else:
+            np.testing.assert_allclose(lrs, expected_rates(trial), rtol=1e-5, err_msg=trial["family"])
+
+
+def test_every_family_trains_and_stores_the_rate_in_effect(ray_session, tmp_path):
+    sweep = Sweep(name="families", dataset="digits", subsample=500, configs=ONE_PER_FAMILY, max_epochs=4,
+                  early_stopping=None, results=str(tmp_path))
+    name, dataset, status = launch(sweep, print_fn=lambda line: None)
+    assert status == 0 and dataset == "digits"
+
+    trials = pd.read_parquet(tmp_path / "trials")
+    epochs = pd.read_parquet(tmp_path / "epochs")
+    assert sorted(trials["optimizer"] + "/" + trials["family"]) == sorted(
+        ["sgd/" + c["family"] for c in ONE_PER_FAMILY[:-1]] + ["adam/constant"])
+    assert set(trials["status"]) == {"completed"}
+    assert (trials["epochs"] == 4).all() and (trials["sweep"] == name).all()
+    # one row per trial and epoch, epochs 1-based
+    assert len(epochs) == 4 * len(ONE_PER_FAMILY)
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    assert sorted(epochs["epoch"].unique()) == [1, 2, 3, 4]
+    check_lr_column(trials, epochs)
+    # trials learn: validation accuracy of the constant-rate trial far above chance
+    assert trials.loc[trials["family"] == "step", "final_val_accuracy"].iloc[0] > 0.5
+    # parameters of other families are null, not missing
+    assert trials.loc[trials["family"] == "step", "k"].isna().all()
+    assert trials.loc[trials["family"] == "plateau", "min_lr"].iloc[0] == 0.0
+
+
+def test_per_step_granularity_stores_the_rate_at_each_epochs_first_step(ray_session, tmp_path):
+    configs = [{"family": f, "initial_lr": 0.1, **extra}
+               for f, extra in [("cosine", {}), ("polynomial", {"power": 1.0}), ("exponential", {"k": 0.5})]]
+    sweep = Sweep(name="steps", dataset="digits", subsample=300, configs=configs, max_epochs=3,
+                  early_stopping=None, granularity="step", batch_size=64, results=str(tmp_path))
+    launch(sweep, print_fn=lambda line: None)
+    trials, epochs = pd.read_parquet(tmp_path / "trials"), pd.read_parquet(tmp_path / "epochs")
+    assert (trials["granularity"] == "step").all()
+    check_lr_column(trials, epochs)
+
+
+def test_search_with_early_stopping(ray_session, tmp_path):
+    """An Optuna search over a conditional space, with ASHA stopping the poor trials early."""
+    sweep = Sweep(name="search", dataset="digits", subsample=400, max_epochs=4, num_samples=8, grace_period=1,
+                  reduction_factor=2, results=str(tmp_path),
+                  families={"step": {"initial_lr": Range(0.01, 0.5, log=True), "drop": Range(0.2, 0.8),
+                                     "epochs_drop": Choice(1, 2)},
+                            "exponential": {"initial_lr": Range(0.01, 0.5, log=True), "k": Range(0.05, 0.5)},
+                            "adam": {"initial_lr": Range(1e-4, 1e-2, log=True)}})
+    lines = []
+    name, _, status = launch(sweep, print_fn=lines.append)
+    assert status == 0
+    trials, epochs = pd.read_parquet(tmp_path / "trials"), pd.read_parquet(tmp_path / "epochs")
+    assert len(trials) == 8 and set(trials["status"]) <= STATUSES
+    assert "early_stopped" in set(trials["status"]) and "completed" in set(trials["status"])
+    assert len(set(trials["optimizer"] + "/" + trials["family"])) >= 2
+    check_lr_column(trials, epochs)
+    # every epoch of a trial stopped early is stored, and no more
+    counts = epochs.groupby("trial_id").size()
+    assert (counts[trials["trial_id"]].to_numpy() == trials["epochs"].to_numpy()).all()
+    assert len([line for line in lines if "/8 " in line]) == 8  # progress: a line per trial
+
+
+def test_a_diverging_schedule_ends_diverged_and_the_sweep_goes_on(ray_session, tmp_path):
+    configs = [{"family": "constant", "initial_lr": 1e20}, {"family": "step", "initial_lr": 0.1, "drop": 0.5,
+                                                          "epochs_drop": 2}]
+    sweep = Sweep(name="blowup", dataset="digits", subsample=300, configs=configs, max_epochs=4,
+                  early_stopping=None, results=str(tmp_path))
+    _, _, status = launch(sweep, print_fn=lambda line: None)
+    assert status == 0  # a diverged trial is a result, not a failure
+    trials, epochs = pd.read_parquet(tmp_path / "trials"), pd.read_parquet(tmp_path / "epochs")
+    blown = trials[trials["family"] == "constant"].iloc[0]
+    assert blown["status"] == "diverged" and blown["epochs"] < 4
+    rows = epochs[epochs["trial_id"] == blown["trial_id"]].sort_values("epoch")
+    assert len(rows) == blown["epochs"]
+    assert not math.isfinite(rows["loss"].iloc[-1])
+    assert blown["final_val_accuracy"] == 0.0  # the finite worst value, reported to Optuna and ASHA
+    assert trials.loc[trials["family"] == "step", "status"].iloc[0] == "completed"
+
+
+def run_cli(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "lrsweep", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def ionosphere_results(ray_session, tmp_path_factory):
+    """`launch sweeps/ionosphere.py` as a user runs it, joining the session's Ray."""
+    results = tmp_path_factory.mktemp("results")
+    done = run_cli("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "6",
+                   "--max-epochs", "6", "--results", str(results), "--name", "iono-test",
+                   "--address", ray_session, env={"RAY_AUTH_MODE": "token"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return results, done.stdout
+
+
+def test_ionosphere_sweep_from_the_command_line_ranks(ionosphere_results):
+    results, stdout = ionosphere_results
+    assert "dataset ionosphere" in stdout and "rank" in stdout
+    trials = pd.read_parquet(results / "trials")
+    assert len(trials) == 6 and (trials["sweep"] == "iono-test").all()
+    assert (trials["dataset_source"] == "ionosphere").all()
+    epochs = pd.read_parquet(results / "epochs")
+    check_lr_column(trials[trials["status"] != "diverged"], epochs)
+
+
+def test_a_name_the_store_holds_is_refused_without_resume(ionosphere_results):
+    results, _ = ionosphere_results
+    before = sorted(p.name for p in (results / "trials/dataset=ionosphere/sweep=iono-test").iterdir())
+    done = run_cli("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(results),
+                   "--name", "iono-test", timeout=60)
+    assert done.returncode == 2
+    assert "iono-test" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in (results / "trials/dataset=ionosphere/sweep=iono-test").iterdir()) == before
+
+
+def test_best_schedule_round_trips_through_keras(ionosphere_results):
+    """The exported JSON, loaded by Keras alone, gives the rates the trial trained with."""
+    import keras
+
+    results, _ = ionosphere_results
+    done = run_cli("best", "--dataset", "ionosphere", "--results", str(results), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    best = json.loads(done.stdout)
+    epochs = pd.read_parquet(results / "epochs")
+    lrs = epochs[epochs["trial_id"] == best["trial_id"]].sort_values("epoch")["lr"].to_numpy()
+    optimizer = keras.optimizers.deserialize(best["optimizer"])
+    spe = best["fit"]["steps_per_epoch"]
+    if best["callbacks"]:  # plateau: a float rate and Keras' callback
+        assert best["callbacks"][0]["class_name"] == "ReduceLROnPlateau"
+        assert float(optimizer.learning_rate) == pytest.approx(lrs[0], rel=1e-6)
+    elif best["schedule"]:
+        schedule = keras.optimizers.schedules.deserialize(best["schedule"])
+        got = [float(schedule(e * spe)) for e in range(len(lrs))]
+        np.testing.assert_allclose(got, lrs, rtol=1e-6)
+    else:
+        np.testing.assert_allclose(float(optimizer.learning_rate), lrs, rtol=1e-6)
+
+
+@pytest.mark.parametrize("config", [c for c in ONE_PER_FAMILY if c["family"] in ("cosine", "one_cycle", "step")])
+def test_best_python_snippet_runs_without_lrsweep(ray_session, tmp_path, config):
+    """`best --python` of a family with lrsweep's own class and of a Keras built-in, run
+    where `import lrsweep` fails, gives the stored rates."""
+    sweep = Sweep(name="snippet", dataset="digits", subsample=200, configs=[config], max_epochs=3,
+                  early_stopping=None, results=str(tmp_path))
+    launch(sweep, print_fn=lambda line: None)
+    done = run_cli("best", "--dataset", "digits", "--results", str(tmp_path), "--python", timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    epochs = pd.read_parquet(tmp_path / "epochs").sort_values("epoch")
+    spe = int(pd.read_parquet(tmp_path / "trials")["steps_per_epoch"].iloc[0])
+    script = ("import sys\nsys.modules['lrsweep'] = None\n" + done.stdout
+              + f"\nprint([float(schedule(e * {spe})) for e in range(3)])\n")
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    got = json.loads(ran.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(got, epochs["lr"].to_numpy(), rtol=1e-6)

@@ -1,0 +1,215 @@
+"""The results store on real Parquet files: one schema for every file, the hive layout,
+atomic writes confined to one sweep, the latest record of a trial, and reading past
+corrupt or foreign files without touching them."""
+
+import glob
+import os
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from lrsweep import FAMILIES
+from lrsweep.results.store import SCHEMAS, check_writable, read_frame, read_table, sweep_exists, write_rows
+
+# One trial of four families, each setting only its own parameter columns.
+TRIALS = [
+    {"trial_id": "t1", "family": "step", "optimizer": "sgd", "initial_lr": 0.1, "drop": 0.5, "epochs_drop": 10},
+    {"trial_id": "t2", "family": "cyclical", "optimizer": "sgd", "base_lr": 0.01, "max_lr": 0.1, "step_size": 2,
+     "mode": "triangular2"},
+    {"trial_id": "t3", "family": "time_based", "optimizer": "sgd", "initial_lr": 0.1, "decay": 0.01,
+     "decay_unit": "step"},
+    {"trial_id": "t4", "family": "constant", "optimizer": "adam", "initial_lr": 0.001},
+]
+STRING_PARAMS = {p.name for f in FAMILIES.values() for p in f.params if p.kind is str}
+NUMERIC_PARAMS = {p.name for f in FAMILIES.values() for p in f.params if p.kind is not str}
+
+
+def files_under(folder):
+    """Every file below `folder`, hidden ones included, with its bytes."""
+    found = {}
+    for base, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(base, name)
+            with open(path, "rb") as f:
+                found[path] = f.read()
+    return found
+
+
+@pytest.fixture
+def mixed_families(tmp_path):
+    for row in TRIALS:
+        write_rows(str(tmp_path), "trials", "digits", "s1", [row])
+    return tmp_path
+
+
+def test_pandas_reads_files_of_different_families_as_one_table(mixed_families):
+    frame = pd.read_parquet(mixed_families / "trials")
+    assert set(SCHEMAS["trials"].names) | {"dataset", "sweep"} <= set(frame.columns)
+    assert len(frame) == 4
+    for name in NUMERIC_PARAMS:
+        assert frame[name].dtype == "float64", name
+    for name in STRING_PARAMS:
+        assert pd.api.types.is_string_dtype(frame[name]), name
+    by_id = frame.set_index("trial_id")
+    assert by_id.loc["t2", "mode"] == "triangular2" and by_id.loc["t3", "decay_unit"] == "step"
+    assert by_id.loc["t1", "epochs_drop"] == 10.0 and pd.isna(by_id.loc["t1", "base_lr"])
+    assert set(frame["dataset"].astype(str)) == {"digits"} and set(frame["sweep"].astype(str)) == {"s1"}
+
+
+def test_pyarrow_dataset_reads_files_of_different_families_as_one_table(mixed_families):
+    table = ds.dataset(mixed_families / "trials", partitioning="hive").to_table()
+    assert table.num_rows == 4
+    for name in NUMERIC_PARAMS:
+        assert table.schema.field(name).type == pa.float64(), name
+    for name in STRING_PARAMS:
+        assert table.schema.field(name).type == pa.string(), name
+    assert set(table["dataset"].to_pylist()) == {"digits"} and set(table["sweep"].to_pylist()) == {"s1"}
+
+
+def test_read_frame_gives_every_column_with_partition_columns(mixed_families):
+    frame = read_frame(str(mixed_families), "trials")
+    assert list(frame.columns) == SCHEMAS["trials"].names + ["dataset", "sweep"]
+    assert sorted(frame["trial_id"]) == ["t1", "t2", "t3", "t4"]
+    assert set(frame["dataset"]) == {"digits"} and set(frame["sweep"]) == {"s1"}
+
+
+def test_files_sit_in_the_hive_layout_with_no_temporary_file_left(tmp_path):
+    write_rows(str(tmp_path), "trials", "digits", "s1", TRIALS[:2])
+    write_rows(str(tmp_path), "trials", "ionosphere", "s2", TRIALS[2:])
+    write_rows(str(tmp_path), "epochs", "digits", "s1", [{"trial_id": "t1", "epoch": 1, "lr": 0.1}])
+    found = sorted(os.path.relpath(p, tmp_path) for p in files_under(tmp_path))
+    assert len(found) == 3
+    assert glob.glob("trials/dataset=digits/sweep=s1/part-*.parquet", root_dir=tmp_path) == [found[1]]
+    assert glob.glob("trials/dataset=ionosphere/sweep=s2/part-*.parquet", root_dir=tmp_path) == [found[2]]
+    assert glob.glob("epochs/dataset=digits/sweep=s1/part-*.parquet", root_dir=tmp_path) == [found[0]]
+
+
+def test_write_never_touches_another_sweeps_folder(tmp_path):
+    write_rows(str(tmp_path), "trials", "digits", "s1", TRIALS[:1])
+    other = tmp_path / "trials" / "dataset=digits" / "sweep=s1"
+    before = files_under(other)
+    write_rows(str(tmp_path), "trials", "digits", "s2", [{**TRIALS[0], "status": "completed"}])
+    write_rows(str(tmp_path), "trials", "digits", "s2", TRIALS[1:])
+    assert files_under(other) == before
+    assert len(files_under(tmp_path / "trials" / "dataset=digits" / "sweep=s2")) == 2
+
+
+def test_read_table_limits_to_one_dataset(tmp_path):
+    write_rows(str(tmp_path), "trials", "digits", "s1", TRIALS[:1])
+    write_rows(str(tmp_path), "trials", "ionosphere", "s1", TRIALS[1:])
+    table = read_table(str(tmp_path), "trials", dataset="ionosphere")
+    assert sorted(table["trial_id"].to_pylist()) == ["t2", "t3", "t4"]
+    assert set(table["dataset"].to_pylist()) == {"ionosphere"}
+
+
+def test_a_trial_written_twice_reads_back_once_the_later_record(tmp_path):
+    write_rows(str(tmp_path), "trials", "digits", "s1", [{**TRIALS[0], "status": "early_stopped", "epochs": 3}])
+    write_rows(str(tmp_path), "trials", "digits", "s1", [TRIALS[1]])
+    write_rows(str(tmp_path), "trials", "digits", "s1", [{**TRIALS[0], "status": "completed", "epochs": 10}])
+    frame = read_frame(str(tmp_path), "trials").set_index("trial_id")
+    assert sorted(frame.index) == ["t1", "t2"]
+    assert frame.loc["t1", "status"] == "completed" and frame.loc["t1", "epochs"] == 10
+
+
+def test_the_same_trial_id_in_two_sweeps_is_two_trials(tmp_path):
+    write_rows(str(tmp_path), "trials", "digits", "s1", [TRIALS[0]])
+    write_rows(str(tmp_path), "trials", "digits", "s2", [TRIALS[0]])
+    frame = read_frame(str(tmp_path), "trials")
+    assert sorted(frame["sweep"]) == ["s1", "s2"]
+
+
+def test_epochs_keep_the_latest_record_of_each_trial_and_epoch(tmp_path):
+    first = [{"trial_id": "t1", "epoch": e, "loss": 1.0} for e in (1, 2)]
+    again = [{"trial_id": "t1", "epoch": e, "loss": 0.5} for e in (1, 2, 3)]
+    write_rows(str(tmp_path), "epochs", "digits", "s1", first + [{"trial_id": "t2", "epoch": 1, "loss": 2.0}])
+    write_rows(str(tmp_path), "epochs", "digits", "s1", again)
+    frame = read_frame(str(tmp_path), "epochs").sort_values(["trial_id", "epoch"])
+    assert list(zip(frame["trial_id"], frame["epoch"], frame["loss"])) == [
+        ("t1", 1, 0.5), ("t1", 2, 0.5), ("t1", 3, 0.5), ("t2", 1, 2.0)]
+
+
+def truncate(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+
+
+def overwrite_middle(path):
+    """Footer intact, data pages garbage: the schema reads, the rows do not."""
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    data[100:len(data) // 2] = b"\xab" * (len(data) // 2 - 100)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+@pytest.mark.parametrize("damage", [truncate, overwrite_middle])
+def test_read_table_skips_bad_files_with_one_warning_each_and_keeps_them(tmp_path, capsys, damage):
+    root = str(tmp_path)
+    write_rows(root, "epochs", "digits", "s1", [{"trial_id": "good", "epoch": 1, "loss": 1.0}])
+    folder = tmp_path / "epochs" / "dataset=digits" / "sweep=s1"
+    broken = write_rows(root, "epochs", "digits", "s1",
+                        [{"trial_id": f"t{i}", "epoch": e, "loss": 1.0 / e} for i in range(20) for e in range(1, 20)])
+    damage(broken)
+    foreign = folder / "part-foreign.parquet"
+    pq.write_table(pa.table({"trial_id": ["x"], "epoch": ["one"]}), foreign)
+    notes = folder / "notes.txt"
+    notes.write_text("lr looked too high\n")
+    stray = tmp_path / "epochs" / "notes.txt"
+    stray.write_text("stray\n")
+    capsys.readouterr()
+
+    table = read_table(root, "epochs")
+
+    assert table["trial_id"].to_pylist() == ["good"]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 4
+    for bad in (broken, foreign, notes, stray):
+        assert sum(str(bad) in line for line in lines) == 1, bad
+        assert os.path.exists(bad)
+
+
+def test_bad_files_of_one_table_do_not_affect_another(tmp_path, capsys):
+    write_rows(str(tmp_path), "trials", "digits", "s1", TRIALS)
+    (tmp_path / "epochs" / "dataset=digits" / "sweep=s1").mkdir(parents=True)
+    (tmp_path / "epochs" / "dataset=digits" / "sweep=s1" / "notes.txt").write_text("x")
+    assert read_table(str(tmp_path), "trials").num_rows == 4
+    assert capsys.readouterr().err == ""
+
+
+def test_an_empty_store_reads_as_an_empty_table_with_every_column(tmp_path):
+    table = read_table(str(tmp_path / "nothing yet"), "trials")
+    assert table.num_rows == 0
+    assert table.schema.names == SCHEMAS["trials"].names + ["dataset", "sweep"]
+
+
+def test_check_writable_names_the_plain_file_in_the_way(tmp_path):
+    plain = tmp_path / "results.txt"
+    plain.write_text("")
+    reason = check_writable(str(plain / "sub" / "results"))
+    assert reason is not None and str(plain) in reason
+
+
+def test_check_writable_accepts_a_new_nested_folder_and_creates_nothing(tmp_path):
+    assert check_writable(str(tmp_path / "a" / "b" / "results")) is None
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sweep_exists_only_for_a_sweep_with_files(tmp_path):
+    root = str(tmp_path)
+    assert not sweep_exists(root, "s1")
+    write_rows(root, "epochs", "digits", "s1", [{"trial_id": "t1", "epoch": 1}])
+    assert sweep_exists(root, "s1")
+    assert not sweep_exists(root, "s")
+    assert not sweep_exists(root, "s2")
+
+
+def test_sweep_exists_ignores_a_folder_a_crashed_first_write_left_without_files(tmp_path):
+    folder = tmp_path / "trials" / "dataset=digits" / "sweep=s1"
+    folder.mkdir(parents=True)
+    (folder / ".part-1-abc.parquet.tmp").write_bytes(b"PAR1")  # killed before the rename
+    assert not sweep_exists(str(tmp_path), "s1")

@@ -121,11 +121,16 @@ def test_the_same_trial_id_in_two_sweeps_is_two_trials(tmp_path):
     assert sorted(frame["sweep"]) == ["s1", "s2"]
 
 
-def test_epochs_keep_the_latest_record_of_each_trial_and_epoch(tmp_path):
-    first = [{"trial_id": "t1", "epoch": e, "loss": 1.0} for e in (1, 2)]
+@pytest.mark.parametrize("same_file", [False, True], ids=["after-a-resume", "retried-within-one-flush"])
+def test_epochs_keep_the_latest_record_of_each_trial_and_epoch(tmp_path, same_file):
+    first = [{"trial_id": "t1", "epoch": 1, "loss": 1.0}, {"trial_id": "t1", "epoch": 2, "loss": 1.0},
+             {"trial_id": "t2", "epoch": 1, "loss": 2.0}]
     again = [{"trial_id": "t1", "epoch": e, "loss": 0.5} for e in (1, 2, 3)]
-    write_rows(str(tmp_path), "epochs", "digits", "s1", first + [{"trial_id": "t2", "epoch": 1, "loss": 2.0}])
-    write_rows(str(tmp_path), "epochs", "digits", "s1", again)
+    if same_file:
+        write_rows(str(tmp_path), "epochs", "digits", "s1", first + again)
+    else:
+        write_rows(str(tmp_path), "epochs", "digits", "s1", first)
+        write_rows(str(tmp_path), "epochs", "digits", "s1", again)
     frame = read_frame(str(tmp_path), "epochs").sort_values(["trial_id", "epoch"])
     assert list(zip(frame["trial_id"], frame["epoch"], frame["loss"])) == [
         ("t1", 1, 0.5), ("t1", 2, 0.5), ("t1", 3, 0.5), ("t2", 1, 2.0)]

@@ -110,14 +110,17 @@ def partition(root, table, dataset, sweep):
 
 
 def sweep_exists(root, sweep):
-    """True if any table of the store holds files of the sweep named `sweep`."""
+    """True if any table of the store holds a file of the sweep named `sweep` (a folder
+    that a write killed before its rename left empty does not count)."""
     fs, base = filesystem(root)
     for table in TABLES:
-        info = fs.get_file_info(pafs.FileSelector(f"{base}/{table}", allow_not_found=True))
-        for dataset_dir in info:
-            if dataset_dir.type == pafs.FileType.Directory:
-                if fs.get_file_info(f"{dataset_dir.path}/sweep={sweep}").type != pafs.FileType.NotFound:
-                    return True
+        for dataset_dir in fs.get_file_info(pafs.FileSelector(f"{base}/{table}", allow_not_found=True)):
+            if dataset_dir.type != pafs.FileType.Directory:
+                continue
+            selector = pafs.FileSelector(f"{dataset_dir.path}/sweep={sweep}", allow_not_found=True)
+            if any(f.type == pafs.FileType.File and not f.base_name.startswith(".")
+                   for f in fs.get_file_info(selector)):
+                return True
     return False
 
 

@@ -5,8 +5,10 @@ epoch travels back through `ray.tune.report`, and the driver writes it. TensorFl
 imported here, in the worker, never in the driver.
 """
 
+import contextlib
 import math
 import os
+import sys
 import time
 
 from lrsweep.results.store import LOGS
@@ -35,20 +37,38 @@ def steps_per_epoch(rows, batch_size):
 _configured = False
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """TensorFlow's C++ start-up lines (absl, oneDNN, CUDA probes) ignore TF_CPP_MIN_LOG_LEVEL;
+    without this every worker repeats them in the user's terminal."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _configure_tensorflow(cpus):
     """Once per worker process (actors are reused): threads and GPU memory growth must be
     set before TensorFlow's runtime starts."""
     global _configured
+    if _configured:
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    with _quiet_stderr():
+        import tensorflow as tf
 
-    if not _configured:
         threads = max(1, int(cpus))
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
         for gpu in tf.config.list_physical_devices("GPU"):
             tf.config.experimental.set_memory_growth(gpu, True)
-        _configured = True
+        import keras  # noqa: F401  (Keras' own start-up, while stderr is quiet)
+    _configured = True
 
 
 def make_callback_class(keras):

@@ -1,0 +1,210 @@
+"""Ranking and SQL over a store with known answers, written and read through the store, and
+the `rank` and `query` commands run as a user runs them."""
+
+import csv
+import io
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from lrsweep.errors import LrsweepError
+from lrsweep.results.query import query
+from lrsweep.results.rank import format_ranking, rank
+from lrsweep.results.store import read_frame, write_rows
+from tests.conftest import REPO
+
+FAMILY_PARAMS = {"sgd/step": {"drop": 0.5, "epochs_drop": 10}, "adam/constant": {},
+                 "sgd/cosine": {"alpha": 0.0, "warmup_epochs": 2}, "sgd/plateau": {"factor": 0.5}}
+MAX_EPOCHS = 10
+# trial_id, family, status, epochs, initial_lr, final_val_accuracy, best_val_accuracy, final_val_loss
+DIGITS = [
+    ("s1", "sgd/step", "completed", 10, 0.1, 0.90, 0.91, 0.10),
+    ("s2", "sgd/step", "early_stopped", 3, 0.2, 0.80, 0.82, 0.50),
+    ("s3", "sgd/step", "completed", 10, 0.3, 0.85, 0.86, 0.40),
+    ("s4", "sgd/step", "early_stopped", 1, 0.4, 0.70, 0.70, 0.90),
+    ("s5", "sgd/step", "diverged", 2, 5.0, 0.99, 0.99, 0.01),  # would win every metric if it were scored
+    ("a1", "adam/constant", "completed", 10, 0.001, 0.95, 0.95, 0.20),
+    ("a2", "adam/constant", "early_stopped", 4, 0.01, 0.60, 0.65, 0.80),
+    ("a3", "adam/constant", "error", 2, 0.1, None, None, None),
+    ("c1", "sgd/cosine", "completed", 10, 0.05, 0.88, 0.97, 0.25),
+    ("p1", "sgd/plateau", "error", 0, 0.1, None, None, None),
+]
+IONOSPHERE = [
+    ("i1", "sgd/step", "completed", 10, 0.1, 0.93, 0.94, 0.20),
+    ("i2", "adam/constant", "completed", 10, 0.001, 0.88, 0.90, 0.30),
+]
+
+
+def trial_row(trial_id, label, status, epochs, initial_lr, final_acc, best_acc, final_loss):
+    optimizer, family = label.split("/")
+    params = {**FAMILY_PARAMS[label], "initial_lr": initial_lr}
+    return {"trial_id": trial_id, "family": family, "optimizer": optimizer, **params,
+            "params": json.dumps(params, sort_keys=True), "status": status, "epochs": epochs,
+            "max_epochs": MAX_EPOCHS, "metric": "val_accuracy", "metric_mode": "max",
+            "final_val_accuracy": final_acc, "best_val_accuracy": best_acc, "final_val_loss": final_loss}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("results"))
+    # s1 was stored once before a resume, early stopped: its later record replaces it.
+    write_rows(root, "trials", "digits", "sweep-a", [trial_row("s1", "sgd/step", "early_stopped", 3, 0.1,
+                                                               0.99, 0.99, 0.01)])
+    write_rows(root, "trials", "digits", "sweep-a", [trial_row(*row) for row in DIGITS[:5]])
+    write_rows(root, "trials", "digits", "sweep-a", [trial_row(*row) for row in DIGITS[5:]])
+    write_rows(root, "trials", "ionosphere", "sweep-b", [trial_row(*row) for row in IONOSPHERE])
+    epochs = [{"trial_id": "s1", "epoch": e, "lr": 0.1, "val_accuracy": 0.3 * e} for e in (1, 2, 3)]
+    epochs += [{"trial_id": "a1", "epoch": e, "lr": 0.001, "val_accuracy": 0.4 * e} for e in (1, 2)]
+    write_rows(root, "epochs", "digits", "sweep-a", epochs)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trials(results):
+    return read_frame(results, "trials")
+
+
+def block(table, dataset):
+    return table[table["dataset"] == dataset]
+
+
+@pytest.mark.parametrize("metric, order, best", [
+    (None, ["adam/constant", "sgd/step", "sgd/cosine", "sgd/plateau"], 0.95),
+    ("val_accuracy", ["adam/constant", "sgd/step", "sgd/cosine", "sgd/plateau"], 0.95),
+    ("best_val_accuracy", ["sgd/cosine", "adam/constant", "sgd/step", "sgd/plateau"], 0.97),
+    ("val_loss", ["sgd/step", "adam/constant", "sgd/cosine", "sgd/plateau"], 0.10),
+])
+def test_ranking_order_and_best_value_follow_the_metric_and_its_mode(trials, metric, order, best):
+    digits = block(rank(trials, metric), "digits")
+    assert list(digits["family"]) == order
+    assert list(digits["rank"]) == [1, 2, 3, 4]
+    assert digits["best"].iloc[0] == pytest.approx(best)
+
+
+def test_each_dataset_is_ranked_on_its_own(trials):
+    table = rank(trials)
+    assert list(table["dataset"].unique()) == ["digits", "ionosphere"]
+    ionosphere = block(table, "ionosphere")
+    assert list(ionosphere["family"]) == ["sgd/step", "adam/constant"]
+    assert list(ionosphere["rank"]) == [1, 2]
+    assert list(ionosphere["trials"]) == [1, 1]
+
+
+def test_a_family_row_counts_every_trial_and_scores_only_finished_ones(trials):
+    rows = block(rank(trials), "digits").set_index("family")
+    step, adam = rows.loc["sgd/step"], rows.loc["adam/constant"]
+    assert step["best"] == pytest.approx(0.90)  # not the diverged trial's 0.99
+    assert step["mean_top3"] == pytest.approx((0.90 + 0.85 + 0.80) / 3)
+    assert (step["trials"], step["full"], step["diverged"], step["errors"]) == (5, 2, 1, 0)
+    assert step["best_trial"] == "s1"
+    assert step["best_params"] == "drop=0.5, epochs_drop=10, initial_lr=0.1"
+    assert adam["mean_top3"] == pytest.approx((0.95 + 0.60) / 2)
+    assert (adam["trials"], adam["full"], adam["diverged"], adam["errors"]) == (3, 1, 0, 1)
+    assert adam["best_params"] == "initial_lr=0.001"
+
+
+def test_a_family_without_a_scored_trial_has_no_best(trials):
+    plateau = block(rank(trials), "digits").set_index("family").loc["sgd/plateau"]
+    assert math.isnan(plateau["best"]) and plateau["best_params"] == ""
+    assert (plateau["trials"], plateau["errors"]) == (1, 1)
+
+
+def test_an_unknown_metric_is_bad_input_naming_it(trials):
+    with pytest.raises(LrsweepError, match="metric='f1'"):
+        rank(trials, "f1")
+
+
+def test_format_ranking_prints_one_block_per_dataset_best_first(trials):
+    text = format_ranking(rank(trials, "val_loss"))
+    digits, ionosphere = text.split("\n\n")
+    assert digits.splitlines()[0] == "dataset digits: final_val_loss per trial, lower is better"
+    assert ionosphere.startswith("dataset ionosphere:")
+    lines = digits.splitlines()[2:]
+    assert [line.split()[:2] for line in lines] == [
+        ["1", "sgd/step"], ["2", "adam/constant"], ["3", "sgd/cosine"], ["4", "sgd/plateau"]]
+    assert "drop=0.5, epochs_drop=10, initial_lr=0.1" in lines[0]
+
+
+def test_query_aggregates_over_the_latest_records(results):
+    frame = query(results, "SELECT family, count(*) AS n, max(final_val_accuracy) AS top FROM trials "
+                           "WHERE dataset = 'digits' GROUP BY family ORDER BY n DESC, family")
+    assert list(frame["family"]) == ["step", "constant", "cosine", "plateau"]
+    assert list(frame["n"]) == [5, 3, 1, 1]
+    assert frame["top"].iloc[0] == pytest.approx(0.99)  # the diverged trial's value is data, not a score
+
+
+def test_query_joins_trials_and_epochs(results):
+    frame = query(results, "SELECT t.trial_id, t.optimizer, max(e.epoch) AS last, sum(e.val_accuracy) AS total "
+                           "FROM trials t JOIN epochs e ON e.trial_id = t.trial_id AND e.sweep = t.sweep "
+                           "GROUP BY ALL ORDER BY t.trial_id")
+    assert frame.to_dict("records") == [
+        {"trial_id": "a1", "optimizer": "adam", "last": 2, "total": pytest.approx(1.2)},
+        {"trial_id": "s1", "optimizer": "sgd", "last": 3, "total": pytest.approx(1.8)}]
+
+
+@pytest.mark.parametrize("sql", ["SELEC * FROM trials", "SELECT * FROM nowhere", "SELECT nothing FROM trials"])
+def test_bad_sql_is_bad_input_naming_the_sql(results, sql):
+    with pytest.raises(LrsweepError) as caught:
+        query(results, sql)
+    assert sql in str(caught.value) and "\n" not in str(caught.value)
+
+
+def lrsweep(*args):
+    return subprocess.run([sys.executable, "-m", "lrsweep", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+SQL = "SELECT trial_id, status, epochs FROM trials WHERE family = 'step' AND dataset = 'digits' ORDER BY trial_id"
+STEP_TRIALS = [(row[0], row[2], row[3]) for row in DIGITS if row[1] == "sgd/step"]
+
+
+def test_query_command_prints_csv(results):
+    ran = lrsweep("query", SQL, "--results", results, "--format", "csv")
+    assert ran.returncode == 0, ran.stderr
+    rows = list(csv.reader(io.StringIO(ran.stdout)))
+    assert rows[0] == ["trial_id", "status", "epochs"]
+    assert rows[1:] == [[t, s, str(e)] for t, s, e in STEP_TRIALS]
+
+
+def test_query_command_prints_json_records(results):
+    ran = lrsweep("query", SQL, "--results", results, "--format", "json")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout) == [{"trial_id": t, "status": s, "epochs": e} for t, s, e in STEP_TRIALS]
+
+
+def test_query_command_prints_a_table(results):
+    ran = lrsweep("query", SQL, "--results", results)
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines[0].split() == ["trial_id", "status", "epochs"]
+    assert [line.split() for line in lines[1:]] == [[t, s, str(e)] for t, s, e in STEP_TRIALS]
+
+
+def test_rank_command_prints_the_ranking(results):
+    ran = lrsweep("rank", "--results", results)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.rstrip("\n") == format_ranking(rank(read_frame(results, "trials")))
+    assert ran.stdout.startswith("dataset digits: final_val_accuracy per trial, higher is better")
+
+
+def test_rank_command_limits_to_one_dataset(results):
+    ran = lrsweep("rank", "--results", results, "--dataset", "ionosphere", "--metric", "val_loss")
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert lines[0] == "dataset ionosphere: final_val_loss per trial, lower is better"
+    assert [line.split()[:2] for line in lines[2:]] == [["1", "sgd/step"], ["2", "adam/constant"]]
+
+
+@pytest.mark.parametrize("args, named", [
+    (["query", SQL, "--format", "xml"], "xml"),
+    (["query", "SELEC 1"], "SELEC 1"),
+    (["rank", "--metric", "f1"], "f1"),
+])
+def test_bad_input_exits_2_with_one_line(results, args, named):
+    ran = lrsweep(*args, "--results", results)
+    assert ran.returncode == 2
+    assert len(ran.stderr.splitlines()) == 1 and named in ran.stderr
+    assert ran.stdout == ""

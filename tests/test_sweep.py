@@ -1,0 +1,188 @@
+"""`lrsweep.Sweep` and sweep files: every bad field is one line naming the field and the
+value; the search space, sampled by a real Optuna TPE study, stays inside each family's
+ranges and never mixes families."""
+
+import pickle
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, IntDistribution
+
+from lrsweep import FAMILIES, Choice, LrsweepError, Range, Sweep
+from lrsweep.sweep.space import SearchSpace, trial_config
+from lrsweep.sweep.spec import load_sweep
+
+STEP = {"step": {"initial_lr": Range(0.01, 0.5, log=True), "drop": Range(0.1, 0.9), "epochs_drop": Range(2, 8)}}
+GOOD = {"name": "s", "families": STEP, "max_epochs": 20}
+
+
+@pytest.mark.parametrize("fields, named", [
+    ({"name": "my sweep"}, ["name='my sweep'"]),
+    ({"max_epochs": 0}, ["max_epochs=0"]),
+    ({"num_samples": -3}, ["num_samples=-3"]),
+    ({"batch_size": 0}, ["batch_size=0"]),
+    ({"families": {"stepp": {"initial_lr": 0.1}}}, ["families", "'stepp'"]),
+    ({"families": {"step": {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": 2, "dropp": 0.3}}},
+     ["families['step']", "`dropp`"]),
+    ({"families": {"step": {"initial_lr": 0.1, "drop": Range(0.5, 1.5), "epochs_drop": 2}}}, ["drop=1.5"]),
+    ({"families": {"step": {"initial_lr": Range(0, 0.1, log=True), "drop": 0.5, "epochs_drop": 2}}},
+     ["initial_lr=0"]),
+    ({"families": {"polynomial": {"initial_lr": 0.1, "power": 1.0, "end_lr": Range(0, 0.01, log=True)}}},
+     ["log", "end_lr=0..0.01"]),
+    ({"families": {"step": {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": Range(2.5, 10)}}},
+     ["epochs_drop", "2.5"]),
+    ({"families": {"cyclical": {"base_lr": Range(0.01, 0.2), "max_lr": Range(0.1, 1.0), "step_size": 2}}},
+     ["base_lr=0.2", "max_lr=0.1"]),
+    ({"families": {"cosine": {"initial_lr": 0.1, "warmup_epochs": Choice(0, 5, 20)}}}, ["warmup_epochs=20"]),
+    ({"families": {"adamw/step": {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": 2}}}, ["optimizer", "'adamw'"]),
+    ({"optimizer": "adamw"}, ["optimizer='adamw'"]),
+    ({"families": {"adam": {"initial_lr": 0.001}, "adam/constant": {"initial_lr": 0.01}}}, ["'adam/constant'"]),
+    ({"metric": "f1"}, ["metric='f1'"]),
+    ({"early_stopping": "hyperband"}, ["early_stopping='hyperband'"]),
+    ({"configs": [{"family": "constant", "initial_lr": 0.1}]}, ["families=", "configs=[{'family': 'constant'"]),
+    ({"families": None}, ["families=None", "configs=None"]),
+    ({"families": None, "configs": [{"family": "constant", "initial_lr": Range(0.01, 0.1)}]},
+     ["configs[0]", "Range(low=0.01"]),
+    ({"resources": {"cpu": 1, "tpu": 1}}, ["resources", "'tpu'"]),
+], ids=["name", "max_epochs", "num_samples", "batch_size", "unknown-family", "unknown-param", "range-out-of-bounds",
+        "log-range-low-0", "log-range-low-0-allowed-param", "int-param-float-range", "base-lr-overlaps-max-lr",
+        "warmup-reaches-max-epochs", "unknown-optimizer-in-key", "unknown-optimizer", "family-twice", "metric",
+        "early-stopping", "families-and-configs", "neither", "configs-with-range", "resources-tpu"])
+def test_a_bad_field_is_one_line_naming_the_field_and_the_value(fields, named):
+    with pytest.raises(LrsweepError) as caught:
+        Sweep(**{**GOOD, **fields})
+    message = str(caught.value)
+    assert "\n" not in message
+    for text in named:
+        assert text in message
+
+
+@pytest.mark.parametrize("setting", ["asha", None])
+def test_early_stopping_settings_are_accepted(setting):
+    assert Sweep(**GOOD, early_stopping=setting).early_stopping == setting
+
+
+@pytest.mark.parametrize("key, optimizer, label", [
+    ("step", "sgd", "sgd/step"),
+    ("step", "rmsprop", "rmsprop/step"),
+    ("adam", "sgd", "adam/constant"),
+    ("rmsprop", "sgd", "rmsprop/constant"),
+    ("adam/step", "sgd", "adam/step"),
+])
+def test_a_family_key_names_its_ranking_row(key, optimizer, label):
+    space = {"initial_lr": 0.1} if label.endswith("constant") else STEP["step"]
+    arm = Sweep(name="s", families={key: space}, optimizer=optimizer).arms[label]
+    assert (arm.optimizer, arm.family) == tuple(label.split("/"))
+
+
+@pytest.mark.parametrize("metric, mode", [("val_accuracy", "max"), ("accuracy", "max"), ("val_loss", "min"),
+                                          ("loss", "min")])
+def test_mode_follows_the_metric_unless_given(metric, mode):
+    assert Sweep(**GOOD, metric=metric).mode == mode
+    assert Sweep(**GOOD, metric=metric, mode="min").mode == "min"
+
+
+def test_parameters_not_given_take_the_family_defaults():
+    sweep = Sweep(name="s", families={"cyclical": {"base_lr": 0.01, "max_lr": 0.1, "step_size": 2}})
+    assert set(sweep.arms) == {"sgd/cyclical"}
+
+
+def test_with_overrides_checks_again():
+    with pytest.raises(LrsweepError, match="max_epochs=0"):
+        Sweep(**GOOD).with_overrides(max_epochs=0)
+    warm = Sweep(name="s", families={"cosine": {"initial_lr": 0.1, "warmup_epochs": Choice(0, 5)}}, max_epochs=20)
+    with pytest.raises(LrsweepError, match="warmup_epochs=5"):
+        warm.with_overrides(max_epochs=5)
+
+
+def test_with_overrides_applies_values_and_leaves_none_alone():
+    sweep = Sweep(**GOOD, dataset="digits", num_samples=20)
+    changed = sweep.with_overrides(num_samples=5, results="elsewhere", dataset=None, max_epochs=None)
+    assert (changed.num_samples, changed.results) == (5, "elsewhere")
+    assert (changed.dataset, changed.max_epochs, changed.families) == ("digits", 20, sweep.families)
+    assert sweep.with_overrides(dataset=None, max_epochs=None) == sweep
+
+
+HEADER = "from lrsweep import Range, Sweep\n"
+
+
+@pytest.mark.parametrize("body, named", [
+    (None, ["not found"]),
+    ("\nSWEEP = = Sweep(name='s')\n", [":3:", "SyntaxError"]),
+    ("\n\nSWEEP = Sweep(name='s', families=FAMILIES)\n", [":4:", "NameError", "FAMILIES"]),
+    ("sweep = Sweep(name='s', families={'adam': {'initial_lr': 0.01}})\n", ["SWEEP"]),
+    ("SWEEP = Sweep(name='s', families={'adam': {'initial_lr': 0.01}}, max_epochs=0)\n", ["max_epochs=0"]),
+], ids=["missing", "syntax-error", "name-error", "no-SWEEP", "bad-field"])
+def test_a_bad_sweep_file_is_one_line_naming_the_file(tmp_path, body, named):
+    path = tmp_path / "mine.py"
+    if body is not None:
+        path.write_text(HEADER + body)
+    with pytest.raises(LrsweepError) as caught:
+        load_sweep(str(path))
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message
+    for text in named:
+        assert text in message
+
+
+def test_a_good_sweep_file_loads(tmp_path):
+    path = tmp_path / "mine.py"
+    path.write_text(HEADER + "SWEEP = Sweep(name='mine', families={'adam': {'initial_lr': Range(1e-4, 1e-2)}})\n")
+    sweep = load_sweep(str(path))
+    assert isinstance(sweep, Sweep) and sweep.name == "mine" and set(sweep.arms) == {"adam/constant"}
+
+
+SEARCH = Sweep(name="space", max_epochs=12, families={
+    "step": {"initial_lr": Range(0.01, 0.5, log=True), "drop": Range(0.1, 0.9), "epochs_drop": Range(1, 6)},
+    "cyclical": {"base_lr": Range(1e-4, 1e-2, log=True), "max_lr": Range(0.05, 0.5), "step_size": Choice(2, 4, 8),
+                 "mode": Choice("triangular", "exp_range"), "gamma": 0.9},
+    "polynomial": {"initial_lr": Range(0.01, 0.3), "power": Range(1, 3), "end_lr": 1e-4},  # float param, int bounds
+    "adam": {"initial_lr": Range(1e-4, 1e-2, log=True)},
+})
+
+
+def check_sample(trial, fixed):
+    label = trial.params["family"]
+    arm = SEARCH.arms[label]
+    sampled = {name: spec for name, spec in arm.space.items() if isinstance(spec, (Range, Choice))}
+    assert set(trial.params) == {"family"} | {f"{label}/{name}" for name in sampled}
+    assert fixed == {f"{label}/{name}": v for name, v in arm.space.items() if name not in sampled}
+    for name, spec in sampled.items():
+        value, distribution = trial.params[f"{label}/{name}"], trial.distributions[f"{label}/{name}"]
+        if isinstance(spec, Choice):
+            assert value in spec.values and isinstance(distribution, CategoricalDistribution)
+            continue
+        assert spec.low <= value <= spec.high
+        assert (distribution.low, distribution.high, distribution.log) == (spec.low, spec.high, spec.log)
+        integer = FAMILIES[arm.family].param(name).kind is int
+        assert isinstance(value, int) is integer and isinstance(distribution, IntDistribution) is integer
+    return label
+
+
+def test_tpe_samples_each_family_inside_its_own_ranges():
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    space = SearchSpace(SEARCH.arms)
+    chosen = set()
+    for _ in range(60):
+        trial = study.ask()
+        fixed = space(trial)
+        chosen.add(check_sample(trial, fixed))
+        study.tell(trial, sum(v for k, v in trial.params.items() if k.endswith("_lr")))
+    assert chosen == {"sgd/step", "sgd/cyclical", "sgd/polynomial", "adam/constant"}
+
+
+def test_the_search_space_survives_pickling():
+    space = pickle.loads(pickle.dumps(SearchSpace(SEARCH.arms)))
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=1))
+    trial = study.ask()
+    check_sample(trial, space(trial))
+
+
+@pytest.mark.parametrize("label, params", [
+    ("sgd/step", {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": 2}),
+    ("adam/constant", {"initial_lr": 0.001}),
+])
+def test_trial_config_nests_params_under_optimizer_and_family(label, params):
+    optimizer, family = label.split("/")
+    assert trial_config(SEARCH.arms[label], params) == {"family": label, optimizer: {family: params}}

@@ -13,6 +13,7 @@ import time
 
 from lrsweep.errors import LrsweepError
 from lrsweep.results import store
+from lrsweep.sweep.spec import check_name
 
 # Ray Tune's own per-trial JSON/CSV/TensorBoard logs duplicate the store at a cost per
 # report; the driver's Recorder is the record.
@@ -35,6 +36,8 @@ def storage_path(sweep):
 
 def check_launch(sweep, name, resume):
     """Bad input that only launching can find, answered before Ray starts."""
+    if name is not None:
+        check_name("name", name)
     reason = store.check_writable(sweep.results)
     if reason:
         raise LrsweepError(f"Argument `results` must be a writable folder. Received: results={sweep.results!r} ({reason})")

@@ -72,6 +72,12 @@ def _number(name, value, rule, test):
         raise _field_error(name, rule, value)
 
 
+def check_name(field_name, value):
+    """A sweep or run name: it becomes a folder name and a partition value."""
+    if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+        raise _field_error(field_name, "letters, digits, '.', '_' or '-'", value)
+
+
 def _one_of(name, value, choices):
     if value not in choices:
         raise _field_error(name, "one of " + ", ".join(repr(c) for c in choices), value)
@@ -179,8 +185,7 @@ class Sweep:
     storage: str | None = None
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
-            raise _field_error("name", "letters, digits, '.', '_' or '-'", self.name)
+        check_name("name", self.name)
         if (self.families is None) == (self.configs is None):
             raise LrsweepError("A sweep needs exactly one of `families` (a search) or `configs` (fixed runs). "
                                f"Received: families={self.families!r}, configs={self.configs!r}")

@@ -1,0 +1,116 @@
+"""The command line as a user meets it: bad input is one line and exit 2 before Ray or
+TensorFlow are imported; `schedule` prints and draws; `validate` shows the sweep."""
+
+import csv
+import io
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import REPO
+
+# Runs the CLI in a fresh interpreter, then reports which heavy frameworks it imported.
+PROBE = ("import sys\nfrom lrsweep.cli import main\ncode = main(sys.argv[1:])\n"
+         "print('imported:', ','.join(m for m in ('ray', 'tensorflow', 'keras') if m in sys.modules))\n"
+         "sys.exit(code)\n")
+
+
+def cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-c", PROBE, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def sweep_file(tmp_path, body, name="mine.py"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+GOOD = """
+from lrsweep import Range, Sweep
+SWEEP = Sweep(name="mine", families={"step": {"initial_lr": Range(0.01, 0.1), "drop": 0.5, "epochs_drop": 2}},
+              max_epochs=3)
+"""
+
+
+def assert_refused(done, *words):
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert done.stdout.strip() == "imported:"  # neither Ray nor TensorFlow was started
+
+
+@pytest.mark.parametrize("replace, words", [
+    (('"step"', '"stepp"'), ["stepp", "Valid families"]),
+    (("0.01, 0.1", "-0.01, 0.1"), ["initial_lr", "-0.01"]),
+    (('"drop": 0.5', '"drop": 1.5'), ["drop", "1.5"]),
+    (('"epochs_drop": 2', '"epochs_drop": 0'), ["epochs_drop", "0"]),
+    (("max_epochs=3", 'max_epochs=3, model="resnet"'), ["model", "resnet"]),
+    (("max_epochs=3", 'max_epochs=3, dataset="imagenet"'), ["imagenet", "digits"]),
+    (("max_epochs=3", "max_epochs=3, batch_size=0"), ["batch_size", "0"]),
+    (("Sweep(", "Sweep(bogus=1, "), ["mine.py", "bogus"]),
+    (("from lrsweep", "import nothing_here\nfrom lrsweep"), ["mine.py:2", "nothing_here"]),
+    (("max_epochs=3)", "max_epochs=3"), ["mine.py", "SyntaxError"]),
+])
+@pytest.mark.parametrize("command", ["validate", "launch"])
+def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, replace, words):
+    done = cli(command, sweep_file(tmp_path, GOOD.replace(*replace)), "--results", str(tmp_path / "r"))
+    assert_refused(done, *words)
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+@pytest.mark.parametrize("args, words", [
+    (["launch", "sweeps/no_such_sweep.py"], ["no_such_sweep.py"]),
+    (["launch", "sweeps/digits.py", "--max-epochs", "0"], ["max_epochs", "0"]),
+    (["launch", "sweeps/digits.py", "--num-samples", "-3"], ["num_samples", "-3"]),
+    (["launch", "sweeps/digits.py", "--num-samples", "many"], ["num-samples", "many"]),
+    (["launch", "sweeps/digits.py", "--no-such-flag"], ["no-such-flag"]),
+    (["launch", "sweeps/digits.py", "--dataset", "no_such_dataset"], ["no_such_dataset"]),
+    (["launch", "sweeps/digits.py", "--dataset", "csv:/no/such.csv"], ["/no/such.csv"]),
+    (["launch", "sweeps/ionosphere.py", "--data-dir", "/no/such/folder"], ["/no/such/folder"]),
+    (["launch", "sweeps/digits.py", "--resume"], ["resume", "name"]),
+    (["launch", "sweeps/digits.py", "--name", "has space"], ["name", "has space"]),
+    (["schedule", "step", "initial_lr=0.1", "drop=1.5", "epochs_drop=10", "--epochs", "5"], ["drop", "1.5"]),
+    (["schedule", "step", "initial_lr=x", "drop=0.5", "epochs_drop=10", "--epochs", "5"], ["initial_lr", "x"]),
+    (["schedule", "step", "initial_lr", "--epochs", "5"], ["name=value", "initial_lr"]),
+    (["schedule", "step", "initial_lr=0.1", "drop=0.5", "epochs_drop=10", "--epochs", "0"], ["epochs", "0"]),
+    (["schedule", "time_based", "initial_lr=0.1", "decay=0.01", "decay_unit=step", "--epochs", "5"],
+     ["steps_per_epoch"]),
+    (["schedule", "cosine", "initial_lr=0.1", "warmup_epochs=5", "--epochs", "5"], ["warmup_epochs", "5"]),
+    (["no-such-command"], ["no-such-command"]),
+])
+def test_bad_flags_and_parameters_are_one_line(args, words):
+    assert_refused(cli(*args), *words)
+
+
+def test_a_results_folder_under_a_file_is_refused_before_anything_runs(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    done = cli("launch", "sweeps/digits.py", "--results", str(blocker / "results"))
+    assert_refused(done, "a-file")
+    assert blocker.read_text() == ""
+
+
+def test_validate_shows_the_resolved_sweep_with_overrides():
+    done = cli("validate", "sweeps/digits.py", "--num-samples", "7", "--max-epochs", "9")
+    assert done.returncode == 0, done.stderr
+    assert "7 trials" in done.stdout and "up to 9 per trial" in done.stdout
+    for label in ("sgd/step", "sgd/cosine", "adam/constant"):
+        assert label in done.stdout
+    assert done.stdout.strip().endswith("imported:")
+
+
+def test_schedule_prints_csv_and_draws_a_png(tmp_path):
+    png = tmp_path / "step.png"
+    done = subprocess.run([sys.executable, "-m", "lrsweep", "schedule", "step", "initial_lr=0.1", "drop=0.5",
+                           "epochs_drop=2", "--epochs", "6", "--csv", "--plot", str(png)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [float(r["lr"]) for r in rows] == [0.1, 0.1, 0.05, 0.05, 0.025, 0.025]
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000

@@ -1,0 +1,31 @@
+"""cluster.yaml is a Ray cluster launcher config that `ray up` accepts."""
+
+import json
+import os
+
+import jsonschema
+import ray
+import yaml
+
+from tests.conftest import REPO
+
+
+def load_config():
+    with open(os.path.join(REPO, "cluster.yaml")) as f:
+        return yaml.safe_load(f)
+
+
+def test_cluster_yaml_validates_against_rays_own_schema():
+    with open(os.path.join(os.path.dirname(ray.__file__), "autoscaler", "ray-schema.json")) as f:
+        schema = json.load(f)
+    jsonschema.validate(load_config(), schema)  # raises on an unknown key or a wrong type
+
+
+def test_cluster_has_a_head_a_cpu_and_a_gpu_worker_type_that_install_lrsweep():
+    config = load_config()
+    types = config["available_node_types"]
+    assert config["head_node_type"] in types and {"cpu_worker", "gpu_worker"} <= set(types)
+    assert any("pip install" in c and "lrsweep" in c for c in config["setup_commands"])
+    assert any("and-cuda" in c for c in types["gpu_worker"]["worker_setup_commands"])
+    assert any("--dashboard-host=127.0.0.1" in c for c in config["head_start_ray_commands"])
+    assert all("RAY_AUTH_MODE=token" in c for c in config["worker_start_ray_commands"] if c.startswith("RAY"))

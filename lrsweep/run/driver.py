@@ -54,15 +54,18 @@ def check_launch(sweep, name, resume):
                                f"(no Tune state in {path})")
 
 
-def _start_ray(address, dashboard_host, print_fn):
+def _start_ray(address, dashboard_host, cpus_per_trial, print_fn):
     import ray
 
     if dashboard_host not in ("127.0.0.1", "localhost", "::1"):
         print_fn(f"warning: the dashboard listens on {dashboard_host}: anyone who reaches it and holds the token "
                  "can run code on this machine")
+    # Workers import TensorFlow as they start (5 s), not inside their first trial.
+    runtime_env = {"worker_process_setup_hook": "lrsweep.run.trial.warm_up",
+                   "env_vars": {"LRSWEEP_TRIAL_CPUS": str(cpus_per_trial), "TF_CPP_MIN_LOG_LEVEL": "2"}}
     context = ray.init(address=address, include_dashboard=True, dashboard_host=dashboard_host,
                        configure_logging=True, logging_level="WARNING", log_to_driver=True,
-                       ignore_reinit_error=True)
+                       ignore_reinit_error=True, runtime_env=runtime_env)
     url = context.dashboard_url
     if url:
         url = url if url.startswith("http") else f"http://{url}"
@@ -77,6 +80,19 @@ def _scheduler(sweep):
         return FIFOScheduler()
     return ASHAScheduler(time_attr="training_iteration", max_t=sweep.max_epochs, grace_period=sweep.grace_period,
                          reduction_factor=sweep.reduction_factor)
+
+
+def trial_slots(sweep):
+    """How many trials the cluster runs at once. Tune keeps only one trial pending for a
+    searcher unless told this (`max_concurrent_trials`): without it the second worker
+    would wait for the first to finish starting."""
+    import ray
+
+    resources = ray.cluster_resources()
+    slots = resources.get("CPU", 1) / sweep.cpus
+    if sweep.gpus:
+        slots = min(slots, resources.get("GPU", 0) / sweep.gpus)
+    return max(1, int(slots))
 
 
 def training_setup(sweep):
@@ -98,7 +114,7 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     print_fn(f"sweep {name}: {data.name} ({len(data.x_train)} training rows, validation: {data.validation}), "
              f"{sweep.trial_count} trials of up to {sweep.max_epochs} epochs")
 
-    _start_ray(address, dashboard_host, print_fn)
+    _start_ray(address, dashboard_host, sweep.cpus, print_fn)
     from ray import tune
 
     from lrsweep.run.recorder import Recorder
@@ -121,8 +137,9 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=search,
-                                        scheduler=_scheduler(sweep), num_samples=num_samples, reuse_actors=True),
-            run_config=tune.RunConfig(name=name, storage_path=storage_path(sweep), verbose=0,
+                                        scheduler=_scheduler(sweep), num_samples=num_samples, reuse_actors=True,
+                                        max_concurrent_trials=trial_slots(sweep)),
+            run_config=tune.RunConfig(name=name, storage_path=storage_path(sweep), verbose=int(os.environ.get("LRSWEEP_TUNE_VERBOSE", "0")),
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                                       callbacks=[recorder]),
         )

@@ -208,3 +208,18 @@ def test_bad_input_exits_2_with_one_line(results, args, named):
     assert ran.returncode == 2
     assert len(ran.stderr.splitlines()) == 1 and named in ran.stderr
     assert ran.stdout == ""
+
+
+def test_query_answers_past_a_file_whose_data_is_damaged(tmp_path, capsys):
+    """A footer that reads but data that does not: skipped with one warning, never deleted."""
+    root = str(tmp_path)
+    write_rows(root, "epochs", "digits", "s", [{"trial_id": "a", "epoch": e, "lr": 0.1} for e in (1, 2)])
+    damaged = write_rows(root, "epochs", "digits", "s", [{"trial_id": "b", "epoch": e, "lr": 0.1} for e in (1, 2)])
+    raw = bytearray(open(damaged, "rb").read())
+    raw[8:300] = b"\xff" * 292
+    open(damaged, "wb").write(bytes(raw))
+    frame = query(root, "SELECT trial_id, count(*) AS n FROM epochs GROUP BY trial_id")
+    assert frame.to_dict("records") == [{"trial_id": "a", "n": 2}]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if damaged in line]
+    assert len(warnings) == 1
+    assert open(damaged, "rb").read() == bytes(raw)

@@ -1,20 +1,43 @@
-"""SQL over the store: DuckDB, with the tables `trials` and `epochs` (latest records only)."""
+"""SQL over the store: DuckDB, with the tables `trials`, `epochs` and `lr_range`, each the
+latest record of its key (as every lrsweep reader sees them)."""
 
 import duckdb
 
 from lrsweep.errors import LrsweepError
-from lrsweep.results.store import read_table
+from lrsweep.results import store
 
 FORMATS = ("table", "csv", "json")
 
 
+def connect(root, direct=True):
+    """A DuckDB connection with a view per table. DuckDB reads the Parquet files itself
+    (in parallel, only the columns a query needs); files the store reader would skip are
+    left out, with its warning. `direct=False` hands DuckDB the tables as pyarrow reads
+    them instead, which finds and skips a file whose data (not footer) is damaged."""
+    con = duckdb.connect()
+    fs, base = store.filesystem(root)
+    for table, keys in store.KEYS.items():
+        files = [] if store.is_uri(root) or not direct else store.table_files(fs, base, table)
+        if files:
+            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            con.execute(
+                f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{listed}], hive_partitioning = true, "
+                f"hive_types = {{'dataset': VARCHAR, 'sweep': VARCHAR}}) "
+                f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY written DESC) = 1")
+        else:  # an empty table, or a store behind a URI: through pyarrow's filesystems
+            con.register(table, store.read_table(root, table))
+    return con
+
+
 def query(root, sql):
     """The result of `sql` as a pandas DataFrame."""
-    con = duckdb.connect()
-    for table in ("trials", "epochs", "lr_range"):
-        con.register(table, read_table(root, table))
     try:
-        return con.execute(sql).df()
+        try:
+            return connect(root).execute(sql).df()
+        except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException):
+            raise
+        except duckdb.Error:  # a damaged file: let pyarrow find it, warn, and answer from the rest
+            return connect(root, direct=False).execute(sql).df()
     except duckdb.Error as e:
         raise LrsweepError(f"Argument `sql` is not a query DuckDB can run: {str(e).splitlines()[0]}. "
                            f"Received: sql={sql!r}") from None

@@ -62,7 +62,7 @@ SCHEMAS = {
     "epochs": pa.schema(
         [pa.field("trial_id", pa.string()), pa.field("epoch", pa.int64()), pa.field("lr", pa.float64()),
          *[pa.field(log, pa.float64()) for log in LOGS],
-         pa.field("seconds", pa.float64()), pa.field("written", TIMESTAMP)]),
+         pa.field("seconds", pa.float64()), pa.field("end_time", TIMESTAMP), pa.field("written", TIMESTAMP)]),
     "lr_range": pa.schema(
         [pa.field("optimizer", pa.string()), pa.field("step", pa.int64()), pa.field("lr", pa.float64()),
          pa.field("loss", pa.float64()), pa.field("smoothed_loss", pa.float64()),
@@ -145,7 +145,7 @@ def write_rows(root, table, dataset, sweep, rows):
     return f"{folder}/{name}"
 
 
-def _files(fs, base, table):
+def table_files(fs, base, table):
     """The readable files of a table; every other file gets one warning and is left alone."""
     found = []
     selector = pafs.FileSelector(f"{base}/{table}", allow_not_found=True, recursive=True)
@@ -178,7 +178,7 @@ def read_table(root, table, dataset=None):
     latest record of each key only; `dataset` limits it to one dataset."""
     fs, base = filesystem(root)
     schema = SCHEMAS[table].append(pa.field("dataset", pa.string())).append(pa.field("sweep", pa.string()))
-    files = _files(fs, base, table)
+    files = table_files(fs, base, table)
     if dataset is not None:
         files = [f for f in files if f"/dataset={dataset}/" in f]
     try:

@@ -127,7 +127,9 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     trainable = tune.with_resources(tune.with_parameters(train, data=arrays, setup=setup),
                                     {"cpu": sweep.cpus, "gpu": sweep.gpus})
     settings = {**setup, "model_label": sweep.model, "dataset_source": data.source}
-    recorder = Recorder(results=sweep.results, dataset=data.name, sweep_name=name, settings=settings,
+    dataset_name = data.name
+    del data, arrays  # the object store holds the one copy the trials share
+    recorder = Recorder(results=sweep.results, dataset=dataset_name, sweep_name=name, settings=settings,
                         total=sweep.trial_count, print_fn=print_fn)
     path = f"{storage_path(sweep)}/{name}"
     if resume:
@@ -148,4 +150,4 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     grid = tuner.fit()
     recorder.flush()
     errors = sum(1 for result in grid if result.error is not None)
-    return name, data.name, 1 if errors else 0
+    return name, dataset_name, 1 if errors else 0

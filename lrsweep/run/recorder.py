@@ -61,7 +61,8 @@ class Recorder(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         row = {"trial_id": trial.trial_id, "epoch": int(result["epoch"]), "lr": result["lr"],
-               "seconds": result["seconds"], **{log: result.get(log) for log in LOGS}}
+               "seconds": result["seconds"], "end_time": _timestamp(result.get("time")),
+               **{log: result.get(log) for log in LOGS}}
         self.histories.setdefault(trial.trial_id, []).append({**row, "status": result.get("status"),
                                                               "time": result.get("time")})
         self.pending["epochs"].append(row)

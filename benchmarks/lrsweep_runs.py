@@ -40,7 +40,8 @@ def trial_phase(results):
     epochs = pd.read_parquet(os.path.join(results, "epochs"))
     return {"trial_phase": (trials["end_time"].max() - trials["start_time"].min()).total_seconds(),
             "trials": len(trials), "epochs": len(epochs), "trial_seconds": float(trials["wall_seconds"].sum()),
-            "best_val_accuracy": float(trials["final_val_accuracy"].max())}
+            "best_val_accuracy": float(trials["final_val_accuracy"].max()),
+            "first_start": trials["start_time"].min().timestamp()}
 
 
 def _results(folder, label):

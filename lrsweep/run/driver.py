@@ -149,5 +149,6 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     grid = tuner.fit()
     recorder.flush()
+    print_fn(recorder.summary())
     errors = sum(1 for result in grid if result.error is not None)
     return name, dataset_name, 1 if errors else 0

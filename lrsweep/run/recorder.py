@@ -46,6 +46,7 @@ class Recorder(tune.Callback):
         self.flush_seconds = flush_seconds
         self.histories = {}  # trial_id -> the epoch rows of its current attempt
         self.pending = {"epochs": [], "trials": []}
+        self.written = {"epochs": 0, "trials": 0, "files": 0, "seconds": 0.0}
         self.last_flush = time.monotonic()
         self.statuses = {}
         self.best = None
@@ -125,10 +126,19 @@ class Recorder(tune.Callback):
             self.flush()
 
     def flush(self):
+        started = time.perf_counter()
         for table, rows in self.pending.items():
-            store.write_rows(self.results, table, self.dataset, self.sweep_name, rows)
+            if store.write_rows(self.results, table, self.dataset, self.sweep_name, rows):
+                self.written[table] += len(rows)
+                self.written["files"] += 1
             rows.clear()
+        self.written["seconds"] += time.perf_counter() - started
         self.last_flush = time.monotonic()
+
+    def summary(self):
+        w = self.written
+        return (f"stored {w['trials']} trials and {w['epochs']} epochs in {w['files']} files "
+                f"({w['seconds']:.2f} s writing)")
 
     # progress
 

@@ -77,6 +77,28 @@ def _configure_tensorflow(cpus):
     _configured = True
 
 
+def batches(x, y, batch_size, *, shuffle, seed, threads):
+    """A tf.data pipeline that copies one batch at a time out of the shared arrays.
+
+    The arrays come zero-copy from Ray's object store, and every trial on a node shares
+    them; given the arrays themselves, Keras would copy the whole dataset into each
+    trial's TensorFlow. Batches are prefetched, so training does not wait for them.
+    """
+    import tensorflow as tf
+
+    def take(rows):
+        return x[rows], y[rows]
+
+    rows = tf.data.Dataset.range(len(x))
+    if shuffle:
+        rows = rows.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    data = rows.batch(batch_size).map(lambda r: tf.numpy_function(take, [r], (tf.float32, tf.int64), stateful=False))
+    data = data.map(lambda a, b: (tf.ensure_shape(a, (None, *x.shape[1:])), tf.ensure_shape(b, (None,))))
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = threads  # a one-CPU trial stays on one CPU
+    return data.prefetch(2).with_options(options)
+
+
 def make_callback_class(keras):
     class EpochReporter(keras.callbacks.Callback):
         """Reports each epoch to Tune: the rate in effect (read when the epoch begins: at its
@@ -120,7 +142,7 @@ def train(config, *, data, setup):
 
     label, optimizer_name, family, params = arm_of(config)
     keras.backend.clear_session()  # a reused actor drops the previous trial's graphs
-    keras.utils.set_random_seed(config.get("seed", setup["seed"]))
+    keras.utils.set_random_seed(config.get("seed", setup["seed"]))  # weights, dropout
 
     x, y = data["x_train"], data["y_train"]
     spe = steps_per_epoch(len(x), setup["batch_size"])
@@ -139,5 +161,9 @@ def train(config, *, data, setup):
     extra = {"node": context.get_node_id(), "trial_start": started, "steps_per_epoch": spe,
              "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids())}
     reporter = make_callback_class(keras)(tune.report, setup["metric"], setup["mode"], extra)
-    model.fit(x, y, batch_size=setup["batch_size"], epochs=setup["max_epochs"],
-              validation_data=(data["x_val"], data["y_val"]), verbose=0, callbacks=[*callbacks, reporter])
+    threads = max(1, int(setup["cpus"]))
+    seed = config.get("seed", setup["seed"])
+    model.fit(batches(x, y, setup["batch_size"], shuffle=True, seed=seed, threads=threads),
+              validation_data=batches(data["x_val"], data["y_val"], setup["batch_size"], shuffle=False, seed=seed,
+                                      threads=threads),
+              epochs=setup["max_epochs"], shuffle=False, verbose=0, callbacks=[*callbacks, reporter])

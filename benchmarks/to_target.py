@@ -1,0 +1,177 @@
+"""Time to a good schedule: lrsweep against Optuna + MedianPruner, on the default sweeps'
+search spaces (sweeps/digits.py, sweeps/ionosphere.py), several seeds each.
+
+For each dataset the best reachable validation accuracy is learnt first from one long
+lrsweep search (`--long` trials). Two targets follow: easy = that best minus 0.5 points or
+one validation sample, whichever is larger; hard = that best. Each run (lrsweep: the whole
+`launch` command; Optuna: one process, `n_jobs` = workers, TPE, MedianPruner, the same
+conditional space and the same Keras trials) is watched from its start: the wall time and
+the epochs trained until its best trial first reaches each target (a `budget` at most),
+and the best accuracy reached by 30, 60 and 120 s. Luck dominates single searches: every
+seed is reported, and the medians.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.lrsweep_runs import ENV, ROOT
+
+DATASETS = {"digits": ("sweeps/digits.py", []), "ionosphere": ("sweeps/ionosphere.py", ["--data-dir", "tests/data"])}
+MARKS = (30, 60, 120)
+
+
+def _sweep_with_seed(folder, dataset, seed, num_samples):
+    """The dataset's default sweep with another seed and trial count."""
+    path = os.path.join(folder, f"to_target_{dataset}_{seed}.py")
+    with open(path, "w") as f:
+        f.write("from lrsweep.sweep.spec import load_sweep\n"
+                f"SWEEP = load_sweep({os.path.join(ROOT, DATASETS[dataset][0])!r}).with_overrides("
+                f"seed={seed}, num_samples={num_samples})\n")
+    return path
+
+
+def lrsweep_curve(folder, dataset, seed, budget, num_samples=2000):
+    """Every epoch of a `launch` stopped after `budget` seconds: (seconds since the command
+    started, validation accuracy) in the order the epochs ended."""
+    results = os.path.join(folder, "results", f"to_target-{dataset}-{seed}")
+    subprocess.run(["rm", "-rf", results], check=True)
+    start = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "lrsweep", "launch", _sweep_with_seed(folder, dataset, seed,
+                                                                                          num_samples),
+                             "--results", results, *DATASETS[dataset][1]],
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        proc.wait(timeout=budget)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)  # the driver only: Tune stops its trials, the store is flushed
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of its Ray outlived it
+        except ProcessLookupError:
+            pass
+    epochs = pd.read_parquet(os.path.join(results, "epochs"))
+    seconds = (epochs["end_time"].astype("int64") / 1e6 - start).to_numpy()
+    order = np.argsort(seconds)
+    return seconds[order], epochs["val_accuracy"].to_numpy()[order]
+
+
+OPTUNA_SCRIPT = r"""
+import json, sys, threading, time
+start = time.time()
+import optuna
+from lrsweep.run.trial import steps_per_epoch
+from lrsweep.sweep.spec import load_sweep
+from lrsweep.sweep.space import SearchSpace
+from lrsweep.data import load_dataset
+import keras
+from lrsweep.models import build_model, loss_for
+from lrsweep.schedules.registry import build_schedule, OPTIMIZERS
+
+sweep_path, seed, budget, workers, data_dir = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5] or None
+sweep = load_sweep(sweep_path)
+data = load_dataset(sweep.dataset, data_dir=data_dir, validation_split=sweep.validation_split, seed=0)
+space = SearchSpace(sweep.arms)
+curve, lock = [], threading.Lock()
+
+def objective(trial):
+    fixed = space(trial)
+    label = trial.params["family"]
+    optimizer, family = label.split("/")
+    params = {k[len(label) + 1:]: v for k, v in {**trial.params, **fixed}.items() if k.startswith(label + "/")}
+    spe = steps_per_epoch(len(data.x_train), sweep.batch_size)
+    lr, callbacks = build_schedule(family, params, steps_per_epoch=spe, epochs=sweep.max_epochs)
+    args = dict(sweep.optimizer_args) if optimizer == sweep.optimizer else {}
+    model = build_model(sweep.model, sweep.model_args, data.x_train.shape[1:], data.num_classes)
+    model.compile(getattr(keras.optimizers, OPTIMIZERS[optimizer])(learning_rate=lr, **args),
+                  loss=loss_for(data.num_classes), metrics=["accuracy"])
+
+    class Report(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            with lock:
+                curve.append((time.time() - start, float(logs["val_accuracy"])))
+            trial.report(float(logs["val_accuracy"]), epoch)
+            if trial.should_prune() or time.time() - start > budget:
+                self.model.stop_training = True
+                self.pruned = True
+
+    report = Report()
+    model.fit(data.x_train, data.y_train, batch_size=sweep.batch_size, epochs=sweep.max_epochs, verbose=0,
+              validation_data=(data.x_val, data.y_val), callbacks=[*callbacks, report])
+    if getattr(report, "pruned", False):
+        raise optuna.TrialPruned()
+    return float(model.history.history["val_accuracy"][-1])
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+                            pruner=optuna.pruners.MedianPruner())
+study.optimize(objective, timeout=budget, n_jobs=workers, catch=(Exception,))
+print(json.dumps(curve))
+"""
+
+
+def optuna_curve(folder, dataset, seed, budget, workers=2):
+    sweep, flags = DATASETS[dataset]
+    data_dir = flags[1] if flags else ""
+    done = subprocess.run([sys.executable, "-c", OPTUNA_SCRIPT, sweep, str(seed), str(budget), str(workers),
+                           data_dir], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=budget + 600)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    curve = json.loads(done.stdout.strip().splitlines()[-1])
+    seconds, accuracy = (np.array(c) for c in zip(*curve)) if curve else (np.array([]), np.array([]))
+    return seconds, accuracy
+
+
+def figures(seconds, accuracy, easy, hard):
+    """When the running best first reaches each target (seconds, epochs trained), and the
+    best accuracy by each mark."""
+    best = np.maximum.accumulate(accuracy) if len(accuracy) else accuracy
+    out = {}
+    for label, target in (("easy", easy), ("hard", hard)):
+        hit = np.nonzero(best >= target - 1e-9)[0]
+        out[f"{label}_seconds"] = float(seconds[hit[0]]) if len(hit) else None
+        out[f"{label}_epochs"] = int(hit[0] + 1) if len(hit) else None
+    for mark in MARKS:
+        reached = best[seconds <= mark]
+        out[f"best_at_{mark}"] = float(reached[-1]) if len(reached) else None
+    return out
+
+
+def to_target(folder, seeds=(1, 2, 3, 4, 5), budget=300, long=600, quick=False):
+    if quick:
+        seeds, budget, long = (1,), 40, 60
+    report = {}
+    for dataset in DATASETS:
+        _, accuracy = lrsweep_curve(folder, dataset, seed=0, budget=long)
+        validation = {"digits": 360, "ionosphere": 116}[dataset]
+        hard = float(accuracy.max())
+        easy = hard - max(0.005, 1 / validation)
+        runs = {"lrsweep": [], "optuna": []}
+        for seed in seeds:
+            runs["lrsweep"].append({"seed": seed, **figures(*lrsweep_curve(folder, dataset, seed, budget), easy, hard)})
+            runs["optuna"].append({"seed": seed, **figures(*optuna_curve(folder, dataset, seed, budget), easy, hard)})
+        report[dataset] = {"hard": hard, "easy": easy, "runs": runs}
+    return report
+
+
+def medians(runs, key, budget):
+    """The median over seeds, a run that never got there counting as the budget."""
+    values = [r[key] if r[key] is not None else budget for r in runs]
+    return float(np.median(values))
+
+
+if __name__ == "__main__":
+    folder = "/tmp/lrsweep-bench"
+    os.makedirs(folder, exist_ok=True)
+    print(json.dumps(to_target(folder, quick="--quick" in sys.argv), indent=1))

@@ -37,7 +37,7 @@ from lrsweep.run.driver import launch
 from lrsweep.run import trial as lrsweep_trial
 
 epochs, results = int(sys.argv[1]), sys.argv[2]
-ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
 
 @ray.remote(num_cpus=1)
 def plain_fit(epochs):

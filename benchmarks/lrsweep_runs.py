@@ -19,8 +19,9 @@ import time
 
 import pandas as pd
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
+from benchmarks.harness import CHILD_ENV, ROOT
+
+ENV = {**os.environ, **CHILD_ENV, "PYTHONPATH": ROOT}
 
 
 def lrsweep_command(*args, env=None, timeout=3600):

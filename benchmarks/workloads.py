@@ -5,7 +5,8 @@ lrsweep, the reachable limit and the peers, so that their times compare.
     medium  16,000 synthetic Fashion-MNIST-shaped rows, a 784-512-200-10 MLP, SGD, batch 64,
             10 epochs, the same 8 schedules
 
-Both hold out the last 20% of the rows for validation, as Keras' validation_split does.
+Both hold out the last 20% of the rows for validation, as Keras' validation_split does, and
+scale pixels to [0, 1].
 """
 
 import os
@@ -38,7 +39,7 @@ class Workload:
         """The arrays every runner trains on: lrsweep's own loader, so preprocessing is equal."""
         from lrsweep.data import load_dataset
 
-        return load_dataset(self.dataset, validation_split=0.2)
+        return load_dataset(self.dataset, validation_split=0.2, scale="unit")
 
     def sweep_file(self, folder, name=None, cpus=1):
         """A sweep file that runs this workload's configs through `lrsweep launch`."""
@@ -46,7 +47,7 @@ class Workload:
         with open(path, "w") as f:
             f.write(
                 "from lrsweep import Sweep\n"
-                f"SWEEP = Sweep(name={name or self.name!r}, dataset={self.dataset!r}, validation_split=0.2,\n"
+                f"SWEEP = Sweep(name={name or self.name!r}, dataset={self.dataset!r}, validation_split=0.2, scale='unit',\n"
                 f"              model='mlp', model_args={{'hidden': {self.hidden!r}}}, batch_size={self.batch_size},\n"
                 f"              max_epochs={self.epochs}, early_stopping=None, configs={self.configs!r},\n"
                 f"              resources={{'cpu': {cpus}, 'gpu': 0}})\n")
@@ -59,7 +60,8 @@ def synthetic_fashion(folder, rows=16_000, seed=0):
     if not os.path.exists(path):
         rng = np.random.default_rng(seed)
         x = rng.integers(0, 256, (rows, 28, 28), dtype=np.uint8)
-        y = (x.reshape(rows, -1).astype(np.float32) @ rng.normal(size=(784, 10))).argmax(axis=1)
+        centred = x.reshape(rows, -1).astype(np.float32) - 127.5
+        y = (centred @ rng.normal(size=(784, 10))).argmax(axis=1)  # ten classes of about equal size
         np.savez(path, x=x, y=y)
     return path
 

@@ -17,6 +17,7 @@ def ray_session():
     its GCS address lets a `launch --address` subprocess join it."""
     import ray
 
-    context = ray.init(num_cpus=2, include_dashboard=False, configure_logging=True, logging_level="WARNING")
+    context = ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=True,
+                       logging_level="WARNING")
     yield context.address_info["gcs_address"]
     ray.shutdown()

@@ -63,7 +63,9 @@ def _start_ray(address, dashboard_host, cpus_per_trial, print_fn):
     # Workers import TensorFlow as they start (5 s), not inside their first trial.
     runtime_env = {"worker_process_setup_hook": "lrsweep.run.trial.warm_up",
                    "env_vars": {"LRSWEEP_TRIAL_CPUS": str(cpus_per_trial), "TF_CPP_MIN_LOG_LEVEL": "2"}}
-    context = ray.init(address=address, include_dashboard=True, dashboard_host=dashboard_host,
+    # address="local": a new Ray of our own, even where `ray start` left one running (which
+    # ray.init() would otherwise join); joining is what --address is for.
+    context = ray.init(address=address or "local", include_dashboard=True, dashboard_host=dashboard_host,
                        configure_logging=True, logging_level="WARNING", log_to_driver=True,
                        ignore_reinit_error=True, runtime_env=runtime_env)
     url = context.dashboard_url

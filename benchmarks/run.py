@@ -1,0 +1,128 @@
+"""Every lrsweep benchmark, measured side by side in one run, printed with its ratios.
+
+    python -m benchmarks.run                     # everything but time-to-target (about 25 min here)
+    python -m benchmarks.run --to-target         # also the search comparison (about 2 h: 5 seeds, 2 datasets)
+    python -m benchmarks.run --only store,memory # some sections
+    python -m benchmarks.run --quick             # tiny settings: checks the code, not the machine
+
+Run it on an otherwise idle machine: two cores shared with anything else make every figure
+noise. Ratios carry over between machines; seconds do not. The figures are also written as
+JSON to benchmarks/last-run.json (or --out).
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import tempfile
+
+from benchmarks import harness, inside, limit, lrsweep_runs, peers, store_speed, to_target
+from benchmarks.workloads import workloads
+
+SECTIONS = ("efficiency", "peers", "overhead", "memory", "bookkeeping", "store")
+PEERS = {"small": list(peers.RUNNERS), "medium": ["plain_loop", "optuna_threads", "ray_tune_reuse"]}
+
+
+def efficiency(folder, quick):
+    out = {}
+    for name, workload in workloads(folder).items():
+        w = harness.quick(workload) if quick else workload
+        out[name] = {"limit": limit.limit(workload, folder, quick=quick),
+                     "cold": lrsweep_runs.launch_cold(w, folder),
+                     "warm": lrsweep_runs.launch_warm(w, folder)}
+    return out
+
+
+def run_peers(folder, quick):
+    return {name: {peer: peers.RUNNERS[peer](workload, folder, quick=quick) for peer in PEERS[name]}
+            for name, workload in workloads(folder).items()}
+
+
+def print_report(figures):
+    eff, peer = figures.get("efficiency"), figures.get("peers")
+    if eff:
+        print("\n## Efficiency against the reachable limit (limit seconds / lrsweep seconds; 1.0 = no waste)")
+        print("| workload | limit | lrsweep trial phase | whole command, Ray running | whole command, cold |")
+        print("|---|---|---|---|---|")
+        for name, f in eff.items():
+            lim = f["limit"]["seconds"]
+            print(f"| {name} | {lim:.1f} s | {f['cold']['trial_phase']:.1f} s ({lim / f['cold']['trial_phase']:.2f}) "
+                  f"| {f['warm']['seconds']:.1f} s ({lim / f['warm']['seconds']:.2f}) "
+                  f"| {f['cold']['seconds']:.1f} s ({lim / f['cold']['seconds']:.2f}) |")
+    if peer:
+        print("\n## Against the peers (same 8 trials; peer seconds / lrsweep seconds, >1 = lrsweep faster)")
+        print("| workload | peer | seconds | vs lrsweep cold | vs lrsweep, Ray running |")
+        print("|---|---|---|---|---|")
+        for name, runs in peer.items():
+            cold = eff[name]["cold"]["seconds"] if eff else None
+            warm = eff[name]["warm"]["seconds"] if eff else None
+            for runner, f in runs.items():
+                ratios = (f"{f['seconds'] / cold:.2f} | {f['seconds'] / warm:.2f}" if eff else "- | -")
+                print(f"| {name} | {runner} | {f['seconds']:.1f} | {ratios} |")
+    if "overhead" in figures:
+        f = figures["overhead"]
+        print(f"\n## Per-epoch overhead: lrsweep {f['lrsweep'] * 1000:.1f} ms per epoch, plain model.fit "
+              f"{f['plain'] * 1000:.1f} ms: {100 * f['overhead']:+.1f}%")
+    if "memory" in figures:
+        f = figures["memory"]
+        print(f"\n## Memory (whole process tree, PSS): tiny dataset {f['peak_tiny'] / 2**30:.2f} GiB, "
+              f"{f['dataset_large'] / 2**20:.0f} MB dataset {f['peak_large'] / 2**30:.2f} GiB: "
+              f"{f['extra_per_dataset']:.2f}x the dataset at the peak (load and put), "
+              f"{f['trial_extra_per_dataset']:.2f}x while 2 trials train")
+    if "bookkeeping" in figures:
+        f = figures["bookkeeping"]
+        print(f"\n## Bookkeeping: {f['trials']} one-epoch trials in {f['seconds']:.1f} s; a trial slot sits idle "
+              f"{f['idle_ms_per_trial']:.0f} ms per trial between trials; the store took "
+              f"{f['store_write_seconds']:.2f} s to write {f['store_files']} files")
+    if "store" in figures:
+        f = figures["store"]
+        print(f"\n## Query speed, whole command: rank {f['rank_tiny']:.2f} s (10 trials) vs {f['rank_large']:.2f} s "
+              f"({f['rows_large']:,} epoch rows): {f['rank_ratio']:.2f}x; query {f['query_tiny']:.2f} s vs "
+              f"{f['query_large']:.2f} s: {f['query_ratio']:.2f}x")
+    if "to_target" in figures:
+        print("\n## Time to a good schedule (medians over seeds; a run that never got there counts as the budget)")
+        for dataset, f in figures["to_target"].items():
+            print(f"\n{dataset}: hard target {f['hard']:.4f}, easy {f['easy']:.4f}")
+            print("| tool | seed | easy s | easy epochs | hard s | hard epochs | best at 30 s | 60 s | 120 s |")
+            print("|---|---|---|---|---|---|---|---|---|")
+            for tool, runs in f["runs"].items():
+                for r in runs:
+                    print(f"| {tool} | {r['seed']} | {r['easy_seconds']} | {r['easy_epochs']} | {r['hard_seconds']} | "
+                          f"{r['hard_epochs']} | {r['best_at_30']} | {r['best_at_60']} | {r['best_at_120']} |")
+                budget = f.get("budget", 300)
+                print(f"| {tool} | median | {to_target.medians(runs, 'easy_seconds', budget):.1f} | "
+                      f"{to_target.medians(runs, 'easy_epochs', 10**6):.0f} | "
+                      f"{to_target.medians(runs, 'hard_seconds', budget):.1f} | "
+                      f"{to_target.medians(runs, 'hard_epochs', 10**6):.0f} | | | |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}, to_target")
+    parser.add_argument("--to-target", action="store_true", help="also the (long) time-to-target comparison")
+    parser.add_argument("--quick", action="store_true", help="tiny settings, to check the code")
+    parser.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "lrsweep-bench"))
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "last-run.json"))
+    args = parser.parse_args()
+    sections = args.only.split(",") if args.only else list(SECTIONS) + (["to_target"] if args.to_target else [])
+    os.makedirs(args.folder, exist_ok=True)
+    figures = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
+               "date": dt.date.today().isoformat(), "quick": args.quick}
+    runs = {"efficiency": lambda: efficiency(args.folder, args.quick),
+            "peers": lambda: run_peers(args.folder, args.quick),
+            "overhead": lambda: inside.overhead(args.folder, quick=args.quick),
+            "memory": lambda: inside.memory(args.folder, quick=args.quick),
+            "bookkeeping": lambda: inside.bookkeeping(args.folder, quick=args.quick),
+            "store": lambda: store_speed.store_speed(args.folder, quick=args.quick),
+            "to_target": lambda: to_target.to_target(args.folder, quick=args.quick)}
+    for section in sections:
+        print(f"running {section} ...", flush=True)
+        figures[section] = runs[section]()
+        with open(args.out, "w") as f:
+            json.dump(figures, f, indent=1, default=str)
+    print_report(figures)
+
+
+if __name__ == "__main__":
+    main()

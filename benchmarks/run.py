@@ -1,6 +1,6 @@
 """Every lrsweep benchmark, measured side by side in one run, printed with its ratios.
 
-    python -m benchmarks.run                     # everything but time-to-target (about 25 min here)
+    python -m benchmarks.run                     # everything but time-to-target (about 40 min here)
     python -m benchmarks.run --to-target         # also the search comparison (about 2 h: 5 seeds, 2 datasets)
     python -m benchmarks.run --only store,memory # some sections
     python -m benchmarks.run --quick             # tiny settings: checks the code, not the machine
@@ -22,20 +22,32 @@ from benchmarks.workloads import workloads
 
 SECTIONS = ("efficiency", "peers", "overhead", "memory", "bookkeeping", "store")
 PEERS = {"small": list(peers.RUNNERS), "medium": ["plain_loop", "optuna_threads", "ray_tune_reuse"]}
+REPEATS = {"small": 3, "medium": 1}  # small runs are short and noisy: the median of 3
+
+
+def median_run(runs):
+    """The run with the median `seconds`, with every run's seconds beside it."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    return {**ordered[len(ordered) // 2], "all_seconds": [r["seconds"] for r in runs]}
 
 
 def efficiency(folder, quick):
     out = {}
     for name, workload in workloads(folder).items():
         w = harness.quick(workload) if quick else workload
-        out[name] = {"limit": limit.limit(workload, folder, quick=quick),
-                     "cold": lrsweep_runs.launch_cold(w, folder),
-                     "warm": lrsweep_runs.launch_warm(w, folder)}
+        repeats = 1 if quick else REPEATS[name]
+        out[name] = {
+            "limit": median_run([limit.limit(workload, folder, quick=quick) for _ in range(repeats)]),
+            "cold": median_run([lrsweep_runs.launch_cold(w, folder) for _ in range(repeats)]),
+            "warm": median_run([lrsweep_runs.launch_warm(w, folder) for _ in range(repeats)]),
+        }
     return out
 
 
 def run_peers(folder, quick):
-    return {name: {peer: peers.RUNNERS[peer](workload, folder, quick=quick) for peer in PEERS[name]}
+    return {name: {peer: median_run([peers.RUNNERS[peer](workload, folder, quick=quick)
+                                     for _ in range(1 if quick else REPEATS[name])])
+                   for peer in PEERS[name]}
             for name, workload in workloads(folder).items()}
 
 
@@ -43,6 +55,7 @@ def print_report(figures):
     eff, peer = figures.get("efficiency"), figures.get("peers")
     if eff:
         print("\n## Efficiency against the reachable limit (limit seconds / lrsweep seconds; 1.0 = no waste)")
+        print("(small: the median of 3 runs, medium: 1 run)")
         print("| workload | limit | lrsweep trial phase | whole command, Ray running | whole command, cold |")
         print("|---|---|---|---|---|")
         for name, f in eff.items():

@@ -63,6 +63,8 @@ def _start_ray(address, dashboard_host, cpus_per_trial, print_fn):
     # Workers import TensorFlow as they start (5 s), not inside their first trial.
     runtime_env = {"worker_process_setup_hook": "lrsweep.run.trial.warm_up",
                    "env_vars": {"LRSWEEP_TRIAL_CPUS": str(cpus_per_trial), "TF_CPP_MIN_LOG_LEVEL": "2"}}
+    # The next line says how to sign in; Ray's own notice that tokens are on repeats it.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     # address="local": a new Ray of our own, even where `ray start` left one running (which
     # ray.init() would otherwise join); joining is what --address is for.
     context = ray.init(address=address or "local", include_dashboard=True, dashboard_host=dashboard_host,
@@ -117,6 +119,8 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
              f"{sweep.trial_count} trials of up to {sweep.max_epochs} epochs")
 
     _start_ray(address, dashboard_host, sweep.cpus, print_fn)
+    # Tune's result grid looks for the per-trial logs switched off above; the store has them.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     from ray import tune
 
     from lrsweep.run.recorder import Recorder
@@ -131,26 +135,22 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     settings = {**setup, "model_label": sweep.model, "dataset_source": data.source}
     dataset_name = data.name
     del data, arrays  # the object store holds the one copy the trials share
-    recorder = Recorder(results=sweep.results, dataset=dataset_name, sweep_name=name, settings=settings,
-                        total=sweep.trial_count, print_fn=print_fn)
     path = f"{storage_path(sweep)}/{name}"
-    if resume:
+    if resume:  # the searcher's state and the Recorder come back with the experiment
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         search, num_samples = search_algorithm(sweep)
+        recorder = Recorder(results=sweep.results, dataset=dataset_name, sweep_name=name, settings=settings,
+                            total=sweep.trial_count, print_fn=print_fn)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=search,
                                         scheduler=_scheduler(sweep), num_samples=num_samples, reuse_actors=True,
                                         max_concurrent_trials=trial_slots(sweep)),
-            run_config=tune.RunConfig(name=name, storage_path=storage_path(sweep), verbose=int(os.environ.get("LRSWEEP_TUNE_VERBOSE", "0")),
+            run_config=tune.RunConfig(name=name, storage_path=storage_path(sweep), verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                                       callbacks=[recorder]),
         )
-    # Tune's result grid looks for the per-trial logs switched off above; the store has them.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     grid = tuner.fit()
-    recorder.flush()
-    print_fn(recorder.summary())
     errors = sum(1 for result in grid if result.error is not None)
     return name, dataset_name, 1 if errors else 0

@@ -90,6 +90,7 @@ class Recorder(tune.Callback):
 
     def on_experiment_end(self, trials, **info):
         self.flush()
+        self.print(self.summary())
 
     # the store
 

@@ -68,6 +68,7 @@ def _configure_tensorflow(cpus):
     with _quiet_stderr():
         import tensorflow as tf
 
+        tf.get_logger().setLevel("ERROR")  # every trial is a new model: retracing is expected
         threads = max(1, int(cpus))
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)

@@ -7,14 +7,13 @@
     memory       peak memory (PSS, so shared object-store pages count once) of the whole
                  process tree of `lrsweep launch` running 2 trials at once on a ~600 MB
                  dataset of CIFAR-10 shape, against the same sweep on a tiny dataset
-    bookkeeping  500 trials of one short epoch of a tiny model: the time a trial slot sits
-                 idle between trials (the driver's and Tune's cost per trial), and the
-                 store's write time as the driver reports it
+    bookkeeping  500 trials of one short epoch of a tiny model: the driver's CPU per trial,
+                 the time a trial slot sits idle between two trials (Tune's hand-over), and
+                 the store's write time as the driver reports it
 """
 
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ import time
 
 import numpy as np
 
-from benchmarks.lrsweep_runs import ENV, ROOT, lrsweep_command, trial_phase
+from benchmarks.lrsweep_runs import ENV, ROOT, trial_phase
 from benchmarks.workloads import SCHEDULES
 
 # --- per-epoch overhead -----------------------------------------------------------------
@@ -40,7 +39,7 @@ epochs, results = int(sys.argv[1]), sys.argv[2]
 ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
 
 @ray.remote(num_cpus=1)
-def plain_fit(epochs):
+def plain_fit(epochs, pipeline):
     lrsweep_trial._configure_tensorflow(1)  # one thread, as a trial has
     import keras
     from benchmarks.workloads import workloads, build_trial
@@ -55,10 +54,16 @@ def plain_fit(epochs):
     model, fit = build_trial(w, data, w.configs[2])
     spe = -(-len(data.x_train) // w.batch_size)
     model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], steps_per_execution=spe)
+    if pipeline:  # the trials' own input pipeline: what remains is reporting, history, rate logging
+        batches = lrsweep_trial.batches
+        fit.update(x=batches(data.x_train, data.y_train, w.batch_size, shuffle=True, seed=0, threads=1), y=None,
+                   validation_data=batches(data.x_val, data.y_val, w.batch_size, shuffle=False, seed=0, threads=1),
+                   batch_size=None, shuffle=False)
     model.fit(**{**fit, "epochs": epochs, "callbacks": [Ends()]})
     return ends
 
-plain = np.diff(ray.get(plain_fit.remote(epochs)))[1:]
+plain = np.diff(ray.get(plain_fit.remote(epochs, False)))[1:]
+same_pipeline = np.diff(ray.get(plain_fit.remote(epochs, True)))[1:]
 sweep = Sweep(name="overhead", dataset="digits", validation_split=0.2, model_args={"hidden": (128,)},
               configs=[{"family": "step", "initial_lr": 0.1, "drop": 0.5, "epochs_drop": 5}],
               max_epochs=epochs, early_stopping=None, results=results)
@@ -66,7 +71,8 @@ launch(sweep, print_fn=lambda line: None)
 ends = pd.read_parquet(results + "/epochs").sort_values("epoch")["end_time"]
 ends = (ends - ends.iloc[0]).dt.total_seconds().to_numpy()
 ray.shutdown()
-print(json.dumps({"plain": float(np.median(plain)), "lrsweep": float(np.median(np.diff(ends)[1:]))}))
+print(json.dumps({"plain": float(np.median(plain)), "plain_same_pipeline": float(np.median(same_pipeline)),
+                  "lrsweep": float(np.median(np.diff(ends)[1:]))}))
 """
 
 
@@ -78,6 +84,7 @@ def overhead(folder, epochs=40, quick=False):
         raise RuntimeError(done.stderr[-2000:])
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     figures["overhead"] = figures["lrsweep"] / figures["plain"] - 1
+    figures["reporting_overhead"] = figures["lrsweep"] / figures["plain_same_pipeline"] - 1
     return figures
 
 
@@ -165,25 +172,63 @@ def memory(folder, rows=50_000, quick=False):
 
 # --- bookkeeping at scale ------------------------------------------------------------------
 
-def bookkeeping(folder, trials=500, quick=False):
-    trials = 40 if quick else trials
+BOOKKEEPING_SCRIPT = r"""
+import json, re, sys, time
+import numpy as np
+import ray
+from lrsweep import Sweep
+from lrsweep.run.driver import launch
+
+ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+out = {}
+# "warm-up" pays the driver's one-time costs (imports, Tune's first start) outside the figures
+for label, trials in (("warm-up", 2), ("few", int(sys.argv[1])), ("many", int(sys.argv[2]))):
     configs = [{"family": "constant", "initial_lr": float(lr)} for lr in np.geomspace(1e-3, 0.5, trials)]
-    sweep = os.path.join(folder, "bookkeeping.py")
-    with open(sweep, "w") as f:
-        f.write("from lrsweep import Sweep\n"
-                "SWEEP = Sweep(name='bookkeeping', dataset='digits', subsample=200, validation_split=0.2, "
-                "model_args={'hidden': (8,)}, batch_size=64, max_epochs=1, early_stopping=None, "
-                f"configs={configs!r})\n")
+    sweep = Sweep(name=f"bookkeeping-{label}", dataset="digits", subsample=200, validation_split=0.2,
+                  model_args={"hidden": (8,)}, batch_size=64, max_epochs=1, early_stopping=None, configs=configs,
+                  results=sys.argv[3])
+    lines = []
+    cpu, wall = time.process_time(), time.perf_counter()
+    launch(sweep, print_fn=lines.append)
+    stored = next(re.search(r"in (\d+) files \(([\d.]+) s writing\)", l) for l in lines if "s writing" in l)
+    out[label] = {"trials": trials, "driver_cpu": time.process_time() - cpu, "seconds": time.perf_counter() - wall,
+                  "files": int(stored.group(1)), "write_seconds": float(stored.group(2))}
+ray.shutdown()
+print(json.dumps(out))
+"""
+
+
+def bookkeeping(folder, trials=500, quick=False):
+    """Driver CPU per trial: the difference between a sweep of `trials` one-epoch trials and
+    one of 50, over the difference in trials (fixed costs cancel); and how long a trial
+    slot sits idle between two trials in the large sweep (Tune's hand-over)."""
+    few, many = (10, 40) if quick else (50, trials)
     results = os.path.join(folder, "results", "bookkeeping")
     subprocess.run(["rm", "-rf", results], check=True)
-    seconds, done = lrsweep_command("launch", sweep, "--results", results)
-    phase = trial_phase(results)
-    stored = re.search(r"in (\d+) files \(([\d.]+) s writing\)", done.stdout)
-    slots = 2
-    idle = phase["trial_phase"] * slots - phase["trial_seconds"]
-    return {"seconds": seconds, "trials": phase["trials"], "trial_phase": phase["trial_phase"],
-            "trial_seconds": phase["trial_seconds"], "idle_ms_per_trial": 1000 * idle / phase["trials"],
-            "store_files": int(stored.group(1)), "store_write_seconds": float(stored.group(2))}
+    done = subprocess.run([sys.executable, "-c", BOOKKEEPING_SCRIPT, str(few), str(many), results], cwd=ROOT,
+                          env=ENV, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    import pandas as pd
+
+    trials_table = pd.read_parquet(os.path.join(results, "trials"))
+    big = trials_table[trials_table["sweep"].str.startswith("bookkeeping-many")].sort_values("start_time")
+    return {"trials": many, "seconds": runs["many"]["seconds"],
+            "driver_ms_per_trial": 1000 * (runs["many"]["driver_cpu"] - runs["few"]["driver_cpu"]) / (many - few),
+            "idle_ms_per_trial": 1000 * _slot_gaps(big).mean(),
+            "store_files": runs["many"]["files"], "store_write_seconds": runs["many"]["write_seconds"]}
+
+
+def _slot_gaps(trials, slots=2):
+    """Seconds from a trial's end to the start of the next trial on the slot it freed."""
+    free, gaps = [None] * slots, []
+    for start, end in zip(trials["start_time"], trials["end_time"]):
+        i = min(range(slots), key=lambda k: free[k] or start)  # the slot free the longest
+        if free[i] is not None:
+            gaps.append((start - free[i]).total_seconds())
+        free[i] = end
+    return np.array(gaps)
 
 
 if __name__ == "__main__":

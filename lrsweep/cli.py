@@ -67,7 +67,10 @@ def cmd_launch(args):
     print()
     print(format_ranking(rank(trials[trials["sweep"] == name])))
     print(f"\nstored under {sweep.results.rstrip('/')}/{{trials,epochs}}/dataset={dataset_name}/sweep={name}; "
-          f"all sweeps on {dataset_name}: lrsweep rank --dataset {dataset_name}")
+          f"all sweeps on {dataset_name}: lrsweep rank --dataset {dataset_name}", flush=True)
+    import ray
+
+    ray.shutdown()  # now, not at exit, where Ray first sleeps half a second for late log lines
     return status
 
 

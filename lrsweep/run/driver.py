@@ -8,6 +8,7 @@ The driver never imports TensorFlow.
 """
 
 import logging
+import math
 import os
 import time
 
@@ -20,7 +21,6 @@ from lrsweep.sweep.spec import check_name
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 def run_name(sweep, name=None):
@@ -47,7 +47,7 @@ def check_launch(sweep, name, resume):
     if resume:
         if name is None:
             raise LrsweepError("Argument `resume` needs --name, the sweep to continue. Received: name=None")
-        from ray.tune import Tuner  # noqa: imported here only to check the state exists
+        from ray.tune import Tuner  # Ray, for a resume only
         path = f"{storage_path(sweep)}/{name}"
         if not Tuner.can_restore(path):
             raise LrsweepError(f"Argument `name` names no sweep that can be resumed. Received: name={name!r} "
@@ -82,7 +82,8 @@ def _scheduler(sweep):
 
     if sweep.early_stopping is None:
         return FIFOScheduler()
-    return ASHAScheduler(time_attr="training_iteration", max_t=sweep.max_epochs, grace_period=sweep.grace_period,
+    # "epoch", not Tune's training_iteration: a report may carry several epochs
+    return ASHAScheduler(time_attr="epoch", max_t=sweep.max_epochs, grace_period=sweep.grace_period,
                          reduction_factor=sweep.reduction_factor)
 
 
@@ -99,9 +100,19 @@ def trial_slots(sweep):
     return max(1, int(slots))
 
 
+def decision_epochs(sweep):
+    """The epochs at which ASHA may stop a trial, where a trial must report: its rungs,
+    `grace_period * reduction_factor ** k` (the formula of Ray's `_Bracket`), rounded up to
+    the epoch that reaches them."""
+    if sweep.early_stopping is None:
+        return []
+    rungs = int(math.log(sweep.max_epochs / sweep.grace_period) / math.log(sweep.reduction_factor) + 1)
+    return sorted({math.ceil(sweep.grace_period * sweep.reduction_factor ** k) for k in range(rungs)})
+
+
 def training_setup(sweep):
     """What a trial needs of the sweep, as plain data."""
-    return {"batch_size": sweep.batch_size, "max_epochs": sweep.max_epochs, "granularity": sweep.granularity,
+    return {"decision_epochs": decision_epochs(sweep),"batch_size": sweep.batch_size, "max_epochs": sweep.max_epochs, "granularity": sweep.granularity,
             "metric": sweep.metric, "mode": sweep.mode, "seed": sweep.seed, "cpus": sweep.cpus,
             "model": sweep.model, "model_args": dict(sweep.model_args), "optimizer": sweep.optimizer,
             "optimizer_args": dict(sweep.optimizer_args)}

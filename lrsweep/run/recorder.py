@@ -61,12 +61,13 @@ class Recorder(tune.Callback):
         self.histories[trial.trial_id] = []  # retried from scratch: its epochs come again
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        row = {"trial_id": trial.trial_id, "epoch": int(result["epoch"]), "lr": result["lr"],
-               "seconds": result["seconds"], "end_time": _timestamp(result.get("time")),
-               **{log: result.get(log) for log in LOGS}}
-        self.histories.setdefault(trial.trial_id, []).append({**row, "status": result.get("status"),
-                                                              "time": result.get("time")})
-        self.pending["epochs"].append(row)
+        history = self.histories.setdefault(trial.trial_id, [])
+        for epoch in result["rows"]:  # every epoch since the trial's last report
+            row = {"trial_id": trial.trial_id, "epoch": int(epoch["epoch"]), "lr": epoch["lr"],
+                   "seconds": epoch["seconds"], "end_time": _timestamp(epoch["time"]),
+                   **{log: epoch.get(log) for log in LOGS}}
+            history.append({**row, "status": epoch["status"], "time": epoch["time"]})
+            self.pending["epochs"].append(row)
         self._flush_if_due()
 
     def on_trial_complete(self, iteration, trials, trial, **info):

@@ -100,15 +100,28 @@ def batches(x, y, batch_size, *, shuffle, seed, threads):
     return data.prefetch(2).with_options(options)
 
 
+# A trial reports at least this often: each report waits for the driver's answer (a round
+# trip of 10-15 ms), a large share of a small model's epoch.
+REPORT_SECONDS = 2.0
+
+
 def make_callback_class(keras):
     class EpochReporter(keras.callbacks.Callback):
-        """Reports each epoch to Tune: the rate in effect (read when the epoch begins: at its
+        """Reports epochs to Tune: the rate in effect (read when the epoch begins: at its
         end a schedule already gives the next epoch's rate), the logs, the time taken; a
-        non-finite loss ends the trial as `diverged`."""
+        non-finite loss ends the trial as `diverged`.
 
-        def __init__(self, report, metric, mode, extra):
+        A report carries every epoch since the last one (`rows`) and the latest epoch's
+        values at its top, for Tune's scheduler and searcher. It is sent at each epoch where
+        the scheduler may stop the trial (`decisions`, ASHA's rungs), at the last epoch,
+        and otherwise once `REPORT_SECONDS` have passed.
+        """
+
+        def __init__(self, report, metric, mode, decisions, max_epochs, extra):
             super().__init__()
             self.report, self.metric, self.mode, self.extra = report, metric, mode, extra
+            self.decisions, self.max_epochs = set(decisions), max_epochs
+            self.rows, self.last_report = [], time.time()
 
         def on_epoch_begin(self, epoch, logs=None):
             self.lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
@@ -122,8 +135,14 @@ def make_callback_class(keras):
                 row[self.metric] = worst_value(self.metric, self.mode)
                 self.model.stop_training = True
             now = time.time()
-            self.report({**row, "epoch": epoch + 1, "lr": self.lr, "seconds": now - self.started,
-                         "time": now, "status": "diverged" if diverged else "running", **self.extra})
+            row.update(epoch=epoch + 1, lr=self.lr, seconds=now - self.started, time=now,
+                       status="diverged" if diverged else "running")
+            self.rows.append(row)
+            if (diverged or epoch + 1 in self.decisions or epoch + 1 == self.max_epochs
+                    or now - self.last_report >= REPORT_SECONDS):
+                rows, self.rows = self.rows, []
+                self.report({**row, "rows": rows, **self.extra})
+                self.last_report = time.time()
 
     return EpochReporter
 
@@ -161,7 +180,8 @@ def train(config, *, data, setup):
     context = ray.get_runtime_context()
     extra = {"node": context.get_node_id(), "trial_start": started, "steps_per_epoch": spe,
              "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids())}
-    reporter = make_callback_class(keras)(tune.report, setup["metric"], setup["mode"], extra)
+    reporter = make_callback_class(keras)(tune.report, setup["metric"], setup["mode"], setup["decision_epochs"],
+                                          setup["max_epochs"], extra)
     threads = max(1, int(setup["cpus"]))
     seed = config.get("seed", setup["seed"])
     model.fit(batches(x, y, setup["batch_size"], shuffle=True, seed=seed, threads=threads),

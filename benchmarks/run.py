@@ -96,20 +96,27 @@ def print_report(figures):
               f"({f['rows_large']:,} epoch rows): {f['rank_ratio']:.2f}x; query {f['query_tiny']:.2f} s vs "
               f"{f['query_large']:.2f} s: {f['query_ratio']:.2f}x")
     if "to_target" in figures:
-        print("\n## Time to a good schedule (medians over seeds; a run that never got there counts as the budget)")
+        print("\n## Time to a good schedule (medians over seeds; seconds: a run that never got there counts as the "
+              "budget; epochs: the median of the runs that got there)")
         for dataset, f in figures["to_target"].items():
             print(f"\n{dataset}: hard target {f['hard']:.4f}, easy {f['easy']:.4f}")
             print("| tool | seed | easy s | easy epochs | hard s | hard epochs | best at 30 s | 60 s | 120 s |")
             print("|---|---|---|---|---|---|---|---|---|")
+            def shown(value, digits):
+                return "-" if value is None else f"{value:.{digits}f}"
+
             for tool, runs in f["runs"].items():
                 for r in runs:
-                    print(f"| {tool} | {r['seed']} | {r['easy_seconds']} | {r['easy_epochs']} | {r['hard_seconds']} | "
-                          f"{r['hard_epochs']} | {r['best_at_30']} | {r['best_at_60']} | {r['best_at_120']} |")
+                    print(f"| {tool} | {r['seed']} | {shown(r['easy_seconds'], 1)} | {shown(r['easy_epochs'], 0)} | "
+                          f"{shown(r['hard_seconds'], 1)} | {shown(r['hard_epochs'], 0)} | "
+                          + " | ".join(shown(r[f"best_at_{m}"], 4) for m in to_target.MARKS) + " |")
                 budget = f.get("budget", 300)
+                marks = " | ".join(shown(to_target.medians(runs, f"best_at_{m}", 0.0), 4) if m <= budget else "-"
+                                   for m in to_target.MARKS)
                 print(f"| {tool} | median | {to_target.medians(runs, 'easy_seconds', budget):.1f} | "
-                      f"{to_target.medians(runs, 'easy_epochs', 10**6):.0f} | "
+                      f"{shown(to_target.median_or_none(runs, 'easy_epochs'), 0)} | "
                       f"{to_target.medians(runs, 'hard_seconds', budget):.1f} | "
-                      f"{to_target.medians(runs, 'hard_epochs', 10**6):.0f} | | | |")
+                      f"{shown(to_target.median_or_none(runs, 'hard_epochs'), 0)} | {marks} |")
 
 
 def main():
@@ -117,6 +124,10 @@ def main():
     parser.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}, to_target")
     parser.add_argument("--to-target", action="store_true", help="also the (long) time-to-target comparison")
     parser.add_argument("--quick", action="store_true", help="tiny settings, to check the code")
+    parser.add_argument("--seeds", type=int, default=5, help="time-to-target: seeds per tool and dataset")
+    parser.add_argument("--budget", type=float, default=300, help="time-to-target: seconds a search may take")
+    parser.add_argument("--long", type=float, default=600, help="time-to-target: seconds of the search that "
+                                                                     "finds the best reachable accuracy")
     parser.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "lrsweep-bench"))
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "last-run.json"))
     args = parser.parse_args()
@@ -130,7 +141,8 @@ def main():
             "memory": lambda: inside.memory(args.folder, quick=args.quick),
             "bookkeeping": lambda: inside.bookkeeping(args.folder, quick=args.quick),
             "store": lambda: store_speed.store_speed(args.folder, quick=args.quick),
-            "to_target": lambda: to_target.to_target(args.folder, quick=args.quick)}
+            "to_target": lambda: to_target.to_target(args.folder, seeds=tuple(range(1, args.seeds + 1)),
+                                                     budget=args.budget, long=args.long, quick=args.quick)}
     for section in sections:
         print(f"running {section} ...", flush=True)
         figures[section] = runs[section]()

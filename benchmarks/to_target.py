@@ -133,9 +133,9 @@ def optuna_curve(folder, dataset, seed, budget, workers=2):
     return seconds, accuracy
 
 
-def figures(seconds, accuracy, easy, hard):
+def figures(seconds, accuracy, easy, hard, budget):
     """When the running best first reaches each target (seconds, epochs trained), and the
-    best accuracy by each mark."""
+    best accuracy by each mark the run lasted to."""
     best = np.maximum.accumulate(accuracy) if len(accuracy) else accuracy
     out = {}
     for label, target in (("easy", easy), ("hard", hard)):
@@ -144,7 +144,7 @@ def figures(seconds, accuracy, easy, hard):
         out[f"{label}_epochs"] = int(hit[0] + 1) if len(hit) else None
     for mark in MARKS:
         reached = best[seconds <= mark]
-        out[f"best_at_{mark}"] = float(reached[-1]) if len(reached) else None
+        out[f"best_at_{mark}"] = float(reached[-1]) if len(reached) and mark <= budget else None
     return out
 
 
@@ -159,9 +159,11 @@ def to_target(folder, seeds=(1, 2, 3, 4, 5), budget=300, long=600, quick=False):
         easy = hard - max(0.005, 1 / validation)
         runs = {"lrsweep": [], "optuna": []}
         for seed in seeds:
-            runs["lrsweep"].append({"seed": seed, **figures(*lrsweep_curve(folder, dataset, seed, budget), easy, hard)})
-            runs["optuna"].append({"seed": seed, **figures(*optuna_curve(folder, dataset, seed, budget), easy, hard)})
-        report[dataset] = {"hard": hard, "easy": easy, "runs": runs}
+            runs["lrsweep"].append({"seed": seed, **figures(*lrsweep_curve(folder, dataset, seed, budget), easy, hard,
+                                                            budget)})
+            runs["optuna"].append({"seed": seed, **figures(*optuna_curve(folder, dataset, seed, budget), easy, hard,
+                                                           budget)})
+        report[dataset] = {"hard": hard, "easy": easy, "budget": budget, "long": long, "runs": runs}
     return report
 
 
@@ -169,6 +171,12 @@ def medians(runs, key, budget):
     """The median over seeds, a run that never got there counting as the budget."""
     values = [r[key] if r[key] is not None else budget for r in runs]
     return float(np.median(values))
+
+
+def median_or_none(runs, key):
+    """The median over the runs that have a value, or None."""
+    values = [r[key] for r in runs if r[key] is not None]
+    return float(np.median(values)) if values else None
 
 
 if __name__ == "__main__":

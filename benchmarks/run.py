@@ -2,7 +2,7 @@
 
     python -m benchmarks.run                     # everything but time-to-target (about 40 min here)
     python -m benchmarks.run --to-target         # also the search comparison (about 2 h: 5 seeds, 2 datasets)
-    python -m benchmarks.run --only store,memory # some sections
+    python -m benchmarks.run --only store,memory # some sections again, the others kept from the last run
     python -m benchmarks.run --quick             # tiny settings: checks the code, not the machine
 
 Run it on an otherwise idle machine: two cores shared with anything else make every figure
@@ -133,8 +133,12 @@ def main():
     args = parser.parse_args()
     sections = args.only.split(",") if args.only else list(SECTIONS) + (["to_target"] if args.to_target else [])
     os.makedirs(args.folder, exist_ok=True)
-    figures = {"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
-               "date": dt.date.today().isoformat(), "quick": args.quick}
+    figures = {}
+    if args.only and os.path.exists(args.out):  # one section again: keep the others' figures
+        with open(args.out) as f:
+            figures = json.load(f)
+    figures.update({"machine": f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs",
+                    "date": dt.date.today().isoformat(), "quick": args.quick})
     runs = {"efficiency": lambda: efficiency(args.folder, args.quick),
             "peers": lambda: run_peers(args.folder, args.quick),
             "overhead": lambda: inside.overhead(args.folder, quick=args.quick),

@@ -1,6 +1,8 @@
 """One Ray instance for the whole test session (starting Ray takes 5-9 s), shut down at the end."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -9,6 +11,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_DATA = os.path.join(REPO, "tests", "data")
+
+
+def lrsweep(*args, env=None, timeout=300):
+    """`python -m lrsweep ARGS` from the repository, as a user runs it. `env` adds to this
+    process's environment; a None value takes a variable out."""
+    env = {name: value for name, value in {**os.environ, **(env or {})}.items() if value is not None}
+    return subprocess.run([sys.executable, "-m", "lrsweep", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,12 @@
 """Real sweeps through Ray: real Keras training, real Parquet read back.
 
 The in-process sweeps share the session's Ray (`ray_session`); the command-line sweep joins
-it with `--address`, as a user's second sweep on a running cluster would.
+it as a Ray job's entrypoint would (RAY_ADDRESS), and the sweep-file tests with `--address`,
+as a user's second sweep on a running cluster would.
 """
 
 import json
 import math
-import os
 import subprocess
 import sys
 
@@ -16,7 +16,7 @@ import pytest
 
 from lrsweep import Choice, Range, Sweep
 from lrsweep.run.driver import launch
-from tests.conftest import REPO, TEST_DATA
+from tests.conftest import TEST_DATA, lrsweep
 from tests.reference import rate
 
 ONE_PER_FAMILY = [
@@ -127,27 +127,27 @@ def test_a_diverging_schedule_ends_diverged_and_the_sweep_goes_on(ray_session, t
     assert trials.loc[trials["family"] == "step", "status"].iloc[0] == "completed"
 
 
-def run_cli(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "lrsweep", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
-
-
 @pytest.fixture(scope="module")
 def ionosphere_results(ray_session, tmp_path_factory):
-    """`launch sweeps/ionosphere.py` as a user runs it, joining the session's Ray."""
+    """`launch sweeps/ionosphere.py` as the entrypoint of a Ray job runs it: no --address, the
+    cluster named by RAY_ADDRESS (the session's Ray), and no RAY_AUTH_MODE in the environment
+    (lrsweep turns token mode on because a token exists, as `ray start` does)."""
     results = tmp_path_factory.mktemp("results")
-    done = run_cli("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "6",
+    done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "6",
                    "--max-epochs", "6", "--results", str(results), "--name", "iono-test",
-                   "--address", ray_session, env={"RAY_AUTH_MODE": "token"})
+                   env={"RAY_ADDRESS": ray_session, "RAY_AUTH_MODE": None})
     assert done.returncode == 0, done.stderr[-2000:]
     return results, done.stdout
 
 
 def test_ionosphere_sweep_from_the_command_line_ranks(ionosphere_results):
+    import ray
+
     results, stdout = ionosphere_results
     assert "dataset ionosphere" in stdout and "rank" in stdout
     trials = pd.read_parquet(results / "trials")
     assert len(trials) == 6 and (trials["sweep"] == "iono-test").all()
+    assert set(trials["node"]) == {ray.get_runtime_context().get_node_id()}  # it joined, not a Ray of its own
     assert (trials["dataset_source"] == "ionosphere").all()
     epochs = pd.read_parquet(results / "epochs")
     check_lr_column(trials[trials["status"] != "diverged"], epochs)
@@ -156,7 +156,7 @@ def test_ionosphere_sweep_from_the_command_line_ranks(ionosphere_results):
 def test_a_name_the_store_holds_is_refused_without_resume(ionosphere_results):
     results, _ = ionosphere_results
     before = sorted(p.name for p in (results / "trials/dataset=ionosphere/sweep=iono-test").iterdir())
-    done = run_cli("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(results),
+    done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(results),
                    "--name", "iono-test", timeout=60)
     assert done.returncode == 2
     assert "iono-test" in done.stderr and len(done.stderr.strip().splitlines()) == 1
@@ -168,7 +168,7 @@ def test_best_schedule_round_trips_through_keras(ionosphere_results):
     import keras
 
     results, _ = ionosphere_results
-    done = run_cli("best", "--dataset", "ionosphere", "--results", str(results), timeout=120)
+    done = lrsweep("best", "--dataset", "ionosphere", "--results", str(results), timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     best = json.loads(done.stdout)
     epochs = pd.read_parquet(results / "epochs")
@@ -193,7 +193,7 @@ def test_best_python_snippet_runs_without_lrsweep(ray_session, tmp_path, config)
     sweep = Sweep(name="snippet", dataset="digits", subsample=200, configs=[config], max_epochs=3,
                   early_stopping=None, results=str(tmp_path))
     launch(sweep, print_fn=lambda line: None)
-    done = run_cli("best", "--dataset", "digits", "--results", str(tmp_path), "--python", timeout=120)
+    done = lrsweep("best", "--dataset", "digits", "--results", str(tmp_path), "--python", timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     epochs = pd.read_parquet(tmp_path / "epochs").sort_values("epoch")
     spe = int(pd.read_parquet(tmp_path / "trials")["steps_per_epoch"].iloc[0])

@@ -5,8 +5,6 @@ import csv
 import io
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 
@@ -14,7 +12,7 @@ from lrsweep.errors import LrsweepError
 from lrsweep.results.query import query
 from lrsweep.results.rank import format_ranking, rank
 from lrsweep.results.store import read_frame, write_rows
-from tests.conftest import REPO
+from tests.conftest import lrsweep
 
 FAMILY_PARAMS = {"sgd/step": {"drop": 0.5, "epochs_drop": 10}, "adam/constant": {},
                  "sgd/cosine": {"alpha": 0.0, "warmup_epochs": 2}, "sgd/plateau": {"factor": 0.5}}
@@ -150,11 +148,6 @@ def test_bad_sql_is_bad_input_naming_the_sql(results, sql):
     with pytest.raises(LrsweepError) as caught:
         query(results, sql)
     assert sql in str(caught.value) and "\n" not in str(caught.value)
-
-
-def lrsweep(*args):
-    return subprocess.run([sys.executable, "-m", "lrsweep", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
 
 
 SQL = "SELECT trial_id, status, epochs FROM trials WHERE family = 'step' AND dataset = 'digits' ORDER BY trial_id"

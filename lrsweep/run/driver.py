@@ -54,10 +54,27 @@ def check_launch(sweep, name, resume):
                                f"(no Tune state in {path})")
 
 
+def _ray_address(address):
+    """Where the sweep runs: `--address`; else the cluster of the Ray job this launch is the
+    entrypoint of (Ray sets RAY_ADDRESS for it); else a new Ray of our own, even where
+    `ray start` left one running (which ray.init() would otherwise join)."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        return "local"
+    # A cluster started where a token exists requires it, and a client that joins must be told
+    # (RAY_AUTH_MODE=token), or Ray answers with a misleading "Failed to connect". Ray's own
+    # rule, as `ray start --head` applies it: token mode when a token exists and no mode is set.
+    from ray._private.authentication.authentication_token_setup import (
+        maybe_enable_token_auth_if_token_available)
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    return address
+
+
 def _start_ray(address, dashboard_host, cpus_per_trial, print_fn):
     import ray
 
-    if dashboard_host not in ("127.0.0.1", "localhost", "::1"):
+    address = _ray_address(address)
+    if address == "local" and dashboard_host not in ("127.0.0.1", "localhost", "::1"):
         print_fn(f"warning: the dashboard listens on {dashboard_host}: anyone who reaches it and holds the token "
                  "can run code on this machine")
     # Workers import TensorFlow as they start (5 s), not inside their first trial.
@@ -65,9 +82,7 @@ def _start_ray(address, dashboard_host, cpus_per_trial, print_fn):
                    "env_vars": {"LRSWEEP_TRIAL_CPUS": str(cpus_per_trial), "TF_CPP_MIN_LOG_LEVEL": "2"}}
     # The next line says how to sign in; Ray's own notice that tokens are on repeats it.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    # address="local": a new Ray of our own, even where `ray start` left one running (which
-    # ray.init() would otherwise join); joining is what --address is for.
-    context = ray.init(address=address or "local", include_dashboard=True, dashboard_host=dashboard_host,
+    context = ray.init(address=address, include_dashboard=True, dashboard_host=dashboard_host,
                        configure_logging=True, logging_level="WARNING", log_to_driver=True,
                        ignore_reinit_error=True, runtime_env=runtime_env)
     url = context.dashboard_url
@@ -112,7 +127,8 @@ def decision_epochs(sweep):
 
 def training_setup(sweep):
     """What a trial needs of the sweep, as plain data."""
-    return {"decision_epochs": decision_epochs(sweep),"batch_size": sweep.batch_size, "max_epochs": sweep.max_epochs, "granularity": sweep.granularity,
+    return {"decision_epochs": decision_epochs(sweep), "batch_size": sweep.batch_size,
+            "max_epochs": sweep.max_epochs, "granularity": sweep.granularity,
             "metric": sweep.metric, "mode": sweep.mode, "seed": sweep.seed, "cpus": sweep.cpus,
             "model": sweep.model, "model_args": dict(sweep.model_args), "optimizer": sweep.optimizer,
             "optimizer_args": dict(sweep.optimizer_args)}

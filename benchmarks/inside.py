@@ -52,7 +52,7 @@ def plain_fit(epochs, pipeline):
             ends.append(time.time())
 
     model, fit = build_trial(w, data, w.configs[2])
-    spe = -(-len(data.x_train) // w.batch_size)
+    spe = lrsweep_trial.steps_per_epoch(len(data.x_train), w.batch_size)
     model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], steps_per_execution=spe)
     if pipeline:  # the trials' own input pipeline: what remains is reporting, history, rate logging
         batches = lrsweep_trial.batches

@@ -73,15 +73,16 @@ def workloads(folder):
     }
 
 
-def build_trial(workload, data, config, threads=None):
+def build_trial(workload, data, config):
     """(compiled Keras model, fit keyword arguments) of one config: what every runner trains."""
     import keras
 
     from lrsweep.models import build_model, loss_for
+    from lrsweep.run.trial import steps_per_epoch
     from lrsweep.schedules.registry import build_schedule
 
     params = {k: v for k, v in config.items() if k != "family"}
-    steps = -(-len(data.x_train) // workload.batch_size)
+    steps = steps_per_epoch(len(data.x_train), workload.batch_size)
     learning_rate, callbacks = build_schedule(config["family"], params, steps_per_epoch=steps,
                                               epochs=workload.epochs)
     model = build_model("mlp", {"hidden": workload.hidden}, data.x_train.shape[1:], data.num_classes)

@@ -34,6 +34,11 @@ def steps_per_epoch(rows, batch_size):
     return math.ceil(rows / batch_size)
 
 
+def thread_count(cpus):
+    """The threads a trial's TensorFlow and input pipeline use: its CPUs, at least one."""
+    return max(1, int(cpus))
+
+
 _configured = False
 
 
@@ -69,7 +74,7 @@ def _configure_tensorflow(cpus):
         import tensorflow as tf
 
         tf.get_logger().setLevel("ERROR")  # every trial is a new model: retracing is expected
-        threads = max(1, int(cpus))
+        threads = thread_count(cpus)
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
         for gpu in tf.config.list_physical_devices("GPU"):
@@ -162,7 +167,8 @@ def train(config, *, data, setup):
 
     label, optimizer_name, family, params = arm_of(config)
     keras.backend.clear_session()  # a reused actor drops the previous trial's graphs
-    keras.utils.set_random_seed(config.get("seed", setup["seed"]))  # weights, dropout
+    seed = config.get("seed", setup["seed"])
+    keras.utils.set_random_seed(seed)  # weights, dropout
 
     x, y = data["x_train"], data["y_train"]
     spe = steps_per_epoch(len(x), setup["batch_size"])
@@ -182,8 +188,7 @@ def train(config, *, data, setup):
              "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids())}
     reporter = make_callback_class(keras)(tune.report, setup["metric"], setup["mode"], setup["decision_epochs"],
                                           setup["max_epochs"], extra)
-    threads = max(1, int(setup["cpus"]))
-    seed = config.get("seed", setup["seed"])
+    threads = thread_count(setup["cpus"])
     model.fit(batches(x, y, setup["batch_size"], shuffle=True, seed=seed, threads=threads),
               validation_data=batches(data["x_val"], data["y_val"], setup["batch_size"], shuffle=False, seed=seed,
                                       threads=threads),

@@ -23,17 +23,18 @@ import pandas as pd
 
 from benchmarks.lrsweep_runs import ENV, ROOT
 
-DATASETS = {"digits": ("sweeps/digits.py", []), "ionosphere": ("sweeps/ionosphere.py", ["--data-dir", "tests/data"])}
+DATASETS = {"digits": ("sweeps/digits.py", None), "ionosphere": ("sweeps/ionosphere.py", os.path.join(ROOT, "tests/data"))}
 MARKS = (30, 60, 120)
 
 
 def _sweep_with_seed(folder, dataset, seed, num_samples):
-    """The dataset's default sweep with another seed and trial count."""
+    """The dataset's default sweep with another seed and trial count (and the local copy of
+    its data): the one file both lrsweep and the Optuna peer run."""
     path = os.path.join(folder, f"to_target_{dataset}_{seed}.py")
     with open(path, "w") as f:
         f.write("from lrsweep.sweep.spec import load_sweep\n"
                 f"SWEEP = load_sweep({os.path.join(ROOT, DATASETS[dataset][0])!r}).with_overrides("
-                f"seed={seed}, num_samples={num_samples})\n")
+                f"seed={seed}, num_samples={num_samples}, data_dir={DATASETS[dataset][1]!r})\n")
     return path
 
 
@@ -45,7 +46,7 @@ def lrsweep_curve(folder, dataset, seed, budget, num_samples=2000):
     start = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "lrsweep", "launch", _sweep_with_seed(folder, dataset, seed,
                                                                                           num_samples),
-                             "--results", results, *DATASETS[dataset][1]],
+                             "--results", results],
                             cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -71,17 +72,15 @@ OPTUNA_SCRIPT = r"""
 import json, sys, threading, time
 start = time.time()
 import optuna
-from lrsweep.run.trial import steps_per_epoch
-from lrsweep.sweep.spec import load_sweep
+from lrsweep.run.driver import sweep_data, trial_arrays, training_setup
+from lrsweep.run.trial import build_trial
 from lrsweep.sweep.space import SearchSpace
-from lrsweep.data import load_dataset
+from lrsweep.sweep.spec import load_sweep
 import keras
-from lrsweep.models import build_model, loss_for
-from lrsweep.schedules.registry import build_schedule, OPTIMIZERS
 
-sweep_path, seed, budget, workers, data_dir = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), sys.argv[5] or None
-sweep = load_sweep(sweep_path)
-data = load_dataset(sweep.dataset, data_dir=data_dir, validation_split=sweep.validation_split, seed=0)
+sweep_path, budget, workers = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+sweep = load_sweep(sweep_path)  # the file lrsweep's run of this seed launches
+data, setup = trial_arrays(sweep_data(sweep)), training_setup(sweep)
 space = SearchSpace(sweep.arms)
 curve, lock = [], threading.Lock()
 
@@ -90,12 +89,8 @@ def objective(trial):
     label = trial.params["family"]
     optimizer, family = label.split("/")
     params = {k[len(label) + 1:]: v for k, v in {**trial.params, **fixed}.items() if k.startswith(label + "/")}
-    spe = steps_per_epoch(len(data.x_train), sweep.batch_size)
-    lr, callbacks = build_schedule(family, params, steps_per_epoch=spe, epochs=sweep.max_epochs)
-    args = dict(sweep.optimizer_args) if optimizer == sweep.optimizer else {}
-    model = build_model(sweep.model, sweep.model_args, data.x_train.shape[1:], data.num_classes)
-    model.compile(getattr(keras.optimizers, OPTIMIZERS[optimizer])(learning_rate=lr, **args),
-                  loss=loss_for(data.num_classes), metrics=["accuracy"])
+    with lock:  # one model at a time takes the seeded weights: each trial is the one lrsweep would train
+        model, fit, _ = build_trial({"family": label, optimizer: {family: params}}, data, setup)
 
     class Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -107,14 +102,13 @@ def objective(trial):
                 self.pruned = True
 
     report = Report()
-    model.fit(data.x_train, data.y_train, batch_size=sweep.batch_size, epochs=sweep.max_epochs, verbose=0,
-              validation_data=(data.x_val, data.y_val), callbacks=[*callbacks, report])
+    history = model.fit(**{**fit, "callbacks": [*fit["callbacks"], report]})
     if getattr(report, "pruned", False):
         raise optuna.TrialPruned()
-    return float(model.history.history["val_accuracy"][-1])
+    return float(history.history["val_accuracy"][-1])
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=sweep.seed),
                             pruner=optuna.pruners.MedianPruner())
 study.optimize(objective, timeout=budget, n_jobs=workers, catch=(Exception,))
 print(json.dumps(curve))
@@ -122,10 +116,9 @@ print(json.dumps(curve))
 
 
 def optuna_curve(folder, dataset, seed, budget, workers=2):
-    sweep, flags = DATASETS[dataset]
-    data_dir = flags[1] if flags else ""
-    done = subprocess.run([sys.executable, "-c", OPTUNA_SCRIPT, sweep, str(seed), str(budget), str(workers),
-                           data_dir], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=budget + 600)
+    sweep = _sweep_with_seed(folder, dataset, seed, num_samples=2000)
+    done = subprocess.run([sys.executable, "-c", OPTUNA_SCRIPT, sweep, str(budget), str(workers)],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=budget + 600)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
     curve = json.loads(done.stdout.strip().splitlines()[-1])

@@ -134,14 +134,25 @@ def training_setup(sweep):
             "optimizer_args": dict(sweep.optimizer_args)}
 
 
-def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.0.0.1", print_fn=print):
-    """Run `sweep`; returns (run name, exit status: 0, or 1 if some trial ended in error)."""
+def sweep_data(sweep):
+    """The sweep's dataset as its trials see it: loaded, subsampled, split and scaled."""
     from lrsweep.data import load_dataset
 
+    return load_dataset(sweep.dataset, data_dir=sweep.data_dir, subsample=sweep.subsample,
+                        validation_split=sweep.validation_split, scale=sweep.scale, seed=sweep.seed)
+
+
+def trial_arrays(data):
+    """What every trial receives of the dataset (through the object store): its arrays."""
+    return {"x_train": data.x_train, "y_train": data.y_train, "x_val": data.x_val, "y_val": data.y_val,
+            "num_classes": data.num_classes}
+
+
+def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.0.0.1", print_fn=print):
+    """Run `sweep`; returns (run name, exit status: 0, or 1 if some trial ended in error)."""
     check_launch(sweep, name, resume)
     name = run_name(sweep, name)
-    data = load_dataset(sweep.dataset, data_dir=sweep.data_dir, subsample=sweep.subsample,
-                        validation_split=sweep.validation_split, scale=sweep.scale, seed=sweep.seed)
+    data = sweep_data(sweep)
     print_fn(f"sweep {name}: {data.name} ({len(data.x_train)} training rows, validation: {data.validation}), "
              f"{sweep.trial_count} trials of up to {sweep.max_epochs} epochs")
 
@@ -154,8 +165,7 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     from lrsweep.run.search import search_algorithm
     from lrsweep.run.trial import train
 
-    arrays = {"x_train": data.x_train, "y_train": data.y_train, "x_val": data.x_val, "y_val": data.y_val,
-              "num_classes": data.num_classes}
+    arrays = trial_arrays(data)
     setup = training_setup(sweep)
     trainable = tune.with_resources(tune.with_parameters(train, data=arrays, setup=setup),
                                     {"cpu": sweep.cpus, "gpu": sweep.gpus})

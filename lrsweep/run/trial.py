@@ -152,21 +152,17 @@ def make_callback_class(keras):
     return EpochReporter
 
 
-def train(config, *, data, setup):
-    """Ray Tune trainable: `data` is the dataset's arrays (from the object store, shared by
-    the trials of a node), `setup` the sweep's training settings."""
-    started = time.time()
-    from ray import tune
-    import ray
-
-    _configure_tensorflow(setup["cpus"])
+def build_trial(config, data, setup):
+    """One trial's Keras side, exactly as `train` runs it: the seeded weights and shuffle,
+    the schedule, the optimizer, the compiled model and the input pipelines. Returns
+    (model, `model.fit` keyword arguments, steps per epoch). `data` holds the dataset's
+    arrays, `setup` the sweep's training settings (`driver.training_setup`)."""
     import keras
 
     from lrsweep.models import build_model, loss_for
     from lrsweep.schedules.registry import build_schedule
 
-    label, optimizer_name, family, params = arm_of(config)
-    keras.backend.clear_session()  # a reused actor drops the previous trial's graphs
+    _, optimizer_name, family, params = arm_of(config)
     seed = config.get("seed", setup["seed"])
     keras.utils.set_random_seed(seed)  # weights, dropout
 
@@ -182,14 +178,29 @@ def train(config, *, data, setup):
     # (25-35% of the epoch on the benchmarks' MLPs); callbacks here work on epochs only.
     model.compile(optimizer=optimizer, loss=loss_for(data["num_classes"]), metrics=["accuracy"],
                   steps_per_execution=spe)
+    threads = thread_count(setup["cpus"])
+    fit = dict(x=batches(x, y, setup["batch_size"], shuffle=True, seed=seed, threads=threads),
+               validation_data=batches(data["x_val"], data["y_val"], setup["batch_size"], shuffle=False,
+                                       seed=seed, threads=threads),
+               epochs=setup["max_epochs"], shuffle=False, verbose=0, callbacks=callbacks)
+    return model, fit, spe
 
+
+def train(config, *, data, setup):
+    """Ray Tune trainable: `data` is the dataset's arrays (from the object store, shared by
+    the trials of a node), `setup` the sweep's training settings."""
+    started = time.time()
+    from ray import tune
+    import ray
+
+    _configure_tensorflow(setup["cpus"])
+    import keras
+
+    keras.backend.clear_session()  # a reused actor drops the previous trial's graphs
+    model, fit, spe = build_trial(config, data, setup)
     context = ray.get_runtime_context()
     extra = {"node": context.get_node_id(), "trial_start": started, "steps_per_epoch": spe,
              "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids())}
     reporter = make_callback_class(keras)(tune.report, setup["metric"], setup["mode"], setup["decision_epochs"],
                                           setup["max_epochs"], extra)
-    threads = thread_count(setup["cpus"])
-    model.fit(batches(x, y, setup["batch_size"], shuffle=True, seed=seed, threads=threads),
-              validation_data=batches(data["x_val"], data["y_val"], setup["batch_size"], shuffle=False, seed=seed,
-                                      threads=threads),
-              epochs=setup["max_epochs"], shuffle=False, verbose=0, callbacks=[*callbacks, reporter])
+    model.fit(**{**fit, "callbacks": [*fit["callbacks"], reporter]})

@@ -7,8 +7,11 @@ one validation sample, whichever is larger; hard = that best. Each run (lrsweep:
 `launch` command; Optuna: one process, `n_jobs` = workers, TPE, MedianPruner, the same
 conditional space and the same Keras trials) is watched from its start: the wall time and
 the epochs trained until its best trial first reaches each target (a `budget` at most),
-and the best accuracy reached by 30, 60 and 120 s. Luck dominates single searches: every
-seed is reported, and the medians.
+and the best accuracy reached by 30, 60 and 120 s. Optuna's objective trains lrsweep's own
+trials (`build_trial`) from the same seeded sweep file, so a configuration gives the same
+accuracies under both and each seed is a paired comparison. Luck dominates single
+searches: every seed is reported, and the medians, and the long search's best schedule is
+trained again with 8 seeds to show how far luck alone moves it.
 """
 
 import json
@@ -38,10 +41,14 @@ def _sweep_with_seed(folder, dataset, seed, num_samples):
     return path
 
 
+def _results(folder, dataset, seed):
+    return os.path.join(folder, "results", f"to_target-{dataset}-{seed}")
+
+
 def lrsweep_curve(folder, dataset, seed, budget, num_samples=2000):
     """Every epoch of a `launch` stopped after `budget` seconds: (seconds since the command
     started, validation accuracy) in the order the epochs ended."""
-    results = os.path.join(folder, "results", f"to_target-{dataset}-{seed}")
+    results = _results(folder, dataset, seed)
     subprocess.run(["rm", "-rf", results], check=True)
     start = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "lrsweep", "launch", _sweep_with_seed(folder, dataset, seed,
@@ -126,6 +133,37 @@ def optuna_curve(folder, dataset, seed, budget, workers=2):
     return seconds, accuracy
 
 
+SPREAD_SCRIPT = r"""
+import json, sys
+from lrsweep.run.driver import sweep_data, trial_arrays, training_setup
+from lrsweep.run.trial import build_trial
+from lrsweep.sweep.spec import load_sweep
+
+sweep, config, seeds = load_sweep(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
+data, setup = trial_arrays(sweep_data(sweep)), training_setup(sweep)
+best = []
+for seed in seeds:
+    model, fit, _ = build_trial({**config, "seed": seed}, data, setup)
+    best.append(max(model.fit(**fit).history["val_accuracy"]))
+print(json.dumps(best))
+"""
+
+
+def seed_spread(folder, dataset, seeds=tuple(range(8))):
+    """How far luck alone moves one schedule: the long search's best trial trained again to
+    the full budget with other seeds (weights and batches), the best validation accuracy
+    of each."""
+    trials = pd.read_parquet(os.path.join(_results(folder, dataset, 0), "trials"))
+    best = trials.loc[trials["best_val_accuracy"].idxmax()]
+    config = {"family": f"{best.optimizer}/{best.family}", best.optimizer: {best.family: json.loads(best.params)}}
+    done = subprocess.run([sys.executable, "-c", SPREAD_SCRIPT, _sweep_with_seed(folder, dataset, 0, 1),
+                           json.dumps(config), json.dumps(list(seeds))],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return {"config": config, "seeds": list(seeds), "best": json.loads(done.stdout.strip().splitlines()[-1])}
+
+
 def figures(seconds, accuracy, easy, hard, budget):
     """When the running best first reaches each target (seconds, epochs trained), and the
     best accuracy by each mark the run lasted to."""
@@ -141,11 +179,11 @@ def figures(seconds, accuracy, easy, hard, budget):
     return out
 
 
-def to_target(folder, seeds=(1, 2, 3, 4, 5), budget=300, long=600, quick=False):
+def to_target(folder, seeds=(1, 2, 3, 4, 5), budget=300, long=600, quick=False, datasets=tuple(DATASETS)):
     if quick:
         seeds, budget, long = (1,), 40, 60
     report = {}
-    for dataset in DATASETS:
+    for dataset in datasets:
         _, accuracy = lrsweep_curve(folder, dataset, seed=0, budget=long)
         validation = {"digits": 360, "ionosphere": 116}[dataset]
         hard = float(accuracy.max())
@@ -156,7 +194,8 @@ def to_target(folder, seeds=(1, 2, 3, 4, 5), budget=300, long=600, quick=False):
                                                             budget)})
             runs["optuna"].append({"seed": seed, **figures(*optuna_curve(folder, dataset, seed, budget), easy, hard,
                                                            budget)})
-        report[dataset] = {"hard": hard, "easy": easy, "budget": budget, "long": long, "runs": runs}
+        report[dataset] = {"hard": hard, "easy": easy, "budget": budget, "long": long, "runs": runs,
+                           "seed_spread": seed_spread(folder, dataset, seeds=(0, 1) if quick else tuple(range(8)))}
     return report
 
 

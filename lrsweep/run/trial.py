@@ -196,9 +196,7 @@ def train(config, *, data, setup):
     _configure_tensorflow(setup["cpus"])
     import keras
 
-    # A reused actor drops the previous trial's graphs. Not `free_memory`: its gc.collect()
-    # over TensorFlow's heap took 0.3 s of a 1 s two-epoch trial, and more as the heap grows.
-    keras.backend.clear_session(free_memory=False)
+    keras.backend.clear_session()  # a reused actor drops the previous trial's graphs
     model, fit, spe = build_trial(config, data, setup)
     context = ray.get_runtime_context()
     extra = {"node": context.get_node_id(), "trial_start": started, "steps_per_epoch": spe,

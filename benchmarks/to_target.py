@@ -81,7 +81,7 @@ start = time.time()
 import optuna
 from lrsweep.run.driver import sweep_data, trial_arrays, training_setup
 from lrsweep.run.trial import build_trial
-from lrsweep.sweep.space import SearchSpace
+from lrsweep.sweep.space import SearchSpace, trial_config
 from lrsweep.sweep.spec import load_sweep
 import keras
 
@@ -94,10 +94,9 @@ curve, lock = [], threading.Lock()
 def objective(trial):
     fixed = space(trial)
     label = trial.params["family"]
-    optimizer, family = label.split("/")
     params = {k[len(label) + 1:]: v for k, v in {**trial.params, **fixed}.items() if k.startswith(label + "/")}
     with lock:  # one model at a time takes the seeded weights: each trial is the one lrsweep would train
-        model, fit, _ = build_trial({"family": label, optimizer: {family: params}}, data, setup)
+        model, fit, _ = build_trial(trial_config(sweep.arms[label], params), data, setup)
 
     class Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -137,10 +136,12 @@ SPREAD_SCRIPT = r"""
 import json, sys
 from lrsweep.run.driver import sweep_data, trial_arrays, training_setup
 from lrsweep.run.trial import build_trial
+from lrsweep.sweep.space import trial_config
 from lrsweep.sweep.spec import load_sweep
 
-sweep, config, seeds = load_sweep(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
+sweep, label, params, seeds = load_sweep(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
 data, setup = trial_arrays(sweep_data(sweep)), training_setup(sweep)
+config = trial_config(sweep.arms[label], params)
 best = []
 for seed in seeds:
     model, fit, _ = build_trial({**config, "seed": seed}, data, setup)
@@ -155,13 +156,13 @@ def seed_spread(folder, dataset, seeds=tuple(range(8))):
     of each."""
     trials = pd.read_parquet(os.path.join(_results(folder, dataset, 0), "trials"))
     best = trials.loc[trials["best_val_accuracy"].idxmax()]
-    config = {"family": f"{best.optimizer}/{best.family}", best.optimizer: {best.family: json.loads(best.params)}}
-    done = subprocess.run([sys.executable, "-c", SPREAD_SCRIPT, _sweep_with_seed(folder, dataset, 0, 1),
-                           json.dumps(config), json.dumps(list(seeds))],
+    label, params = f"{best.optimizer}/{best.family}", json.loads(best.params)
+    done = subprocess.run([sys.executable, "-c", SPREAD_SCRIPT, _sweep_with_seed(folder, dataset, 0, 1), label,
+                           json.dumps(params), json.dumps(list(seeds))],
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
-    return {"config": config, "seeds": list(seeds), "best": json.loads(done.stdout.strip().splitlines()[-1])}
+    return {"config": {"family": label, **params}, "seeds": list(seeds), "best": json.loads(done.stdout.strip().splitlines()[-1])}
 
 
 def figures(seconds, accuracy, easy, hard, budget):

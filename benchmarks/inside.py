@@ -42,7 +42,7 @@ ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ER
 def plain_fit(epochs, pipeline):
     lrsweep_trial._configure_tensorflow(1)  # one thread, as a trial has
     import keras
-    from benchmarks.workloads import workloads, build_trial
+    from benchmarks.workloads import workloads, plain_trial
     w = workloads("/tmp/lrsweep-bench")["small"]
     data = w.load()
     ends = []
@@ -51,7 +51,7 @@ def plain_fit(epochs, pipeline):
         def on_epoch_end(self, epoch, logs=None):
             ends.append(time.time())
 
-    model, fit = build_trial(w, data, w.configs[2])
+    model, fit = plain_trial(w, data, w.configs[2])
     spe = lrsweep_trial.steps_per_epoch(len(data.x_train), w.batch_size)
     model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], steps_per_execution=spe)
     if pipeline:  # the trials' own input pipeline: what remains is reporting, history, rate logging

@@ -6,7 +6,7 @@ spawns `workers` processes with multiprocessing's "spawn" start method. Each one
 TensorFlow to one intra-op and one inter-op thread before any op, imports Keras, loads the
 workload's arrays and waits at a `multiprocessing.Barrier`. Past the barrier, process r
 trains trials r, r + workers, r + 2 * workers, ... one after another in a plain Keras loop
-(`keras.backend.clear_session()`, `build_trial`, `model.fit`), and sends back its
+(`keras.backend.clear_session()`, `plain_trial`, `model.fit`), and sends back its
 `time.time()` stamps.
 
     seconds            from the first process past the barrier to the last one's end: the limit
@@ -80,7 +80,7 @@ def _worker(rank, workers, workload_fields, barrier, reports):
     tf.config.threading.set_inter_op_parallelism_threads(1)
     import keras
 
-    from benchmarks.workloads import build_trial
+    from benchmarks.workloads import plain_trial
 
     workload = harness.workload_from_dict(workload_fields)
     data = workload.load()
@@ -91,7 +91,7 @@ def _worker(rank, workers, workload_fields, barrier, reports):
     for index in range(rank, len(workload.configs), workers):
         began = time.time()
         keras.backend.clear_session()
-        model, fit = build_trial(workload, data, workload.configs[index])
+        model, fit = plain_trial(workload, data, workload.configs[index])
         fit_began = time.time()
         history = model.fit(**fit)
         ended = time.time()

@@ -1,7 +1,7 @@
 """The tools a user would pick instead of lrsweep, each timed as the whole command a user runs.
 
 Every runner trains the same thing: each of the workload's configs once, the model, fit
-arguments and epochs that `build_trial` gives (no early stopping, so the work is equal).
+arguments and epochs that `plain_trial` gives (no early stopping, so the work is equal).
 Each one is a fresh Python process started and timed from outside by `harness.time_child`,
 so Python's, TensorFlow's, the tool's and (for Ray) the local cluster's start-up count.
 TensorFlow keeps its default threads everywhere, as a user's would.
@@ -91,14 +91,14 @@ def _child(spec_path):
 def _plain_loop(spec, workload):
     import keras
 
-    from benchmarks.workloads import build_trial
+    from benchmarks.workloads import plain_trial
 
     data = workload.load()
     trials = []
     for index, config in enumerate(workload.configs):
         started = time.time()
         keras.backend.clear_session()
-        model, fit = build_trial(workload, data, config)
+        model, fit = plain_trial(workload, data, config)
         history = model.fit(**fit)
         trials.append((index, float(history.history["val_accuracy"][-1]), started))
     return trials
@@ -108,7 +108,7 @@ def _optuna_threads(spec, workload):
     import keras  # noqa: F401  (at the top of a user's script: not in the first trial's time)
     import optuna
 
-    from benchmarks.workloads import build_trial
+    from benchmarks.workloads import plain_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = workload.load()
@@ -119,7 +119,7 @@ def _optuna_threads(spec, workload):
         started = time.time()
         index = trial.suggest_categorical("config", indices)
         # No clear_session: it would reset the Keras state the other thread is using.
-        model, fit = build_trial(workload, data, workload.configs[index])
+        model, fit = plain_trial(workload, data, workload.configs[index])
         accuracy = float(model.fit(**fit).history["val_accuracy"][-1])
         trials.append((index, accuracy, started))
         return accuracy
@@ -134,7 +134,7 @@ def _optuna_threads(spec, workload):
 def _keras_tuner_grid(spec, workload):
     import keras_tuner
 
-    from benchmarks.workloads import build_trial
+    from benchmarks.workloads import plain_trial
 
     data = workload.load()
     indices = list(range(len(workload.configs)))
@@ -147,7 +147,7 @@ def _keras_tuner_grid(spec, workload):
         def build(self, hp):
             index = hp.Choice("config", indices)
             starts.setdefault(index, time.time())
-            model, fit = build_trial(workload, data, workload.configs[index])
+            model, fit = plain_trial(workload, data, workload.configs[index])
             self.schedule_callbacks = fit["callbacks"]
             return model
 
@@ -155,7 +155,7 @@ def _keras_tuner_grid(spec, workload):
             return model.fit(*args, callbacks=[*callbacks, *self.schedule_callbacks], **kwargs)
 
     # The fit arguments are the same for every config but for the schedule's callbacks.
-    _, fit = build_trial(workload, data, workload.configs[0])
+    _, fit = plain_trial(workload, data, workload.configs[0])
     search_args = {name: value for name, value in fit.items() if name != "callbacks"}
     tuner = keras_tuner.GridSearch(FixedConfigs(), objective=keras_tuner.Objective("val_accuracy", "max"),
                                    max_trials=len(indices), executions_per_trial=1, overwrite=True,
@@ -198,7 +198,7 @@ def _ray_trial(config, data, workload):
     import keras
     from ray import tune
 
-    from benchmarks.workloads import build_trial
+    from benchmarks.workloads import plain_trial
 
     class ReportEpoch(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -206,7 +206,7 @@ def _ray_trial(config, data, workload):
                          "val_loss": float(logs["val_loss"]), "trial_started": started})
 
     keras.backend.clear_session()  # a reused actor drops the previous trial's graphs
-    model, fit = build_trial(workload, data, workload.configs[config["config"]])
+    model, fit = plain_trial(workload, data, workload.configs[config["config"]])
     model.fit(**{**fit, "callbacks": [*fit["callbacks"], ReportEpoch()]})
 
 

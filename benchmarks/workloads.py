@@ -73,8 +73,9 @@ def workloads(folder):
     }
 
 
-def build_trial(workload, data, config):
-    """(compiled Keras model, fit keyword arguments) of one config: what every runner trains."""
+def plain_trial(workload, data, config):
+    """(compiled Keras model, fit keyword arguments) of one config, as a user would train it by
+    hand (a plain `fit` of the arrays): what the limit and every peer train."""
     import keras
 
     from lrsweep.models import build_model, loss_for

@@ -81,7 +81,7 @@ start = time.time()
 import optuna
 from lrsweep.run.driver import sweep_data, trial_arrays, training_setup
 from lrsweep.run.trial import build_trial
-from lrsweep.sweep.space import SearchSpace, trial_config
+from lrsweep.sweep.space import SearchSpace, sampled_params, trial_config
 from lrsweep.sweep.spec import load_sweep
 import keras
 
@@ -94,7 +94,7 @@ curve, lock = [], threading.Lock()
 def objective(trial):
     fixed = space(trial)
     label = trial.params["family"]
-    params = {k[len(label) + 1:]: v for k, v in {**trial.params, **fixed}.items() if k.startswith(label + "/")}
+    params = sampled_params(label, {**trial.params, **fixed})
     with lock:  # one model at a time takes the seeded weights: each trial is the one lrsweep would train
         model, fit, _ = build_trial(trial_config(sweep.arms[label], params), data, setup)
 

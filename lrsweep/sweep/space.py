@@ -10,6 +10,11 @@ family's observations of a parameter with another's.
 from lrsweep.sweep.spec import Choice, Range
 
 
+def _key(label, name):
+    """A family's parameter as the space names it: `sgd/step/initial_lr`."""
+    return f"{label}/{name}"
+
+
 class SearchSpace:
     """Define-by-run space of a sweep's arms. A module-level class holding plain data, so
     that Tune can pickle it with the searcher's state (`Tuner.restore`)."""
@@ -21,7 +26,7 @@ class SearchSpace:
         label = trial.suggest_categorical("family", list(self.arms))
         fixed = {}
         for name, spec in self.arms[label].items():
-            key = f"{label}/{name}"
+            key = _key(label, name)
             if isinstance(spec, Range) and isinstance(spec.low, int) and isinstance(spec.high, int):
                 trial.suggest_int(key, spec.low, spec.high, log=spec.log)
             elif isinstance(spec, Range):
@@ -36,3 +41,10 @@ class SearchSpace:
 def trial_config(arm, params):
     """The trial config of fixed `params` for `arm`, in the search space's shape."""
     return {"family": arm.label, arm.optimizer: {arm.family: dict(params)}}
+
+
+def sampled_params(label, values):
+    """The parameters of family `label` in one sample's flat values (Optuna's `trial.params`
+    and the fixed values `SearchSpace` returned): what Tune unflattens into a trial config."""
+    prefix = _key(label, "")
+    return {key[len(prefix):]: value for key, value in values.items() if key.startswith(prefix)}

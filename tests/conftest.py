@@ -23,11 +23,12 @@ def lrsweep(*args, env=None, timeout=300):
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """A local Ray with two CPUs, shared by every test that runs a sweep in this process;
-    its GCS address lets a `launch --address` subprocess join it."""
+    """A local Ray with two CPUs and one logical GPU (the test machines have none), shared by
+    every test that runs a sweep in this process; its GCS address lets a `launch --address`
+    subprocess join it."""
     import ray
 
-    context = ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=True,
+    context = ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, configure_logging=True,
                        logging_level="WARNING")
     yield context.address_info["gcs_address"]
     ray.shutdown()

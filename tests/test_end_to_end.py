@@ -64,6 +64,7 @@ def test_every_family_trains_and_stores_the_rate_in_effect(ray_session, tmp_path
     assert sorted(trials["optimizer"] + "/" + trials["family"]) == sorted(
         ["sgd/" + c["family"] for c in ONE_PER_FAMILY[:-1]] + ["adam/constant"])
     assert set(trials["status"]) == {"completed"}
+    assert trials["gpu_ids"].isna().all()  # the session's Ray has a GPU: CPU trials get none of it
     assert (trials["epochs"] == 4).all() and (trials["sweep"] == name).all()
     # one row per trial and epoch, epochs 1-based
     assert len(epochs) == 4 * len(ONE_PER_FAMILY)
@@ -203,3 +204,33 @@ def test_best_python_snippet_runs_without_lrsweep(ray_session, tmp_path, config)
     assert ran.returncode == 0, ran.stderr[-2000:]
     got = json.loads(ran.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(got, epochs["lr"].to_numpy(), rtol=1e-6)
+
+
+def test_gpu_trials_take_the_card_ray_gives_them(ray_session, tmp_path):
+    """The session's Ray has one logical GPU (the test machines have none): two trials of
+    half a card each run side by side on card 0; of a whole card each, one after the other."""
+    configs = [{"family": "constant", "initial_lr": 0.05}, {"family": "constant", "initial_lr": 0.2}]
+    trials = {}
+    for gpu in (0.5, 1):
+        sweep = Sweep(name="gpu", dataset="digits", subsample=300, configs=configs, max_epochs=3,
+                      early_stopping=None, resources={"cpu": 1, "gpu": gpu}, results=str(tmp_path / str(gpu)))
+        assert launch(sweep, print_fn=lambda line: None)[2] == 0
+        trials[gpu] = pd.read_parquet(tmp_path / str(gpu) / "trials")
+        assert list(trials[gpu]["gpu_ids"]) == ["0", "0"] and set(trials[gpu]["status"]) == {"completed"}
+
+    def side_by_side(t):
+        return t["start_time"].max() < t["end_time"].min()
+
+    assert side_by_side(trials[0.5]) and not side_by_side(trials[1])
+
+
+def test_a_worker_warms_up_without_fixing_its_devices():
+    """A trial actor's worker imports TensorFlow as it starts; Ray sets CUDA_VISIBLE_DEVICES
+    to the actor's cards only later, and TensorFlow reads it once, when it first lists its
+    devices. The warm-up must leave that listing to the trial, or every trial of a node
+    would see (and use) all its cards."""
+    code = ("from lrsweep.run.trial import warm_up\nwarm_up()\n"
+            "from tensorflow.python.eager import context\nprint(context.context()._physical_devices)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "None"

@@ -186,6 +186,18 @@ def test_bad_files_of_one_table_do_not_affect_another(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_trials_file_from_before_the_gpu_ids_column_still_reads(tmp_path, capsys):
+    """A store written by an lrsweep without a later column stays readable: nulls there."""
+    write_rows(str(tmp_path), "trials", "digits", "new", TRIALS[:1])
+    before = SCHEMAS["trials"].remove(SCHEMAS["trials"].get_field_index("gpu_ids"))
+    old = pa.Table.from_pylist(TRIALS[1:], schema=before)
+    (tmp_path / "trials" / "dataset=digits" / "sweep=old").mkdir(parents=True)
+    pq.write_table(old, tmp_path / "trials" / "dataset=digits" / "sweep=old" / "part-0.parquet")
+    frame = read_frame(str(tmp_path), "trials")
+    assert sorted(frame["sweep"]) == ["new"] + ["old"] * (len(TRIALS) - 1)
+    assert frame["gpu_ids"].isna().all() and capsys.readouterr().err == ""
+
+
 def test_an_empty_store_reads_as_an_empty_table_with_every_column(tmp_path):
     table = read_table(str(tmp_path / "nothing yet"), "trials")
     assert table.num_rows == 0

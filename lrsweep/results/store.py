@@ -52,7 +52,7 @@ SCHEMAS = {
          pa.field("status", pa.string()), pa.field("error", pa.string()),
          pa.field("epochs", pa.int64()), pa.field("best_epoch", pa.int64()),
          *[pa.field(f"{which}_{log}", pa.float64()) for log in LOGS for which in ("best", "final")],
-         pa.field("wall_seconds", pa.float64()), pa.field("node", pa.string()),
+         pa.field("wall_seconds", pa.float64()), pa.field("node", pa.string()), pa.field("gpu_ids", pa.string()),
          pa.field("start_time", TIMESTAMP), pa.field("end_time", TIMESTAMP),
          pa.field("metric", pa.string()), pa.field("metric_mode", pa.string()),
          pa.field("max_epochs", pa.int64()), pa.field("steps_per_epoch", pa.int64()),
@@ -68,6 +68,8 @@ SCHEMAS = {
          pa.field("loss", pa.float64()), pa.field("smoothed_loss", pa.float64()),
          pa.field("written", TIMESTAMP)]),
 }
+# Columns added after stores were first written: a file without them is read with nulls.
+LATER_COLUMNS = {"trials": {"gpu_ids"}, "epochs": set(), "lr_range": set()}
 # The record a reader keeps is the latest `written` per key.
 KEYS = {"trials": ("dataset", "sweep", "trial_id"), "epochs": ("dataset", "sweep", "trial_id", "epoch"),
         "lr_range": ("dataset", "sweep", "optimizer", "step")}
@@ -163,8 +165,9 @@ def table_files(fs, base, table):
         except Exception as e:
             warn(f"skipping {info.path}: not a readable Parquet file ({str(e).splitlines()[0]})")
             continue
-        wrong = [f.name for f in expected if schema.get_field_index(f.name) < 0
-                 or schema.field(f.name).type != f.type]
+        wrong = [f.name for f in expected
+                 if (schema.get_field_index(f.name) < 0 and f.name not in LATER_COLUMNS[table])
+                 or (schema.get_field_index(f.name) >= 0 and schema.field(f.name).type != f.type)]
         if wrong:
             warn(f"skipping {info.path}: not an lrsweep {table} file (columns missing or mistyped: "
                  f"{', '.join(wrong[:5])})")

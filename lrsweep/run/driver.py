@@ -129,7 +129,7 @@ def training_setup(sweep):
     """What a trial needs of the sweep, as plain data."""
     return {"decision_epochs": decision_epochs(sweep), "batch_size": sweep.batch_size,
             "max_epochs": sweep.max_epochs, "granularity": sweep.granularity,
-            "metric": sweep.metric, "mode": sweep.mode, "seed": sweep.seed, "cpus": sweep.cpus,
+            "metric": sweep.metric, "mode": sweep.mode, "seed": sweep.seed, "cpus": sweep.cpus, "gpus": sweep.gpus,
             "model": sweep.model, "model_args": dict(sweep.model_args), "optimizer": sweep.optimizer,
             "optimizer_args": dict(sweep.optimizer_args)}
 

@@ -109,7 +109,7 @@ class Recorder(tune.Callback):
             "params": json.dumps(params, sort_keys=True), "seed": trial.config.get("seed", self.settings["seed"]),
             "stage": trial.config.get("stage", "search"), "status": status, "error": error,
             "epochs": len(history), **summarize(history, metric, mode),
-            "wall_seconds": end - start if start else None, "node": last.get("node"),
+            "wall_seconds": end - start if start else None, "node": last.get("node"), "gpu_ids": last.get("gpu_ids"),
             "start_time": _timestamp(start), "end_time": _timestamp(end),
             "metric": metric, "metric_mode": mode, "max_epochs": self.settings["max_epochs"],
             "steps_per_epoch": last.get("steps_per_epoch"), "batch_size": self.settings["batch_size"],

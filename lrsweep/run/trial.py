@@ -65,8 +65,8 @@ def warm_up():
 
 
 def _configure_tensorflow(cpus):
-    """Once per worker process (actors are reused): threads and GPU memory growth must be
-    set before TensorFlow's runtime starts."""
+    """Once per worker process (actors are reused): the threads must be set before
+    TensorFlow's runtime starts. The GPUs are not touched here (see `_configure_gpus`)."""
     global _configured
     if _configured:
         return
@@ -78,11 +78,33 @@ def _configure_tensorflow(cpus):
         threads = thread_count(cpus)
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-        for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)
         import keras  # noqa: F401  (Keras' own start-up, while stderr is quiet)
     gc.freeze()  # see fresh_session
     _configured = True
+
+
+_gpus_configured = False
+
+
+def _configure_gpus(gpus):
+    """Once per trial actor, in its first trial: only then has Ray set CUDA_VISIBLE_DEVICES
+    to the cards it gave the actor (the worker process warmed up before that, so never
+    there: TensorFlow reads the variable once, when it first lists its devices). A GPU
+    trial's memory grows as it needs, so that trials holding a fraction of a card share it.
+    A CPU trial hides the node's cards from TensorFlow, which would otherwise put its
+    model on the first of them: Ray leaves CUDA_VISIBLE_DEVICES unset for an actor that
+    asked for no GPU."""
+    global _gpus_configured
+    if _gpus_configured:
+        return
+    import tensorflow as tf
+
+    if gpus:
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+    else:
+        tf.config.set_visible_devices([], "GPU")
+    _gpus_configured = True
 
 
 def fresh_session(keras):
@@ -206,13 +228,14 @@ def train(config, *, data, setup):
     import ray
 
     _configure_tensorflow(setup["cpus"])
+    _configure_gpus(setup["gpus"])
     import keras
 
     fresh_session(keras)
     model, fit, spe = build_trial(config, data, setup)
     context = ray.get_runtime_context()
     extra = {"node": context.get_node_id(), "trial_start": started, "steps_per_epoch": spe,
-             "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids())}
+             "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()) or None}
     reporter = make_callback_class(keras)(tune.report, setup["metric"], setup["mode"], setup["decision_epochs"],
                                           setup["max_epochs"], extra)
     model.fit(**{**fit, "callbacks": [*fit["callbacks"], reporter]})

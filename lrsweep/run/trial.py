@@ -86,22 +86,27 @@ def _configure_tensorflow(cpus):
 _gpus_configured = False
 
 
-def _configure_gpus(gpus):
+def _configure_gpus(gpu_ids):
     """Once per trial actor, in its first trial: only then has Ray set CUDA_VISIBLE_DEVICES
-    to the cards it gave the actor (the worker process warmed up before that, so never
-    there: TensorFlow reads the variable once, when it first lists its devices). A GPU
-    trial's memory grows as it needs, so that trials holding a fraction of a card share it.
-    A CPU trial hides the node's cards from TensorFlow, which would otherwise put its
-    model on the first of them: Ray leaves CUDA_VISIBLE_DEVICES unset for an actor that
+    to the cards it gave the actor (`gpu_ids`; the worker process warmed up before that,
+    so never there: TensorFlow reads the variable once, when it first lists its devices).
+    A GPU trial's memory grows as it needs, so that trials holding a fraction of a card
+    share it. A CPU trial hides the node's cards from TensorFlow, which would otherwise put
+    its model on the first of them: Ray leaves CUDA_VISIBLE_DEVICES unset for an actor that
     asked for no GPU."""
     global _gpus_configured
     if _gpus_configured:
         return
     import tensorflow as tf
 
-    if gpus:
-        for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)
+    with _quiet_stderr():  # without a GPU, CUDA's start-up error line
+        cards = tf.config.list_physical_devices("GPU")
+    if gpu_ids:
+        for card in cards:
+            tf.config.experimental.set_memory_growth(card, True)
+        if not cards:
+            print(f"lrsweep: warning: this trial was given GPU {gpu_ids} but TensorFlow sees none and trains on "
+                  "the CPU (is tensorflow[and-cuda] installed on this node?)", file=sys.stderr)
     else:
         tf.config.set_visible_devices([], "GPU")
     _gpus_configured = True
@@ -227,15 +232,15 @@ def train(config, *, data, setup):
     from ray import tune
     import ray
 
+    gpu_ids = ",".join(str(g) for g in ray.get_gpu_ids()) or None
     _configure_tensorflow(setup["cpus"])
-    _configure_gpus(setup["gpus"])
+    _configure_gpus(gpu_ids)
     import keras
 
     fresh_session(keras)
     model, fit, spe = build_trial(config, data, setup)
     context = ray.get_runtime_context()
-    extra = {"node": context.get_node_id(), "trial_start": started, "steps_per_epoch": spe,
-             "gpu_ids": ",".join(str(g) for g in ray.get_gpu_ids()) or None}
+    extra = {"node": context.get_node_id(), "trial_start": started, "steps_per_epoch": spe, "gpu_ids": gpu_ids}
     reporter = make_callback_class(keras)(tune.report, setup["metric"], setup["mode"], setup["decision_epochs"],
                                           setup["max_epochs"], extra)
     model.fit(**{**fit, "callbacks": [*fit["callbacks"], reporter]})

@@ -7,6 +7,7 @@ TensorFlow start (they are imported inside the handlers that need them).
 
 import argparse
 import os
+import shlex
 import sys
 
 from lrsweep.errors import LrsweepError
@@ -17,7 +18,8 @@ class _Parser(argparse.ArgumentParser):
         raise LrsweepError(message)
 
 
-def _sweep_flags(p):
+def _sweep_flags(p, address="join this Ray cluster (auto, host:port, ray://...) instead of starting one",
+                 dashboard=True):
     p.add_argument("sweep", metavar="SWEEP.py", help="the sweep file (it defines SWEEP = lrsweep.Sweep(...))")
     p.add_argument("--results", help="results folder or s3:// / gs:// URI (default: the sweep's, results/)")
     p.add_argument("--dataset", help="a registry name, csv:PATH[?target=NAME] or npz:PATH")
@@ -26,8 +28,10 @@ def _sweep_flags(p):
     p.add_argument("--max-epochs", type=int, help="epochs of a trial that is not stopped early")
     p.add_argument("--name", help="the run's name in the store (default: sweep name and start time)")
     p.add_argument("--resume", action="store_true", help="continue the run called --name")
-    p.add_argument("--address", help="join this Ray cluster (auto, host:port, ray://...) instead of starting one")
-    p.add_argument("--dashboard-host", default="127.0.0.1", help="address the local dashboard binds (default 127.0.0.1)")
+    p.add_argument("--address", help=address)
+    if dashboard:
+        p.add_argument("--dashboard-host", default="127.0.0.1",
+                       help="address the local dashboard binds (default 127.0.0.1)")
 
 
 def _results_flag(p):
@@ -66,12 +70,43 @@ def cmd_launch(args):
     trials = read_frame(sweep.results, "trials", dataset_name)
     print()
     print(format_ranking(rank(trials[trials["sweep"] == name])))
+    elsewhere = "" if sweep.results == "results" else f" --results {shlex.quote(sweep.results)}"
     print(f"\nstored under {sweep.results.rstrip('/')}/{{trials,epochs}}/dataset={dataset_name}/sweep={name}; "
-          f"all sweeps on {dataset_name}: lrsweep rank --dataset {dataset_name}", flush=True)
+          f"all sweeps on {dataset_name}: lrsweep rank --dataset {dataset_name}{elsewhere}", flush=True)
     import ray
 
     ray.shutdown()  # now, not at exit, where Ray first sleeps half a second for late log lines
     return status
+
+
+def cmd_submit(args):
+    from lrsweep.run import jobs
+
+    address = jobs.jobs_address(args.address)
+    sweep, _ = load_checked_sweep(args)
+    command, results = jobs.launch_command(args.sweep, sweep, args)
+    try:
+        job = jobs.submit(command, results, address)
+    except RuntimeError as e:  # the cluster's answer, not bad input
+        print(f"lrsweep: error: {address} did not take the job: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    print(f"submitted {job} to {address}: {shlex.join(command)}\n"
+          f"follow it: lrsweep logs {job} --follow (or the dashboard's Jobs view); lrsweep status {job}\n"
+          f"results: {results} (on the cluster's head node)")
+
+
+def cmd_status(args):
+    from lrsweep.run import jobs
+
+    line, status = jobs.status(args.job, jobs.jobs_address(args.address))
+    print(line)
+    return status
+
+
+def cmd_logs(args):
+    from lrsweep.run import jobs
+
+    return jobs.logs(args.job, jobs.jobs_address(args.address), args.follow)
 
 
 def _schedule_params(family, pairs):
@@ -141,6 +176,22 @@ def _add_validate(p):
     _sweep_flags(p)
 
 
+def _add_submit(p):
+    _sweep_flags(p, address="the cluster's dashboard, http://HOST:8265 (default: RAY_ADDRESS, or this machine's)",
+                 dashboard=False)
+
+
+def _add_job(p):
+    p.add_argument("job", metavar="JOB", help="the job's submission id, as `submit` printed it")
+    p.add_argument("--address", help="the cluster's dashboard, http://HOST:8265 (default: RAY_ADDRESS, or this "
+                                     "machine's)")
+
+
+def _add_logs(p):
+    _add_job(p)
+    p.add_argument("--follow", action="store_true", help="keep printing until the job ends; exit 1 if it failed")
+
+
 def _add_schedule(p):
     from lrsweep.schedules.registry import FAMILIES
 
@@ -175,6 +226,9 @@ def _add_best(p):
 COMMANDS = {
     "validate": (_add_validate, cmd_validate, "check a sweep file and show what it would run (no Ray, no TensorFlow)"),
     "launch": (_add_validate, cmd_launch, "run a sweep and print its ranking"),
+    "submit": (_add_submit, cmd_submit, "run a sweep as a Ray job on a running cluster (`logs --follow` follows it)"),
+    "status": (_add_job, cmd_status, "the state of a submitted sweep"),
+    "logs": (_add_logs, cmd_logs, "the output of a submitted sweep"),
     "schedule": (_add_schedule, cmd_schedule, "preview one schedule: the rate in effect during each epoch"),
     "rank": (_add_rank, cmd_rank, "rank schedule families per dataset"),
     "query": (_add_query, cmd_query, "SQL over the tables trials and epochs"),

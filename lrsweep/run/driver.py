@@ -61,13 +61,18 @@ def _ray_address(address):
     address = address or os.environ.get("RAY_ADDRESS")
     if not address:
         return "local"
-    # A cluster started where a token exists requires it, and a client that joins must be told
-    # (RAY_AUTH_MODE=token), or Ray answers with a misleading "Failed to connect". Ray's own
-    # rule, as `ray start --head` applies it: token mode when a token exists and no mode is set.
+    use_token_if_present()
+    return address
+
+
+def use_token_if_present():
+    """A cluster started where a token exists requires it, and a client that joins it (a
+    driver, the Jobs client) must be told (RAY_AUTH_MODE=token), or Ray answers with a
+    misleading "Failed to connect". Ray's own rule, as `ray start --head` applies it: token
+    mode when a token exists and no mode is set."""
     from ray._private.authentication.authentication_token_setup import (
         maybe_enable_token_auth_if_token_available)
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
-    return address
 
 
 def _start_ray(address, dashboard_host, cpus_per_trial, print_fn):
@@ -129,7 +134,7 @@ def training_setup(sweep):
     """What a trial needs of the sweep, as plain data."""
     return {"decision_epochs": decision_epochs(sweep), "batch_size": sweep.batch_size,
             "max_epochs": sweep.max_epochs, "granularity": sweep.granularity,
-            "metric": sweep.metric, "mode": sweep.mode, "seed": sweep.seed, "cpus": sweep.cpus, "gpus": sweep.gpus,
+            "metric": sweep.metric, "mode": sweep.mode, "seed": sweep.seed, "cpus": sweep.cpus,
             "model": sweep.model, "model_args": dict(sweep.model_args), "optimizer": sweep.optimizer,
             "optimizer_args": dict(sweep.optimizer_args)}
 

@@ -1,0 +1,125 @@
+"""Sweeps as Ray jobs on a long-running cluster: `submit`, `status` and `logs`, through
+Ray's Jobs API (the dashboard's HTTP address), as `ray job submit` would run them.
+
+A submitted job uploads the current folder as its working directory (Ray's `working_dir`,
+without `.git`, virtual environments and the results folder) and runs `python -m lrsweep
+launch` there on the cluster, which the job joins; the job shows in the dashboard's Jobs
+view. The results are written by that launch, on the cluster's head node: a results
+folder given as a relative path is made absolute here, so a cluster on this machine
+writes where `launch` would.
+"""
+
+import asyncio
+import logging
+import os
+import shlex
+import sys
+import time
+
+from lrsweep.errors import LrsweepError
+from lrsweep.results.store import is_uri
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+# Not uploaded with the working directory: what a project folder holds beside its code.
+EXCLUDES = [".git", ".venv", "venv", "__pycache__", ".pytest_cache"]
+# The job's outcomes, as `logs --follow` and `status` answer them in their exit status.
+# How long `submit` waits for a cluster that has just started to take jobs.
+AGENT_WAIT_SECONDS = 60
+EXIT_STATUS = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 1}
+
+
+def jobs_address(address):
+    """`--address`, else RAY_ADDRESS where it is an HTTP address (as Ray's own `ray job`
+    commands read it), else the dashboard of a Ray started on this machine."""
+    from_env = os.environ.get("RAY_ADDRESS", "")
+    address = address or (from_env if from_env.startswith(("http://", "https://")) else DEFAULT_ADDRESS)
+    if not address.startswith(("http://", "https://")):
+        raise LrsweepError(f"Argument `address` must be the dashboard's HTTP address, e.g. {DEFAULT_ADDRESS}. "
+                           f"Received: address={address!r}")
+    return address
+
+
+def jobs_client(address):
+    from ray.job_submission import JobSubmissionClient
+
+    from lrsweep.run.driver import use_token_if_present
+
+    # Ray's notes on the upload, the token and the log stream are not this command's output.
+    for name in ("ray", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    use_token_if_present()
+
+    try:
+        return JobSubmissionClient(address)
+    except ConnectionError as e:
+        raise LrsweepError(f"Argument `address` reaches no Ray dashboard ({str(e).splitlines()[0]}). "
+                           f"Received: address={address!r}") from None
+
+
+def launch_command(sweep_path, sweep, args):
+    """The `launch` command line the job runs in its working directory (the current folder)."""
+    relative = os.path.relpath(os.path.abspath(sweep_path))
+    if relative.startswith(os.pardir):
+        raise LrsweepError(f"Argument `SWEEP.py` must lie in the current folder, which the job takes as its working "
+                           f"directory. Received: SWEEP.py={sweep_path!r}")
+    results = sweep.results if is_uri(sweep.results) else os.path.abspath(sweep.results)
+    command = ["python", "-m", "lrsweep", "launch", relative, "--results", results]
+    for flag in ("dataset", "data_dir", "num_samples", "max_epochs", "name"):
+        value = getattr(args, flag)
+        if value is not None:
+            command += [f"--{flag.replace('_', '-')}", str(value)]
+    if args.resume:
+        command.append("--resume")
+    return command, results
+
+
+def submit(command, results, address):
+    """Submit the launch as a Ray job; returns its submission id."""
+    client = jobs_client(address)
+    excludes = EXCLUDES + ([os.path.relpath(results)] if not is_uri(results)
+                           and not os.path.relpath(results).startswith(os.pardir) else [])
+    deadline = time.time() + AGENT_WAIT_SECONDS
+    while True:
+        try:
+            return client.submit_job(entrypoint=shlex.join(command),
+                                     runtime_env={"working_dir": os.getcwd(), "excludes": excludes},
+                                     metadata={"lrsweep": "launch"})
+        except RuntimeError as e:  # a cluster just started answers before its job agent is up
+            if "No available agent" not in str(e) or time.time() > deadline:
+                raise
+            time.sleep(1)
+
+
+def job_info(client, job, address):
+    try:
+        return client.get_job_info(job)
+    except RuntimeError as e:
+        if "does not exist" in str(e) or "404" in str(e):
+            raise LrsweepError(f"Argument `JOB` names no job at {address}. Received: JOB={job!r}") from None
+        raise
+
+
+def status(job, address):
+    """(one line on the job's state, exit status: 0 running or succeeded, 1 failed or stopped)."""
+    client = jobs_client(address)
+    info = job_info(client, job, address)
+    state = str(info.status.value if hasattr(info.status, "value") else info.status)
+    line = f"{job}: {state}" + (f" ({info.message})" if info.message else "")
+    return line, EXIT_STATUS.get(state, 0)
+
+
+def logs(job, address, follow, write=sys.stdout.write):
+    """Write the job's output so far, or follow it until the job ends; returns the exit
+    status of `status`."""
+    client = jobs_client(address)
+    job_info(client, job, address)
+    if not follow:
+        write(client.get_job_logs(job))
+    else:
+        async def tail():
+            async for chunk in client.tail_job_logs(job):
+                write(chunk)
+                sys.stdout.flush()
+
+        asyncio.run(tail())
+    return status(job, address)[1]

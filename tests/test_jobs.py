@@ -1,0 +1,99 @@
+"""`submit`, `status` and `logs` against a long-running Ray with its dashboard (`ray start
+--head`), as a user runs them from the repository.
+
+The cluster runs in a process group of its own (`ray start --block`) and is stopped by
+signalling that group: `ray stop` would also stop the Ray the other tests share.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pandas as pd
+import pytest
+
+from tests.conftest import lrsweep
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def dashboard(tmp_path_factory):
+    port = free_port()
+    bin_dir = os.path.dirname(sys.executable)
+    # The job's entrypoint runs `python` from the cluster's PATH: this environment's.
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "RAY_USAGE_STATS_ENABLED": "0"}
+    head = subprocess.Popen([os.path.join(bin_dir, "ray"), "start", "--head", "--block", f"--port={free_port()}",
+                             f"--dashboard-port={port}", f"--dashboard-agent-listen-port={free_port()}",
+                             "--num-cpus=2", "--disable-usage-stats"],
+                            cwd=tmp_path_factory.mktemp("head"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/version", timeout=2)
+                break
+            except urllib.error.HTTPError:  # 401 without the token: it is up
+                break
+            except OSError:
+                if time.time() > deadline or head.poll() is not None:
+                    raise RuntimeError("the test cluster's dashboard did not come up")
+                time.sleep(1)
+        yield url
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops what it started
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+
+
+def test_a_submitted_sweep_runs_as_a_job_that_logs_follows_to_its_end(dashboard, tmp_path):
+    results = tmp_path / "results"
+    done = lrsweep("submit", "sweeps/ionosphere.py", "--address", dashboard, "--data-dir", "tests/data",
+                   "--num-samples", "2", "--max-epochs", "6", "--results", str(results), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr == ""
+    job = done.stdout.split()[1]
+    assert job.startswith("raysubmit_") and f"lrsweep logs {job} --follow" in done.stdout
+
+    followed = lrsweep("logs", job, "--follow", "--address", dashboard, timeout=300)
+    assert followed.returncode == 0, followed.stderr[-2000:]
+    assert "1/2" in followed.stdout and "2/2" in followed.stdout  # the progress lines
+    assert f"lrsweep rank --dataset ionosphere --results {results}" in followed.stdout
+    status = lrsweep("status", job, "--address", dashboard, timeout=60)
+    assert status.returncode == 0 and status.stdout.startswith(f"{job}: SUCCEEDED")
+    trials = pd.read_parquet(results / "trials")
+    assert len(trials) == 2 and set(trials["status"]) <= {"completed", "early_stopped"}
+    # the whole log once more, without following
+    assert "2/2" in lrsweep("logs", job, "--address", dashboard, timeout=60).stdout
+
+
+@pytest.mark.parametrize("args, named", [
+    (["submit", "sweeps/ionosphere.py", "--num-samples", "0"], "num_samples"),
+    (["submit", "sweeps/ionosphere.py", "--address", "127.0.0.1:6379"], "address"),
+    (["status", "raysubmit_nosuchjob"], "JOB"),
+    (["logs", "raysubmit_nosuchjob", "--follow"], "JOB"),
+])
+def test_job_commands_answer_bad_input_with_one_line(dashboard, args, named):
+    done = lrsweep(*args, *([] if "--address" in args else ["--address", dashboard]), timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lrsweep: error:") and named in lines[0], done.stderr
+
+
+def test_job_commands_name_an_address_where_no_dashboard_answers():
+    done = lrsweep("status", "raysubmit_x", "--address", f"http://127.0.0.1:{free_port()}", timeout=60)
+    assert done.returncode == 2
+    assert "address" in done.stderr and done.stderr.count("\n") == 1

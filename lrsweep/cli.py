@@ -26,6 +26,8 @@ def _sweep_flags(p, address="join this Ray cluster (auto, host:port, ray://...) 
     p.add_argument("--data-dir", help="where loaders look for local copies of the dataset")
     p.add_argument("--num-samples", type=int, help="trials to sample (a search)")
     p.add_argument("--max-epochs", type=int, help="epochs of a trial that is not stopped early")
+    p.add_argument("--confirm-seeds", type=int, metavar="K",
+                   help="after the search, train each family's best trial again with K seeds, to max_epochs")
     p.add_argument("--name", help="the run's name in the store (default: sweep name and start time)")
     p.add_argument("--resume", action="store_true", help="continue the run called --name")
     p.add_argument("--address", help=address)
@@ -46,7 +48,7 @@ def load_checked_sweep(args):
 
     sweep = load_sweep(args.sweep).with_overrides(
         results=args.results, dataset=args.dataset, data_dir=args.data_dir, num_samples=args.num_samples,
-        max_epochs=args.max_epochs)
+        max_epochs=args.max_epochs, confirm_seeds=args.confirm_seeds)
     dataset = check_dataset(sweep.dataset, sweep.data_dir)
     check_launch(sweep, args.name, args.resume)
     return sweep, dataset

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from lrsweep import Choice, Range, Sweep
+from lrsweep.results.rank import rank
 from lrsweep.run.driver import launch
 from tests.conftest import TEST_DATA, lrsweep
 from tests.reference import rate
@@ -109,6 +110,29 @@ def test_search_with_early_stopping(ray_session, tmp_path):
     counts = epochs.groupby("trial_id").size()
     assert (counts[trials["trial_id"]].to_numpy() == trials["epochs"].to_numpy()).all()
     assert len([line for line in lines if "/8 " in line]) == 8  # progress: a line per trial
+
+
+def test_confirmation_trains_each_familys_best_again_with_the_same_seeds(ray_session, tmp_path):
+    sweep = Sweep(name="confirm", dataset="digits", subsample=300, max_epochs=3, num_samples=4, grace_period=1,
+                  confirm_seeds=2, results=str(tmp_path),
+                  families={"step": {"initial_lr": Range(0.01, 0.5, log=True), "drop": 0.5, "epochs_drop": 1},
+                            "adam": {"initial_lr": Range(1e-3, 1e-2, log=True)}})
+    lines = []
+    _, _, status = launch(sweep, print_fn=lines.append)
+    assert status == 0
+    trials = pd.read_parquet(tmp_path / "trials")
+    search, confirm = trials[trials["stage"] == "search"], trials[trials["stage"] == "confirm"]
+    assert len(search) == 4
+    table = rank(search).set_index("family")
+    for label, runs in confirm.groupby(confirm["optimizer"] + "/" + confirm["family"]):
+        best = search[search["trial_id"] == table.loc[label, "best_trial"]].iloc[0]
+        assert sorted(runs["seed"]) == [1, 2]  # the sweep's seed (0) + 1, + 2, for every family
+        assert (runs["params"] == best["params"]).all()
+        assert (runs["epochs"] == 3).all() and set(runs["status"]) == {"completed"}  # never stopped early
+    assert len(confirm) == 2 * len(table)
+    ranked = rank(trials)
+    assert (ranked["confirmed"] == 2).all() and list(ranked["vs_leader"]).count("leader") == 1
+    assert any(line.startswith("confirming:") for line in lines)
 
 
 def test_a_diverging_schedule_ends_diverged_and_the_sweep_goes_on(ray_session, tmp_path):

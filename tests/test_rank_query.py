@@ -126,6 +126,39 @@ def test_format_ranking_prints_one_block_per_dataset_best_first(trials):
     assert "drop=0.5, epochs_drop=10, initial_lr=0.1" in lines[0]
 
 
+CONFIRMED = {"sgd/step": [0.90, 0.92, 0.91, 0.93],       # the leader
+             "adam/constant": [0.89, 0.915, 0.905, 0.925],  # behind on every seed: a paired test sees it
+             "sgd/cosine": [0.93, 0.88, 0.92, 0.89]}       # further behind on average, run for run a toss-up
+T_975_3 = 3.182446  # Student's t, 97.5% quantile, 3 degrees of freedom
+
+
+def test_confirmation_runs_give_a_mean_an_interval_and_a_paired_verdict(tmp_path):
+    root = str(tmp_path)
+    write_rows(root, "trials", "digits", "sweep-a", [trial_row(*row) for row in DIGITS])
+    confirm = [{**trial_row(f"{label}-{seed}", label, "completed", MAX_EPOCHS, 0.1, value, value, 0.1),
+                "stage": "confirm", "seed": seed}
+               for label, values in CONFIRMED.items() for seed, value in enumerate(values, 1)]
+    confirm.append({**trial_row("cosine-5", "sgd/cosine", "error", 1, 0.1, None, None, None),
+                    "stage": "confirm", "seed": 5})  # a failed run is no evidence
+    write_rows(root, "trials", "digits", "sweep-a", confirm)
+
+    table = rank(read_frame(root, "trials")).set_index("family")
+
+    assert list(table.index) == ["sgd/step", "adam/constant", "sgd/cosine", "sgd/plateau"]  # by confirm_mean
+    assert table.loc["sgd/step", "trials"] == 5 and table.loc["sgd/step", "best"] == 0.90  # the search's own
+    for label, values in CONFIRMED.items():
+        mean = sum(values) / 4
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / 3)
+        assert table.loc[label, "confirmed"] == 4
+        assert table.loc[label, "confirm_mean"] == pytest.approx(mean)
+        assert table.loc[label, "ci95"] == pytest.approx(T_975_3 * sd / 2, rel=1e-5)
+    assert table.loc["sgd/step", "vs_leader"] == "leader"
+    assert table.loc["adam/constant", "vs_leader"].startswith("behind")
+    assert table.loc["sgd/cosine", "vs_leader"].startswith("tie")
+    assert math.isnan(table.loc["sgd/plateau", "confirm_mean"])
+    assert "95% interval" in format_ranking(table.reset_index())
+
+
 def test_query_aggregates_over_the_latest_records(results):
     frame = query(results, "SELECT family, count(*) AS n, max(final_val_accuracy) AS top FROM trials "
                            "WHERE dataset = 'digits' GROUP BY family ORDER BY n DESC, family")

@@ -32,11 +32,15 @@ def _params_text(row):
 def rank(trials, metric=None, top=TOP):
     """One row per dataset and family, best first: best value, mean of the `top` best
     trials, trials run, trials that reached max_epochs, diverged and failed trials, and the
-    best trial's parameters."""
+    best trial's parameters, all of the search. Where confirmation runs exist (`stage`
+    "confirm": each family's best trial again with several seeds), also their mean, its
+    95% interval and how the family compares with the leader, and the order is theirs."""
     if trials.empty:
         return pd.DataFrame()
     column, mode = metric_column(trials, metric)
     trials = trials.assign(label=trials["optimizer"] + "/" + trials["family"])
+    confirming = trials["stage"] == "confirm"
+    confirm, trials = trials[confirming], trials[~confirming]
     scored = trials[trials["status"].isin(["completed", "early_stopped"]) & trials[column].notna()]
     rows = []
     for (dataset, label), group in trials.groupby(["dataset", "label"], observed=True):
@@ -53,9 +57,45 @@ def rank(trials, metric=None, top=TOP):
             "best_params": _params_text(best) if best is not None else "",
         })
     table = pd.DataFrame(rows)
-    table = table.sort_values(["dataset", "best"], ascending=[True, mode == "min"], na_position="last")
+    order = ["dataset", "best"]
+    if not confirm.empty:
+        table = table.merge(confirmation(confirm, column, mode), on=["dataset", "family"], how="left")
+        order = ["dataset", "confirm_mean", "best"]
+    table = table.sort_values(order, ascending=[True] + [mode == "min"] * (len(order) - 1), na_position="last")
     table.insert(1, "rank", table.groupby("dataset").cumcount() + 1)
     return table.reset_index(drop=True)
+
+
+def confirmation(confirm, column, mode, level=0.95):
+    """Per dataset and family, its confirmation runs (failed ones left out): how many, their
+    mean, the half-width of the `level` interval of that mean (Student's t), and the verdict
+    against the leader (the best mean): a paired t-test over the runs with the same sweep
+    and seed, "tie" where p >= 1 - level (the two cannot be told apart)."""
+    from scipy import stats
+
+    runs = confirm[(confirm["status"] != "error") & confirm[column].notna()]
+    rows = []
+    for dataset, of_dataset in runs.groupby("dataset", observed=True):
+        values = of_dataset.pivot_table(index=["sweep", "seed"], columns="label", values=column, aggfunc="last")
+        means = values.mean()
+        leader = means.idxmin() if mode == "min" else means.idxmax()
+        for label in values.columns:
+            own = values[label].dropna()
+            n = len(own)
+            half = stats.t.ppf((1 + level) / 2, n - 1) * own.std(ddof=1) / math.sqrt(n) if n >= 2 else math.nan
+            if label == leader:
+                verdict = "leader"
+            else:
+                pairs = values[[label, leader]].dropna()
+                differences = pairs[label] - pairs[leader]
+                if len(pairs) < 2:
+                    verdict = "too few runs"
+                else:
+                    p = 1.0 if (differences == 0).all() else stats.ttest_rel(pairs[label], pairs[leader]).pvalue
+                    verdict = f"{'tie' if p >= 1 - level else 'behind'} (p={p:.2g})"
+            rows.append({"dataset": dataset, "family": label, "confirmed": n, "confirm_mean": own.mean(),
+                         "ci95": half, "vs_leader": verdict})
+    return pd.DataFrame(rows, columns=["dataset", "family", "confirmed", "confirm_mean", "ci95", "vs_leader"])
 
 
 def format_ranking(table):
@@ -67,6 +107,11 @@ def format_ranking(table):
         column = group["metric"].iloc[0]
         better = "lower" if column.endswith("loss") else "higher"
         shown = group.drop(columns=["dataset", "metric"]).rename(columns={"best": column})
-        blocks.append(f"dataset {dataset}: {column} per trial, {better} is better\n"
+        note = ""
+        if "confirm_mean" in shown and shown["confirmed"].notna().any():
+            shown = shown.astype({"confirmed": "Int64"})
+            note = ("\nconfirm_mean ± ci95: each family's best trial again with several seeds (mean, 95% interval); "
+                    "vs_leader: paired t-test against the leader, tie = cannot be told apart")
+        blocks.append(f"dataset {dataset}: {column} per trial, {better} is better{note}\n"
                       + shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return "\n\n".join(blocks)

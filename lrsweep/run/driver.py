@@ -177,22 +177,61 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     settings = {**setup, "model_label": sweep.model, "dataset_source": data.source}
     dataset_name = data.name
     del data, arrays  # the object store holds the one copy the trials share
-    path = f"{storage_path(sweep)}/{name}"
-    if resume:  # the searcher's state and the Recorder come back with the experiment
+    errors = _run_stage(tune, trainable, sweep, name, resume, *search_algorithm(sweep), _scheduler(sweep),
+                        Recorder(results=sweep.results, dataset=dataset_name, sweep_name=name, settings=settings,
+                                 total=sweep.trial_count, print_fn=print_fn))
+    configs = confirmation_configs(sweep, name, dataset_name) if sweep.confirm_seeds else []
+    if configs:
+        from ray.tune.schedulers import FIFOScheduler
+
+        from lrsweep.run.search import FixedConfigs
+
+        print_fn(f"confirming: each family's best trial again with {sweep.confirm_seeds} seeds, to "
+                 f"{sweep.max_epochs} epochs ({len(configs)} trials)")
+        errors += _run_stage(tune, trainable, sweep, f"{name}-confirm", resume,
+                             FixedConfigs(configs, sweep.metric, sweep.mode), len(configs), FIFOScheduler(),
+                             Recorder(results=sweep.results, dataset=dataset_name, sweep_name=name,
+                                      settings=settings, total=len(configs), print_fn=print_fn))
+    return name, dataset_name, 1 if errors else 0
+
+
+def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, scheduler, recorder):
+    """One Tune experiment of the sweep (its search, or its confirmation runs), or its
+    continuation from Tune's saved state (the searcher's state and the Recorder come back
+    with it); returns the number of trials that ended in error."""
+    path = f"{storage_path(sweep)}/{experiment}"
+    if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        search, num_samples = search_algorithm(sweep)
-        recorder = Recorder(results=sweep.results, dataset=dataset_name, sweep_name=name, settings=settings,
-                            total=sweep.trial_count, print_fn=print_fn)
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=search,
-                                        scheduler=_scheduler(sweep), num_samples=num_samples, reuse_actors=True,
+                                        scheduler=scheduler, num_samples=num_samples, reuse_actors=True,
                                         max_concurrent_trials=trial_slots(sweep)),
-            run_config=tune.RunConfig(name=name, storage_path=storage_path(sweep), verbose=0,
+            run_config=tune.RunConfig(name=experiment, storage_path=storage_path(sweep), verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                                       callbacks=[recorder]),
         )
-    grid = tuner.fit()
-    errors = sum(1 for result in grid if result.error is not None)
-    return name, dataset_name, 1 if errors else 0
+    return sum(1 for result in tuner.fit() if result.error is not None)
+
+
+def confirmation_configs(sweep, name, dataset):
+    """Each family's best search trial of run `name` (by the ranking's metric), once per
+    confirmation seed. Seed k (the sweep's seed + k) is the same for every family, so that
+    the ranking compares families run for run."""
+    import json
+
+    from lrsweep.results.rank import rank
+
+    trials = store.read_frame(sweep.results, "trials", dataset)
+    trials = trials[(trials["sweep"] == name) & (trials["stage"] == "search")]
+    if trials.empty:
+        return []
+    configs = []
+    for trial_id in rank(trials, sweep.metric)["best_trial"].dropna():
+        trial = trials[trials["trial_id"] == trial_id].iloc[0]
+        optimizer, family = trial["optimizer"], trial["family"]
+        params = json.loads(trial["params"])
+        configs += [{"family": f"{optimizer}/{family}", optimizer: {family: params}, "seed": sweep.seed + k,
+                     "stage": "confirm"} for k in range(1, sweep.confirm_seeds + 1)]
+    return configs

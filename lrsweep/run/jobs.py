@@ -64,7 +64,7 @@ def launch_command(sweep_path, sweep, args):
                            f"directory. Received: SWEEP.py={sweep_path!r}")
     results = sweep.results if is_uri(sweep.results) else os.path.abspath(sweep.results)
     command = ["python", "-m", "lrsweep", "launch", relative, "--results", results]
-    for flag in ("dataset", "data_dir", "num_samples", "max_epochs", "name"):
+    for flag in ("dataset", "data_dir", "num_samples", "max_epochs", "confirm_seeds", "name"):
         value = getattr(args, flag)
         if value is not None:
             command += [f"--{flag.replace('_', '-')}", str(value)]

@@ -32,6 +32,9 @@ def describe(sweep, dataset):
         f"  model: {sweep.model}({model_args}), batch size {sweep.batch_size}, "
         f"optimizer {sweep.optimizer}({optimizer_args})",
         f"  metric: {sweep.metric} ({sweep.mode})",
+        f"  confirmation: each family's best trial again with {sweep.confirm_seeds} seeds (seeds {sweep.seed + 1}-"
+        f"{sweep.seed + sweep.confirm_seeds}), to {sweep.max_epochs} epochs, up to "
+        f"{len(sweep.arms) * sweep.confirm_seeds} trials" if sweep.confirm_seeds else "  confirmation: none",
         f"  resources per trial: {sweep.cpus:g} CPU, {sweep.gpus:g} GPU; retries on failure: {sweep.max_failures}",
         f"  results: {sweep.results}",
         "  families:",

@@ -181,6 +181,7 @@ class Sweep:
     mode: str | None = None
     resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
     max_failures: int = 2
+    confirm_seeds: int = 0
     results: str = "results"
     storage: str | None = None
 
@@ -194,6 +195,9 @@ class Sweep:
         _integer("batch_size", self.batch_size, 1)
         _integer("seed", self.seed, 0)
         _integer("max_failures", self.max_failures, 0)
+        if self.confirm_seeds != 0 and (not isinstance(self.confirm_seeds, int) or isinstance(self.confirm_seeds, bool)
+                                        or self.confirm_seeds < 2):  # an interval needs two runs
+            raise _field_error("confirm_seeds", "0 (no confirmation) or an integer >= 2", self.confirm_seeds)
         _integer("grace_period", self.grace_period, 1)
         _number("reduction_factor", self.reduction_factor, "> 1", lambda v: v > 1)
         if self.subsample is not None:

@@ -93,6 +93,7 @@ def test_per_step_granularity_stores_the_rate_at_each_epochs_first_step(ray_sess
 def test_search_with_early_stopping(ray_session, tmp_path):
     """An Optuna search over a conditional space, with ASHA stopping the poor trials early."""
     sweep = Sweep(name="search", dataset="digits", subsample=400, max_epochs=4, num_samples=8, grace_period=1,
+                  confirm_seeds=0,
                   reduction_factor=2, results=str(tmp_path),
                   families={"step": {"initial_lr": Range(0.01, 0.5, log=True), "drop": Range(0.2, 0.8),
                                      "epochs_drop": Choice(1, 2)},
@@ -159,7 +160,7 @@ def ionosphere_results(ray_session, tmp_path_factory):
     (lrsweep turns token mode on because a token exists, as `ray start` does)."""
     results = tmp_path_factory.mktemp("results")
     done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "6",
-                   "--max-epochs", "6", "--results", str(results), "--name", "iono-test",
+                   "--max-epochs", "6", "--confirm-seeds", "0", "--results", str(results), "--name", "iono-test",
                    env={"RAY_ADDRESS": ray_session, "RAY_AUTH_MODE": None})
     assert done.returncode == 0, done.stderr[-2000:]
     return results, done.stdout

@@ -62,7 +62,8 @@ def dashboard(tmp_path_factory):
 def test_a_submitted_sweep_runs_as_a_job_that_logs_follows_to_its_end(dashboard, tmp_path):
     results = tmp_path / "results"
     done = lrsweep("submit", "sweeps/ionosphere.py", "--address", dashboard, "--data-dir", "tests/data",
-                   "--num-samples", "2", "--max-epochs", "6", "--results", str(results), timeout=120)
+                   "--num-samples", "2", "--max-epochs", "6", "--confirm-seeds", "0", "--results", str(results),
+                   timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr == ""
     job = done.stdout.split()[1]

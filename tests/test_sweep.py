@@ -103,6 +103,15 @@ def test_with_overrides_applies_values_and_leaves_none_alone():
     assert sweep.with_overrides(dataset=None, max_epochs=None) == sweep
 
 
+def test_a_search_confirms_its_winners_by_default_and_fixed_configs_do_not():
+    assert Sweep(**GOOD).confirm_seeds == 5
+    assert Sweep(**GOOD, confirm_seeds=0).confirm_seeds == 0
+    assert Sweep(name="fixed", configs=[{"family": "constant", "initial_lr": 0.1}]).confirm_seeds == 0
+    for bad in (1, -2, 2.5, True):
+        with pytest.raises(LrsweepError, match=f"confirm_seeds={bad}"):
+            Sweep(**GOOD, confirm_seeds=bad)
+
+
 HEADER = "from lrsweep import Range, Sweep\n"
 
 

@@ -26,7 +26,7 @@ def test_sweep_file_validates_and_shows_what_it_runs(sweep):
 
 def launch_small(sweep, data_dir_or_dataset, results, address, *extra):
     done = lrsweep("launch", f"sweeps/{sweep}", *data_dir_or_dataset, "--num-samples", "2", "--max-epochs", "3",
-                   "--results", str(results), "--address", address, *extra,
+                   "--confirm-seeds", "0", "--results", str(results), "--address", address, *extra,
                    env={"RAY_AUTH_MODE": None})  # a shell that never heard of it: lrsweep finds the token
     assert done.returncode == 0, done.stderr[-3000:]
     return pd.read_parquet(results / "trials"), pd.read_parquet(results / "epochs")

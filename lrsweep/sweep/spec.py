@@ -62,6 +62,10 @@ def _field_error(name, rule, value):
     return LrsweepError(f"Argument `{name}` must be {rule}. Received: {name}={value!r}")
 
 
+# Confirmation runs of each family's best trial that a search makes unless told otherwise.
+CONFIRM_SEEDS = 5
+
+
 def _integer(name, value, minimum):
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise _field_error(name, f"an integer >= {minimum}", value)
@@ -181,7 +185,7 @@ class Sweep:
     mode: str | None = None
     resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
     max_failures: int = 2
-    confirm_seeds: int = 0
+    confirm_seeds: int | None = None
     results: str = "results"
     storage: str | None = None
 
@@ -195,6 +199,8 @@ class Sweep:
         _integer("batch_size", self.batch_size, 1)
         _integer("seed", self.seed, 0)
         _integer("max_failures", self.max_failures, 0)
+        if self.confirm_seeds is None:  # a search confirms its winners; fixed configs run as given
+            object.__setattr__(self, "confirm_seeds", CONFIRM_SEEDS if self.configs is None else 0)
         if self.confirm_seeds != 0 and (not isinstance(self.confirm_seeds, int) or isinstance(self.confirm_seeds, bool)
                                         or self.confirm_seeds < 2):  # an interval needs two runs
             raise _field_error("confirm_seeds", "0 (no confirmation) or an integer >= 2", self.confirm_seeds)

@@ -177,10 +177,11 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     settings = {**setup, "model_label": sweep.model, "dataset_source": data.source}
     dataset_name = data.name
     del data, arrays  # the object store holds the one copy the trials share
-    errors = _run_stage(tune, trainable, sweep, name, resume, *search_algorithm(sweep), _scheduler(sweep),
-                        Recorder(results=sweep.results, dataset=dataset_name, sweep_name=name, settings=settings,
-                                 total=sweep.trial_count, print_fn=print_fn))
-    configs = confirmation_configs(sweep, name, dataset_name) if sweep.confirm_seeds else []
+    errors, finished = _run_stage(tune, trainable, sweep, name, resume, *search_algorithm(sweep), _scheduler(sweep),
+                                  Recorder(results=sweep.results, dataset=dataset_name, sweep_name=name,
+                                           settings=settings, total=sweep.trial_count, print_fn=print_fn))
+    # An interrupted search (Ctrl-C) ends the launch; `--resume` finishes it and then confirms.
+    configs = confirmation_configs(sweep, name, dataset_name) if sweep.confirm_seeds and finished else []
     if configs:
         from ray.tune.schedulers import FIFOScheduler
 
@@ -191,14 +192,15 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
         errors += _run_stage(tune, trainable, sweep, f"{name}-confirm", resume,
                              FixedConfigs(configs, sweep.metric, sweep.mode), len(configs), FIFOScheduler(),
                              Recorder(results=sweep.results, dataset=dataset_name, sweep_name=name,
-                                      settings=settings, total=len(configs), print_fn=print_fn))
+                                      settings=settings, total=len(configs), print_fn=print_fn))[0]
     return name, dataset_name, 1 if errors else 0
 
 
 def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, scheduler, recorder):
     """One Tune experiment of the sweep (its search, or its confirmation runs), or its
     continuation from Tune's saved state (the searcher's state and the Recorder come back
-    with it); returns the number of trials that ended in error."""
+    with it); returns (trials that ended in error, whether every trial ran: not so after
+    a Ctrl-C)."""
     path = f"{storage_path(sweep)}/{experiment}"
     if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -212,7 +214,8 @@ def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, 
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
                                       callbacks=[recorder]),
         )
-    return sum(1 for result in tuner.fit() if result.error is not None)
+    grid = tuner.fit()
+    return grid.num_errors, len(grid) == num_samples and grid.num_terminated + grid.num_errors == len(grid)
 
 
 def confirmation_configs(sweep, name, dataset):

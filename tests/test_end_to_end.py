@@ -7,8 +7,11 @@ as a user's second sweep on a running cluster would.
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -16,8 +19,9 @@ import pytest
 
 from lrsweep import Choice, Range, Sweep
 from lrsweep.results.rank import rank
+from lrsweep.results.store import read_frame
 from lrsweep.run.driver import launch
-from tests.conftest import TEST_DATA, lrsweep
+from tests.conftest import REPO, TEST_DATA, lrsweep
 from tests.reference import rate
 
 ONE_PER_FAMILY = [
@@ -151,6 +155,41 @@ def test_a_diverging_schedule_ends_diverged_and_the_sweep_goes_on(ray_session, t
     assert not math.isfinite(rows["loss"].iloc[-1])
     assert blown["final_val_accuracy"] == 0.0  # the finite worst value, reported to Optuna and ASHA
     assert trials.loc[trials["family"] == "step", "status"].iloc[0] == "completed"
+
+
+def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_session, tmp_path):
+    """SIGKILL of the driver mid-search (a real kill, no chance to flush), then `--resume`:
+    every trial stored before the kill is still there, the search and its confirmation
+    end, and each trial and epoch reads back once."""
+    results = tmp_path / "results"
+    args = ["launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "12", "--max-epochs", "8",
+            "--confirm-seeds", "2", "--results", str(results), "--name", "killed", "--address", ray_session]
+    driver = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while len(list(results.glob("trials/*/*/*.parquet"))) < 2:  # two flushes: some trials stored, more running
+            assert driver.poll() is None and time.time() < deadline, "the launch ended before it could be killed"
+            time.sleep(0.2)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    before = read_frame(str(results), "trials")
+    assert 0 < len(before) < 12
+
+    done = lrsweep(*args, "--resume", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = read_frame(str(results), "trials")
+    epochs = read_frame(str(results), "epochs")
+    assert set(before["trial_id"]) <= set(trials["trial_id"]) and trials["trial_id"].is_unique
+    search, confirm = trials[trials["stage"] == "search"], trials[trials["stage"] == "confirm"]
+    # Tune saves its state at most every 10 s: trials begun since then are sampled anew (the
+    # store keeps the first ones too; here 8 stored before the kill, 18 in all, in one run)
+    assert len(search) >= 12
+    assert len(confirm) == 2 * rank(search)["best_trial"].notna().sum()
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+    stored = epochs.groupby("trial_id").size()
+    assert (stored[trials["trial_id"]].to_numpy() == trials["epochs"].to_numpy()).all()
 
 
 @pytest.fixture(scope="module")

@@ -174,6 +174,31 @@ def cmd_best(args):
     print(python_snippet(config) if args.python else json.dumps(config, indent=2))
 
 
+def cmd_plot(args):
+    from lrsweep.results.plots import sweep_pictures
+
+    for path in sweep_pictures(args.results, args.dataset, args.out):
+        print(path)
+
+
+def cmd_report(args):
+    from lrsweep.results.plots import sweep_report
+
+    print(sweep_report(args.results, args.dataset, args.out))
+
+
+def _add_plot(p):
+    p.add_argument("--dataset", required=True)
+    _results_flag(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for rates.png, curves.png, ranking.png")
+
+
+def _add_report(p):
+    p.add_argument("--dataset", required=True)
+    _results_flag(p)
+    p.add_argument("--out", required=True, metavar="FILE.html", help="the page to write (pictures embedded)")
+
+
 def _add_validate(p):
     _sweep_flags(p)
 
@@ -235,6 +260,8 @@ COMMANDS = {
     "rank": (_add_rank, cmd_rank, "rank schedule families per dataset"),
     "query": (_add_query, cmd_query, "SQL over the tables trials and epochs"),
     "best": (_add_best, cmd_best, "the winning schedule as Keras JSON, or a Python snippet"),
+    "plot": (_add_plot, cmd_plot, "pictures of a dataset's sweeps: rate curves, learning curves, the ranking"),
+    "report": (_add_report, cmd_report, "one HTML page: the ranking and the pictures"),
 }
 
 

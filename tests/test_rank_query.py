@@ -224,7 +224,27 @@ def test_rank_command_limits_to_one_dataset(results):
     assert [line.split()[:2] for line in lines[2:]] == [["1", "sgd/step"], ["2", "adam/constant"]]
 
 
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_and_report_draw_the_pictures_and_the_ranking(results, tmp_path):
+    ran = lrsweep("plot", "--dataset", "digits", "--results", results, "--out", str(tmp_path / "pictures"))
+    assert ran.returncode == 0, ran.stderr
+    paths = ran.stdout.split()
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["rates.png", "curves.png", "ranking.png"]
+    for path in paths:
+        with open(path, "rb") as f:
+            assert f.read(8) == PNG
+    ran = lrsweep("report", "--dataset", "digits", "--results", results, "--out", str(tmp_path / "r" / "digits.html"))
+    assert ran.returncode == 0, ran.stderr
+    page = (tmp_path / "r" / "digits.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 3 and "<table" in page
+    assert all(label in page for label in ("sgd/step", "adam/constant", "sgd/cosine", "sgd/plateau"))
+
+
 @pytest.mark.parametrize("args, named", [
+    (["plot", "--dataset", "mnist", "--out", "/tmp/unused"], "mnist"),
+    (["report", "--dataset", "mnist", "--out", "/tmp/unused.html"], "mnist"),
     (["query", SQL, "--format", "xml"], "xml"),
     (["query", "SELEC 1"], "SELEC 1"),
     (["rank", "--metric", "f1"], "f1"),

@@ -19,9 +19,114 @@ def plot_rates(series, path, title="learning rate in effect during each epoch"):
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
     ax.set_title(title)
+    _finish(plt, fig, ax, path)
+    return fig
+
+
+def _best_trials(trials, table):
+    """(label, trial row) of each family's best trial, in the ranking's order."""
+    rows = []
+    for _, ranked in table.dropna(subset=["best_trial"]).iterrows():
+        chosen = trials[trials["trial_id"] == ranked["best_trial"]]
+        if len(chosen):
+            rows.append((ranked["family"], chosen.iloc[-1]))
+    return rows
+
+
+def _per_epoch(epochs, trial_id, column):
+    rows = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")
+    return rows["epoch"].to_numpy(), rows[column].to_numpy()
+
+
+def sweep_pictures(root, dataset, out_dir):
+    """The pictures of a dataset's sweeps in the store at `root`, written into `out_dir`:
+    the rate and the learning curves of each family's best trial, and the ranking (with
+    the confirmation runs' means and 95% intervals where they exist). Returns the paths."""
+    import os
+
+    from lrsweep.errors import LrsweepError
+    from lrsweep.results.rank import rank
+    from lrsweep.results.store import read_frame
+
+    trials = read_frame(root, "trials", dataset)
+    if trials.empty:
+        raise LrsweepError(f"Argument `dataset` names no dataset in the store {root}. Received: dataset={dataset!r}")
+    epochs = read_frame(root, "epochs", dataset)
+    table = rank(trials)
+    column = table["metric"].iloc[0]
+    metric = column.split("_", 1)[1]
+    best = _best_trials(trials, table)
+    os.makedirs(out_dir, exist_ok=True)
+    plt = _pyplot()
+    paths = {name: os.path.join(out_dir, f"{name}.png") for name in ("rates", "curves", "ranking")}
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, trial in best:
+        ax.plot(*_per_epoch(epochs, trial["trial_id"], "lr"), marker=".", label=label)
+    ax.set(xlabel="epoch", ylabel="learning rate", yscale="log",
+           title=f"{dataset}: the rate in effect, best trial of each family")
+    _finish(plt, fig, ax, paths["rates"])
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for label, trial in best:
+        left.plot(*_per_epoch(epochs, trial["trial_id"], metric), label=label)
+        right.plot(*_per_epoch(epochs, trial["trial_id"], "loss"), label=label)
+    left.set(xlabel="epoch", ylabel=metric, title=f"{dataset}: {metric}, best trial of each family")
+    right.set(xlabel="epoch", ylabel="training loss", yscale="log", title="training loss")
+    right.grid(alpha=0.3)
+    _finish(plt, fig, left, paths["curves"])
+
+    shown = table.iloc[::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(shown) + 1.5))
+    if "confirm_mean" in shown and shown["confirm_mean"].notna().any():
+        ax.barh(shown["family"], shown["confirm_mean"], xerr=shown["ci95"], capsize=3, color="tab:blue",
+                label="confirmation runs: mean, 95% interval")
+        ax.plot(shown["best"], shown["family"], "k|", markersize=14, label="best trial of the search")
+    else:
+        ax.barh(shown["family"], shown["best"], color="tab:blue", label="best trial of the search")
+    ax.set(xlabel=column, title=f"{dataset}: ranking")
+    values = shown[["best"] + (["confirm_mean"] if "confirm_mean" in shown else [])].stack()
+    if len(values):  # bars from zero would hide the differences that matter
+        low, high = values.min(), values.max()
+        pad = 0.1 * (high - low) or 0.01
+        ax.set_xlim(low - pad, high + pad)
+    _finish(plt, fig, ax, paths["ranking"])
+    return list(paths.values())
+
+
+def _finish(plt, fig, ax, path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return fig
+
+
+def sweep_report(root, dataset, path):
+    """One self-contained HTML page: the ranking table and the pictures (embedded)."""
+    import base64
+    import html
+    import os
+    import tempfile
+
+    from lrsweep.results.rank import format_ranking, rank
+    from lrsweep.results.store import read_frame
+
+    with tempfile.TemporaryDirectory() as scratch:
+        pictures = sweep_pictures(root, dataset, scratch)
+        images = [base64.b64encode(open(p, "rb").read()).decode() for p in pictures]
+    table = rank(read_frame(root, "trials", dataset))
+    body = "\n".join(f'<p><img alt="{os.path.basename(p)}" src="data:image/png;base64,{data}"></p>'
+                     for p, data in zip(pictures, images))
+    page = (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>lrsweep: {html.escape(dataset)}</title>"
+            "<style>body{font-family:sans-serif;margin:2em} table{border-collapse:collapse;font-size:90%} "
+            "td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>\n"
+            f"<h1>lrsweep: {html.escape(dataset)}</h1>\n<p>store: {html.escape(str(root))}</p>\n"
+            f"<pre>{html.escape(format_ranking(table).splitlines()[0])}</pre>\n"
+            + table.drop(columns=["dataset"]).to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="")
+            + f"\n{body}\n</body></html>\n")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(page)
+    return path

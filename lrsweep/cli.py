@@ -174,6 +174,30 @@ def cmd_best(args):
     print(python_snippet(config) if args.python else json.dumps(config, indent=2))
 
 
+def cmd_find_lr(args):
+    from lrsweep.data import check_dataset
+    from lrsweep.sweep.spec import load_sweep
+
+    sweep = load_sweep(args.sweep).with_overrides(results=args.results, dataset=args.dataset, data_dir=args.data_dir)
+    check_dataset(sweep.dataset, sweep.data_dir)
+    from lrsweep.run.find_lr import find_lr
+
+    found = find_lr(sweep, print_fn=lambda line: print(line, flush=True))
+    if args.plot:
+        from lrsweep.results.plots import plot_lr_range
+
+        plot_lr_range(found, args.plot)
+        print(f"wrote {args.plot}")
+
+
+def _add_find_lr(p):
+    p.add_argument("sweep", metavar="SWEEP.py", help="the sweep file: its dataset, model and optimizers")
+    p.add_argument("--results", help="results folder or URI (default: the sweep's, results/)")
+    p.add_argument("--dataset", help="a registry name, csv:PATH[?target=NAME] or npz:PATH")
+    p.add_argument("--data-dir", help="where loaders look for local copies of the dataset")
+    p.add_argument("--plot", metavar="F.png", help="draw loss against rate into this PNG")
+
+
 def cmd_plot(args):
     from lrsweep.results.plots import sweep_pictures
 
@@ -260,6 +284,7 @@ COMMANDS = {
     "rank": (_add_rank, cmd_rank, "rank schedule families per dataset"),
     "query": (_add_query, cmd_query, "SQL over the tables trials and epochs"),
     "best": (_add_best, cmd_best, "the winning schedule as Keras JSON, or a Python snippet"),
+    "find-lr": (_add_find_lr, cmd_find_lr, "learning-rate range test per optimizer: rows stored, two rates suggested"),
     "plot": (_add_plot, cmd_plot, "pictures of a dataset's sweeps: rate curves, learning curves, the ranking"),
     "report": (_add_report, cmd_report, "one HTML page: the ranking and the pictures"),
 }

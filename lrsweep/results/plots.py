@@ -130,3 +130,19 @@ def sweep_report(root, dataset, path):
     with open(path, "w", encoding="utf-8") as f:
         f.write(page)
     return path
+
+
+def plot_lr_range(found, path):
+    """The range test: smoothed loss against rate (log), one line per optimizer, with the
+    two suggested rates marked. `found` maps an optimizer to (rows, steepest, minimum / 10)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for optimizer, (rows, steepest, tenth) in found.items():
+        lrs, losses = [r["lr"] for r in rows], [r["smoothed_loss"] for r in rows]
+        (line,) = ax.plot(lrs, losses, label=optimizer)
+        for lr, style, what in ((steepest, "--", "steepest"), (tenth, ":", "minimum / 10")):
+            if lr == lr:
+                ax.axvline(lr, color=line.get_color(), linestyle=style, label=f"{optimizer} {what}: {lr:.3g}")
+    ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss",
+           title="learning-rate range test")
+    _finish(plt, fig, ax, path)

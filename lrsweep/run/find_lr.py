@@ -1,0 +1,99 @@
+"""`find-lr`: the learning-rate range test (Leslie Smith's), once per optimizer of a sweep.
+
+The sweep's model trains from its seeded weights with a rate that grows exponentially every
+step, from `START` to `END` over at most `STEPS` steps, one batch per step; the loss of
+each step is kept, smoothed (an exponential moving average, bias-corrected), and the test
+stops when the smoothed loss passes `DIVERGED` times its minimum. Two rates are suggested
+from the smoothed curve: where it falls fastest (against log rate), and a tenth of the rate
+at its minimum. It runs here, in this process (two short trainings; no Ray).
+"""
+
+import math
+import time
+
+import numpy as np
+
+START, END, STEPS = 1e-6, 10.0, 200
+SMOOTHING = 0.98
+DIVERGED = 4.0
+
+
+def smoothed(losses, beta=SMOOTHING):
+    """The bias-corrected exponential moving average of `losses`."""
+    out, average = [], 0.0
+    for i, loss in enumerate(losses):
+        average = beta * average + (1 - beta) * loss
+        out.append(average / (1 - beta ** (i + 1)))
+    return np.array(out)
+
+
+def suggestions(lrs, smooth):
+    """(steepest, minimum / 10): the rate where the smoothed loss falls fastest against log
+    rate before its minimum, and a tenth of the rate at the minimum."""
+    lrs, smooth = np.asarray(lrs), np.asarray(smooth)
+    lowest = int(np.argmin(smooth))
+    if lowest < 2:
+        return math.nan, float(lrs[lowest] / 10)
+    slope = np.gradient(smooth[: lowest + 1], np.log(lrs[: lowest + 1]))
+    return float(lrs[int(np.argmin(slope))]), float(lrs[lowest] / 10)
+
+
+def range_test(optimizer_name, optimizer_args, data, setup, keras):
+    """Rows (step, lr, loss, smoothed_loss) of one optimizer's range test."""
+    from lrsweep.models import build_model, loss_for
+    from lrsweep.run.trial import batches, thread_count
+    from lrsweep.schedules.registry import OPTIMIZERS
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(setup["seed"])
+    rate = keras.optimizers.schedules.ExponentialDecay(START, decay_steps=1,
+                                                       decay_rate=(END / START) ** (1 / (STEPS - 1)))
+    optimizer = getattr(keras.optimizers, OPTIMIZERS[optimizer_name])(learning_rate=rate, **optimizer_args)
+    x, y = data["x_train"], data["y_train"]
+    model = build_model(setup["model"], setup["model_args"], x.shape[1:], data["num_classes"])
+    model.compile(optimizer=optimizer, loss=loss_for(data["num_classes"]))
+    losses = []
+
+    class Watch(keras.callbacks.Callback):
+        """An epoch here is one step: its loss is that batch's alone."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            losses.append(float(logs["loss"]))
+            curve = smoothed(losses)
+            if not math.isfinite(losses[-1]) or curve[-1] > DIVERGED * curve.min():
+                self.model.stop_training = True
+
+    pipeline = batches(x, y, setup["batch_size"], shuffle=True, seed=setup["seed"],
+                       threads=thread_count(setup["cpus"])).repeat()
+    model.fit(pipeline, epochs=STEPS, steps_per_epoch=1, shuffle=False, verbose=0, callbacks=[Watch()])
+    losses = [loss for loss in losses if math.isfinite(loss)]  # the test stopped at the first that is not
+    return [{"optimizer": optimizer_name, "step": step, "lr": float(START * (END / START) ** (step / (STEPS - 1))),
+             "loss": loss, "smoothed_loss": float(s)} for step, (loss, s) in enumerate(zip(losses, smoothed(losses)))]
+
+
+def find_lr(sweep, print_fn=print):
+    """Run the range test of each optimizer of `sweep`, store the rows in its results under
+    `sweep=<name>-find-lr-<time>` and return {optimizer: (rows, steepest, minimum / 10)}."""
+    from lrsweep.results import store
+    from lrsweep.run.driver import sweep_data, trial_arrays, training_setup
+    from lrsweep.run.trial import _configure_tensorflow
+
+    data = sweep_data(sweep)
+    setup = training_setup(sweep)
+    _configure_tensorflow(sweep.cpus)
+    import keras
+
+    optimizers = sorted({arm.optimizer for arm in sweep.arms.values()}, key=lambda o: o != sweep.optimizer)
+    arrays = trial_arrays(data)
+    name = f"{sweep.name}-find-lr-{time.strftime('%Y%m%d-%H%M%S')}"
+    found = {}
+    for optimizer in optimizers:
+        rows = range_test(optimizer, dict(sweep.optimizer_args) if optimizer == sweep.optimizer else {}, arrays,
+                          setup, keras)
+        steepest, tenth = suggestions([r["lr"] for r in rows], [r["smoothed_loss"] for r in rows])
+        found[optimizer] = (rows, steepest, tenth)
+        print_fn(f"{optimizer}: {len(rows)} steps from lr {rows[0]['lr']:.3g} to {rows[-1]['lr']:.3g}; "
+                 f"steepest descent at lr {steepest:.3g}, minimum loss / 10 at lr {tenth:.3g}")
+        store.write_rows(sweep.results, "lr_range", data.name, name, rows)
+    print_fn(f"stored under {sweep.results.rstrip('/')}/lr_range/dataset={data.name}/sweep={name}")
+    return found

@@ -1,0 +1,55 @@
+"""`find-lr`, the learning-rate range test: its arithmetic on known curves, and the command
+on the real ionosphere data as a user runs it."""
+
+import re
+
+import numpy as np
+import pytest
+
+from lrsweep.results.store import read_frame
+from lrsweep.run.find_lr import END, START, smoothed, suggestions
+from tests.conftest import TEST_DATA, lrsweep
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_smoothing_is_bias_corrected_and_lags_a_jump():
+    assert np.allclose(smoothed([2.0] * 5), 2.0)  # no pull towards zero at the start
+    jump = smoothed([1.0] * 50 + [5.0] * 5)
+    assert 1.0 < jump[-1] < 2.0
+
+
+def test_suggestions_find_the_steepest_fall_and_a_tenth_of_the_minimum():
+    lrs = np.geomspace(START, END, 200)
+    x = np.log10(lrs)
+    # falls fastest at lr 1e-3, lowest at lr 0.1, then climbs
+    loss = 3 - 2 / (1 + np.exp(-3 * (x + 3))) + 5 * np.maximum(0, x + 1) ** 2
+    steepest, tenth = suggestions(lrs, loss)
+    step = (END / START) ** (1 / 199)
+    assert 1e-3 / step <= steepest <= 1e-3 * step
+    assert 0.01 / 1.3 <= tenth <= 0.01 * 1.3
+
+
+def test_find_lr_stores_each_optimizers_curve_and_suggests_two_rates(tmp_path):
+    done = lrsweep("find-lr", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(tmp_path / "r"),
+                   "--plot", str(tmp_path / "range.png"), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = read_frame(str(tmp_path / "r"), "lr_range")
+    assert set(rows["optimizer"]) == {"sgd", "adam"}  # the sweep's optimizer and its adam family's
+    assert (rows["dataset"] == "ionosphere").all()
+    for optimizer, curve in rows.groupby("optimizer"):
+        curve = curve.sort_values("step")
+        assert list(curve["step"]) == list(range(len(curve))) and len(curve) >= 20
+        assert curve["lr"].iloc[0] == pytest.approx(START) and (np.diff(np.log(curve["lr"])) > 0).all()
+        assert np.isfinite(curve["smoothed_loss"]).all()
+        line = next(line for line in done.stdout.splitlines() if line.startswith(f"{optimizer}:"))
+        rates = [float(rate) for rate in re.findall(r"at lr (\S+?)[,;]?(?:\s|$)", line)]
+        assert len(rates) == 2 and all(START <= rate <= curve["lr"].max() for rate in rates), line
+    assert (tmp_path / "range.png").read_bytes()[:8] == PNG
+
+
+def test_find_lr_answers_a_missing_dataset_with_one_line(tmp_path):
+    done = lrsweep("find-lr", "sweeps/ionosphere.py", "--dataset", "csv:" + str(tmp_path / "none.csv"),
+                   "--results", str(tmp_path / "r"))
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and "none.csv" in done.stderr
+    assert not (tmp_path / "r").exists()

@@ -198,6 +198,29 @@ def test_a_trials_file_from_before_the_gpu_ids_column_still_reads(tmp_path, caps
     assert frame["gpu_ids"].isna().all() and capsys.readouterr().err == ""
 
 
+def test_a_trial_run_again_keeps_only_its_last_attempts_epochs(tmp_path):
+    """A trial killed at epoch 6 and run again from scratch (resume, retry), stopped at
+    epoch 3 this time: its history is the second attempt's 3 epochs, for every reader."""
+    from datetime import datetime, timedelta, timezone
+
+    from lrsweep.results.query import query
+
+    root, t0 = str(tmp_path), datetime(2026, 1, 1, tzinfo=timezone.utc)
+    first = [{"trial_id": "t1", "epoch": e, "loss": 1.0, "end_time": t0 + timedelta(seconds=e)} for e in range(1, 7)]
+    running = [{"trial_id": "t2", "epoch": 1, "loss": 1.0, "end_time": t0 + timedelta(seconds=1)}]
+    write_rows(root, "epochs", "digits", "s1", first + running)
+    again = t0 + timedelta(seconds=60)
+    write_rows(root, "epochs", "digits", "s1", [{"trial_id": "t1", "epoch": e, "loss": 0.5,
+                                                 "end_time": again + timedelta(seconds=e)} for e in (1, 2, 3)])
+    write_rows(root, "trials", "digits", "s1", [{"trial_id": "t1", "epochs": 3, "start_time": again}])
+
+    frame = read_frame(root, "epochs").sort_values(["trial_id", "epoch"])
+    assert list(zip(frame["trial_id"], frame["epoch"], frame["loss"])) == [
+        ("t1", 1, 0.5), ("t1", 2, 0.5), ("t1", 3, 0.5), ("t2", 1, 1.0)]
+    counted = query(root, "SELECT trial_id, count(*) AS n, max(epoch) AS last FROM epochs GROUP BY 1 ORDER BY 1")
+    assert counted.values.tolist() == [["t1", 3, 3], ["t2", 1, 1]]
+
+
 def test_an_empty_store_reads_as_an_empty_table_with_every_column(tmp_path):
     table = read_table(str(tmp_path / "nothing yet"), "trials")
     assert table.num_rows == 0

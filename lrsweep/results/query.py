@@ -20,10 +20,14 @@ def connect(root, direct=True):
         files = [] if store.is_uri(root) or not direct else store.table_files(fs, base, table)
         if files:
             listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-            con.execute(
-                f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{listed}], hive_partitioning = true, "
-                f"hive_types = {{'dataset': VARCHAR, 'sweep': VARCHAR}}) "
-                f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY written DESC) = 1")
+            latest = (f"SELECT * FROM read_parquet([{listed}], hive_partitioning = true, "
+                      f"hive_types = {{'dataset': VARCHAR, 'sweep': VARCHAR}}) "
+                      f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY written DESC) = 1")
+            if table == "epochs":  # each trial's last attempt only (store.current_attempts)
+                latest = (f"SELECT e.* FROM ({latest}) e LEFT JOIN (SELECT dataset, sweep, trial_id, "
+                          f"start_time AS _trial_start FROM trials) t USING (dataset, sweep, trial_id) "
+                          f"WHERE t._trial_start IS NULL OR e.end_time >= t._trial_start")
+            con.execute(f"CREATE VIEW {table} AS {latest}")
         else:  # an empty table, or a store behind a URI: through pyarrow's filesystems
             con.register(table, store.read_table(root, table))
     return con

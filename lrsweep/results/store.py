@@ -189,7 +189,25 @@ def read_table(root, table, dataset=None):
                           partition_base_dir=f"{base}/{table}").to_table()
     except (OSError, pa.ArrowException):
         data = _read_one_by_one(fs, base, table, files, schema)
-    return latest(data, KEYS[table])
+    data = latest(data, KEYS[table])
+    return current_attempts(data, read_table(root, "trials", dataset)) if table == "epochs" else data
+
+
+def current_attempts(epochs, trials):
+    """The epochs of each trial's last attempt only. A trial run again from its first epoch
+    (a retry, or a resume after a kill) that stops sooner than before would otherwise keep
+    the earlier attempt's later epochs: those ended before the trial's stored start, and
+    are dropped. Epochs of a trial not stored yet (still running) all stay."""
+    starts = trials.select(["dataset", "sweep", "trial_id", "start_time"]).rename_columns(
+        ["dataset", "sweep", "trial_id", "_trial_start"])
+    order = pa.array(range(epochs.num_rows), pa.int64())
+    joined = epochs.append_column("_order", order).join(starts, ["dataset", "sweep", "trial_id"],
+                                                         join_type="left outer")
+    keep = pc.or_kleene(pc.is_null(joined["_trial_start"]),
+                        pc.greater_equal(joined["end_time"], joined["_trial_start"]))
+    joined = joined.filter(keep)
+    joined = joined.take(pc.sort_indices(joined, sort_keys=[("_order", "ascending")]))
+    return joined.select(epochs.schema.names)
 
 
 def _read_one_by_one(fs, base, table, files, schema):

@@ -18,12 +18,19 @@ class _Parser(argparse.ArgumentParser):
         raise LrsweepError(message)
 
 
-def _sweep_flags(p, address="join this Ray cluster (auto, host:port, ray://...) instead of starting one",
-                 dashboard=True):
-    p.add_argument("sweep", metavar="SWEEP.py", help="the sweep file (it defines SWEEP = lrsweep.Sweep(...))")
+JOBS_ADDRESS = "the cluster's dashboard, http://HOST:8265 (default: RAY_ADDRESS, or this machine's)"
+
+
+def _sweep_data_flags(p, help="the sweep file (it defines SWEEP = lrsweep.Sweep(...))"):
+    p.add_argument("sweep", metavar="SWEEP.py", help=help)
     p.add_argument("--results", help="results folder or s3:// / gs:// URI (default: the sweep's, results/)")
     p.add_argument("--dataset", help="a registry name, csv:PATH[?target=NAME] or npz:PATH")
     p.add_argument("--data-dir", help="where loaders look for local copies of the dataset")
+
+
+def _sweep_flags(p, address="join this Ray cluster (auto, host:port, ray://...) instead of starting one",
+                 dashboard=True):
+    _sweep_data_flags(p)
     p.add_argument("--num-samples", type=int, help="trials to sample (a search)")
     p.add_argument("--max-epochs", type=int, help="epochs of a trial that is not stopped early")
     p.add_argument("--confirm-seeds", type=int, metavar="K",
@@ -191,10 +198,7 @@ def cmd_find_lr(args):
 
 
 def _add_find_lr(p):
-    p.add_argument("sweep", metavar="SWEEP.py", help="the sweep file: its dataset, model and optimizers")
-    p.add_argument("--results", help="results folder or URI (default: the sweep's, results/)")
-    p.add_argument("--dataset", help="a registry name, csv:PATH[?target=NAME] or npz:PATH")
-    p.add_argument("--data-dir", help="where loaders look for local copies of the dataset")
+    _sweep_data_flags(p, help="the sweep file: its dataset, model and optimizers")
     p.add_argument("--plot", metavar="F.png", help="draw loss against rate into this PNG")
 
 
@@ -228,14 +232,12 @@ def _add_validate(p):
 
 
 def _add_submit(p):
-    _sweep_flags(p, address="the cluster's dashboard, http://HOST:8265 (default: RAY_ADDRESS, or this machine's)",
-                 dashboard=False)
+    _sweep_flags(p, address=JOBS_ADDRESS, dashboard=False)
 
 
 def _add_job(p):
     p.add_argument("job", metavar="JOB", help="the job's submission id, as `submit` printed it")
-    p.add_argument("--address", help="the cluster's dashboard, http://HOST:8265 (default: RAY_ADDRESS, or this "
-                                     "machine's)")
+    p.add_argument("--address", help=JOBS_ADDRESS)
 
 
 def _add_logs(p):

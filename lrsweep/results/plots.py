@@ -38,12 +38,8 @@ def _per_epoch(epochs, trial_id, column):
     return rows["epoch"].to_numpy(), rows[column].to_numpy()
 
 
-def sweep_pictures(root, dataset, out_dir):
-    """The pictures of a dataset's sweeps in the store at `root`, written into `out_dir`:
-    the rate and the learning curves of each family's best trial, and the ranking (with
-    the confirmation runs' means and 95% intervals where they exist). Returns the paths."""
-    import os
-
+def _ranked(root, dataset):
+    """(trials, ranking) of a dataset in the store at `root`; LrsweepError if it has none."""
     from lrsweep.errors import LrsweepError
     from lrsweep.results.rank import rank
     from lrsweep.results.store import read_frame
@@ -51,8 +47,20 @@ def sweep_pictures(root, dataset, out_dir):
     trials = read_frame(root, "trials", dataset)
     if trials.empty:
         raise LrsweepError(f"Argument `dataset` names no dataset in the store {root}. Received: dataset={dataset!r}")
+    return trials, rank(trials)
+
+
+def sweep_pictures(root, dataset, out_dir, ranked=None):
+    """The pictures of a dataset's sweeps in the store at `root`, written into `out_dir`:
+    the rate and the learning curves of each family's best trial, and the ranking (with
+    the confirmation runs' means and 95% intervals where they exist). Returns the paths.
+    `ranked`: the dataset's (trials, ranking), if the caller has read them already."""
+    import os
+
+    from lrsweep.results.store import read_frame
+
+    trials, table = ranked or _ranked(root, dataset)
     epochs = read_frame(root, "epochs", dataset)
-    table = rank(trials)
     column = table["metric"].iloc[0]
     metric = column.split("_", 1)[1]
     best = _best_trials(trials, table)
@@ -109,13 +117,13 @@ def sweep_report(root, dataset, path):
     import os
     import tempfile
 
-    from lrsweep.results.rank import format_ranking, rank
-    from lrsweep.results.store import read_frame
+    from lrsweep.results.rank import format_ranking
 
+    ranked = _ranked(root, dataset)
+    table = ranked[1]
     with tempfile.TemporaryDirectory() as scratch:
-        pictures = sweep_pictures(root, dataset, scratch)
+        pictures = sweep_pictures(root, dataset, scratch, ranked)
         images = [base64.b64encode(open(p, "rb").read()).decode() for p in pictures]
-    table = rank(read_frame(root, "trials", dataset))
     body = "\n".join(f'<p><img alt="{os.path.basename(p)}" src="data:image/png;base64,{data}"></p>'
                      for p, data in zip(pictures, images))
     page = (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>lrsweep: {html.escape(dataset)}</title>"

@@ -225,16 +225,15 @@ def confirmation_configs(sweep, name, dataset):
     import json
 
     from lrsweep.results.rank import rank
+    from lrsweep.sweep.space import trial_config
 
     trials = store.read_frame(sweep.results, "trials", dataset)
     trials = trials[(trials["sweep"] == name) & (trials["stage"] == "search")]
     if trials.empty:
         return []
     configs = []
-    for trial_id in rank(trials, sweep.metric)["best_trial"].dropna():
-        trial = trials[trials["trial_id"] == trial_id].iloc[0]
-        optimizer, family = trial["optimizer"], trial["family"]
-        params = json.loads(trial["params"])
-        configs += [{"family": f"{optimizer}/{family}", optimizer: {family: params}, "seed": sweep.seed + k,
-                     "stage": "confirm"} for k in range(1, sweep.confirm_seeds + 1)]
+    for _, best in rank(trials, sweep.metric).dropna(subset=["best_trial"]).iterrows():
+        trial = trials[trials["trial_id"] == best["best_trial"]].iloc[0]
+        config = trial_config(sweep.arms[best["family"]], json.loads(trial["params"]))
+        configs += [{**config, "seed": sweep.seed + k, "stage": "confirm"} for k in range(1, sweep.confirm_seeds + 1)]
     return configs

@@ -38,17 +38,16 @@ def suggestions(lrs, smooth):
     return float(lrs[int(np.argmin(slope))]), float(lrs[lowest] / 10)
 
 
-def range_test(optimizer_name, optimizer_args, data, setup, keras):
+def range_test(optimizer_name, data, setup, keras):
     """Rows (step, lr, loss, smoothed_loss) of one optimizer's range test."""
     from lrsweep.models import build_model, loss_for
-    from lrsweep.run.trial import batches, thread_count
-    from lrsweep.schedules.registry import OPTIMIZERS
+    from lrsweep.run.trial import batches, make_optimizer, thread_count
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(setup["seed"])
     rate = keras.optimizers.schedules.ExponentialDecay(START, decay_steps=1,
                                                        decay_rate=(END / START) ** (1 / (STEPS - 1)))
-    optimizer = getattr(keras.optimizers, OPTIMIZERS[optimizer_name])(learning_rate=rate, **optimizer_args)
+    optimizer = make_optimizer(keras, optimizer_name, rate, setup)
     x, y = data["x_train"], data["y_train"]
     model = build_model(setup["model"], setup["model_args"], x.shape[1:], data["num_classes"])
     model.compile(optimizer=optimizer, loss=loss_for(data["num_classes"]))
@@ -67,8 +66,8 @@ def range_test(optimizer_name, optimizer_args, data, setup, keras):
                        threads=thread_count(setup["cpus"])).repeat()
     model.fit(pipeline, epochs=STEPS, steps_per_epoch=1, shuffle=False, verbose=0, callbacks=[Watch()])
     losses = [loss for loss in losses if math.isfinite(loss)]  # the test stopped at the first that is not
-    return [{"optimizer": optimizer_name, "step": step, "lr": float(START * (END / START) ** (step / (STEPS - 1))),
-             "loss": loss, "smoothed_loss": float(s)} for step, (loss, s) in enumerate(zip(losses, smoothed(losses)))]
+    return [{"optimizer": optimizer_name, "step": step, "lr": float(rate(step)), "loss": loss,
+             "smoothed_loss": float(s)} for step, (loss, s) in enumerate(zip(losses, smoothed(losses)))]
 
 
 def find_lr(sweep, print_fn=print):
@@ -88,8 +87,7 @@ def find_lr(sweep, print_fn=print):
     name = f"{sweep.name}-find-lr-{time.strftime('%Y%m%d-%H%M%S')}"
     found = {}
     for optimizer in optimizers:
-        rows = range_test(optimizer, dict(sweep.optimizer_args) if optimizer == sweep.optimizer else {}, arrays,
-                          setup, keras)
+        rows = range_test(optimizer, arrays, setup, keras)
         steepest, tenth = suggestions([r["lr"] for r in rows], [r["smoothed_loss"] for r in rows])
         found[optimizer] = (rows, steepest, tenth)
         print_fn(f"{optimizer}: {len(rows)} steps from lr {rows[0]['lr']:.3g} to {rows[-1]['lr']:.3g}; "

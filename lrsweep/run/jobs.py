@@ -22,9 +22,9 @@ from lrsweep.results.store import is_uri
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 # Not uploaded with the working directory: what a project folder holds beside its code.
 EXCLUDES = [".git", ".venv", "venv", "__pycache__", ".pytest_cache"]
-# The job's outcomes, as `logs --follow` and `status` answer them in their exit status.
 # How long `submit` waits for a cluster that has just started to take jobs.
 AGENT_WAIT_SECONDS = 60
+# The job's outcomes, as `logs --follow` and `status` answer them in their exit status.
 EXIT_STATUS = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 1}
 
 
@@ -99,20 +99,23 @@ def job_info(client, job, address):
         raise
 
 
-def status(job, address):
+def _state(client, job, address):
     """(one line on the job's state, exit status: 0 running or succeeded, 1 failed or stopped)."""
-    client = jobs_client(address)
     info = job_info(client, job, address)
     state = str(info.status.value if hasattr(info.status, "value") else info.status)
     line = f"{job}: {state}" + (f" ({info.message})" if info.message else "")
     return line, EXIT_STATUS.get(state, 0)
 
 
+def status(job, address):
+    return _state(jobs_client(address), job, address)
+
+
 def logs(job, address, follow, write=sys.stdout.write):
     """Write the job's output so far, or follow it until the job ends; returns the exit
     status of `status`."""
     client = jobs_client(address)
-    job_info(client, job, address)
+    job_info(client, job, address)  # an unknown job is bad input before any output
     if not follow:
         write(client.get_job_logs(job))
     else:
@@ -122,4 +125,4 @@ def logs(job, address, follow, write=sys.stdout.write):
                 sys.stdout.flush()
 
         asyncio.run(tail())
-    return status(job, address)[1]
+    return _state(client, job, address)[1]

@@ -191,6 +191,14 @@ def make_callback_class(keras):
     return EpochReporter
 
 
+def make_optimizer(keras, name, learning_rate, setup):
+    """The Keras optimizer `name` at `learning_rate`: with the sweep's `optimizer_args` if it
+    is the sweep's own optimizer, with Keras' defaults otherwise (an `adam/...` family of an
+    SGD sweep)."""
+    args = setup["optimizer_args"] if name == setup["optimizer"] else {}
+    return getattr(keras.optimizers, OPTIMIZERS[name])(learning_rate=learning_rate, **args)
+
+
 def build_trial(config, data, setup):
     """One trial's Keras side, exactly as `train` runs it: the seeded weights and shuffle,
     the schedule, the optimizer, the compiled model and the input pipelines. Returns
@@ -209,9 +217,7 @@ def build_trial(config, data, setup):
     spe = steps_per_epoch(len(x), setup["batch_size"])
     learning_rate, callbacks = build_schedule(family, params, steps_per_epoch=spe, epochs=setup["max_epochs"],
                                               granularity=setup["granularity"])
-    optimizer_args = setup["optimizer_args"] if optimizer_name == setup["optimizer"] else {}
-    optimizer = getattr(keras.optimizers, OPTIMIZERS[optimizer_name])(learning_rate=learning_rate,
-                                                                             **optimizer_args)
+    optimizer = make_optimizer(keras, optimizer_name, learning_rate, setup)
     model = build_model(setup["model"], setup["model_args"], x.shape[1:], data["num_classes"])
     # One compiled call per epoch: a small model's step is mostly Python overhead otherwise
     # (25-35% of the epoch on the benchmarks' MLPs); callbacks here work on epochs only.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lrsweep.results.store import read_frame
-from lrsweep.run.find_lr import END, START, smoothed, suggestions
+from lrsweep.run.find_lr import END, SMOOTHING, START, smoothed, suggestions
 from tests.conftest import TEST_DATA, lrsweep
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -15,8 +15,13 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def test_smoothing_is_bias_corrected_and_lags_a_jump():
     assert np.allclose(smoothed([2.0] * 5), 2.0)  # no pull towards zero at the start
-    jump = smoothed([1.0] * 50 + [5.0] * 5)
-    assert 1.0 < jump[-1] < 2.0
+    losses = [1.0] * 50 + [5.0] * 5
+    # each value is the mean of the losses so far weighted 0.98 ** age (written out here,
+    # independently of the recursion): a jump moves it by only a fraction
+    for n in (1, 50, 55):
+        weights = SMOOTHING ** np.arange(n)[::-1]
+        assert smoothed(losses)[n - 1] == pytest.approx(np.dot(weights, losses[:n]) / weights.sum())
+    assert smoothed(losses)[-1] == pytest.approx(1.0 + 4.0 * (1 - SMOOTHING ** 5) / (1 - SMOOTHING ** 55))
 
 
 def test_suggestions_find_the_steepest_fall_and_a_tenth_of_the_minimum():

@@ -198,27 +198,38 @@ def test_a_trials_file_from_before_the_gpu_ids_column_still_reads(tmp_path, caps
     assert frame["gpu_ids"].isna().all() and capsys.readouterr().err == ""
 
 
-def test_a_trial_run_again_keeps_only_its_last_attempts_epochs(tmp_path):
-    """A trial killed at epoch 6 and run again from scratch (resume, retry), stopped at
-    epoch 3 this time: its history is the second attempt's 3 epochs, for every reader."""
+def test_a_trials_epochs_are_those_of_the_attempt_its_stored_row_describes(tmp_path):
+    """t1 was killed at epoch 6 and run again from scratch (resume, retry), stopped at
+    epoch 3 this time: its history is the second attempt's 3 epochs. t2 errored at epoch 2
+    (stored), was retried, and the retry was killed at epoch 1 before it was stored: its
+    epochs are the stored attempt's two. t3 was never stored, killed twice: the latest
+    record of each epoch. Every reader agrees."""
     from datetime import datetime, timedelta, timezone
 
     from lrsweep.results.query import query
 
     root, t0 = str(tmp_path), datetime(2026, 1, 1, tzinfo=timezone.utc)
-    first = [{"trial_id": "t1", "epoch": e, "loss": 1.0, "end_time": t0 + timedelta(seconds=e)} for e in range(1, 7)]
-    running = [{"trial_id": "t2", "epoch": 1, "loss": 1.0, "end_time": t0 + timedelta(seconds=1)}]
-    write_rows(root, "epochs", "digits", "s1", first + running)
-    again = t0 + timedelta(seconds=60)
-    write_rows(root, "epochs", "digits", "s1", [{"trial_id": "t1", "epoch": e, "loss": 0.5,
-                                                 "end_time": again + timedelta(seconds=e)} for e in (1, 2, 3)])
-    write_rows(root, "trials", "digits", "s1", [{"trial_id": "t1", "epochs": 3, "start_time": again}])
 
+    def epochs(trial, numbers, start, loss):
+        return [{"trial_id": trial, "epoch": e, "loss": loss, "end_time": start + timedelta(seconds=e)}
+                for e in numbers]
+
+    again = t0 + timedelta(seconds=60)
+    write_rows(root, "epochs", "digits", "s1", epochs("t1", range(1, 7), t0, 1.0) + epochs("t2", (1, 2), t0, 1.0)
+               + epochs("t3", (1, 2), t0, 1.0))
+    write_rows(root, "trials", "digits", "s1", [
+        {"trial_id": "t2", "status": "error", "epochs": 2, "start_time": t0, "end_time": t0 + timedelta(seconds=2)}])
+    write_rows(root, "epochs", "digits", "s1", epochs("t1", (1, 2, 3), again, 0.5) + epochs("t2", (1,), again, 0.5)
+               + epochs("t3", (1,), again, 0.5))
+    write_rows(root, "trials", "digits", "s1", [
+        {"trial_id": "t1", "epochs": 3, "start_time": again, "end_time": again + timedelta(seconds=3)}])
+
+    expected = [("t1", 1, 0.5), ("t1", 2, 0.5), ("t1", 3, 0.5), ("t2", 1, 1.0), ("t2", 2, 1.0),
+                ("t3", 1, 0.5), ("t3", 2, 1.0)]
     frame = read_frame(root, "epochs").sort_values(["trial_id", "epoch"])
-    assert list(zip(frame["trial_id"], frame["epoch"], frame["loss"])) == [
-        ("t1", 1, 0.5), ("t1", 2, 0.5), ("t1", 3, 0.5), ("t2", 1, 1.0)]
-    counted = query(root, "SELECT trial_id, count(*) AS n, max(epoch) AS last FROM epochs GROUP BY 1 ORDER BY 1")
-    assert counted.values.tolist() == [["t1", 3, 3], ["t2", 1, 1]]
+    assert list(zip(frame["trial_id"], frame["epoch"], frame["loss"])) == expected
+    queried = query(root, "SELECT trial_id, epoch, loss FROM epochs ORDER BY trial_id, epoch")
+    assert [tuple(row) for row in queried.values.tolist()] == expected
 
 
 def test_an_empty_store_reads_as_an_empty_table_with_every_column(tmp_path):

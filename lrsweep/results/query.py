@@ -20,14 +20,19 @@ def connect(root, direct=True):
         files = [] if store.is_uri(root) or not direct else store.table_files(fs, base, table)
         if files:
             listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-            latest = (f"SELECT * FROM read_parquet([{listed}], hive_partitioning = true, "
-                      f"hive_types = {{'dataset': VARCHAR, 'sweep': VARCHAR}}) "
-                      f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY written DESC) = 1")
-            if table == "epochs":  # each trial's last attempt only (store.current_attempts)
-                latest = (f"SELECT e.* FROM ({latest}) e LEFT JOIN (SELECT dataset, sweep, trial_id, "
-                          f"start_time AS _trial_start FROM trials) t USING (dataset, sweep, trial_id) "
-                          f"WHERE t._trial_start IS NULL OR e.end_time >= t._trial_start")
-            con.execute(f"CREATE VIEW {table} AS {latest}")
+            rows = (f"SELECT * FROM read_parquet([{listed}], hive_partitioning = true, "
+                    f"hive_types = {{'dataset': VARCHAR, 'sweep': VARCHAR}})")
+            latest = f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY written DESC) = 1"
+            if table == "epochs":  # each trial's stored attempt (store.current_attempts)
+                view = (f"WITH j AS (SELECT e.*, t._start, t._end FROM ({rows}) e LEFT JOIN (SELECT dataset, "
+                        f"sweep, trial_id, start_time AS _start, end_time AS _end FROM trials) t "
+                        f"USING (dataset, sweep, trial_id)) "
+                        f"SELECT * EXCLUDE (_start, _end) FROM j WHERE _start IS NOT NULL AND end_time >= _start "
+                        f"AND (_end IS NULL OR end_time <= _end) "
+                        f"UNION ALL (SELECT * EXCLUDE (_start, _end) FROM j WHERE _start IS NULL {latest})")
+            else:
+                view = f"{rows} {latest}"
+            con.execute(f"CREATE VIEW {table} AS {view}")
         else:  # an empty table, or a store behind a URI: through pyarrow's filesystems
             con.register(table, store.read_table(root, table))
     return con

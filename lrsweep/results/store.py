@@ -189,25 +189,31 @@ def read_table(root, table, dataset=None):
                           partition_base_dir=f"{base}/{table}").to_table()
     except (OSError, pa.ArrowException):
         data = _read_one_by_one(fs, base, table, files, schema)
-    data = latest(data, KEYS[table])
-    return current_attempts(data, read_table(root, "trials", dataset)) if table == "epochs" else data
+    if table == "epochs":
+        return current_attempts(data, read_table(root, "trials", dataset))
+    return latest(data, KEYS[table])
 
 
 def current_attempts(epochs, trials):
-    """The epochs of each trial's last attempt only. A trial run again from its first epoch
-    (a retry, or a resume after a kill) that stops sooner than before would otherwise keep
-    the earlier attempt's later epochs: those ended before the trial's stored start, and
-    are dropped. Epochs of a trial not stored yet (still running) all stay."""
-    starts = trials.select(["dataset", "sweep", "trial_id", "start_time"]).rename_columns(
-        ["dataset", "sweep", "trial_id", "_trial_start"])
-    order = pa.array(range(epochs.num_rows), pa.int64())
-    joined = epochs.append_column("_order", order).join(starts, ["dataset", "sweep", "trial_id"],
-                                                         join_type="left outer")
-    keep = pc.or_kleene(pc.is_null(joined["_trial_start"]),
-                        pc.greater_equal(joined["end_time"], joined["_trial_start"]))
+    """The epochs of each trial's stored attempt: those that ended between the stored
+    trial's start and end. A trial run again from its first epoch (a retry, or a resume
+    after a kill) leaves the earlier attempt's epochs behind, and its stored row names the
+    attempt it describes, so a trial's epochs always agree with its row. The epochs of a
+    trial not stored yet (still running, or killed) keep the latest record of each epoch.
+    `query`'s `epochs` view is the same rule in SQL."""
+    epochs = epochs.take(pc.sort_indices(epochs, sort_keys=[("written", "ascending")]))
+    bounds = trials.select(["dataset", "sweep", "trial_id", "start_time", "end_time"]).rename_columns(
+        ["dataset", "sweep", "trial_id", "_start", "_end"])
+    joined = epochs.append_column("_order", pa.array(range(epochs.num_rows), pa.int64())).join(
+        bounds, ["dataset", "sweep", "trial_id"], join_type="left outer")
+    stored = pc.is_valid(joined["_start"])
+    within = pc.and_kleene(pc.greater_equal(joined["end_time"], joined["_start"]),
+                           pc.or_kleene(pc.is_null(joined["_end"]), pc.less_equal(joined["end_time"], joined["_end"])))
+    unstored = latest(joined.filter(pc.invert(stored)), KEYS["epochs"])
+    keep = pc.or_(pc.fill_null(pc.and_kleene(stored, within), False),
+                  pc.is_in(joined["_order"], value_set=unstored["_order"]))
     joined = joined.filter(keep)
-    joined = joined.take(pc.sort_indices(joined, sort_keys=[("_order", "ascending")]))
-    return joined.select(epochs.schema.names)
+    return joined.take(pc.sort_indices(joined, sort_keys=[("_order", "ascending")])).select(epochs.schema.names)
 
 
 def _read_one_by_one(fs, base, table, files, schema):

@@ -72,7 +72,7 @@ def cmd_launch(args):
     sweep, dataset = load_checked_sweep(args)
     from lrsweep.results.rank import format_ranking, rank
     from lrsweep.results.store import read_frame
-    from lrsweep.run.driver import launch
+    from lrsweep.run.driver import launch, stop_ray
 
     name, dataset_name, status = launch(sweep, name=args.name, address=args.address, resume=args.resume,
                                         dashboard_host=args.dashboard_host, print_fn=lambda s: print(s, flush=True))
@@ -82,9 +82,7 @@ def cmd_launch(args):
     elsewhere = "" if sweep.results == "results" else f" --results {shlex.quote(sweep.results)}"
     print(f"\nstored under {sweep.results.rstrip('/')}/{{trials,epochs}}/dataset={dataset_name}/sweep={name}; "
           f"all sweeps on {dataset_name}: lrsweep rank --dataset {dataset_name}{elsewhere}", flush=True)
-    import ray
-
-    ray.shutdown()  # now, not at exit, where Ray first sleeps half a second for late log lines
+    stop_ray()  # now, not at exit, where Ray first sleeps half a second for late log lines
     return status
 
 

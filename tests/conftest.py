@@ -31,4 +31,6 @@ def ray_session():
     context = ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, configure_logging=True,
                        logging_level="WARNING")
     yield context.address_info["gcs_address"]
-    ray.shutdown()
+    from lrsweep.run.driver import stop_ray
+
+    stop_ray()

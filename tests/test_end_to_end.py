@@ -218,6 +218,47 @@ def test_ionosphere_sweep_from_the_command_line_ranks(ionosphere_results):
     check_lr_column(trials[trials["status"] != "diverged"], epochs)
 
 
+def command_lines():
+    """The command line of every process on this machine (Linux's /proc)."""
+    lines = []
+    for entry in os.scandir("/proc"):
+        try:
+            with open(f"{entry.path}/cmdline", "rb") as f:
+                lines.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
+        except (FileNotFoundError, NotADirectoryError, PermissionError, ProcessLookupError):
+            continue  # not a process, or one that ended while we looked
+    return lines
+
+
+def test_a_launch_that_joins_a_cluster_leaves_every_process_of_it_running(ionosphere_results):
+    """`launch` stops the Ray it started, faster than `ray.shutdown()` alone (driver.stop_ray);
+    a cluster it joined is not its own to stop."""
+    import ray
+
+    processes = ray._private.worker._global_node.all_processes  # the session's Ray, started by this process
+    assert "monitor" in processes
+    assert all(info.process.poll() is None for infos in processes.values() for info in infos)
+
+
+def test_a_launch_that_starts_its_own_ray_leaves_no_process_of_it(tmp_path):
+    """The README's first command, with no cluster around: Ray starts with the launch, and
+    none of its processes outlives it."""
+    import tempfile
+
+    ray_dir = tempfile.mkdtemp(prefix="lrsweep-ray-", dir="/tmp")  # short: Ray's socket paths must fit
+    try:
+        done = lrsweep("launch", "sweeps/digits.py", "--num-samples", "2", "--max-epochs", "3", "--confirm-seeds", "0",
+                       "--results", str(tmp_path / "results"),
+                       env={"RAY_ADDRESS": None, "RAY_TMPDIR": ray_dir}, timeout=180)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "Ray dashboard: http" in done.stdout
+        assert len(pd.read_parquet(tmp_path / "results" / "trials")) == 2
+        assert list(os.scandir(ray_dir)), "the launch's Ray kept its files elsewhere: the check below proves nothing"
+        assert [command for command in command_lines() if ray_dir in command] == []
+    finally:
+        subprocess.run(["rm", "-rf", ray_dir])
+
+
 def test_a_name_the_store_holds_is_refused_without_resume(ionosphere_results):
     results, _ = ionosphere_results
     before = sorted(p.name for p in (results / "trials/dataset=ionosphere/sweep=iono-test").iterdir())

@@ -97,6 +97,21 @@ def _start_ray(address, dashboard_host, cpus_per_trial, print_fn):
     return context
 
 
+def stop_ray():
+    """`ray.shutdown()`, less the second it spends on the autoscaler's monitor: Ray stops the
+    GCS first, the monitor's SIGTERM handler then tries to report to it and is killed a
+    second later (Ray 2.60). A Ray this process started has no autoscaled nodes for its
+    monitor to clean up, so the monitor is killed first, at once. A driver that joined a
+    running cluster owns no monitor, and leaves the cluster's alone."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    kill_monitor = getattr(node, "kill_monitor", None)
+    if kill_monitor is not None and getattr(node, "head", False):
+        kill_monitor(check_alive=False)
+    ray.shutdown()
+
+
 def _scheduler(sweep):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 

@@ -82,6 +82,12 @@ def cmd_launch(args):
     elsewhere = "" if sweep.results == "results" else f" --results {shlex.quote(sweep.results)}"
     print(f"\nstored under {sweep.results.rstrip('/')}/{{trials,epochs}}/dataset={dataset_name}/sweep={name}; "
           f"all sweeps on {dataset_name}: lrsweep rank --dataset {dataset_name}{elsewhere}", flush=True)
+    if status == 130:
+        again = [a for a in args.argv if a != "--resume"]  # the user's own command, to run again
+        if "--name" not in again and not any(a.startswith("--name=") for a in again):
+            again += ["--name", name]
+        print(f"interrupted before every trial ran; this finishes it: lrsweep {shlex.join(again)} --resume",
+              flush=True)
     stop_ray()  # now, not at exit, where Ray first sleeps half a second for late log lines
     return status
 
@@ -305,6 +311,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         args = parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         return args.handler(args) or 0
     except LrsweepError as e:
         print(f"lrsweep: error: {e}", file=sys.stderr)

@@ -192,6 +192,33 @@ def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_ses
     assert (stored[trials["trial_id"]].to_numpy() == trials["epochs"].to_numpy()).all()
 
 
+def test_ctrl_c_stops_the_launch_with_status_130_and_says_how_to_finish_it(ray_session, tmp_path):
+    """Ctrl-C (SIGINT to the driver, as a terminal sends it): the trials stored so far stay,
+    the ranking of what ran is printed, no confirmation starts, the exit status is 130, and
+    the last line is the command that finishes the run."""
+    results = tmp_path / "results"
+    args = ["launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "30", "--max-epochs", "8",
+            "--results", str(results), "--name", "stopped", "--address", ray_session]
+    driver = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while not list(results.glob("trials/*/*/*.parquet")):
+            assert driver.poll() is None and time.time() < deadline, "the launch ended before it could be stopped"
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGINT)
+        stdout, stderr = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 130, stderr[-2000:]
+    trials = read_frame(str(results), "trials")
+    assert 0 < len(trials) < 30 and (trials["stage"] == "search").all()
+    assert "rank" in stdout and "confirming" not in stdout
+    last = stdout.strip().splitlines()[-1]
+    assert "--resume" in last and "--name stopped" in last
+
+
 @pytest.fixture(scope="module")
 def ionosphere_results(ray_session, tmp_path_factory):
     """`launch sweeps/ionosphere.py` as the entrypoint of a Ray job runs it: no --address, the

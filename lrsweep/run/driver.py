@@ -169,7 +169,8 @@ def trial_arrays(data):
 
 
 def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.0.0.1", print_fn=print):
-    """Run `sweep`; returns (run name, exit status: 0, or 1 if some trial ended in error)."""
+    """Run `sweep`; returns (run name, dataset name, exit status: 0; 1 if some trial ended in
+    error; 130 if the search was stopped with Ctrl-C before every trial ran)."""
     check_launch(sweep, name, resume)
     name = run_name(sweep, name)
     data = sweep_data(sweep)
@@ -208,7 +209,7 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
                              FixedConfigs(configs, sweep.metric, sweep.mode), len(configs), FIFOScheduler(),
                              Recorder(results=sweep.results, dataset=dataset_name, sweep_name=name,
                                       settings=settings, total=len(configs), print_fn=print_fn))[0]
-    return name, dataset_name, 1 if errors else 0
+    return name, dataset_name, 130 if not finished else 1 if errors else 0
 
 
 def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, scheduler, recorder):

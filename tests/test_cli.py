@@ -104,6 +104,18 @@ def test_validate_shows_the_resolved_sweep_with_overrides():
     assert done.stdout.strip().endswith("imported:")
 
 
+def test_validate_shows_the_rungs_of_budget_early_stopping(tmp_path):
+    path = sweep_file(tmp_path, """
+        from lrsweep import Range, Sweep
+        SWEEP = Sweep(name="fair", dataset="digits", max_epochs=27, num_samples=27, early_stopping="budget",
+                      families={"step": {"initial_lr": Range(0.01, 0.5, log=True), "drop": 0.5, "epochs_drop": 9}})
+    """)
+    done = cli("validate", path)
+    assert done.returncode == 0, done.stderr
+    assert "successive halving from scratch" in done.stdout
+    assert "27 x 1, then 9 x 3, then 3 x 9, then 1 x 27" in done.stdout
+
+
 def test_schedule_prints_csv_and_draws_a_png(tmp_path):
     png = tmp_path / "step.png"
     done = subprocess.run([sys.executable, "-m", "lrsweep", "schedule", "step", "initial_lr=0.1", "drop=0.5",

@@ -40,9 +40,12 @@ STATUSES = {"completed", "early_stopped", "diverged"}
 
 
 def expected_rates(trial):
-    """The SPEC's formula for a stored trial, at the start of each of its epochs."""
-    params = json.loads(trial["params"])
-    return [rate(trial["family"], params, e, trial["max_epochs"]) for e in range(int(trial["epochs"]))]
+    """The SPEC's formula for a stored trial, at the start of each of its epochs; a rung of
+    early_stopping="budget" runs the whole schedule through in its `budget` epochs."""
+    params, epochs = json.loads(trial["params"]), trial["max_epochs"]
+    over = trial["budget"] if pd.notna(trial.get("budget")) else epochs
+    stretch = (lambda e: e * epochs / over) if trial["granularity"] == "step" else (lambda e: e * epochs // over)
+    return [rate(trial["family"], params, stretch(e), epochs) for e in range(int(trial["epochs"]))]
 
 
 def check_lr_column(trials, epochs):
@@ -115,6 +118,32 @@ def test_search_with_early_stopping(ray_session, tmp_path):
     counts = epochs.groupby("trial_id").size()
     assert (counts[trials["trial_id"]].to_numpy() == trials["epochs"].to_numpy()).all()
     assert len([line for line in lines if "/8 " in line]) == 8  # progress: a line per trial
+
+
+def test_budget_early_stopping_trains_each_rungs_best_again_from_scratch(ray_session, tmp_path):
+    """early_stopping="budget" (SPEC): 6 trials of 1 epoch, the best 3 again from scratch
+    for 2 epochs, the best of those for all 4; each with the whole schedule fitted to its
+    epochs, so a slow decay is judged on its whole curve."""
+    sweep = Sweep(name="budget", dataset="digits", subsample=300, max_epochs=4, num_samples=6, grace_period=1,
+                  reduction_factor=2, early_stopping="budget", confirm_seeds=0, results=str(tmp_path),
+                  families={"step": {"initial_lr": Range(0.01, 0.5, log=True), "drop": 0.5, "epochs_drop": 2},
+                            "cosine": {"initial_lr": Range(0.01, 0.5, log=True)}})
+    assert sweep.budgets == [(1, 6), (2, 3), (4, 1)]
+    lines = []
+    _, _, status = launch(sweep, print_fn=lines.append)
+    assert status == 0
+    trials, epochs = pd.read_parquet(tmp_path / "trials"), pd.read_parquet(tmp_path / "epochs")
+    assert trials.groupby("budget").size().to_dict() == {1: 6, 2: 3, 4: 1}
+    assert (trials["epochs"] == trials["budget"]).all() and set(trials["status"]) == {"completed"}
+    check_lr_column(trials, epochs)
+    for budget, promoted_to in ((1, 2), (2, 4)):
+        rung, next_rung = trials[trials["budget"] == budget], trials[trials["budget"] == promoted_to]
+        picked = rung["params"].isin(next_rung["params"])  # the same configuration, trained again
+        assert picked.sum() == len(next_rung) and set(next_rung["seed"]) == {0}
+        assert rung[picked]["final_val_accuracy"].min() >= rung[~picked]["final_val_accuracy"].max()
+    assert [line for line in lines if line.startswith("rung ")] == [
+        "rung 2 of 3: the best 3 again from scratch, the schedule fitted to 2 epochs",
+        "rung 3 of 3: the best 1 again from scratch, the schedule fitted to 4 epochs"]
 
 
 def test_confirmation_trains_each_familys_best_again_with_the_same_seeds(ray_session, tmp_path):

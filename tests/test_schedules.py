@@ -74,6 +74,35 @@ def test_family_follows_its_formula(family, granularity):
         assert float(schedule(step)) == pytest.approx(rate(family, full, t, EPOCHS), rel=1e-5, abs=1e-9), step
 
 
+@pytest.mark.parametrize("family", [f for f in EXAMPLES if f != "plateau"])
+@pytest.mark.parametrize("granularity", ["epoch", "step"])
+def test_a_rungs_schedule_is_the_whole_schedule_fitted_to_its_epochs(family, granularity):
+    """early_stopping="budget": a rung of 5 epochs runs the 16-epoch schedule through, at
+    epoch progress t the formula's rate at t * 16 / 5 (t whole epochs, per epoch); and the
+    stretched schedule survives Keras' serialization."""
+    spe, over = 7, 5
+    schedule, _ = build_schedule(family, EXAMPLES[family], steps_per_epoch=spe, epochs=EPOCHS,
+                                 granularity=granularity, over=over)
+    full = check_schedule(family, EXAMPLES[family], EPOCHS)
+    for step in range(0, over * spe):
+        t = step / spe if granularity == "step" else step // spe
+        expected = rate(family, full, t * EPOCHS / over if granularity == "step" else math.floor(t * EPOCHS / over),
+                        EPOCHS)
+        assert float(schedule(step)) == pytest.approx(expected, rel=1e-5, abs=1e-9), step
+    again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+    assert [float(again(s)) for s in range(over * spe)] == [float(schedule(s)) for s in range(over * spe)]
+
+
+def test_a_rungs_plateau_waits_the_patience_fitted_to_its_epochs():
+    """Plateau's patience is in epochs: a rung of a quarter of the epochs waits a quarter
+    as long (at least one epoch)."""
+    params = {**EXAMPLES["plateau"], "patience": 8}
+    _, callbacks = build_schedule("plateau", params, steps_per_epoch=5, epochs=EPOCHS, over=4)
+    assert callbacks[0].patience == 2
+    _, callbacks = build_schedule("plateau", params, steps_per_epoch=5, epochs=EPOCHS, over=1)
+    assert callbacks[0].patience == 1
+
+
 def test_plateau_preview_is_keras_reduce_lr_on_plateau():
     rates = epoch_rates("plateau", EXAMPLES["plateau"], epochs=EPOCHS)
     assert rates == pytest.approx(plateau_rates(EXAMPLES["plateau"], EPOCHS), rel=1e-6)

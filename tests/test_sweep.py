@@ -57,9 +57,21 @@ def test_a_bad_field_is_one_line_naming_the_field_and_the_value(fields, named):
         assert text in message
 
 
-@pytest.mark.parametrize("setting", ["asha", None])
+@pytest.mark.parametrize("setting", ["asha", "budget", None])
 def test_early_stopping_settings_are_accepted(setting):
     assert Sweep(**GOOD, early_stopping=setting).early_stopping == setting
+
+
+@pytest.mark.parametrize("settings, plan", [
+    # ASHA's rungs 1, 3, 9, 27 below 50 epochs; a third goes on each time, a lone trial straight to the end
+    ({"max_epochs": 50, "num_samples": 40}, [(1, 40), (3, 13), (9, 4), (50, 1)]),
+    ({"max_epochs": 20, "num_samples": 30, "grace_period": 2, "reduction_factor": 2},
+     [(2, 30), (4, 15), (8, 7), (16, 3), (20, 1)]),
+    ({"max_epochs": 5, "num_samples": 1}, [(5, 1)]),
+    ({"max_epochs": 3, "num_samples": 9, "grace_period": 4}, [(3, 9)]),  # the grace period is the whole budget
+])
+def test_budget_rungs_are_successive_halving_up_to_max_epochs(settings, plan):
+    assert Sweep(**{**GOOD, **settings}, early_stopping="budget").budgets == plan
 
 
 @pytest.mark.parametrize("key, optimizer, label", [

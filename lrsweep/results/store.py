@@ -55,7 +55,7 @@ SCHEMAS = {
          pa.field("wall_seconds", pa.float64()), pa.field("node", pa.string()), pa.field("gpu_ids", pa.string()),
          pa.field("start_time", TIMESTAMP), pa.field("end_time", TIMESTAMP),
          pa.field("metric", pa.string()), pa.field("metric_mode", pa.string()),
-         pa.field("max_epochs", pa.int64()), pa.field("steps_per_epoch", pa.int64()),
+         pa.field("max_epochs", pa.int64()), pa.field("budget", pa.int64()), pa.field("steps_per_epoch", pa.int64()),
          pa.field("batch_size", pa.int64()), pa.field("granularity", pa.string()),
          pa.field("model", pa.string()), pa.field("optimizer_args", pa.string()),
          pa.field("dataset_source", pa.string()), pa.field("written", TIMESTAMP)]),
@@ -69,7 +69,7 @@ SCHEMAS = {
          pa.field("written", TIMESTAMP)]),
 }
 # Columns added after stores were first written: a file without them is read with nulls.
-LATER_COLUMNS = {"trials": {"gpu_ids"}, "epochs": set(), "lr_range": set()}
+LATER_COLUMNS = {"trials": {"gpu_ids", "budget"}, "epochs": set(), "lr_range": set()}
 # The record a reader keeps is the latest `written` per key.
 KEYS = {"trials": ("dataset", "sweep", "trial_id"), "epochs": ("dataset", "sweep", "trial_id", "epoch"),
         "lr_range": ("dataset", "sweep", "optimizer", "step")}

@@ -8,7 +8,6 @@ The driver never imports TensorFlow.
 """
 
 import logging
-import math
 import os
 import time
 
@@ -115,7 +114,7 @@ def stop_ray():
 def _scheduler(sweep):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    if sweep.early_stopping is None:
+    if sweep.early_stopping != "asha":  # none, or "budget": its rungs are experiments of their own
         return FIFOScheduler()
     # "epoch", not Tune's training_iteration: a report may carry several epochs
     return ASHAScheduler(time_attr="epoch", max_t=sweep.max_epochs, grace_period=sweep.grace_period,
@@ -136,13 +135,8 @@ def trial_slots(sweep):
 
 
 def decision_epochs(sweep):
-    """The epochs at which ASHA may stop a trial, where a trial must report: its rungs,
-    `grace_period * reduction_factor ** k` (the formula of Ray's `_Bracket`), rounded up to
-    the epoch that reaches them."""
-    if sweep.early_stopping is None:
-        return []
-    rungs = int(math.log(sweep.max_epochs / sweep.grace_period) / math.log(sweep.reduction_factor) + 1)
-    return sorted({math.ceil(sweep.grace_period * sweep.reduction_factor ** k) for k in range(rungs)})
+    """The epochs at which ASHA may stop a trial, where a trial must report: its rungs."""
+    return sweep.rungs if sweep.early_stopping == "asha" else []
 
 
 def training_setup(sweep):
@@ -193,36 +187,52 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     settings = {**setup, "model_label": sweep.model, "dataset_source": data.source}
     dataset_name = data.name
     del data, arrays  # the object store holds the one copy the trials share
+    from ray.tune.schedulers import FIFOScheduler
+
+    from lrsweep.run.search import FixedConfigs
+
+    def recorder(total):
+        return Recorder(results=sweep.results, dataset=dataset_name, sweep_name=name, settings=settings, total=total,
+                        print_fn=print_fn)
+
+    rungs = sweep.budgets if sweep.early_stopping == "budget" else [(sweep.max_epochs, sweep.trial_count)]
+    first = {"budget": rungs[0][0]} if len(rungs) > 1 else {}
     errors, finished = _run_stage(tune, trainable, sweep, name, resume, *search_algorithm(sweep), _scheduler(sweep),
-                                  Recorder(results=sweep.results, dataset=dataset_name, sweep_name=name,
-                                           settings=settings, total=sweep.trial_count, print_fn=print_fn))
+                                  recorder(sweep.trial_count), param_space=first)
+    # early_stopping="budget": the best of each rung train again from scratch at the next
+    for k in range(1, len(rungs)):
+        if not finished:
+            break
+        configs = promoted_configs(sweep, name, dataset_name, rungs[k - 1][0], rungs[k][1], rungs[k][0])
+        print_fn(f"rung {k + 1} of {len(rungs)}: the best {len(configs)} again from scratch, the schedule fitted "
+                 f"to {rungs[k][0]} epochs")
+        more, finished = _run_stage(tune, trainable, sweep, f"{name}-rung{k + 1}", resume,
+                                    FixedConfigs(configs, sweep.metric, sweep.mode), len(configs), FIFOScheduler(),
+                                    recorder(len(configs)))
+        errors += more
     # An interrupted search (Ctrl-C) ends the launch; `--resume` finishes it and then confirms.
     configs = confirmation_configs(sweep, name, dataset_name) if sweep.confirm_seeds and finished else []
     if configs:
-        from ray.tune.schedulers import FIFOScheduler
-
-        from lrsweep.run.search import FixedConfigs
-
         print_fn(f"confirming: each family's best trial again with {sweep.confirm_seeds} seeds, to "
                  f"{sweep.max_epochs} epochs ({len(configs)} trials)")
         errors += _run_stage(tune, trainable, sweep, f"{name}-confirm", resume,
                              FixedConfigs(configs, sweep.metric, sweep.mode), len(configs), FIFOScheduler(),
-                             Recorder(results=sweep.results, dataset=dataset_name, sweep_name=name,
-                                      settings=settings, total=len(configs), print_fn=print_fn))[0]
+                             recorder(len(configs)))[0]
     return name, dataset_name, 130 if not finished else 1 if errors else 0
 
 
-def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, scheduler, recorder):
+def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, scheduler, recorder, param_space=None):
     """One Tune experiment of the sweep (its search, or its confirmation runs), or its
     continuation from Tune's saved state (the searcher's state and the Recorder come back
     with it); returns (trials that ended in error, whether every trial ran: not so after
-    a Ctrl-C)."""
+    a Ctrl-C). `param_space` holds values every trial's config gets besides the searcher's."""
     path = f"{storage_path(sweep)}/{experiment}"
     if resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
+            param_space=param_space or {},
             tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, search_alg=search,
                                         scheduler=scheduler, num_samples=num_samples, reuse_actors=True,
                                         max_concurrent_trials=trial_slots(sweep)),
@@ -234,22 +244,44 @@ def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, 
     return grid.num_errors, len(grid) == num_samples and grid.num_terminated + grid.num_errors == len(grid)
 
 
-def confirmation_configs(sweep, name, dataset):
-    """Each family's best search trial of run `name` (by the ranking's metric), once per
-    confirmation seed. Seed k (the sweep's seed + k) is the same for every family, so that
-    the ranking compares families run for run."""
+def _search_trials(sweep, name, dataset):
+    trials = store.read_frame(sweep.results, "trials", dataset)
+    return trials[(trials["sweep"] == name) & (trials["stage"] == "search")]
+
+
+def _config_of(sweep, trial, **more):
+    """The trial config that trains stored trial `trial` (a row of `trials`) again."""
     import json
 
-    from lrsweep.results.rank import rank
     from lrsweep.sweep.space import trial_config
 
-    trials = store.read_frame(sweep.results, "trials", dataset)
-    trials = trials[(trials["sweep"] == name) & (trials["stage"] == "search")]
+    label = f"{trial['optimizer']}/{trial['family']}"
+    return {**trial_config(sweep.arms[label], json.loads(trial["params"])), "seed": int(trial["seed"]), **more}
+
+
+def promoted_configs(sweep, name, dataset, budget, count, next_budget):
+    """The configs of the next rung of early_stopping="budget": the `count` best trials of
+    run `name` trained to `budget` epochs (completed, by the sweep's metric at their last
+    epoch), each again from scratch, with its own seed, to `next_budget` epochs."""
+    trials = _search_trials(sweep, name, dataset)
+    column = f"final_{sweep.metric}"
+    done = trials[(trials["budget"] == budget) & (trials["status"] == "completed") & trials[column].notna()]
+    best = done.sort_values([column, "trial_id"], ascending=[sweep.mode == "min", True]).head(count)
+    return [_config_of(sweep, trial, budget=next_budget) for _, trial in best.iterrows()]
+
+
+def confirmation_configs(sweep, name, dataset):
+    """Each family's best search trial of run `name` (by the ranking's metric), once per
+    confirmation seed, to `max_epochs`. Seed k (the sweep's seed + k) is the same for every
+    family, so that the ranking compares families run for run."""
+    from lrsweep.results.rank import rank
+
+    trials = _search_trials(sweep, name, dataset)
     if trials.empty:
         return []
     configs = []
     for _, best in rank(trials, sweep.metric).dropna(subset=["best_trial"]).iterrows():
         trial = trials[trials["trial_id"] == best["best_trial"]].iloc[0]
-        config = trial_config(sweep.arms[best["family"]], json.loads(trial["params"]))
-        configs += [{**config, "seed": sweep.seed + k, "stage": "confirm"} for k in range(1, sweep.confirm_seeds + 1)]
+        configs += [_config_of(sweep, trial, seed=sweep.seed + k, stage="confirm")
+                    for k in range(1, sweep.confirm_seeds + 1)]
     return configs

@@ -75,7 +75,7 @@ class Recorder(tune.Callback):
         last = trial.last_result or {}
         if last.get("status") == "diverged":
             status = "diverged"
-        elif history and history[-1]["epoch"] >= self.settings["max_epochs"]:
+        elif history and history[-1]["epoch"] >= self._budget(trial):
             status = "completed"
         else:
             status = "early_stopped"
@@ -112,6 +112,7 @@ class Recorder(tune.Callback):
             "wall_seconds": end - start if start else None, "node": last.get("node"), "gpu_ids": last.get("gpu_ids"),
             "start_time": _timestamp(start), "end_time": _timestamp(end),
             "metric": metric, "metric_mode": mode, "max_epochs": self.settings["max_epochs"],
+            "budget": self._budget(trial),
             "steps_per_epoch": last.get("steps_per_epoch"), "batch_size": self.settings["batch_size"],
             "granularity": self.settings["granularity"], "model": self.settings["model_label"],
             "optimizer_args": json.dumps(self.settings["optimizer_args"] if optimizer == self.settings["optimizer"]
@@ -122,6 +123,10 @@ class Recorder(tune.Callback):
         self.statuses[trial.trial_id] = status
         self._progress(trial.trial_id, label, status, row)
         self._flush_if_due()
+
+    def _budget(self, trial):
+        """The epochs the trial was given: a rung's of early_stopping="budget", else max_epochs."""
+        return trial.config.get("budget", self.settings["max_epochs"])
 
     def _flush_if_due(self):
         if time.monotonic() - self.last_flush >= self.flush_seconds:

@@ -215,8 +215,10 @@ def build_trial(config, data, setup):
 
     x, y = data["x_train"], data["y_train"]
     spe = steps_per_epoch(len(x), setup["batch_size"])
+    # early_stopping="budget": a rung's trial trains `budget` epochs, the schedule fitted to them
+    budget = config.get("budget", setup["max_epochs"])
     learning_rate, callbacks = build_schedule(family, params, steps_per_epoch=spe, epochs=setup["max_epochs"],
-                                              granularity=setup["granularity"])
+                                              granularity=setup["granularity"], over=budget)
     optimizer = make_optimizer(keras, optimizer_name, learning_rate, setup)
     model = build_model(setup["model"], setup["model_args"], x.shape[1:], data["num_classes"])
     # One compiled call per epoch: a small model's step is mostly Python overhead otherwise
@@ -227,7 +229,7 @@ def build_trial(config, data, setup):
     fit = dict(x=batches(x, y, setup["batch_size"], shuffle=True, seed=seed, threads=threads),
                validation_data=batches(data["x_val"], data["y_val"], setup["batch_size"], shuffle=False,
                                        seed=seed, threads=threads),
-               epochs=setup["max_epochs"], shuffle=False, verbose=0, callbacks=callbacks)
+               epochs=budget, shuffle=False, verbose=0, callbacks=callbacks)
     return model, fit, spe
 
 
@@ -248,5 +250,5 @@ def train(config, *, data, setup):
     context = ray.get_runtime_context()
     extra = {"node": context.get_node_id(), "trial_start": started, "steps_per_epoch": spe, "gpu_ids": gpu_ids}
     reporter = make_callback_class(keras)(tune.report, setup["metric"], setup["mode"], setup["decision_epochs"],
-                                          setup["max_epochs"], extra)
+                                          fit["epochs"], extra)
     model.fit(**{**fit, "callbacks": [*fit["callbacks"], reporter]})

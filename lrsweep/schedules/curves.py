@@ -190,3 +190,31 @@ class OneCycle(ProgressSchedule):
     def get_config(self):
         return {"max_lr": self.max_lr, "pct_start": self.pct_start, "div": self.div,
                 "final_div": self.final_div, "epochs": self.epochs, **super().get_config()}
+
+
+@keras.saving.register_keras_serializable("lrsweep")
+class Stretched(ProgressSchedule):
+    """Another schedule run through in `over` epochs instead of its own `epochs`
+    (early_stopping="budget" trains each rung's trials with the whole schedule fitted to
+    the rung's epochs): at epoch progress `t`, the rate of `schedule` at `t * epochs /
+    over` (`t` the whole epoch when `granularity="epoch"`, so the rate holds for an epoch).
+
+    Example: `Stretched(keras.optimizers.schedules.ExponentialDecay(0.1, 100, 0.5,
+    staircase=True), epochs=20, over=5, steps_per_epoch=100)` halves the rate each epoch.
+    """
+
+    def __init__(self, schedule, epochs, over, steps_per_epoch, granularity="epoch"):
+        super().__init__(steps_per_epoch, granularity)
+        self.schedule, self.epochs, self.over = schedule, epochs, over
+
+    def rate(self, t):
+        return self.schedule(t * self.steps_per_epoch * self.epochs / self.over)
+
+    def get_config(self):
+        return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "epochs": self.epochs,
+                "over": self.over, **super().get_config()}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(keras.optimizers.schedules.deserialize(config.pop("schedule")), **config)

@@ -256,11 +256,22 @@ def check_schedule(name, params, epochs, granularity="epoch"):
     return family(name).check(params, epochs)
 
 
-def build_schedule(name, params, *, steps_per_epoch, epochs, granularity="epoch"):
+def build_schedule(name, params, *, steps_per_epoch, epochs, granularity="epoch", over=None):
     """The optimizer's learning rate and the callbacks a family needs (imports Keras).
 
     `params` are checked first (the Keras-free check above), so a bad value fails the same
-    way here as in a sweep file.
+    way here as in a sweep file. `over` (epochs, fewer than `epochs`) runs the whole
+    `epochs`-long schedule through in `over` epochs (early_stopping="budget"): the rate at
+    epoch e is the full schedule's at e * epochs / over, and the plateau family's patience
+    shrinks in the same ratio.
     """
     full = check_schedule(name, params, epochs, granularity)
+    if over is not None and over != epochs:
+        if name == "plateau":
+            full = {**full, "patience": max(1, round(full["patience"] * over / epochs))}
+        rate, callbacks = FAMILIES[name].build(full, steps_per_epoch, epochs, granularity)
+        if not isinstance(rate, float):
+            from lrsweep.schedules.curves import Stretched
+            rate = Stretched(rate, epochs, over, steps_per_epoch, granularity)
+        return rate, callbacks
     return FAMILIES[name].build(full, steps_per_epoch, epochs, granularity)

@@ -17,8 +17,15 @@ def describe(sweep, dataset):
     else:
         how = f"{len(sweep.configs)} fixed configurations, no search"
         arms = [(arm.label, _space_text(arm)) for arm in sweep.fixed_configs]
-    stopping = (f"ASHA early stopping (grace period {sweep.grace_period}, reduction factor {sweep.reduction_factor:g})"
-                if sweep.early_stopping else "no early stopping")
+    if sweep.early_stopping == "asha":
+        stopping = (f"ASHA early stopping (grace period {sweep.grace_period}, reduction factor "
+                    f"{sweep.reduction_factor:g}): promoted trials go on")
+    elif sweep.early_stopping == "budget":
+        plan = ", then ".join(f"{trials} x {epochs}" for epochs, trials in sweep.budgets)
+        stopping = (f"successive halving from scratch (early_stopping='budget'), trials x epochs with the schedule "
+                    f"fitted to them: {plan}")
+    else:
+        stopping = "no early stopping"
     validation = (f"last {sweep.validation_split:g} of the training rows" if sweep.validation_split is not None
                   else "the dataset's test split")
     model_args = ", ".join(f"{k}={v}" for k, v in sweep.model_args.items())

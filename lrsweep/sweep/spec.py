@@ -17,7 +17,7 @@ from lrsweep.schedules.registry import ADAPTIVE_OPTIMIZERS, GRANULARITIES, OPTIM
 
 METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
 OPTIMIZER_ARGS = {"sgd": ("momentum", "nesterov")}
-EARLY_STOPPING = ("asha",)
+EARLY_STOPPING = ("asha", "budget")
 
 
 @dataclass(frozen=True)
@@ -289,7 +289,30 @@ class Sweep:
 
     @property
     def trial_count(self):
+        """The trials of the search (of its first rung, for early_stopping="budget")."""
         return self.num_samples if self.configs is None else len(self.configs)
+
+    @property
+    def rungs(self):
+        """The epochs at which early stopping judges a trial: `grace_period *
+        reduction_factor ** k` up to `max_epochs` (the formula of Ray's ASHA `_Bracket`),
+        rounded up to the epoch that reaches them."""
+        count = int(math.log(self.max_epochs / self.grace_period) / math.log(self.reduction_factor) + 1)
+        return sorted({math.ceil(self.grace_period * self.reduction_factor ** k) for k in range(max(count, 0))})
+
+    @property
+    def budgets(self):
+        """(epochs, trials) of each rung of early_stopping="budget" (successive halving from
+        scratch): every trial of the search at the first rung's epochs, then the best
+        1/reduction_factor of each rung trained again at the next, up to `max_epochs`; a
+        lone trial goes straight to `max_epochs`."""
+        plan, trials = [], self.trial_count
+        for budget in [r for r in self.rungs if r < self.max_epochs]:
+            if trials == 1:  # a lone trial goes straight to the full budget
+                break
+            plan.append((budget, trials))
+            trials = max(1, int(trials / self.reduction_factor))
+        return plan + [(self.max_epochs, trials)]
 
     def with_overrides(self, **overrides):
         """A copy with the non-None `overrides` applied, checked again (command-line flags)."""

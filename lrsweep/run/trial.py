@@ -185,7 +185,10 @@ def make_callback_class(keras):
             if (diverged or epoch + 1 in self.decisions or epoch + 1 == self.max_epochs
                     or now - self.last_report >= REPORT_SECONDS):
                 rows, self.rows = self.rows, []
-                self.report({**row, "rows": rows, **self.extra})
+                # Tune keeps running statistics of every number at a report's top level, in
+                # each trial's saved state: only what its scheduler and searcher read is there.
+                self.report({self.metric: row[self.metric], "epoch": row["epoch"], "status": row["status"],
+                             "rows": rows, **self.extra})
                 self.last_report = time.time()
 
     return EpochReporter

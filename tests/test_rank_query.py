@@ -156,7 +156,13 @@ def test_confirmation_runs_give_a_mean_an_interval_and_a_paired_verdict(tmp_path
     assert table.loc["adam/constant", "vs_leader"].startswith("behind")
     assert table.loc["sgd/cosine", "vs_leader"].startswith("tie")
     assert math.isnan(table.loc["sgd/plateau", "confirm_mean"])
-    assert "95% interval" in format_ranking(table.reset_index())
+    text = format_ranking(rank(read_frame(root, "trials")))
+    assert "95% interval" in text
+    header, leader, *_, unconfirmed = text.splitlines()[2:]
+    assert header.split()[:7] == ["rank", "family", "confirm_mean", "±", "ci95", "vs_leader", "confirmed"]
+    half = T_975_3 * math.sqrt(sum((v - 0.915) ** 2 for v in CONFIRMED["sgd/step"]) / 3) / 2
+    assert leader.split()[:7] == ["1", "sgd/step", "0.9150", "±", f"{half:.4f}", "leader", "4"]
+    assert unconfirmed.split()[:5] == ["4", "sgd/plateau", "-", "-", "<NA>"]
 
 
 def test_query_aggregates_over_the_latest_records(results):

@@ -109,7 +109,15 @@ def format_ranking(table):
         shown = group.drop(columns=["dataset", "metric"]).rename(columns={"best": column})
         note = ""
         if "confirm_mean" in shown and shown["confirmed"].notna().any():
-            shown = shown.astype({"confirmed": "Int64"})
+            # the verdict first, beside the family; the search's columns after it
+            interval = [f"{m:.4f} ± {h:.4f}" if pd.notna(h) else f"{m:.4f}" if pd.notna(m) else "-"
+                        for m, h in zip(shown["confirm_mean"], shown["ci95"])]
+            confirmed = shown.pop("confirmed").astype("Int64")
+            verdict = shown.pop("vs_leader").fillna("-")
+            shown = shown.drop(columns=["confirm_mean", "ci95"])
+            for at, (name, values) in enumerate((("confirm_mean ± ci95", interval), ("vs_leader", verdict),
+                                                 ("confirmed", confirmed)), start=2):
+                shown.insert(at, name, values)
             note = ("\nconfirm_mean ± ci95: each family's best trial again with several seeds (mean, 95% interval); "
                     "vs_leader: paired t-test against the leader, tie = cannot be told apart")
         blocks.append(f"dataset {dataset}: {column} per trial, {better} is better{note}\n"

@@ -78,6 +78,7 @@ print(json.dumps({"plain": float(np.median(plain)), "plain_same_pipeline": float
 
 def overhead(folder, epochs=40, quick=False):
     results = os.path.join(folder, "results", "overhead")
+    subprocess.run(["rm", "-rf", results], check=True)  # the script reads every epoch stored there
     done = subprocess.run([sys.executable, "-c", OVERHEAD_SCRIPT, str(10 if quick else epochs), results],
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:

@@ -146,7 +146,10 @@ def cmd_schedule(args):
     if args.steps_per_epoch is None and (args.granularity == "step" or full.get("decay_unit") == "step"):
         raise LrsweepError("Argument `steps_per_epoch` is needed when the rate changes every step. "
                            "Received: steps_per_epoch=None")
+    from lrsweep.quiet import import_tensorflow
     from lrsweep.schedules.preview import epoch_rates
+
+    import_tensorflow()
 
     rates = epoch_rates(args.family, params, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch or 1,
                         granularity=args.granularity)
@@ -183,6 +186,13 @@ def cmd_best(args):
 
     config = best_config(args.results, args.dataset, trial_id=args.trial)
     print(python_snippet(config) if args.python else json.dumps(config, indent=2))
+
+
+def cmd_fit_schedule(args):
+    from lrsweep.results.fitting import fit_trial, fits_json, format_fits
+
+    fitted = fit_trial(args.results, args.dataset, trial_id=args.trial)
+    print(fits_json(*fitted) if args.format == "json" else format_fits(*fitted))
 
 
 def cmd_find_lr(args):
@@ -280,6 +290,13 @@ def _add_best(p):
     p.add_argument("--python", action="store_true", help="print a Keras snippet that runs without lrsweep")
 
 
+def _add_fit_schedule(p):
+    p.add_argument("--dataset", required=True)
+    _results_flag(p)
+    p.add_argument("--trial", help="this trial instead of the best one")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+
 COMMANDS = {
     "validate": (_add_validate, cmd_validate, "check a sweep file and show what it would run (no Ray, no TensorFlow)"),
     "launch": (_add_validate, cmd_launch, "run a sweep and print its ranking"),
@@ -290,6 +307,8 @@ COMMANDS = {
     "rank": (_add_rank, cmd_rank, "rank schedule families per dataset"),
     "query": (_add_query, cmd_query, "SQL over the tables trials and epochs"),
     "best": (_add_best, cmd_best, "the winning schedule as Keras JSON, or a Python snippet"),
+    "fit-schedule": (_add_fit_schedule, cmd_fit_schedule,
+                     "fit every family to a trial's rate trace, closest first"),
     "find-lr": (_add_find_lr, cmd_find_lr, "learning-rate range test per optimizer: rows stored, two rates suggested"),
     "plot": (_add_plot, cmd_plot, "pictures of a dataset's sweeps: rate curves, learning curves, the ranking"),
     "report": (_add_report, cmd_report, "one HTML page: the ranking and the pictures"),

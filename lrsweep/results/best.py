@@ -11,12 +11,14 @@ import inspect
 import json
 
 from lrsweep.errors import LrsweepError
+from lrsweep.quiet import import_tensorflow
 from lrsweep.results.rank import rank
 from lrsweep.results.store import read_frame
 from lrsweep.schedules.registry import OPTIMIZERS, build_schedule
 
 
-def _trial(root, dataset, trial_id):
+def trial_row(root, dataset, trial_id=None):
+    """The stored row of trial `trial_id` of `dataset`, or of the ranking's best trial."""
     trials = read_frame(root, "trials", dataset)
     if trials.empty:
         raise LrsweepError(f"Argument `dataset` names no dataset in the store {root}. Received: dataset={dataset!r}")
@@ -34,9 +36,10 @@ def _trial(root, dataset, trial_id):
 def best_config(root, dataset, trial_id=None):
     """The best trial's (or `trial_id`'s) schedule, optimizer and fit settings as Keras
     objects serialized to JSON-ready dicts."""
+    row = trial_row(root, dataset, trial_id)
+    import_tensorflow()
     import keras
 
-    row = _trial(root, dataset, trial_id)
     params = json.loads(row["params"])
     learning_rate, callbacks = build_schedule(row["family"], params, steps_per_epoch=int(row["steps_per_epoch"]),
                                               epochs=int(row["max_epochs"]), granularity=row["granularity"])

@@ -5,13 +5,13 @@ epoch travels back through `ray.tune.report`, and the driver writes it. TensorFl
 imported here, in the worker, never in the driver.
 """
 
-import contextlib
 import gc
 import math
 import os
 import sys
 import time
 
+from lrsweep.quiet import quiet_stderr
 from lrsweep.results.store import LOGS
 from lrsweep.schedules.registry import OPTIMIZERS
 
@@ -43,21 +43,6 @@ def thread_count(cpus):
 _configured = False
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """TensorFlow's C++ start-up lines (absl, oneDNN, CUDA probes) ignore TF_CPP_MIN_LOG_LEVEL;
-    without this every worker repeats them in the user's terminal."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def warm_up():
     """Ray's `worker_process_setup_hook`: a worker imports and configures TensorFlow when it
     starts, before its first trial, with the sweep's CPUs per trial from the environment."""
@@ -71,7 +56,7 @@ def _configure_tensorflow(cpus):
     if _configured:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _quiet_stderr():
+    with quiet_stderr():
         import tensorflow as tf
 
         tf.get_logger().setLevel("ERROR")  # every trial is a new model: retracing is expected
@@ -99,7 +84,7 @@ def _configure_gpus(gpu_ids):
         return
     import tensorflow as tf
 
-    with _quiet_stderr():  # without a GPU, CUDA's start-up error line
+    with quiet_stderr():  # without a GPU, CUDA's start-up error line
         cards = tf.config.list_physical_devices("GPU")
     if gpu_ids:
         for card in cards:

@@ -1,0 +1,76 @@
+"""`fit-schedule`: which family, with which parameters, reproduces a stored trial's rates.
+
+The trial's rate trace is its `lr` column (the rate in effect during each epoch, read at
+the epoch's first step); every family is fitted to it by `lrsweep.schedules.fit` over the
+trial's own run length, so polynomial, cosine and one-cycle end where the trial would have.
+"""
+
+import json
+import math
+
+from lrsweep.errors import LrsweepError
+from lrsweep.quiet import import_tensorflow
+from lrsweep.results.best import trial_row
+from lrsweep.results.store import read_frame
+
+
+def rate_trace(root, dataset, trial_id=None):
+    """(trial row, rates of its epochs 1..n) of trial `trial_id` (default: the best) of `dataset`."""
+    row = trial_row(root, dataset, trial_id)
+    epochs = read_frame(root, "epochs", dataset)
+    epochs = epochs[(epochs["sweep"] == row["sweep"]) & (epochs["trial_id"] == row["trial_id"])].sort_values("epoch")
+    rates = [float(r) for r in epochs["lr"]]
+    if not rates or list(epochs["epoch"]) != list(range(1, len(rates) + 1)) or not all(
+            math.isfinite(r) and r > 0 for r in rates):
+        raise LrsweepError(f"Trial {row['trial_id']} has no complete rate trace to fit (epochs stored: "
+                           f"{len(rates)}). Received: trial={row['trial_id']!r}")
+    return row, rates
+
+
+def run_length(row):
+    """The epochs the trial's schedule ran over: its rung's budget, else the sweep's max_epochs."""
+    budget = row.get("budget")
+    return int(budget) if budget == budget and budget is not None else int(row["max_epochs"])
+
+
+def fit_trial(root, dataset, trial_id=None):
+    """(trial row, rates, fits closest first) for `fit-schedule`."""
+    from lrsweep.schedules.fit import fit_families
+
+    row, rates = rate_trace(root, dataset, trial_id)
+    import_tensorflow()
+    return row, rates, fit_families(rates, run_length(row))
+
+
+def format_fits(row, rates, fits):
+    """The fits as a table, closest first, under a line naming the trial, and the command
+    that previews the closest curve."""
+    metric = row["metric"]
+    value = row[f"final_{metric}"]
+    lines = [f"trial {row['trial_id']} of sweep {row['sweep']} ({row['optimizer']}/{row['family']}, "
+             f"{metric} {value:.4f}): the rate in effect during epochs 1-{len(rates)} of {run_length(row)}, "
+             f"from {rates[0]:.4g} to {rates[-1]:.4g}",
+             f"{'family':<12} {'error':>8} {'max_error':>9}  params"]
+    for fit in fits:
+        lines.append(f"{fit['family']:<12} {fit['error']:>8.2%} {fit['max_error']:>9.2%}  {_params_text(fit['params'])}")
+    lines.append("error: the typical factor by which the curve misses the trace (exp of the root mean square of "
+                 "the log ratio, minus 1); max_error: the largest")
+    if fits:
+        closest = fits[0]
+        pairs = " ".join(f"{k}={_number(v)}" for k, v in closest["params"].items())
+        lines.append(f"closest: {closest['family']}; preview it: lrsweep schedule {closest['family']} {pairs} "
+                     f"--epochs {run_length(row)}")
+    return "\n".join(lines)
+
+
+def fits_json(row, rates, fits):
+    return json.dumps({"trial_id": row["trial_id"], "sweep": row["sweep"], "rates": rates,
+                       "epochs": run_length(row), "fits": fits}, indent=2)
+
+
+def _number(value):
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _params_text(params):
+    return ", ".join(f"{k}={_number(v)}" for k, v in params.items())

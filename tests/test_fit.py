@@ -1,0 +1,99 @@
+"""`fit-schedule`: every family fitted to a rate trace, closest first. The traces come from
+the SPEC's formulas written out plainly (tests/reference.py), not from lrsweep's classes."""
+
+import json
+import math
+
+import pytest
+
+from lrsweep.results.store import write_rows
+from lrsweep.schedules import FAMILIES
+from lrsweep.schedules.fit import FITTED, fit_families, fit_family
+from tests import reference
+from tests.conftest import lrsweep
+from tests.test_schedules import EXAMPLES
+
+E = 20
+# Each fitted family's own curve, with parameters away from their defaults.
+OWN_CURVES = {name: EXAMPLES[name] for name in FITTED}
+PLATEAU = {"initial_lr": 0.2, "factor": 0.3, "patience": 4}
+# What a plateau trial of 12 epochs did when its validation loss stalled every four.
+STORED_EPOCHS = 12
+STALLED = [reference.rate("step", {"initial_lr": 0.2, "drop": 0.3, "epochs_drop": 4}, e, STORED_EPOCHS)
+           for e in range(STORED_EPOCHS)]
+
+
+def test_every_family_but_plateau_is_fitted():
+    assert set(FITTED) == set(FAMILIES) - {"plateau"}
+
+
+@pytest.mark.parametrize("family", OWN_CURVES)
+def test_a_familys_own_curve_is_fitted_to_within_a_tenth_of_a_percent(family):
+    params = OWN_CURVES[family]
+    rates = [reference.rate(family, params, e, E) for e in range(E)]
+    fit = fit_family(family, rates, E)
+    assert fit["error"] < 1e-3 and fit["max_error"] < 1e-3, fit
+    fitted = [reference.rate(family, fit["params"], e, E) for e in range(E)]
+    assert fitted == pytest.approx(rates, rel=1e-3)
+
+
+def test_every_family_is_fitted_closest_first_with_errors_as_factors_off_the_trace():
+    # A plateau curve has no closed form among the families: its first drop comes a
+    # patience later than the next ones.
+    rates = reference.plateau_rates(PLATEAU, E)
+    fits = fit_families(rates, E)
+    assert {fit["family"] for fit in fits} == set(FITTED)
+    assert [fit["error"] for fit in fits] == sorted(fit["error"] for fit in fits)
+    for fit in fits:
+        off = [math.log(reference.rate(fit["family"], fit["params"], e, E) / rates[e]) for e in range(E)]
+        assert fit["error"] == pytest.approx(math.expm1(math.sqrt(sum(x * x for x in off) / E)), rel=1e-3)
+        assert fit["max_error"] == pytest.approx(math.expm1(max(abs(x) for x in off)), rel=1e-3)
+    assert fits[0]["error"] > 0.1
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("results"))
+    params = {**PLATEAU, "min_lr": 0.0}
+    trial = {"trial_id": "p1", "family": "plateau", "optimizer": "sgd", **params, "params": json.dumps(params),
+             "status": "completed", "epochs": STORED_EPOCHS, "max_epochs": STORED_EPOCHS, "metric": "val_accuracy", "metric_mode": "max",
+             "final_val_accuracy": 0.9}
+    write_rows(root, "trials", "digits", "s", [trial, {**trial, "trial_id": "none", "final_val_accuracy": 0.5}])
+    write_rows(root, "epochs", "digits", "s", [{"trial_id": "p1", "epoch": e + 1, "lr": lr, "val_accuracy": 0.9}
+                                               for e, lr in enumerate(STALLED)])
+    return root
+
+
+def test_fit_schedule_prints_the_closest_family_first_and_a_preview_command_that_gives_the_trace(results):
+    done = lrsweep("fit-schedule", "--dataset", "digits", "--results", results)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("trial p1 of sweep s (sgd/plateau, val_accuracy 0.9000)")
+    assert lines[2].split()[:3] == ["step", "0.00%", "0.00%"]
+    assert "drop=0.3, epochs_drop=4" in lines[2]
+    command = lines[-1].split("preview it: lrsweep ", 1)[1].split()
+    preview = lrsweep(*command, "--csv")
+    assert preview.returncode == 0, preview.stderr
+    previewed = [float(line.split(",")[1]) for line in preview.stdout.splitlines()[1:]]
+    assert previewed == pytest.approx(STALLED, rel=1e-5)
+
+
+def test_fit_schedule_json_holds_the_trace_and_every_fit(results):
+    done = lrsweep("fit-schedule", "--dataset", "digits", "--results", results, "--trial", "p1", "--format", "json")
+    answer = json.loads(done.stdout)
+    assert answer["trial_id"] == "p1" and answer["epochs"] == STORED_EPOCHS
+    assert answer["rates"] == pytest.approx(STALLED)
+    assert [fit["family"] for fit in answer["fits"]][0] == "step"
+    assert len(answer["fits"]) == len(FITTED)
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--dataset", "cifar10"], "dataset='cifar10'"),
+    (["--dataset", "digits", "--trial", "zz"], "trial='zz'"),
+    (["--dataset", "digits", "--trial", "none"], "trial='none'"),
+])
+def test_fit_schedule_bad_input_is_one_line_and_exit_2(results, args, named):
+    done = lrsweep("fit-schedule", "--results", results, *args)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and named in done.stderr

@@ -141,6 +141,7 @@ def test_budget_early_stopping_trains_each_rungs_best_again_from_scratch(ray_ses
         picked = rung["params"].isin(next_rung["params"])  # the same configuration, trained again
         assert picked.sum() == len(next_rung) and set(next_rung["seed"]) == {0}
         assert rung[picked]["final_val_accuracy"].min() >= rung[~picked]["final_val_accuracy"].max()
+    assert rank(trials)["trials"].sum() == 6  # a configuration counts once, as its longest run
     assert [line for line in lines if line.startswith("rung ")] == [
         "rung 2 of 3: the best 3 again from scratch, the schedule fitted to 2 epochs",
         "rung 3 of 3: the best 1 again from scratch, the schedule fitted to 4 epochs"]

@@ -165,6 +165,20 @@ def test_confirmation_runs_give_a_mean_an_interval_and_a_paired_verdict(tmp_path
     assert unconfirmed.split()[:5] == ["4", "sgd/plateau", "-", "-", "<NA>"]
 
 
+def test_a_configuration_trained_again_at_each_rung_counts_once_as_its_longest_run(tmp_path):
+    """early_stopping="budget": a promoted configuration is stored once per rung; its short
+    rung's metric is not the configuration's."""
+    root = str(tmp_path)
+    rows = [(f"r1-{n}", "sgd/step", "completed", 1, lr, acc, acc, 0.1) for n, (lr, acc) in
+            enumerate([(0.1, 0.99), (0.2, 0.90), (0.3, 0.70)])]
+    rows += [("r2-0", "sgd/step", "completed", 4, 0.1, 0.80, 0.80, 0.1)]  # 0.1 promoted, worse over 4 epochs
+    write_rows(root, "trials", "digits", "sweep-a", [{**trial_row(*row), "seed": 0, "budget": row[3]} for row in rows])
+    table = rank(read_frame(root, "trials")).set_index("family")
+    assert table.loc["sgd/step", "trials"] == 3
+    assert table.loc["sgd/step", "best_trial"] == "r1-1" and table.loc["sgd/step", "best"] == 0.90
+    assert table.loc["sgd/step", "mean_top3"] == pytest.approx((0.90 + 0.80 + 0.70) / 3)
+
+
 def test_query_aggregates_over_the_latest_records(results):
     frame = query(results, "SELECT family, count(*) AS n, max(final_val_accuracy) AS top FROM trials "
                            "WHERE dataset = 'digits' GROUP BY family ORDER BY n DESC, family")

@@ -77,20 +77,29 @@ def test_family_follows_its_formula(family, granularity):
 @pytest.mark.parametrize("family", [f for f in EXAMPLES if f != "plateau"])
 @pytest.mark.parametrize("granularity", ["epoch", "step"])
 def test_a_rungs_schedule_is_the_whole_schedule_fitted_to_its_epochs(family, granularity):
-    """early_stopping="budget": a rung of 5 epochs runs the 16-epoch schedule through, at
-    epoch progress t the formula's rate at t * 16 / 5 (t whole epochs, per epoch); and the
-    stretched schedule survives Keras' serialization."""
-    spe, over = 7, 5
-    schedule, _ = build_schedule(family, EXAMPLES[family], steps_per_epoch=spe, epochs=EPOCHS,
-                                 granularity=granularity, over=over)
-    full = check_schedule(family, EXAMPLES[family], EPOCHS)
-    for step in range(0, over * spe):
-        t = step / spe if granularity == "step" else step // spe
-        expected = rate(family, full, t * EPOCHS / over if granularity == "step" else math.floor(t * EPOCHS / over),
-                        EPOCHS)
-        assert float(schedule(step)) == pytest.approx(expected, rel=1e-5, abs=1e-9), step
-    again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
-    assert [float(again(s)) for s in range(over * spe)] == [float(schedule(s)) for s in range(over * spe)]
+    """early_stopping="budget": a rung of 5 epochs runs the 16-epoch schedule through: at
+    step s the formula's rate at s * 16 / 5 steps (floored to the formula's epoch, per
+    epoch), so even a 1-epoch rung trains the whole curve; and the stretched schedule
+    survives Keras' serialization."""
+    spe = 7
+    for over in (5, 1):
+        schedule, _ = build_schedule(family, EXAMPLES[family], steps_per_epoch=spe, epochs=EPOCHS,
+                                     granularity=granularity, over=over)
+        full = check_schedule(family, EXAMPLES[family], EPOCHS)
+        for step in range(0, over * spe):
+            t = step * EPOCHS / over / spe
+            expected = rate(family, full, t if granularity == "step" else math.floor(t + 1e-9), EPOCHS)
+            assert float(schedule(step)) == pytest.approx(expected, rel=1e-5, abs=1e-9), (over, step)
+        again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(schedule))
+        assert [float(again(s)) for s in range(over * spe)] == [float(schedule(s)) for s in range(over * spe)]
+
+
+def test_a_rungs_per_step_time_based_decay_still_decays_every_step():
+    """Keras 2's `decay` (decay_unit="step") changes the rate every optimizer step, also
+    when the schedule is stretched over a rung."""
+    params = {"initial_lr": 0.1, "decay": 0.01, "decay_unit": "step"}
+    schedule, _ = build_schedule("time_based", params, steps_per_epoch=250, epochs=20, over=2)
+    assert [float(schedule(s)) for s in (0, 1, 2)] == pytest.approx([0.1 / (1 + 0.01 * s * 10) for s in (0, 1, 2)])
 
 
 def test_a_rungs_plateau_waits_the_patience_fitted_to_its_epochs():

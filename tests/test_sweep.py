@@ -65,8 +65,10 @@ def test_early_stopping_settings_are_accepted(setting):
 @pytest.mark.parametrize("settings, plan", [
     # ASHA's rungs 1, 3, 9, 27 below 50 epochs; a third goes on each time, a lone trial straight to the end
     ({"max_epochs": 50, "num_samples": 40}, [(1, 40), (3, 13), (9, 4), (50, 1)]),
+    # no rung of 16 epochs before 20: the last rung before max_epochs is at most a reduction_factor shorter
     ({"max_epochs": 20, "num_samples": 30, "grace_period": 2, "reduction_factor": 2},
-     [(2, 30), (4, 15), (8, 7), (16, 3), (20, 1)]),
+     [(2, 30), (4, 15), (8, 7), (20, 3)]),
+    ({"max_epochs": 30, "num_samples": 40, "grace_period": 3}, [(3, 40), (9, 13), (30, 4)]),
     ({"max_epochs": 5, "num_samples": 1}, [(5, 1)]),
     ({"max_epochs": 3, "num_samples": 9, "grace_period": 4}, [(3, 9)]),  # the grace period is the whole budget
 ])

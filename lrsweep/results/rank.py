@@ -29,10 +29,21 @@ def _params_text(row):
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items()))
 
 
+def _at_largest_budget(trials):
+    """early_stopping="budget" trains a promoted configuration again at each rung: it
+    counts once, as its longest run (a short rung's metric is not the configuration's)."""
+    if "budget" not in trials or trials["budget"].isna().all():
+        return trials
+    rungs = trials[trials["budget"].notna()].sort_values("budget")
+    once = rungs.drop_duplicates(["dataset", "sweep", "label", "params", "seed"], keep="last")
+    return pd.concat([trials[trials["budget"].isna()], once])
+
+
 def rank(trials, metric=None, top=TOP):
     """One row per dataset and family, best first: best value, mean of the `top` best
     trials, trials run, trials that reached max_epochs, diverged and failed trials, and the
-    best trial's parameters, all of the search. Where confirmation runs exist (`stage`
+    best trial's parameters, all of the search (early_stopping="budget": each configuration
+    as its longest run). Where confirmation runs exist (`stage`
     "confirm": each family's best trial again with several seeds), also their mean, its
     95% interval and how the family compares with the leader, and the order is theirs."""
     if trials.empty:
@@ -40,7 +51,7 @@ def rank(trials, metric=None, top=TOP):
     column, mode = metric_column(trials, metric)
     trials = trials.assign(label=trials["optimizer"] + "/" + trials["family"])
     confirming = trials["stage"] == "confirm"
-    confirm, trials = trials[confirming], trials[~confirming]
+    confirm, trials = trials[confirming], _at_largest_budget(trials[~confirming])
     scored = trials[trials["status"].isin(["completed", "early_stopped"]) & trials[column].notna()]
     rows = []
     for (dataset, label), group in trials.groupby(["dataset", "label"], observed=True):

@@ -164,7 +164,8 @@ def trial_arrays(data):
 
 def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.0.0.1", print_fn=print):
     """Run `sweep`; returns (run name, dataset name, exit status: 0; 1 if some trial ended in
-    error; 130 if the search was stopped with Ctrl-C before every trial ran)."""
+    error; 130 if it was stopped with Ctrl-C before every trial ran, in the search, a rung or
+    the confirmation runs)."""
     check_launch(sweep, name, resume)
     name = run_name(sweep, name)
     data = sweep_data(sweep)
@@ -204,6 +205,9 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
         if not finished:
             break
         configs = promoted_configs(sweep, name, dataset_name, rungs[k - 1][0], rungs[k][1], rungs[k][0])
+        if not configs:
+            print_fn(f"rung {k + 1} of {len(rungs)}: no trial of rung {k} completed; nothing to train again")
+            break
         print_fn(f"rung {k + 1} of {len(rungs)}: the best {len(configs)} again from scratch, the schedule fitted "
                  f"to {rungs[k][0]} epochs")
         more, finished = _run_stage(tune, trainable, sweep, f"{name}-rung{k + 1}", resume,
@@ -215,9 +219,10 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     if configs:
         print_fn(f"confirming: each family's best trial again with {sweep.confirm_seeds} seeds, to "
                  f"{sweep.max_epochs} epochs ({len(configs)} trials)")
-        errors += _run_stage(tune, trainable, sweep, f"{name}-confirm", resume,
-                             FixedConfigs(configs, sweep.metric, sweep.mode), len(configs), FIFOScheduler(),
-                             recorder(len(configs)))[0]
+        more, finished = _run_stage(tune, trainable, sweep, f"{name}-confirm", resume,
+                                    FixedConfigs(configs, sweep.metric, sweep.mode), len(configs), FIFOScheduler(),
+                                    recorder(len(configs)))
+        errors += more
     return name, dataset_name, 130 if not finished else 1 if errors else 0
 
 

@@ -193,26 +193,28 @@ class OneCycle(ProgressSchedule):
 
 
 @keras.saving.register_keras_serializable("lrsweep")
-class Stretched(ProgressSchedule):
+class Stretched(keras.optimizers.schedules.LearningRateSchedule):
     """Another schedule run through in `over` epochs instead of its own `epochs`
     (early_stopping="budget" trains each rung's trials with the whole schedule fitted to
-    the rung's epochs): at epoch progress `t`, the rate of `schedule` at `t * epochs /
-    over` (`t` the whole epoch when `granularity="epoch"`, so the rate holds for an epoch).
+    the rung's epochs): at optimizer step s, the rate of `schedule` at step
+    `s * epochs / over`. The inner schedule keeps its own granularity: a per-epoch one
+    holds each of its epochs for `over / epochs` of a rung's epoch, so a 1-epoch rung still
+    trains the whole curve, not its first rate.
 
     Example: `Stretched(keras.optimizers.schedules.ExponentialDecay(0.1, 100, 0.5,
-    staircase=True), epochs=20, over=5, steps_per_epoch=100)` halves the rate each epoch.
+    staircase=True), epochs=20, over=5)` halves the rate every 25 steps.
     """
 
-    def __init__(self, schedule, epochs, over, steps_per_epoch, granularity="epoch"):
-        super().__init__(steps_per_epoch, granularity)
+    def __init__(self, schedule, epochs, over):
         self.schedule, self.epochs, self.over = schedule, epochs, over
 
-    def rate(self, t):
-        return self.schedule(t * self.steps_per_epoch * self.epochs / self.over)
+    def __call__(self, step):
+        # Multiplied first: an exact whole number of inner epochs stays exact in float32.
+        return self.schedule(ops.cast(step, "float32") * self.epochs / self.over)
 
     def get_config(self):
         return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "epochs": self.epochs,
-                "over": self.over, **super().get_config()}
+                "over": self.over}
 
     @classmethod
     def from_config(cls, config):

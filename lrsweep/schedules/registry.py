@@ -262,7 +262,7 @@ def build_schedule(name, params, *, steps_per_epoch, epochs, granularity="epoch"
     `params` are checked first (the Keras-free check above), so a bad value fails the same
     way here as in a sweep file. `over` (epochs, fewer than `epochs`) runs the whole
     `epochs`-long schedule through in `over` epochs (early_stopping="budget"): the rate at
-    epoch e is the full schedule's at e * epochs / over, and the plateau family's patience
+    step s is the full schedule's at s * epochs / over, and the plateau family's patience
     shrinks in the same ratio.
     """
     full = check_schedule(name, params, epochs, granularity)
@@ -272,6 +272,6 @@ def build_schedule(name, params, *, steps_per_epoch, epochs, granularity="epoch"
         rate, callbacks = FAMILIES[name].build(full, steps_per_epoch, epochs, granularity)
         if not isinstance(rate, float):
             from lrsweep.schedules.curves import Stretched
-            rate = Stretched(rate, epochs, over, steps_per_epoch, granularity)
+            rate = Stretched(rate, epochs, over)
         return rate, callbacks
     return FAMILIES[name].build(full, steps_per_epoch, epochs, granularity)

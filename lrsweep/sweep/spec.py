@@ -305,9 +305,12 @@ class Sweep:
         """(epochs, trials) of each rung of early_stopping="budget" (successive halving from
         scratch): every trial of the search at the first rung's epochs, then the best
         1/reduction_factor of each rung trained again at the next, up to `max_epochs`; a
-        lone trial goes straight to `max_epochs`."""
+        lone trial goes straight to `max_epochs`. A rung is kept only when `reduction_factor`
+        times its epochs still fit in `max_epochs`: nothing carries over from one rung to
+        the next, so a rung just short of the end (27 of 30 epochs) would cost almost a
+        full run per trial to pick the few that train the full run again."""
         plan, trials = [], self.trial_count
-        for budget in [r for r in self.rungs if r < self.max_epochs]:
+        for budget in [r for r in self.rungs if r * self.reduction_factor <= self.max_epochs]:
             if trials == 1:  # a lone trial goes straight to the full budget
                 break
             plan.append((budget, trials))

@@ -6,6 +6,7 @@ TensorFlow start (they are imported inside the handlers that need them).
 """
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -182,17 +183,36 @@ def cmd_query(args):
 
 def cmd_best(args):
     from lrsweep.results.best import best_config, python_snippet
-    import json
 
     config = best_config(args.results, args.dataset, trial_id=args.trial)
     print(python_snippet(config) if args.python else json.dumps(config, indent=2))
 
 
 def cmd_fit_schedule(args):
-    from lrsweep.results.fitting import fit_trial, fits_json, format_fits
+    from lrsweep.results import fitting
 
-    fitted = fit_trial(args.results, args.dataset, trial_id=args.trial)
-    print(fits_json(*fitted) if args.format == "json" else format_fits(*fitted))
+    if args.confirm:  # bad input first, before TensorFlow and Ray
+        row, _ = fitting.rate_trace(args.results, args.dataset, args.trial)
+        own = {"family": row["family"], "params": json.loads(row["params"])}
+        sweep = fitting.confirmation_sweep(row, own, args.confirm_seeds, args.results)
+        from lrsweep.data import check_dataset
+
+        check_dataset(sweep.dataset, sweep.data_dir)
+    row, rates, fits = fitting.fit_trial(args.results, args.dataset, trial_id=args.trial)
+    print(fitting.fits_json(row, rates, fits) if args.format == "json" else fitting.format_fits(row, rates, fits),
+          flush=True)
+    if not args.confirm:
+        return 0
+    from lrsweep.run.driver import launch, stop_ray
+
+    sweep = fitting.confirmation_sweep(row, fits[0], args.confirm_seeds, args.results)
+    print(f"\ntraining the closest fit, {row['optimizer']}/{fits[0]['family']}, as trial {row['trial_id']} trained, "
+          f"with seed {int(row['seed'])} and {args.confirm_seeds} more", flush=True)
+    name, dataset, status = launch(sweep, address=args.address, print_fn=lambda s: print(s, flush=True))
+    print()
+    print(fitting.compare_with_trial(args.results, dataset, row, fits[0], name), flush=True)
+    stop_ray()
+    return status
 
 
 def cmd_find_lr(args):
@@ -295,6 +315,11 @@ def _add_fit_schedule(p):
     _results_flag(p)
     p.add_argument("--trial", help="this trial instead of the best one")
     p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--confirm", action="store_true",
+                   help="train the closest fit again as the trial trained, with its seed and --confirm-seeds more, "
+                        "and compare it with the trial's own schedule")
+    p.add_argument("--confirm-seeds", type=int, default=5, metavar="K", help="seeds beyond the trial's (default 5)")
+    p.add_argument("--address", help="join this Ray cluster (auto, host:port, ray://...) instead of starting one")
 
 
 COMMANDS = {

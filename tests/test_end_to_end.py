@@ -396,3 +396,36 @@ def test_a_worker_warms_up_without_fixing_its_devices():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "None"
+
+
+def test_fit_schedule_confirm_trains_the_closest_fit_as_the_trial_trained(ray_session, tmp_path):
+    """`fit-schedule --confirm`: the closest family, trained again from what the store kept
+    of the trial (data, model, optimizer, epochs, seed), follows the trial's own rates, and
+    more seeds compare the two schedules run for run."""
+    sweep = Sweep(name="traced", dataset="digits", subsample=300, max_epochs=4, confirm_seeds=0,
+                  results=str(tmp_path), configs=[{"family": "step", "initial_lr": 0.2, "drop": 0.5, "epochs_drop": 2}])
+    launch(sweep, print_fn=lambda line: None)
+    original = read_frame(str(tmp_path), "trials").iloc[0]
+    done = lrsweep("fit-schedule", "--dataset", "digits", "--results", str(tmp_path), "--confirm",
+                   "--confirm-seeds", "2", "--address", ray_session, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[2].split()[:3] == ["step", "0.00%", "0.00%"]
+    trials, epochs = read_frame(str(tmp_path), "trials"), read_frame(str(tmp_path), "epochs")
+    fitted = trials[trials["sweep"] != original["sweep"]]
+    assert fitted["sweep"].str.startswith(f"fit-{original['trial_id']}-").all()
+    assert sorted(fitted["stage"]) == ["confirm", "confirm", "search"] and sorted(fitted["seed"]) == [0, 1, 2]
+    assert set(fitted["family"]) == {"step"} and set(fitted["status"]) == {"completed"}
+    again = fitted[fitted["stage"] == "search"].iloc[0]
+    assert json.loads(again["params"]) == pytest.approx(json.loads(original["params"]), rel=1e-5)
+
+    def lrs(trial):
+        return epochs[epochs["trial_id"] == trial["trial_id"]].sort_values("epoch")["lr"].to_numpy()
+    np.testing.assert_allclose(lrs(again), lrs(original), rtol=1e-5)
+    assert (again["model"], again["batch_size"], again["max_epochs"]) == (
+        original["model"], original["batch_size"], original["max_epochs"])
+    lines = done.stdout.splitlines()
+    comparison = lines[next(i for i, line in enumerate(lines) if line.startswith("trained again:")):]
+    assert comparison[0].endswith("(seeds both ran: 0)")
+    assert comparison[2].split()[:4] == ["trial", original["trial_id"], "(sgd/step)", "1"]
+    assert comparison[3].split()[:3] == ["fitted", "sgd/step", "3"]
+    assert comparison[4].startswith("(the trial's own schedule ran with seed 0 only")

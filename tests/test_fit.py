@@ -92,6 +92,7 @@ def test_fit_schedule_json_holds_the_trace_and_every_fit(results):
     (["--dataset", "cifar10"], "dataset='cifar10'"),
     (["--dataset", "digits", "--trial", "zz"], "trial='zz'"),
     (["--dataset", "digits", "--trial", "none"], "trial='none'"),
+    (["--dataset", "digits", "--confirm"], "trial='p1'"),  # stored without its training settings
 ])
 def test_fit_schedule_bad_input_is_one_line_and_exit_2(results, args, named):
     done = lrsweep("fit-schedule", "--results", results, *args)

@@ -8,9 +8,12 @@ trial's own run length, so polynomial, cosine and one-cycle end where the trial 
 import json
 import math
 
+import pandas as pd
+
 from lrsweep.errors import LrsweepError
 from lrsweep.quiet import import_tensorflow
 from lrsweep.results.best import trial_row
+from lrsweep.results.rank import confirmation
 from lrsweep.results.store import read_frame
 
 
@@ -60,6 +63,54 @@ def format_fits(row, rates, fits):
         pairs = " ".join(f"{k}={_number(v)}" for k, v in closest["params"].items())
         lines.append(f"closest: {closest['family']}; preview it: lrsweep schedule {closest['family']} {pairs} "
                      f"--epochs {run_length(row)}")
+    return "\n".join(lines)
+
+
+def confirmation_sweep(row, fit, seeds, root):
+    """The sweep that trains `fit` (a family and its parameters) as trial `row` trained: its
+    data, model, optimizer, epochs and seed, then `seeds` more seeds (the trial's seed + 1..
+    `seeds`, the seeds its own sweep confirmed with), stored in the store at `root`."""
+    from lrsweep.sweep.spec import Sweep
+
+    settings = row.get("training_settings")
+    if not isinstance(settings, str):
+        raise LrsweepError(f"Trial {row['trial_id']} was stored before lrsweep kept how its trials train (the "
+                           f"column `training_settings`), so `--confirm` cannot train it again; a sweep file "
+                           f"with configs=[...] can. Received: trial={row['trial_id']!r}")
+    settings = {**json.loads(settings), "seed": int(row["seed"])}
+    config = {"family": f"{row['optimizer']}/{fit['family']}", **fit["params"]}
+    return Sweep(name=f"fit-{row['trial_id']}", configs=[config], early_stopping=None, confirm_seeds=seeds,
+                 results=root, **settings)
+
+
+def compare_with_trial(root, dataset, row, fit, run):
+    """The trial's own schedule against its fitted schedule trained again in run `run`,
+    seed by seed: the runs of each (the trial, and its sweep's confirmation runs of the same
+    configuration; the fitted schedule's), their mean, its 95% interval, and a paired t-test
+    over the seeds both have."""
+    trials = read_frame(root, "trials", dataset)
+    column, mode = f"final_{row['metric']}", row["metric_mode"]
+    same = ((trials["sweep"] == row["sweep"]) & (trials["optimizer"] == row["optimizer"])
+            & (trials["family"] == row["family"]) & (trials["params"] == row["params"]))
+    own = trials[same & ((trials["trial_id"] == row["trial_id"]) | (trials["stage"] == "confirm"))]
+    fitted = trials[trials["sweep"] == run]
+    labels = (f"trial {row['trial_id']} ({row['optimizer']}/{row['family']})",
+              f"fitted {row['optimizer']}/{fit['family']}")
+    runs = pd.concat([own.assign(label=labels[0]), fitted.assign(label=labels[1])]).assign(sweep="both")
+    table = confirmation(runs, column, mode).set_index("family")
+    seeds = sorted(set(own["seed"]) & set(fitted["seed"]))
+    lines = [f"trained again: the trial's own schedule against the fitted one, on the same data and model, "
+             f"seed by seed (seeds both ran: {', '.join(str(s) for s in seeds) or 'none'})",
+             f"{'schedule':<{max(map(len, labels))}}  runs  {column} mean ± ci95  vs_leader"]
+    for label in labels:
+        if label in table.index:
+            got = table.loc[label]
+            interval = f"{got['confirm_mean']:.4f}" + (f" ± {got['ci95']:.4f}" if got["ci95"] == got["ci95"] else "")
+            lines.append(f"{label:<{max(map(len, labels))}}  {got['confirmed']:>4}  {interval:<{len(column) + 13}}  "
+                         f"{got['vs_leader']}")
+    if len(own) < 2:
+        lines.append(f"(the trial's own schedule ran with seed {int(row['seed'])} only: its sweep confirmed another "
+                     "trial, or none)")
     return "\n".join(lines)
 
 

@@ -58,7 +58,8 @@ SCHEMAS = {
          pa.field("max_epochs", pa.int64()), pa.field("budget", pa.int64()), pa.field("steps_per_epoch", pa.int64()),
          pa.field("batch_size", pa.int64()), pa.field("granularity", pa.string()),
          pa.field("model", pa.string()), pa.field("optimizer_args", pa.string()),
-         pa.field("dataset_source", pa.string()), pa.field("written", TIMESTAMP)]),
+         pa.field("dataset_source", pa.string()), pa.field("training_settings", pa.string()),
+         pa.field("written", TIMESTAMP)]),
     "epochs": pa.schema(
         [pa.field("trial_id", pa.string()), pa.field("epoch", pa.int64()), pa.field("lr", pa.float64()),
          *[pa.field(log, pa.float64()) for log in LOGS],
@@ -69,7 +70,7 @@ SCHEMAS = {
          pa.field("written", TIMESTAMP)]),
 }
 # Columns added after stores were first written: a file without them is read with nulls.
-LATER_COLUMNS = {"trials": {"gpu_ids", "budget"}, "epochs": set(), "lr_range": set()}
+LATER_COLUMNS = {"trials": {"gpu_ids", "budget", "training_settings"}, "epochs": set(), "lr_range": set()}
 # The record a reader keeps is the latest `written` per key.
 KEYS = {"trials": ("dataset", "sweep", "trial_id"), "epochs": ("dataset", "sweep", "trial_id", "epoch"),
         "lr_range": ("dataset", "sweep", "optimizer", "step")}

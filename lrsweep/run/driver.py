@@ -7,6 +7,7 @@ object store (`tune.with_parameters`), and a `Recorder` callback that writes eve
 The driver never imports TensorFlow.
 """
 
+import json
 import logging
 import os
 import time
@@ -185,7 +186,8 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     setup = training_setup(sweep)
     trainable = tune.with_resources(tune.with_parameters(train, data=arrays, setup=setup),
                                     {"cpu": sweep.cpus, "gpu": sweep.gpus})
-    settings = {**setup, "model_label": sweep.model, "dataset_source": data.source}
+    settings = {**setup, "model_label": sweep.model, "dataset_source": data.source,
+                "training_settings": json.dumps(sweep.training_settings(), sort_keys=True)}
     dataset_name = data.name
     del data, arrays  # the object store holds the one copy the trials share
     from ray.tune.schedulers import FIFOScheduler

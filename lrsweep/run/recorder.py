@@ -118,6 +118,7 @@ class Recorder(tune.Callback):
             "optimizer_args": json.dumps(self.settings["optimizer_args"] if optimizer == self.settings["optimizer"]
                                          else {}, sort_keys=True),
             "dataset_source": self.settings["dataset_source"],
+            "training_settings": self.settings.get("training_settings"),
         }
         self.pending["trials"].append(row)
         self.statuses[trial.trial_id] = status

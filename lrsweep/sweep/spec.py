@@ -58,6 +58,12 @@ class Arm:
     space: Mapping[str, Any]  # parameter -> Range, Choice or a fixed value
 
 
+# The Sweep fields, besides the dataset's, that decide how one trial trains.
+TRAINING_FIELDS = ("subsample", "validation_split", "scale", "model", "model_args", "optimizer", "optimizer_args",
+                   "batch_size", "max_epochs", "granularity", "metric", "mode", "seed", "resources", "max_failures",
+                   "storage")
+
+
 def _field_error(name, rule, value):
     return LrsweepError(f"Argument `{name}` must be {rule}. Received: {name}={value!r}")
 
@@ -316,6 +322,20 @@ class Sweep:
             plan.append((budget, trials))
             trials = max(1, int(trials / self.reduction_factor))
         return plan + [(self.max_epochs, trials)]
+
+    def training_settings(self):
+        """How this sweep's trials train (data, model, optimizer, epochs, metric, seed,
+        resources) as JSON-ready data, the dataset's paths made absolute. Stored with each
+        trial, so that `fit-schedule --confirm` trains a schedule again as the trial trained:
+        `Sweep(name=..., configs=[...], **settings)`."""
+        prefix, colon, path = self.dataset.partition(":")
+        dataset = self.dataset
+        if colon and prefix in ("csv", "npz"):
+            body, question, query = path.partition("?")
+            dataset = f"{prefix}:{os.path.abspath(os.path.expanduser(body))}{question}{query}"
+        return {"dataset": dataset,
+                "data_dir": self.data_dir and os.path.abspath(os.path.expanduser(self.data_dir)),
+                **{name: getattr(self, name) for name in TRAINING_FIELDS}}
 
     def with_overrides(self, **overrides):
         """A copy with the non-None `overrides` applied, checked again (command-line flags)."""

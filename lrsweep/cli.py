@@ -192,12 +192,17 @@ def cmd_fit_schedule(args):
     from lrsweep.results import fitting
 
     if args.confirm:  # bad input first, before TensorFlow and Ray
+        if args.format == "json":
+            raise LrsweepError("Argument `format` must be 'table' with --confirm (it goes on to train and compare). "
+                               "Received: format='json'")
         row, _ = fitting.rate_trace(args.results, args.dataset, args.trial)
         own = {"family": row["family"], "params": json.loads(row["params"])}
         sweep = fitting.confirmation_sweep(row, own, args.confirm_seeds, args.results)
         from lrsweep.data import check_dataset
+        from lrsweep.run.driver import check_launch
 
         check_dataset(sweep.dataset, sweep.data_dir)
+        check_launch(sweep, None, False)
     row, rates, fits = fitting.fit_trial(args.results, args.dataset, trial_id=args.trial)
     print(fitting.fits_json(row, rates, fits) if args.format == "json" else fitting.format_fits(row, rates, fits),
           flush=True)
@@ -207,7 +212,7 @@ def cmd_fit_schedule(args):
 
     sweep = fitting.confirmation_sweep(row, fits[0], args.confirm_seeds, args.results)
     print(f"\ntraining the closest fit, {row['optimizer']}/{fits[0]['family']}, as trial {row['trial_id']} trained, "
-          f"with seed {int(row['seed'])} and {args.confirm_seeds} more", flush=True)
+          f"with its sweep's seed {sweep.seed} and {args.confirm_seeds} more", flush=True)
     name, dataset, status = launch(sweep, address=args.address, print_fn=lambda s: print(s, flush=True))
     print()
     print(fitting.compare_with_trial(args.results, dataset, row, fits[0], name), flush=True)

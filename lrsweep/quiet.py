@@ -22,8 +22,13 @@ def quiet_stderr():
 
 
 def import_tensorflow():
-    """Import TensorFlow (and so Keras' backend) without its start-up lines; once only."""
+    """Import TensorFlow (and so Keras' backend) for the command line's own use (schedule
+    values, no training), without its start-up lines and without the GPUs: TensorFlow
+    would reserve most of a card's memory that the trials of a launch from this same
+    process need. Once only."""
     if "tensorflow" not in sys.modules:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         with quiet_stderr():
-            import tensorflow  # noqa: F401
+            import tensorflow as tf
+
+            tf.config.set_visible_devices([], "GPU")

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from lrsweep.results.store import write_rows
-from lrsweep.schedules import FAMILIES
+from lrsweep.results.fitting import _number
+from lrsweep.schedules import FAMILIES, check_schedule
 from lrsweep.schedules.fit import FITTED, fit_families, fit_family
 from tests import reference
 from tests.conftest import lrsweep
@@ -51,6 +52,16 @@ def test_every_family_is_fitted_closest_first_with_errors_as_factors_off_the_tra
     assert fits[0]["error"] > 0.1
 
 
+@pytest.mark.parametrize("rates", [[0.05] * 10, [0.1, 0.1, 0.1, 0.1, 0.11], [0.3, 0.001]])
+def test_every_printed_fit_is_a_valid_command_line(rates):
+    """A flat trace draws cyclical's base_lr onto its max_lr, a last rise cosine's alpha
+    onto 1: what is printed must still be what `schedule` takes."""
+    for fit in fit_families(rates, len(rates)):
+        family = FAMILIES[fit["family"]]
+        typed = {k: family.param(k).parse(_number(v)) for k, v in fit["params"].items()}
+        assert check_schedule(fit["family"], typed, len(rates)) == fit["params"]
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("results"))
@@ -58,9 +69,13 @@ def results(tmp_path_factory):
     trial = {"trial_id": "p1", "family": "plateau", "optimizer": "sgd", **params, "params": json.dumps(params),
              "status": "completed", "epochs": STORED_EPOCHS, "max_epochs": STORED_EPOCHS, "metric": "val_accuracy", "metric_mode": "max",
              "final_val_accuracy": 0.9}
-    write_rows(root, "trials", "digits", "s", [trial, {**trial, "trial_id": "none", "final_val_accuracy": 0.5}])
-    write_rows(root, "epochs", "digits", "s", [{"trial_id": "p1", "epoch": e + 1, "lr": lr, "val_accuracy": 0.9}
-                                               for e, lr in enumerate(STALLED)])
+    settings = json.dumps({"dataset": "digits", "max_epochs": STORED_EPOCHS})
+    short = {**trial, "trial_id": "short", "final_val_accuracy": 0.4, "epochs": 5, "status": "early_stopped",
+             "training_settings": settings}
+    write_rows(root, "trials", "digits", "s", [trial, {**trial, "trial_id": "none", "final_val_accuracy": 0.5}, short])
+    write_rows(root, "epochs", "digits", "s", [{"trial_id": trial_id, "epoch": e + 1, "lr": lr, "val_accuracy": 0.9}
+                                               for trial_id, trace in (("p1", STALLED), ("short", STALLED[:5]))
+                                               for e, lr in enumerate(trace)])
     return root
 
 
@@ -93,6 +108,8 @@ def test_fit_schedule_json_holds_the_trace_and_every_fit(results):
     (["--dataset", "digits", "--trial", "zz"], "trial='zz'"),
     (["--dataset", "digits", "--trial", "none"], "trial='none'"),
     (["--dataset", "digits", "--confirm"], "trial='p1'"),  # stored without its training settings
+    (["--dataset", "digits", "--trial", "short", "--confirm"], "trial='short'"),  # stopped at epoch 5 of 12
+    (["--dataset", "digits", "--confirm", "--format", "json"], "format='json'"),
 ])
 def test_fit_schedule_bad_input_is_one_line_and_exit_2(results, args, named):
     done = lrsweep("fit-schedule", "--results", results, *args)

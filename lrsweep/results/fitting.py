@@ -68,8 +68,9 @@ def format_fits(row, rates, fits):
 
 def confirmation_sweep(row, fit, seeds, root):
     """The sweep that trains `fit` (a family and its parameters) as trial `row` trained: its
-    data, model, optimizer, epochs and seed, then `seeds` more seeds (the trial's seed + 1..
-    `seeds`, the seeds its own sweep confirmed with), stored in the store at `root`."""
+    data, model, optimizer and epochs, with its sweep's seed and `seeds` more (seed + 1..
+    `seeds`, the seeds that sweep confirmed with), stored in the store at `root`. Only a
+    trial that ran its whole schedule to `max_epochs` compares with full runs."""
     from lrsweep.sweep.spec import Sweep
 
     settings = row.get("training_settings")
@@ -77,7 +78,12 @@ def confirmation_sweep(row, fit, seeds, root):
         raise LrsweepError(f"Trial {row['trial_id']} was stored before lrsweep kept how its trials train (the "
                            f"column `training_settings`), so `--confirm` cannot train it again; a sweep file "
                            f"with configs=[...] can. Received: trial={row['trial_id']!r}")
-    settings = {**json.loads(settings), "seed": int(row["seed"])}
+    if run_length(row) < int(row["max_epochs"]) or int(row["epochs"]) < int(row["max_epochs"]):
+        raise LrsweepError(f"Trial {row['trial_id']} trained {int(row['epochs'])} epochs of a "
+                           f"{run_length(row)}-epoch schedule, not the whole {int(row['max_epochs'])}: `--confirm` "
+                           f"compares full runs; choose a trial that ran to max_epochs. "
+                           f"Received: trial={row['trial_id']!r}")
+    settings = json.loads(settings)
     config = {"family": f"{row['optimizer']}/{fit['family']}", **fit["params"]}
     return Sweep(name=f"fit-{row['trial_id']}", configs=[config], early_stopping=None, confirm_seeds=seeds,
                  results=root, **settings)
@@ -90,9 +96,11 @@ def compare_with_trial(root, dataset, row, fit, run):
     over the seeds both have."""
     trials = read_frame(root, "trials", dataset)
     column, mode = f"final_{row['metric']}", row["metric_mode"]
-    same = ((trials["sweep"] == row["sweep"]) & (trials["optimizer"] == row["optimizer"])
-            & (trials["family"] == row["family"]) & (trials["params"] == row["params"]))
-    own = trials[same & ((trials["trial_id"] == row["trial_id"]) | (trials["stage"] == "confirm"))]
+    # The configuration's full runs in its sweep: the trial, its search twin or the
+    # confirmation runs (early_stopping="budget" also stored it at shorter rungs).
+    own = trials[(trials["sweep"] == row["sweep"]) & (trials["optimizer"] == row["optimizer"])
+                 & (trials["family"] == row["family"]) & (trials["params"] == row["params"])
+                 & (trials["epochs"] >= trials["max_epochs"])]
     fitted = trials[trials["sweep"] == run]
     labels = (f"trial {row['trial_id']} ({row['optimizer']}/{row['family']})",
               f"fitted {row['optimizer']}/{fit['family']}")
@@ -120,7 +128,12 @@ def fits_json(row, rates, fits):
 
 
 def _number(value):
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
+    """Six significant digits, or every digit where six would change the value (a fit the
+    family takes only unrounded)."""
+    if not isinstance(value, float):
+        return str(value)
+    short = f"{value:.6g}"
+    return short if float(short) == value else repr(value)
 
 
 def _params_text(params):

@@ -99,8 +99,11 @@ def fit_family(name, rates, epochs):
 
 
 def _closest(tried):
-    found = [(fit["error"], values) for values, fit in tried.items() if fit is not None]
-    return min(found)[1] if found else None
+    """The values of the closest fit; within 1e-6 of each other, the first in the grid's
+    order (the default `mode`, the shorter integer), not float noise's choice."""
+    found = [(round(fit["error"], 6), order, values)
+             for order, (values, fit) in enumerate(tried.items()) if fit is not None]
+    return min(found)[2] if found else None
 
 
 def fit_families(rates, epochs, families=FITTED):
@@ -166,13 +169,24 @@ def _fit_continuous(name, discrete, rates, epochs, effort):
     for variant in variants:
         pinned = {**fixed, **{p.name: p.default for p in free if p not in variant}}
         for start in _starts(variant, rates, epochs)[:2 if effort == "full" else 1]:
-            params = _least_squares(name, variant, pinned, start, rates, epochs, EVALUATIONS[effort])
-            try:
-                params = family.check(params, epochs)
-            except LrsweepError:  # the closest curve lies outside the family (cyclical's base above its max)
-                continue
-            fits.append(_scored(name, params, rates, epochs))
+            params = _printable(family, _least_squares(name, variant, pinned, start, rates, epochs,
+                                                       EVALUATIONS[effort]), epochs)
+            if params is not None:
+                fits.append(_scored(name, params, rates, epochs))
     return min(fits, key=lambda fit: fit["error"]) if fits else None
+
+
+def _printable(family, params, epochs):
+    """`params` rounded to six significant digits, as a user would type them back, if the
+    family still takes them so (cosine's alpha just under 1 would round to 1, cyclical's
+    base_lr to its max_lr on a flat trace); else as they are; None if the family refuses
+    even those (the closest curve lies outside it: cyclical's base above its max)."""
+    for candidate in ({k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in params.items()}, params):
+        try:
+            return family.check(candidate, epochs)
+        except LrsweepError:
+            continue
+    return None
 
 
 def _least_squares(name, free, fixed, start, rates, epochs, evaluations):

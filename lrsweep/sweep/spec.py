@@ -333,9 +333,10 @@ class Sweep:
         if colon and prefix in ("csv", "npz"):
             body, question, query = path.partition("?")
             dataset = f"{prefix}:{os.path.abspath(os.path.expanduser(body))}{question}{query}"
-        return {"dataset": dataset,
+        local = self.storage and "://" not in self.storage
+        return {**{name: getattr(self, name) for name in TRAINING_FIELDS}, "dataset": dataset,
                 "data_dir": self.data_dir and os.path.abspath(os.path.expanduser(self.data_dir)),
-                **{name: getattr(self, name) for name in TRAINING_FIELDS}}
+                "storage": os.path.abspath(os.path.expanduser(self.storage)) if local else self.storage}
 
     def with_overrides(self, **overrides):
         """A copy with the non-None `overrides` applied, checked again (command-line flags)."""

@@ -73,6 +73,7 @@ def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, rep
     (["launch", "sweeps/digits.py", "--dataset", "csv:/no/such.csv"], ["/no/such.csv"]),
     (["launch", "sweeps/ionosphere.py", "--data-dir", "/no/such/folder"], ["/no/such/folder"]),
     (["launch", "sweeps/digits.py", "--resume"], ["resume", "name"]),
+    (["validate", "sweeps/digits.py", "--name", "never-ran", "--resume"], ["name", "never-ran", "resumed"]),
     (["launch", "sweeps/digits.py", "--name", "has space"], ["name", "has space"]),
     (["schedule", "step", "initial_lr=0.1", "drop=1.5", "epochs_drop=10", "--epochs", "5"], ["drop", "1.5"]),
     (["schedule", "step", "initial_lr=x", "drop=0.5", "epochs_drop=10", "--epochs", "5"], ["initial_lr", "x"]),

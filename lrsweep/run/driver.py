@@ -47,11 +47,19 @@ def check_launch(sweep, name, resume):
     if resume:
         if name is None:
             raise LrsweepError("Argument `resume` needs --name, the sweep to continue. Received: name=None")
-        from ray.tune import Tuner  # Ray, for a resume only
         path = f"{storage_path(sweep)}/{name}"
-        if not Tuner.can_restore(path):
+        if not _tune_state_exists(path):
             raise LrsweepError(f"Argument `name` names no sweep that can be resumed. Received: name={name!r} "
                                f"(no Tune state in {path})")
+
+
+def _tune_state_exists(path):
+    """Ray's `Tuner.can_restore(path)` without importing Ray (`validate --resume` starts
+    neither Ray nor TensorFlow): the experiment folder holds Tune's `tuner.pkl`."""
+    import pyarrow.fs as pafs
+
+    fs, base = store.filesystem(path)
+    return fs.get_file_info(f"{base}/tuner.pkl").type == pafs.FileType.File
 
 
 def _ray_address(address):

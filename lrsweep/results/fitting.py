@@ -79,10 +79,10 @@ def confirmation_sweep(row, fit, seeds, root):
                            f"column `training_settings`), so `--confirm` cannot train it again; a sweep file "
                            f"with configs=[...] can. Received: trial={row['trial_id']!r}")
     if run_length(row) < int(row["max_epochs"]) or int(row["epochs"]) < int(row["max_epochs"]):
-        raise LrsweepError(f"Trial {row['trial_id']} trained {int(row['epochs'])} epochs of a "
-                           f"{run_length(row)}-epoch schedule, not the whole {int(row['max_epochs'])}: `--confirm` "
-                           f"compares full runs; choose a trial that ran to max_epochs. "
-                           f"Received: trial={row['trial_id']!r}")
+        rung = f", in a rung of {run_length(row)}" if run_length(row) < int(row["max_epochs"]) else ""
+        raise LrsweepError(f"Trial {row['trial_id']} did not train its whole schedule to max_epochs "
+                           f"({int(row['epochs'])} of {int(row['max_epochs'])} epochs{rung}): `--confirm` compares "
+                           f"full runs; choose a trial that ran to max_epochs. Received: trial={row['trial_id']!r}")
     settings = json.loads(settings)
     config = {"family": f"{row['optimizer']}/{fit['family']}", **fit["params"]}
     return Sweep(name=f"fit-{row['trial_id']}", configs=[config], early_stopping=None, confirm_seeds=seeds,

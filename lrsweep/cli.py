@@ -321,9 +321,9 @@ def _add_fit_schedule(p):
     p.add_argument("--trial", help="this trial instead of the best one")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--confirm", action="store_true",
-                   help="train the closest fit again as the trial trained, with its seed and --confirm-seeds more, "
-                        "and compare it with the trial's own schedule")
-    p.add_argument("--confirm-seeds", type=int, default=5, metavar="K", help="seeds beyond the trial's (default 5)")
+                   help="train the closest fit again as the trial trained, with its sweep's seed and "
+                        "--confirm-seeds more, and compare it with the trial's own schedule")
+    p.add_argument("--confirm-seeds", type=int, default=5, metavar="K", help="seeds beyond the sweep's (default 5)")
     p.add_argument("--address", help="join this Ray cluster (auto, host:port, ray://...) instead of starting one")
 
 
@@ -338,7 +338,7 @@ COMMANDS = {
     "query": (_add_query, cmd_query, "SQL over the tables trials and epochs"),
     "best": (_add_best, cmd_best, "the winning schedule as Keras JSON, or a Python snippet"),
     "fit-schedule": (_add_fit_schedule, cmd_fit_schedule,
-                     "fit every family to a trial's rate trace, closest first"),
+                     "fit every family but plateau to a trial's rate trace, closest first"),
     "find-lr": (_add_find_lr, cmd_find_lr, "learning-rate range test per optimizer: rows stored, two rates suggested"),
     "plot": (_add_plot, cmd_plot, "pictures of a dataset's sweeps: rate curves, learning curves, the ranking"),
     "report": (_add_report, cmd_report, "one HTML page: the ranking and the pictures"),

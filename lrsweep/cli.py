@@ -195,7 +195,8 @@ def cmd_fit_schedule(args):
         if args.format == "json":
             raise LrsweepError("Argument `format` must be 'table' with --confirm (it goes on to train and compare). "
                                "Received: format='json'")
-        row, _ = fitting.rate_trace(args.results, args.dataset, args.trial)
+    row, rates = fitting.rate_trace(args.results, args.dataset, args.trial)
+    if args.confirm:
         own = {"family": row["family"], "params": json.loads(row["params"])}
         sweep = fitting.confirmation_sweep(row, own, args.confirm_seeds, args.results)
         from lrsweep.data import check_dataset
@@ -203,7 +204,7 @@ def cmd_fit_schedule(args):
 
         check_dataset(sweep.dataset, sweep.data_dir)
         check_launch(sweep, None, False)
-    row, rates, fits = fitting.fit_trial(args.results, args.dataset, trial_id=args.trial)
+    fits = fitting.fit_trace(row, rates)
     print(fitting.fits_json(row, rates, fits) if args.format == "json" else fitting.format_fits(row, rates, fits),
           flush=True)
     if not args.confirm:

@@ -6,7 +6,6 @@ trial's own run length, so polynomial, cosine and one-cycle end where the trial 
 """
 
 import json
-import math
 
 import pandas as pd
 
@@ -15,6 +14,7 @@ from lrsweep.quiet import import_tensorflow
 from lrsweep.results.best import trial_row
 from lrsweep.results.rank import confirmation
 from lrsweep.results.store import read_frame
+from lrsweep.schedules.fit import valid_trace
 
 
 def rate_trace(root, dataset, trial_id=None):
@@ -23,8 +23,7 @@ def rate_trace(root, dataset, trial_id=None):
     epochs = read_frame(root, "epochs", dataset)
     epochs = epochs[(epochs["sweep"] == row["sweep"]) & (epochs["trial_id"] == row["trial_id"])].sort_values("epoch")
     rates = [float(r) for r in epochs["lr"]]
-    if not rates or list(epochs["epoch"]) != list(range(1, len(rates) + 1)) or not all(
-            math.isfinite(r) and r > 0 for r in rates):
+    if list(epochs["epoch"]) != list(range(1, len(rates) + 1)) or not valid_trace(rates):
         raise LrsweepError(f"Trial {row['trial_id']} has no complete rate trace to fit (epochs stored: "
                            f"{len(rates)}). Received: trial={row['trial_id']!r}")
     return row, rates
@@ -36,13 +35,12 @@ def run_length(row):
     return int(budget) if budget == budget and budget is not None else int(row["max_epochs"])
 
 
-def fit_trial(root, dataset, trial_id=None):
-    """(trial row, rates, fits closest first) for `fit-schedule`."""
+def fit_trace(row, rates):
+    """Every family fitted to `rates`, the trace of trial `row` (`rate_trace`), closest first."""
     from lrsweep.schedules.fit import fit_families
 
-    row, rates = rate_trace(root, dataset, trial_id)
     import_tensorflow()
-    return row, rates, fit_families(rates, run_length(row))
+    return fit_families(rates, run_length(row))
 
 
 def format_fits(row, rates, fits):
@@ -78,10 +76,11 @@ def confirmation_sweep(row, fit, seeds, root):
         raise LrsweepError(f"Trial {row['trial_id']} was stored before lrsweep kept how its trials train (the "
                            f"column `training_settings`), so `--confirm` cannot train it again; a sweep file "
                            f"with configs=[...] can. Received: trial={row['trial_id']!r}")
-    if run_length(row) < int(row["max_epochs"]) or int(row["epochs"]) < int(row["max_epochs"]):
-        rung = f", in a rung of {run_length(row)}" if run_length(row) < int(row["max_epochs"]) else ""
+    length, max_epochs = run_length(row), int(row["max_epochs"])
+    if length < max_epochs or int(row["epochs"]) < max_epochs:
+        rung = f", in a rung of {length}" if length < max_epochs else ""
         raise LrsweepError(f"Trial {row['trial_id']} did not train its whole schedule to max_epochs "
-                           f"({int(row['epochs'])} of {int(row['max_epochs'])} epochs{rung}): `--confirm` compares "
+                           f"({int(row['epochs'])} of {max_epochs} epochs{rung}): `--confirm` compares "
                            f"full runs; choose a trial that ran to max_epochs. Received: trial={row['trial_id']!r}")
     settings = json.loads(settings)
     config = {"family": f"{row['optimizer']}/{fit['family']}", **fit["params"]}

@@ -55,7 +55,8 @@ def check_launch(sweep, name, resume):
 
 def _tune_state_exists(path):
     """Ray's `Tuner.can_restore(path)` without importing Ray (`validate --resume` starts
-    neither Ray nor TensorFlow): the experiment folder holds Tune's `tuner.pkl`."""
+    neither Ray nor TensorFlow): the experiment folder holds Tune's `tuner.pkl`. The one
+    test of a resumable experiment, for the check and for the restore itself."""
     import pyarrow.fs as pafs
 
     fs, base = store.filesystem(path)
@@ -242,7 +243,7 @@ def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, 
     with it); returns (trials that ended in error, whether every trial ran: not so after
     a Ctrl-C). `param_space` holds values every trial's config gets besides the searcher's."""
     path = f"{storage_path(sweep)}/{experiment}"
-    if resume and tune.Tuner.can_restore(path):
+    if resume and _tune_state_exists(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(

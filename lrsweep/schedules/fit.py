@@ -106,9 +106,14 @@ def _closest(tried):
     return min(found)[2] if found else None
 
 
+def valid_trace(rates):
+    """A trace holds at least one rate, and every rate is finite and > 0."""
+    return len(rates) > 0 and all(math.isfinite(r) and r > 0 for r in rates)
+
+
 def fit_families(rates, epochs, families=FITTED):
     """`fit_family` for each of `families`, closest first."""
-    if len(rates) == 0 or not all(math.isfinite(r) and r > 0 for r in rates):
+    if not valid_trace(rates):
         raise LrsweepError(f"A rate trace must hold rates > 0. Received: {list(rates)[:5]}...")
     fits = [fit for fit in (fit_family(name, rates, epochs) for name in families) if fit is not None]
     return sorted(fits, key=lambda fit: fit["error"])
@@ -194,12 +199,13 @@ def _least_squares(name, free, fixed, start, rates, epochs, evaluations):
     from scipy.optimize import least_squares
 
     spaces = [SPACES[p.rule] for p in free]
+    lower, upper = np.array([s[2] for s in spaces]), np.array([s[3] for s in spaces])
 
     def params_of(x):
         return {**fixed, **{p.name: space[1](float(v)) for p, space, v in zip(free, spaces, x)}}
 
     if not free or not evaluations:
-        return params_of(np.clip(start, [s[2] for s in spaces], [s[3] for s in spaces]) if free else [])
+        return params_of(np.clip(start, lower, upper) if free else [])
 
     last = {}
 
@@ -212,8 +218,6 @@ def _least_squares(name, free, fixed, start, rates, epochs, evaluations):
             except (OverflowError, ValueError, ZeroDivisionError):
                 last[key] = np.full(len(rates), 1e3)
         return last[key]
-
-    lower, upper = np.array([s[2] for s in spaces]), np.array([s[3] for s in spaces])
 
     def jacobian(x, at_x):
         # Forward differences 1e-4 wide: the schedules compute in float32, where scipy's

@@ -386,6 +386,26 @@ def test_gpu_trials_take_the_card_ray_gives_them(ray_session, tmp_path):
     assert side_by_side(trials[0.5]) and not side_by_side(trials[1])
 
 
+def test_a_trainable_registered_again_is_the_one_trials_get(ray_session):
+    """The driver keeps the trainables it has read from Tune's registry (a GCS round trip
+    per lookup otherwise); each stage and each launch in one process registers its own
+    under the same name, and its trials must get that one, not the last one read."""
+    from ray import tune
+    from ray.tune.registry import get_trainable_cls, register_trainable
+
+    from lrsweep.run.driver import keep_registered_trainables
+
+    def train(config):
+        pass
+
+    keep_registered_trainables()
+    for cpus in (1, 2):
+        register_trainable("lrsweep-test-registry", tune.with_resources(train, {"cpu": cpus}))
+        for _ in range(2):
+            request = get_trainable_cls("lrsweep-test-registry").default_resource_request({})
+            assert request.bundles == [{"CPU": cpus}]
+
+
 def test_a_worker_warms_up_without_fixing_its_devices():
     """A trial actor's worker imports TensorFlow as it starts; Ray sets CUDA_VISIBLE_DEVICES
     to the actor's cards only later, and TensorFlow reads it once, when it first lists its

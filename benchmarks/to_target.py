@@ -165,6 +165,15 @@ def seed_spread(folder, dataset, seeds=tuple(range(8))):
     return {"config": {"family": label, **params}, "seeds": list(seeds), "best": json.loads(done.stdout.strip().splitlines()[-1])}
 
 
+def validation_rows(folder, dataset):
+    """How many rows the runs' validation accuracy is measured on: one of them is the
+    smallest step the accuracy can take."""
+    from lrsweep.run.driver import sweep_data
+    from lrsweep.sweep.spec import load_sweep
+
+    return len(sweep_data(load_sweep(_sweep_with_seed(folder, dataset, 0, 1))).y_val)
+
+
 def figures(seconds, accuracy, easy, hard, budget):
     """When the running best first reaches each target (seconds, epochs trained), and the
     best accuracy by each mark the run lasted to."""
@@ -186,9 +195,8 @@ def to_target(folder, seeds=(1, 2, 3, 4, 5), budget=300, long=600, quick=False, 
     report = {}
     for dataset in datasets:
         _, accuracy = lrsweep_curve(folder, dataset, seed=0, budget=long)
-        validation = {"digits": 360, "ionosphere": 116}[dataset]
         hard = float(accuracy.max())
-        easy = hard - max(0.005, 1 / validation)
+        easy = hard - max(0.005, 1 / validation_rows(folder, dataset))
         runs = {"lrsweep": [], "optuna": []}
         for seed in seeds:
             runs["lrsweep"].append({"seed": seed, **figures(*lrsweep_curve(folder, dataset, seed, budget), easy, hard,

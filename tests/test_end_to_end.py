@@ -386,6 +386,41 @@ def test_gpu_trials_take_the_card_ray_gives_them(ray_session, tmp_path):
     assert side_by_side(trials[0.5]) and not side_by_side(trials[1])
 
 
+def test_a_reused_worker_frees_the_previous_trials_graphs():
+    """A trial actor trains trial after trial in one process. When the next trial starts,
+    every graph TensorFlow traced for the previous one must be freed, or a long sweep's
+    workers grow with each trial (1.7 MB a trial of a small MLP, until TensorFlow's
+    gradient registry was emptied of the trials' custom gradients)."""
+    code = """
+import gc, json, weakref
+import keras
+from tensorflow.python.framework.func_graph import FuncGraph
+from lrsweep import Sweep
+from lrsweep.run import trial
+from lrsweep.run.driver import sweep_data, trial_arrays, training_setup
+
+trial.warm_up()
+sweep = Sweep(name="reuse", dataset="digits", subsample=200, validation_split=0.2, model_args={"hidden": (8,)},
+              max_epochs=1, early_stopping=None, configs=[{"family": "constant", "initial_lr": 0.01}])
+data, setup = trial_arrays(sweep_data(sweep)), training_setup(sweep)
+alive = []
+for seed in range(3):
+    trial.fresh_session(keras)
+    if seed:
+        alive.append(sum(ref() is not None for ref in graphs))
+    model, fit, _ = trial.build_trial({"family": "sgd/constant", "sgd": {"constant": {"initial_lr": 0.01}},
+                                       "seed": seed}, data, setup)
+    model.fit(**fit)
+    graphs = [weakref.ref(o) for o in gc.get_objects() if isinstance(o, FuncGraph)]
+    del model, fit
+print(json.dumps({"traced": len(graphs), "alive": alive}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["traced"] > 0 and got["alive"] == [0, 0], got
+
+
 def test_a_trainable_registered_again_is_the_one_trials_get(ray_session):
     """The driver keeps the trainables it has read from Tune's registry (a GCS round trip
     per lookup otherwise); each stage and each launch in one process registers its own

@@ -8,14 +8,16 @@
                  process tree of `lrsweep launch` running 2 trials at once on a ~600 MB
                  dataset of CIFAR-10 shape, against the same sweep on a tiny dataset
     bookkeeping  500 trials of one short epoch of a tiny model: the driver's CPU per trial,
-                 the time a trial slot sits idle between two trials (Tune's hand-over), and
-                 the store's write time as the driver reports it
+                 the time a trial slot sits idle between two trials (Tune's hand-over), the
+                 store's write time as the driver reports it, and how much the reused trial
+                 workers' resident memory grows per trial (sampled from outside the driver)
 """
 
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -206,11 +208,17 @@ def bookkeeping(folder, trials=500, quick=False):
     few, many = (10, 40) if quick else (50, trials)
     results = os.path.join(folder, "results", "bookkeeping")
     subprocess.run(["rm", "-rf", results], check=True)
-    done = subprocess.run([sys.executable, "-c", BOOKKEEPING_SCRIPT, str(few), str(many), results], cwd=ROOT,
-                          env=ENV, capture_output=True, text=True, timeout=3600)
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-2000:])
-    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    samples = []  # (time, resident MB of each trial worker), taken from here: the driver's CPU stays its own
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", BOOKKEEPING_SCRIPT, str(few), str(many), results], cwd=ROOT,
+                                env=ENV, stdout=stdout, stderr=stderr, text=True)
+        while proc.poll() is None:
+            samples.append((time.time(), _trial_workers()))
+            time.sleep(1.0)
+        stdout.seek(0), stderr.seek(0)
+        if proc.returncode != 0:
+            raise RuntimeError(stderr.read()[-2000:])
+        runs = json.loads(stdout.read().strip().splitlines()[-1])
     import pandas as pd
 
     trials_table = pd.read_parquet(os.path.join(results, "trials"))
@@ -218,7 +226,37 @@ def bookkeeping(folder, trials=500, quick=False):
     return {"trials": many, "seconds": runs["many"]["seconds"],
             "driver_ms_per_trial": 1000 * (runs["many"]["driver_cpu"] - runs["few"]["driver_cpu"]) / (many - few),
             "idle_ms_per_trial": 1000 * _slot_gaps(big).mean(),
-            "store_files": runs["many"]["files"], "store_write_seconds": runs["many"]["write_seconds"]}
+            "store_files": runs["many"]["files"], "store_write_seconds": runs["many"]["write_seconds"],
+            "worker_kb_per_trial": _worker_growth(samples, big)}
+
+
+def _trial_workers():
+    """Resident MB of each trial actor's worker process on this machine."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline") as f:
+                if "ImplicitFunc" not in f.read():
+                    continue
+            with open(f"/proc/{pid}/statm") as f:
+                found[pid] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        except OSError:
+            pass
+    return found
+
+
+def _worker_growth(samples, trials):
+    """How much the trial workers of the large sweep grow per trial they train: from their
+    sample a fifth into the sweep (past the first trials' one-time growth) to their last,
+    over the trials that ended in between."""
+    pids = next((set(w) for _, w in reversed(samples) if w), set())  # the large sweep's workers, the last seen
+    seen = [(t, w) for t, w in samples if w and pids <= set(w)]
+    if len(seen) < 5:
+        return None
+    (t0, first), (t1, last) = seen[len(seen) // 5], seen[-1]
+    ended = trials["end_time"].astype("int64") / 1e6
+    between = int(((ended > t0) & (ended <= t1)).sum())
+    return 1024 * sum(last[pid] - first[pid] for pid in pids) / between if between else None
 
 
 def _slot_gaps(trials, slots=2):

@@ -124,7 +124,7 @@ def stop_ray():
 def keep_registered_trainables():
     """Tune looks a trial's trainable up by name in the cluster's key-value store four or
     five times per trial (`Trial()`, its placement group, its actor, its reset), each a GCS
-    round trip and an unpickle of the trainable class: about 2 ms of driver CPU per trial
+    round trip and an unpickle of the trainable class: 2-3 ms of driver CPU per trial
     (Ray 2.60). Registered names live under this driver's own job and only this process
     registers them, so the driver's registry keeps what it has read once, until the name
     is registered again."""

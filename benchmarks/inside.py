@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -123,23 +122,31 @@ def _pss(pids):
     return total
 
 
-def _peak_memory_of(args):
-    """(peak PSS of the process tree of `python -m lrsweep ARGS`, samples) sampled every 0.2 s."""
-    proc = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+def _sampled(command, measure, every, timeout):
+    """Run `command` from the repository to its end while a thread of this process records
+    (time, measure(its pid)) every `every` seconds: the child's own CPU stays its own.
+    Returns (its standard output, the samples)."""
+    proc = subprocess.Popen(command, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     samples = []
 
     def sample():
         while proc.poll() is None:
-            samples.append((time.time(), _pss(_tree(proc.pid))))
-            time.sleep(0.2)
+            samples.append((time.time(), measure(proc.pid)))
+            time.sleep(every)
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    out, err = proc.communicate(timeout=1800)
+    out, err = proc.communicate(timeout=timeout)
     sampler.join()
     if proc.returncode != 0:
         raise RuntimeError(err[-2000:])
+    return out, samples
+
+
+def _peak_memory_of(args):
+    """(peak PSS of the process tree of `python -m lrsweep ARGS`, samples) sampled every 0.2 s."""
+    _, samples = _sampled([sys.executable, "-m", "lrsweep", *args], lambda pid: _pss(_tree(pid)), 0.2, 1800)
     return max(s for _, s in samples), samples
 
 
@@ -175,21 +182,27 @@ def memory(folder, rows=50_000, quick=False):
 
 # --- bookkeeping at scale ------------------------------------------------------------------
 
+def bookkeeping_sweep(name, trials, results):
+    """`trials` one-epoch trials of a tiny model (constant rates from 1e-3 to 0.5): the
+    driver's work per trial, with as little training as a trial can have."""
+    from lrsweep import Sweep
+
+    configs = [{"family": "constant", "initial_lr": float(lr)} for lr in np.geomspace(1e-3, 0.5, trials)]
+    return Sweep(name=name, dataset="digits", subsample=200, validation_split=0.2, model_args={"hidden": (8,)},
+                 batch_size=64, max_epochs=1, early_stopping=None, configs=configs, results=results)
+
+
 BOOKKEEPING_SCRIPT = r"""
 import json, re, sys, time
-import numpy as np
 import ray
-from lrsweep import Sweep
+from benchmarks.inside import bookkeeping_sweep
 from lrsweep.run.driver import launch
 
 ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
 out = {}
 # "warm-up" pays the driver's one-time costs (imports, Tune's first start) outside the figures
 for label, trials in (("warm-up", 2), ("few", int(sys.argv[1])), ("many", int(sys.argv[2]))):
-    configs = [{"family": "constant", "initial_lr": float(lr)} for lr in np.geomspace(1e-3, 0.5, trials)]
-    sweep = Sweep(name=f"bookkeeping-{label}", dataset="digits", subsample=200, validation_split=0.2,
-                  model_args={"hidden": (8,)}, batch_size=64, max_epochs=1, early_stopping=None, configs=configs,
-                  results=sys.argv[3])
+    sweep = bookkeeping_sweep(f"bookkeeping-{label}", trials, sys.argv[3])
     lines = []
     cpu, wall = time.process_time(), time.perf_counter()
     launch(sweep, print_fn=lines.append)
@@ -208,17 +221,9 @@ def bookkeeping(folder, trials=500, quick=False):
     few, many = (10, 40) if quick else (50, trials)
     results = os.path.join(folder, "results", "bookkeeping")
     subprocess.run(["rm", "-rf", results], check=True)
-    samples = []  # (time, resident MB of each trial worker), taken from here: the driver's CPU stays its own
-    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
-        proc = subprocess.Popen([sys.executable, "-c", BOOKKEEPING_SCRIPT, str(few), str(many), results], cwd=ROOT,
-                                env=ENV, stdout=stdout, stderr=stderr, text=True)
-        while proc.poll() is None:
-            samples.append((time.time(), _trial_workers()))
-            time.sleep(1.0)
-        stdout.seek(0), stderr.seek(0)
-        if proc.returncode != 0:
-            raise RuntimeError(stderr.read()[-2000:])
-        runs = json.loads(stdout.read().strip().splitlines()[-1])
+    out, samples = _sampled([sys.executable, "-c", BOOKKEEPING_SCRIPT, str(few), str(many), results],
+                            _trial_workers, 1.0, 3600)
+    runs = json.loads(out.strip().splitlines()[-1])
     import pandas as pd
 
     trials_table = pd.read_parquet(os.path.join(results, "trials"))
@@ -230,10 +235,10 @@ def bookkeeping(folder, trials=500, quick=False):
             "worker_kb_per_trial": _worker_growth(samples, big)}
 
 
-def _trial_workers():
-    """Resident MB of each trial actor's worker process on this machine."""
+def _trial_workers(root_pid):
+    """Resident MB of each trial actor's worker process under `root_pid` (the Ray it started)."""
     found = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    for pid in _tree(root_pid):
         try:
             with open(f"/proc/{pid}/cmdline") as f:
                 if "ImplicitFunc" not in f.read():

@@ -14,17 +14,9 @@ import pstats
 import tempfile
 import time
 
-import numpy as np
+from benchmarks.inside import bookkeeping_sweep
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-
-def sweep(name, trials, results):
-    from lrsweep import Sweep
-
-    configs = [{"family": "constant", "initial_lr": float(lr)} for lr in np.geomspace(1e-3, 0.5, trials)]
-    return Sweep(name=name, dataset="digits", subsample=200, validation_split=0.2, model_args={"hidden": (8,)},
-                 batch_size=64, max_epochs=1, early_stopping=None, configs=configs, results=results)
 
 
 def main():
@@ -37,11 +29,11 @@ def main():
     from lrsweep.run.driver import launch, stop_ray
 
     results = args.results or tempfile.mkdtemp(prefix="lrsweep-profile-")
-    launch(sweep("warm-up", 2, results), print_fn=lambda line: None)
+    launch(bookkeeping_sweep("warm-up", 2, results), print_fn=lambda line: None)
     profile = cProfile.Profile()
     cpu, wall = time.process_time(), time.perf_counter()
     profile.enable()
-    launch(sweep("profiled", args.trials, results), print_fn=lambda line: None)
+    launch(bookkeeping_sweep("profiled", args.trials, results), print_fn=lambda line: None)
     profile.disable()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     stop_ray()

@@ -8,6 +8,7 @@ as a user's second sweep on a running cluster would.
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,10 +188,22 @@ def test_a_diverging_schedule_ends_diverged_and_the_sweep_goes_on(ray_session, t
     assert trials.loc[trials["family"] == "step", "status"].iloc[0] == "completed"
 
 
+def _tune_finished(experiment):
+    """The trials that Tune's experiment state, as saved in folder `experiment`, holds done
+    (`--resume` does not run them again), and whether a saved state was there to read."""
+    saved = sorted(experiment.glob("experiment_state-*.json"))
+    try:
+        trials = [json.loads(state) for state, _ in json.loads(saved[-1].read_text())["trial_data"]]
+    except (IndexError, ValueError, OSError):  # none yet, or caught mid-copy
+        return set(), False
+    return {trial["trial_id"] for trial in trials if trial["status"] == "TERMINATED"}, True
+
+
 def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_session, tmp_path):
-    """SIGKILL of the driver mid-search (a real kill, no chance to flush), then `--resume`:
-    every trial stored before the kill is still there, the search and its confirmation
-    end, and each trial and epoch reads back once."""
+    """SIGKILL of the driver mid-search (a real kill, no chance to flush) just after Tune saved
+    its experiment state, then `--resume`: every trial that state holds done (so the resume
+    does not run it again) and every trial stored before the kill is still there, the search
+    and its confirmation end, and each trial and epoch reads back once."""
     results = tmp_path / "results"
     args = ["launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "12", "--max-epochs", "8",
             "--confirm-seeds", "2", "--results", str(results), "--name", "killed", "--address", ray_session]
@@ -198,13 +211,20 @@ def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_ses
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 180
-        while len(list(results.glob("trials/*/*/*.parquet"))) < 2:  # two flushes: some trials stored, more running
+        finished = set()
+        while not finished:  # the first saved state with a trial done: some trials stored, more running
             assert driver.poll() is None and time.time() < deadline, "the launch ended before it could be killed"
-            time.sleep(0.2)
+            time.sleep(0.02)
+            finished, _ = _tune_finished(results / "tune" / "killed")
+        # Tune copies its state file by file: kill once the copy is over (a kill mid-copy: the test
+        # of a state cut short), but well within the 2 s the Recorder may hold reports.
+        time.sleep(0.3)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
+    finished, saved = _tune_finished(results / "tune" / "killed")  # the state as the kill left it
     before = read_frame(str(results), "trials")
+    assert saved and finished <= set(before["trial_id"])
     assert 0 < len(before) < 12
 
     done = lrsweep(*args, "--resume", timeout=600)
@@ -324,6 +344,22 @@ def test_a_name_the_store_holds_is_refused_without_resume(ionosphere_results):
     assert done.returncode == 2
     assert "iono-test" in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in (results / "trials/dataset=ionosphere/sweep=iono-test").iterdir()) == before
+
+
+@pytest.mark.parametrize("command", ["launch", "validate"])
+def test_a_tune_state_cut_short_is_refused_on_resume_and_the_store_kept(ionosphere_results, tmp_path, command):
+    """A kill while Tune copies its state can leave a file of it cut short; Tune would start
+    the experiment over. `--resume` says which file, before Ray starts, and keeps the store."""
+    results = tmp_path / "results"
+    shutil.copytree(ionosphere_results[0], results)
+    searcher = next((results / "tune" / "iono-test").glob("searcher-state-*.pkl"))
+    searcher.write_bytes(searcher.read_bytes()[:len(searcher.read_bytes()) // 2])
+    stored = sorted(p.name for p in results.rglob("*.parquet"))
+    done = lrsweep(command, "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(results),
+                   "--name", "iono-test", "--resume", timeout=60)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and searcher.name in done.stderr and "iono-test" in done.stderr
+    assert sorted(p.name for p in results.rglob("*.parquet")) == stored
 
 
 def test_best_schedule_round_trips_through_keras(ionosphere_results):

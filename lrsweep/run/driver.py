@@ -51,6 +51,12 @@ def check_launch(sweep, name, resume):
         if not _tune_state_exists(path):
             raise LrsweepError(f"Argument `name` names no sweep that can be resumed. Received: name={name!r} "
                                f"(no Tune state in {path})")
+        damaged = _damaged_tune_state(path)
+        if damaged:
+            raise LrsweepError(f"Argument `name` names a sweep whose saved Tune state cannot be read, so it "
+                               f"cannot be resumed. Received: name={name!r} ({damaged}, as a launch killed while "
+                               f"Tune copies its state leaves it; the trials stored stay in the results: launch "
+                               f"again under another name)")
 
 
 def _tune_state_exists(path):
@@ -61,6 +67,41 @@ def _tune_state_exists(path):
 
     fs, base = store.filesystem(path)
     return fs.get_file_info(f"{base}/tuner.pkl").type == pafs.FileType.File
+
+
+# The files of Tune's experiment state that `Tuner.restore` reads.
+_TUNE_STATE_FILES = ("tuner.pkl", "experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl",
+                     "callback-states-*.pkl")
+
+
+def _damaged_tune_state(path):
+    """The first of Tune's state files in experiment folder `path` that is cut short, or
+    None. Tune saves its state in a staging folder and then copies it here file by file, not
+    atomically: a launch killed mid-copy leaves a file that `Tuner.restore` cannot read, and
+    Tune then starts the experiment over instead. Read without unpickling (no Ray, no
+    TensorFlow): a pickle must run to its STOP opcode, a JSON file must parse."""
+    import fnmatch
+    import io
+    import pickletools
+
+    import pyarrow.fs as pafs
+
+    fs, base = store.filesystem(path)
+    for info in fs.get_file_info(pafs.FileSelector(base)):
+        if info.type != pafs.FileType.File or not any(fnmatch.fnmatch(info.base_name, pattern)
+                                                      for pattern in _TUNE_STATE_FILES):
+            continue
+        with fs.open_input_stream(info.path) as stream:
+            content = stream.read()
+        try:
+            if content.startswith(b"\x80"):  # a pickle (search_gen_state-*.json is one too)
+                for _ in pickletools.genops(io.BytesIO(content)):
+                    pass
+            else:
+                json.loads(content)
+        except ValueError:  # json's errors are ValueErrors too
+            return f"{info.path} is cut short or damaged ({len(content)} bytes)"
+    return None
 
 
 def _ray_address(address):

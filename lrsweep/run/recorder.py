@@ -3,6 +3,9 @@
 A Tune callback, so it runs in the driver, the store's only writer. Reports are buffered
 and written as one file per table at most every `flush_seconds` (and when the run ends):
 few files for a fast reader, and a crash loses at most that many seconds of reports.
+Those are never reports of a trial that `--resume` will not run again: Tune saves its
+experiment state (which trials are done) with its callbacks' state, and the Recorder
+writes what it holds before it gives its own.
 """
 
 import datetime as dt
@@ -54,6 +57,9 @@ class Recorder(tune.Callback):
 
     # Tune's hooks
 
+    def setup(self, **info):
+        self.started = time.monotonic()  # this launch's start, also on resume (the Recorder comes from tuner.pkl)
+
     def on_trial_start(self, iteration, trials, trial, **info):
         self.histories[trial.trial_id] = []
 
@@ -92,6 +98,18 @@ class Recorder(tune.Callback):
     def on_experiment_end(self, trials, **info):
         self.flush()
         self.print(self.summary())
+
+    # Tune's experiment state (saved every ~10 s, read back by `--resume`)
+
+    def get_state(self):
+        """Called as Tune saves which trials are done, before that state reaches the disk: a
+        trial recorded done there is not run again on resume, so its rows are written now."""
+        self.flush()
+        return {"statuses": dict(self.statuses), "best": self.best}
+
+    def set_state(self, state):
+        """On resume: the progress count and best so far go on from the saved state."""
+        self.statuses, self.best = dict(state["statuses"]), state["best"]
 
     # the store
 

@@ -287,6 +287,8 @@ def test_ionosphere_sweep_from_the_command_line_ranks(ionosphere_results):
 
     results, stdout = ionosphere_results
     assert "dataset ionosphere" in stdout and "rank" in stdout
+    # lrsweep's lines only: not Tune's configuration box nor its pointer to its own logs
+    assert "Configuration for experiment" not in stdout and "View detailed results" not in stdout
     trials = pd.read_parquet(results / "trials")
     assert len(trials) == 6 and (trials["sweep"] == "iono-test").all()
     assert set(trials["node"]) == {ray.get_runtime_context().get_node_id()}  # it joined, not a Ray of its own

@@ -19,6 +19,10 @@ from lrsweep.sweep.spec import check_name
 # Ray Tune's own per-trial JSON/CSV/TensorBoard logs duplicate the store at a cost per
 # report; the driver's Recorder is the record.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# Tune's new output engine prints its configuration box and "View detailed results here"
+# even at verbose=0 (Ray 2.60); the legacy one, at verbose=0, prints nothing: the launch's
+# output is the Recorder's progress and the ranking.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -348,19 +348,26 @@ def test_a_name_the_store_holds_is_refused_without_resume(ionosphere_results):
     assert sorted(p.name for p in (results / "trials/dataset=ionosphere/sweep=iono-test").iterdir()) == before
 
 
-@pytest.mark.parametrize("command", ["launch", "validate"])
-def test_a_tune_state_cut_short_is_refused_on_resume_and_the_store_kept(ionosphere_results, tmp_path, command):
-    """A kill while Tune copies its state can leave a file of it cut short; Tune would start
-    the experiment over. `--resume` says which file, before Ray starts, and keeps the store."""
+@pytest.mark.parametrize("command, stage", [("launch", "iono-test"), ("validate", "iono-test"),
+                                            ("launch", "iono-test-confirm")])
+def test_a_tune_state_cut_short_is_refused_on_resume_and_the_store_kept(ionosphere_results, tmp_path, command,
+                                                                         stage):
+    """A kill while Tune copies its state can leave a file of it cut short, in any stage of
+    the run (each is a Tune experiment restored on its own); Tune would start that stage over.
+    `--resume` says which file, before Ray starts, and keeps the store."""
     results = tmp_path / "results"
     shutil.copytree(ionosphere_results[0], results)
-    searcher = next((results / "tune" / "iono-test").glob("searcher-state-*.pkl"))
-    searcher.write_bytes(searcher.read_bytes()[:len(searcher.read_bytes()) // 2])
+    if stage != "iono-test":  # a later stage's state, as Tune saves it beside the search's
+        shutil.copytree(results / "tune" / "iono-test", results / "tune" / stage)
+    searcher = next((results / "tune" / stage).glob("searcher-state-*.pkl"))
+    content = searcher.read_bytes()
+    searcher.write_bytes(content[:len(content) // 2])
     stored = sorted(p.name for p in results.rglob("*.parquet"))
     done = lrsweep(command, "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(results),
                    "--name", "iono-test", "--resume", timeout=60)
     assert done.returncode == 2
-    assert len(done.stderr.strip().splitlines()) == 1 and searcher.name in done.stderr and "iono-test" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and f"{stage}/{searcher.name}" in done.stderr
+    assert "name='iono-test'" in done.stderr
     assert sorted(p.name for p in results.rglob("*.parquet")) == stored
 
 

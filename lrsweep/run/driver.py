@@ -55,12 +55,13 @@ def check_launch(sweep, name, resume):
         if not _tune_state_exists(path):
             raise LrsweepError(f"Argument `name` names no sweep that can be resumed. Received: name={name!r} "
                                f"(no Tune state in {path})")
-        damaged = _damaged_tune_state(path)
-        if damaged:
-            raise LrsweepError(f"Argument `name` names a sweep whose saved Tune state cannot be read, so it "
-                               f"cannot be resumed. Received: name={name!r} ({damaged}, as a launch killed while "
-                               f"Tune copies its state leaves it; the trials stored stay in the results: launch "
-                               f"again under another name)")
+        for experiment in _stage_experiments(sweep, name):  # each stage is restored on its own
+            damaged = _damaged_tune_state(f"{storage_path(sweep)}/{experiment}")
+            if damaged:
+                raise LrsweepError(f"Argument `name` names a sweep whose saved Tune state cannot be read, so it "
+                                   f"cannot be resumed. Received: name={name!r} ({damaged}, as a launch killed "
+                                   f"while Tune copies its state leaves it; the trials stored stay in the results: "
+                                   f"launch again under another name)")
 
 
 def _tune_state_exists(path):
@@ -78,11 +79,23 @@ _TUNE_STATE_FILES = ("tuner.pkl", "experiment_state-*.json", "search_gen_state-*
                      "callback-states-*.pkl")
 
 
+def _budget_rungs(sweep):
+    """(epochs, trials) of each stage that searches or promotes: early_stopping="budget"'s
+    rungs, else the search alone."""
+    return sweep.budgets if sweep.early_stopping == "budget" else [(sweep.max_epochs, sweep.trial_count)]
+
+
+def _stage_experiments(sweep, name):
+    """The Tune experiment of each stage of run `name`, in order, each resumed on its own:
+    the search (a budget sweep's first rung), each further rung, the confirmation runs."""
+    return [name, *(f"{name}-rung{k}" for k in range(2, len(_budget_rungs(sweep)) + 1)), f"{name}-confirm"]
+
+
 def _damaged_tune_state(path):
-    """The first of Tune's state files in experiment folder `path` that is cut short, or
-    None. Tune saves its state in a staging folder and then copies it here file by file, not
-    atomically: a launch killed mid-copy leaves a file that `Tuner.restore` cannot read, and
-    Tune then starts the experiment over instead. Read without unpickling (no Ray, no
+    """The first of Tune's state files in experiment folder `path` (if there is one) that is
+    cut short, or None. Tune saves its state in a staging folder and then copies it here file
+    by file, not atomically: a launch killed mid-copy leaves a file that `Tuner.restore`
+    cannot read, and Tune then starts the experiment over instead. Read without unpickling (no Ray, no
     TensorFlow): a pickle must run to its STOP opcode, a JSON file must parse."""
     import fnmatch
     import io
@@ -91,7 +104,7 @@ def _damaged_tune_state(path):
     import pyarrow.fs as pafs
 
     fs, base = store.filesystem(path)
-    for info in fs.get_file_info(pafs.FileSelector(base)):
+    for info in fs.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
         if info.type != pafs.FileType.File or not any(fnmatch.fnmatch(info.base_name, pattern)
                                                       for pattern in _TUNE_STATE_FILES):
             continue
@@ -289,10 +302,10 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
         return Recorder(results=sweep.results, dataset=dataset_name, sweep_name=name, settings=settings, total=total,
                         print_fn=print_fn)
 
-    rungs = sweep.budgets if sweep.early_stopping == "budget" else [(sweep.max_epochs, sweep.trial_count)]
+    rungs, experiments = _budget_rungs(sweep), _stage_experiments(sweep, name)
     first = {"budget": rungs[0][0]} if len(rungs) > 1 else {}
-    errors, finished = _run_stage(tune, trainable, sweep, name, resume, *search_algorithm(sweep), _scheduler(sweep),
-                                  recorder(sweep.trial_count), param_space=first)
+    errors, finished = _run_stage(tune, trainable, sweep, experiments[0], resume, *search_algorithm(sweep),
+                                  _scheduler(sweep), recorder(sweep.trial_count), param_space=first)
     # early_stopping="budget": the best of each rung train again from scratch at the next
     for k in range(1, len(rungs)):
         if not finished:
@@ -303,7 +316,7 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
             break
         print_fn(f"rung {k + 1} of {len(rungs)}: the best {len(configs)} again from scratch, the schedule fitted "
                  f"to {rungs[k][0]} epochs")
-        more, finished = _run_stage(tune, trainable, sweep, f"{name}-rung{k + 1}", resume,
+        more, finished = _run_stage(tune, trainable, sweep, experiments[k], resume,
                                     FixedConfigs(configs, sweep.metric, sweep.mode), len(configs), FIFOScheduler(),
                                     recorder(len(configs)))
         errors += more
@@ -312,7 +325,7 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     if configs:
         print_fn(f"confirming: each family's best trial again with {sweep.confirm_seeds} seeds, to "
                  f"{sweep.max_epochs} epochs ({len(configs)} trials)")
-        more, finished = _run_stage(tune, trainable, sweep, f"{name}-confirm", resume,
+        more, finished = _run_stage(tune, trainable, sweep, experiments[-1], resume,
                                     FixedConfigs(configs, sweep.metric, sweep.mode), len(configs), FIFOScheduler(),
                                     recorder(len(configs)))
         errors += more

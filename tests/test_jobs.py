@@ -6,6 +6,7 @@ signalling that group: `ray stop` would also stop the Ray the other tests share.
 """
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,10 +21,27 @@ import pytest
 from tests.conftest import lrsweep
 
 
+_GIVEN = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now that nothing binding port 0 can be given before the cluster binds it:
+    below the kernel's ephemeral range (where Ray's own servers get theirs; an ephemeral port
+    given to the dashboard agent was once taken first, and the agent served no jobs) and above
+    Ray's worker ports (10002-19999); never the same one twice."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral = int(f.read().split()[0])
+    for port in random.sample(range(20000, ephemeral), ephemeral - 20000):
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError(f"no free port between 20000 and {ephemeral}")
 
 
 @pytest.fixture(scope="module")

@@ -466,6 +466,52 @@ print(json.dumps({"traced": len(graphs), "alive": alive}))
     assert got["traced"] > 0 and got["alive"] == [0, 0], got
 
 
+def test_a_trial_on_the_model_its_worker_kept_trains_as_on_a_new_one():
+    """A trial worker keeps the model it compiled (and traced) for its next trial of the
+    same shape. The next trial must train exactly as it would on a new model: its seeded
+    weights and dropout masks, its optimizer's state as new, its own schedule, epoch for
+    epoch. Trials here alternate between two schedules and plateau's float rate."""
+    code = """
+import json
+import keras
+from lrsweep import Sweep
+from lrsweep.run import trial
+from lrsweep.run.driver import sweep_data, trial_arrays, training_setup
+
+trial.warm_up()
+sweep = Sweep(name="kept", dataset="digits", subsample=300, validation_split=0.2, max_epochs=4,
+              model_args={"hidden": (16,), "dropout": 0.2}, configs=[{"family": "constant", "initial_lr": 0.01}])
+data, setup = trial_arrays(sweep_data(sweep)), training_setup(sweep)
+configs = {"one_cycle": {"family": "sgd/one_cycle", "sgd": {"one_cycle": {"max_lr": 0.2}}, "seed": 3},
+           "step": {"family": "sgd/step", "sgd": {"step": {"initial_lr": 0.05, "drop": 0.5, "epochs_drop": 2}},
+                    "seed": 5},
+           "plateau": {"family": "sgd/plateau", "sgd": {"plateau": {"initial_lr": 0.05, "factor": 0.5,
+                                                                    "patience": 1}}, "seed": 1}}
+
+def run(name, kept):
+    trial.fresh_session(keras)
+    model, fit, _ = trial.build_trial(configs[name], data, setup, kept=kept)
+    rates = []
+    read = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: rates.append(
+        float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))))
+    history = model.fit(**{**fit, "callbacks": [*fit["callbacks"], read]}).history
+    return {"history": history, "rates": rates, "model": id(model)}
+
+new = {name: run(name, None) for name in configs}
+kept = {}
+order = ["one_cycle", "step", "plateau", "one_cycle", "step"]
+print(json.dumps({"new": new, "kept": [[name, run(name, kept)] for name in order]}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, run in got["kept"]:
+        assert run["history"] == got["new"][name]["history"], name
+        assert run["rates"] == got["new"][name]["rates"], name
+    models = [run["model"] for _, run in got["kept"]]
+    assert models[0] == models[1] == models[3] == models[4] != models[2]  # kept, but not across kinds of rate
+
+
 def test_a_trainable_registered_again_is_the_one_trials_get(ray_session):
     """The driver keeps the trainables it has read from Tune's registry (a GCS round trip
     per lookup otherwise); each stage and each launch in one process registers its own

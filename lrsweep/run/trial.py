@@ -6,6 +6,7 @@ imported here, in the worker, never in the driver.
 """
 
 import gc
+import json
 import math
 import os
 import sys
@@ -59,7 +60,7 @@ def _configure_tensorflow(cpus):
     with quiet_stderr():
         import tensorflow as tf
 
-        tf.get_logger().setLevel("ERROR")  # every trial is a new model: retracing is expected
+        tf.get_logger().setLevel("ERROR")  # a new shape of model traces again: expected, not news
         threads = thread_count(cpus)
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
@@ -212,14 +213,17 @@ def make_optimizer(keras, name, learning_rate, setup):
     return getattr(keras.optimizers, OPTIMIZERS[name])(learning_rate=learning_rate, **args)
 
 
-def build_trial(config, data, setup):
+def build_trial(config, data, setup, kept=None):
     """One trial's Keras side, exactly as `train` runs it: the seeded weights and shuffle,
     the schedule, the optimizer, the compiled model and the input pipelines. Returns
     (model, `model.fit` keyword arguments, steps per epoch). `data` holds the dataset's
-    arrays, `setup` the sweep's training settings (`driver.training_setup`)."""
+    arrays, `setup` the sweep's training settings (`driver.training_setup`). `kept` is a
+    dict a trial worker keeps between its trials: a model compiled for an earlier trial of
+    the same shape is trained again from this trial's initial state (`compiled`)."""
     import keras
 
     from lrsweep.models import build_model, loss_for
+    from lrsweep.run.compiled import trial_model
     from lrsweep.schedules.registry import build_schedule
 
     _, optimizer_name, family, params = arm_of(config)
@@ -230,20 +234,30 @@ def build_trial(config, data, setup):
     spe = steps_per_epoch(len(x), setup["batch_size"])
     # early_stopping="budget": a rung's trial trains `budget` epochs, the schedule fitted to them
     budget = config.get("budget", setup["max_epochs"])
-    learning_rate, callbacks = build_schedule(family, params, steps_per_epoch=spe, epochs=setup["max_epochs"],
-                                              granularity=setup["granularity"], over=budget)
-    optimizer = make_optimizer(keras, optimizer_name, learning_rate, setup)
+    schedule, callbacks = build_schedule(family, params, steps_per_epoch=spe, epochs=setup["max_epochs"],
+                                         granularity=setup["granularity"], over=budget)
     model = build_model(setup["model"], setup["model_args"], x.shape[1:], data["num_classes"])
-    # One compiled call per epoch: a small model's step is mostly Python overhead otherwise
-    # (25-35% of the epoch on the benchmarks' MLPs); callbacks here work on epochs only.
-    model.compile(optimizer=optimizer, loss=loss_for(data["num_classes"]), metrics=["accuracy"],
-                  steps_per_execution=spe)
+
+    def compile_model(model, learning_rate):
+        # One compiled call per epoch: a small model's step is mostly Python overhead otherwise
+        # (25-35% of the epoch on the benchmarks' MLPs); callbacks here work on epochs only.
+        model.compile(optimizer=make_optimizer(keras, optimizer_name, learning_rate, setup),
+                      loss=loss_for(data["num_classes"]), metrics=["accuracy"], steps_per_execution=spe)
+
+    # What the compiled model depends on besides the rate: a kept one serves any trial of it.
+    shape = json.dumps([setup["model"], setup["model_args"], x.shape[1:], data["num_classes"], optimizer_name,
+                        setup["optimizer"], setup["optimizer_args"], spe], sort_keys=True, default=str)
+    model = trial_model(kept, shape, model, schedule, setup["max_epochs"] * spe, compile_model)
     threads = thread_count(setup["cpus"])
     fit = dict(x=batches(x, y, setup["batch_size"], shuffle=True, seed=seed, threads=threads),
                validation_data=batches(data["x_val"], data["y_val"], setup["batch_size"], shuffle=False,
                                        seed=seed, threads=threads),
                epochs=budget, shuffle=False, verbose=0, callbacks=callbacks)
     return model, fit, spe
+
+
+# The compiled model a trial worker keeps for its next trial (`build_trial`).
+_kept = {}
 
 
 def train(config, *, data, setup):
@@ -259,7 +273,7 @@ def train(config, *, data, setup):
     import keras
 
     fresh_session(keras)
-    model, fit, spe = build_trial(config, data, setup)
+    model, fit, spe = build_trial(config, data, setup, kept=_kept)
     context = ray.get_runtime_context()
     extra = {"node": context.get_node_id(), "trial_start": started, "steps_per_epoch": spe, "gpu_ids": gpu_ids}
     reporter = make_callback_class(keras)(tune.report, setup["metric"], setup["mode"], setup["decision_epochs"],

@@ -67,8 +67,8 @@ def trial_model(kept, shape, fresh, schedule, steps, compile_model):
     if entry is None:
         table = None if isinstance(rate, float) else RateTable(rate)
         compile_model(fresh, rate if table is None else table)
-        fresh.optimizer.build(fresh.trainable_variables)
         if kept is not None:
+            fresh.optimizer.build(fresh.trainable_variables)  # its variables' values before any step
             kept[key] = {"model": fresh, "table": table,
                          "optimizer": [ops.convert_to_numpy(v) for v in fresh.optimizer.variables]}
         return fresh

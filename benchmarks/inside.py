@@ -56,9 +56,8 @@ def plain_fit(epochs, pipeline):
     spe = lrsweep_trial.steps_per_epoch(len(data.x_train), w.batch_size)
     model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], steps_per_execution=spe)
     if pipeline:  # the trials' own input pipeline: what remains is reporting, history, rate logging
-        batches = lrsweep_trial.batches
-        fit.update(x=batches(data.x_train, data.y_train, w.batch_size, shuffle=True, seed=0, threads=1), y=None,
-                   validation_data=batches(data.x_val, data.y_val, w.batch_size, shuffle=False, seed=0, threads=1),
+        from lrsweep.run.driver import trial_arrays
+        fit.update(lrsweep_trial.input_pipelines(trial_arrays(data), w.batch_size, seed=0, threads=1), y=None,
                    batch_size=None, shuffle=False)
     model.fit(**{**fit, "epochs": epochs, "callbacks": [Ends()]})
     return ends

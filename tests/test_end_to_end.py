@@ -512,6 +512,62 @@ print(json.dumps({"new": new, "kept": [[name, run(name, kept)] for name in order
     assert models[0] == models[1] == models[3] == models[4] != models[2]  # kept, but not across kinds of rate
 
 
+def test_each_epoch_trains_on_every_row_once_and_validates_on_the_whole_validation_set():
+    """A trial reads its training batches as one endless stream and its validation set
+    copied into the trial when small, through the shared arrays when large (the pipelines
+    start once per trial, not per epoch). Each epoch must still be one shuffled pass over
+    the training rows, and each epoch's val_loss and val_accuracy those of the whole
+    validation set: with fewer validation batches than a compiled call's steps and with
+    more."""
+    code = """
+import json
+import numpy as np
+import keras
+from lrsweep import Sweep
+from lrsweep.run import trial
+from lrsweep.run.driver import sweep_data, trial_arrays, training_setup
+
+trial.warm_up()
+out = []
+for split, copy in ((0.2, True), (0.2, False), (0.8, True), (0.8, False)):
+    trial.VALIDATION_COPY_BYTES = 16 * 2**20 if copy else 0
+    sweep = Sweep(name="pipes", dataset="digits", subsample=300, validation_split=split, max_epochs=3, batch_size=25,
+                  model_args={"hidden": (16,)}, configs=[{"family": "constant", "initial_lr": 0.05}])
+    data, setup = trial_arrays(sweep_data(sweep)), training_setup(sweep)
+    config = {"family": "sgd/constant", "sgd": {"constant": {"initial_lr": 0.05}}, "seed": 2}
+    trial.fresh_session(keras)
+    model, fit, spe = trial.build_trial(config, data, setup)
+    weights = []
+    keep = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: weights.append(model.get_weights()))
+    history = model.fit(**{**fit, "callbacks": [*fit["callbacks"], keep]}).history
+    evaluated = []
+    for w in weights:
+        model.set_weights(w)
+        evaluated.append(model.evaluate(data["x_val"], data["y_val"], batch_size=len(data["x_val"]), verbose=0,
+                                        return_dict=True))
+    stream = iter(fit["x"])
+    passes, orders = [], []
+    for epoch in range(3):
+        rows = list(map(bytes, np.concatenate([next(stream)[0].numpy() for _ in range(spe)])))
+        passes.append(sorted(rows) == sorted(map(bytes, data["x_train"])))
+        orders.append(hash(tuple(rows)))
+    out.append({"split": split, "copy": copy, "spe": spe, "validation_steps": fit["validation_steps"],
+                "history": history, "evaluated": evaluated, "passes": passes,
+                "orders": len(set(orders))})
+print(json.dumps(out))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {(r["spe"] > r["validation_steps"]) for r in runs} == {True, False}  # both cases ran
+    for run in runs:
+        assert run["passes"] == [True, True, True], run["split"]
+        assert run["orders"] == 3, run["split"]  # shuffled anew each epoch
+        for epoch, direct in enumerate(run["evaluated"]):
+            assert run["history"]["val_accuracy"][epoch] == pytest.approx(direct["accuracy"], abs=1e-6), run
+            assert run["history"]["val_loss"][epoch] == pytest.approx(direct["loss"], rel=1e-4), run
+
+
 def test_a_trainable_registered_again_is_the_one_trials_get(ray_session):
     """The driver keeps the trainables it has read from Tune's registry (a GCS round trip
     per lookup otherwise); each stage and each launch in one process registers its own

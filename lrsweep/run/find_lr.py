@@ -63,7 +63,7 @@ def range_test(optimizer_name, data, setup, keras):
                 self.model.stop_training = True
 
     pipeline = batches(x, y, setup["batch_size"], shuffle=True, seed=setup["seed"],
-                       threads=thread_count(setup["cpus"])).repeat()
+                       threads=thread_count(setup["cpus"]), repeat=True)
     model.fit(pipeline, epochs=STEPS, steps_per_epoch=1, shuffle=False, verbose=0, callbacks=[Watch()])
     losses = [loss for loss in losses if math.isfinite(loss)]  # the test stopped at the first that is not
     return [{"optimizer": optimizer_name, "step": step, "lr": float(rate(step)), "loss": loss,

@@ -133,12 +133,14 @@ def _drop_custom_gradients():
         del entries[name]
 
 
-def batches(x, y, batch_size, *, shuffle, seed, threads):
+def batches(x, y, batch_size, *, shuffle, seed, threads, repeat=False):
     """A tf.data pipeline that copies one batch at a time out of the shared arrays.
 
     The arrays come zero-copy from Ray's object store, and every trial on a node shares
     them; given the arrays themselves, Keras would copy the whole dataset into each
     trial's TensorFlow. Batches are prefetched, so training does not wait for them.
+    `repeat`: one endless stream of epochs (each shuffled anew), to be read with a number of
+    steps per epoch.
     """
     import tensorflow as tf
 
@@ -150,9 +152,39 @@ def batches(x, y, batch_size, *, shuffle, seed, threads):
         rows = rows.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
     data = rows.batch(batch_size).map(lambda r: tf.numpy_function(take, [r], (tf.float32, tf.int64), stateful=False))
     data = data.map(lambda a, b: (tf.ensure_shape(a, (None, *x.shape[1:])), tf.ensure_shape(b, (None,))))
+    if repeat:
+        data = data.repeat()
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads  # a one-CPU trial stays on one CPU
     return data.prefetch(2).with_options(options)
+
+
+# A validation set up to this size is copied into each trial's TensorFlow (see `input_pipelines`).
+VALIDATION_COPY_BYTES = 16 * 2**20
+
+
+def input_pipelines(data, batch_size, *, seed, threads):
+    """`model.fit`'s input arguments for a trial on `data`'s arrays.
+
+    tf.data takes about 10 ms to start a pipeline that reads the shared arrays (it sets up
+    its functions anew for each iterator), and Keras starts one or two for every epoch and
+    every validation: most of a small model's epoch. So the training batches are one endless
+    stream, read `steps_per_epoch` at a time (its iterator made once per trial), and a
+    validation set of at most `VALIDATION_COPY_BYTES` is copied into the trial, whose
+    pipeline starts in 1-2 ms; a larger one is read from the shared arrays, where its
+    evaluation outweighs the start. Either way Keras evaluates every validation row once
+    per epoch, in order (`validation_steps`).
+    """
+    import tensorflow as tf
+
+    x, y, x_val, y_val = data["x_train"], data["y_train"], data["x_val"], data["y_val"]
+    if x_val.nbytes + y_val.nbytes <= VALIDATION_COPY_BYTES:
+        validation = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(batch_size)
+    else:
+        validation = batches(x_val, y_val, batch_size, shuffle=False, seed=seed, threads=threads)
+    return dict(x=batches(x, y, batch_size, shuffle=True, seed=seed, threads=threads, repeat=True),
+                steps_per_epoch=steps_per_epoch(len(x), batch_size), validation_data=validation,
+                validation_steps=steps_per_epoch(len(x_val), batch_size))
 
 
 # A trial reports at least this often: each report waits for the driver's answer (a round
@@ -230,7 +262,7 @@ def build_trial(config, data, setup, kept=None):
     seed = config.get("seed", setup["seed"])
     keras.utils.set_random_seed(seed)  # weights, dropout
 
-    x, y = data["x_train"], data["y_train"]
+    x = data["x_train"]
     spe = steps_per_epoch(len(x), setup["batch_size"])
     # early_stopping="budget": a rung's trial trains `budget` epochs, the schedule fitted to them
     budget = config.get("budget", setup["max_epochs"])
@@ -248,10 +280,7 @@ def build_trial(config, data, setup, kept=None):
     shape = json.dumps([setup["model"], setup["model_args"], x.shape[1:], data["num_classes"], optimizer_name,
                         setup["optimizer"], setup["optimizer_args"], spe], sort_keys=True, default=str)
     model = trial_model(kept, shape, model, schedule, setup["max_epochs"] * spe, compile_model)
-    threads = thread_count(setup["cpus"])
-    fit = dict(x=batches(x, y, setup["batch_size"], shuffle=True, seed=seed, threads=threads),
-               validation_data=batches(data["x_val"], data["y_val"], setup["batch_size"], shuffle=False,
-                                       seed=seed, threads=threads),
+    fit = dict(input_pipelines(data, setup["batch_size"], seed=seed, threads=thread_count(setup["cpus"])),
                epochs=budget, shuffle=False, verbose=0, callbacks=callbacks)
     return model, fit, spe
 

@@ -455,11 +455,10 @@ sweep = Sweep(name="reuse", dataset="digits", subsample=200, validation_split=0.
 data, setup = trial_arrays(sweep_data(sweep)), training_setup(sweep)
 alive = []
 for seed in range(3):
-    trial.fresh_session(keras)
-    if seed:
-        alive.append(sum(ref() is not None for ref in graphs))
     model, fit, _ = trial.build_trial({"family": "sgd/constant", "sgd": {"constant": {"initial_lr": 0.01}},
                                        "seed": seed}, data, setup)
+    if seed:
+        alive.append(sum(ref() is not None for ref in graphs))
     model.fit(**fit)
     graphs = [weakref.ref(o) for o in gc.get_objects() if isinstance(o, FuncGraph)]
     del model, fit
@@ -494,7 +493,6 @@ configs = {"one_cycle": {"family": "sgd/one_cycle", "sgd": {"one_cycle": {"max_l
                                                                     "patience": 1}}, "seed": 1}}
 
 def run(name, kept):
-    trial.fresh_session(keras)
     model, fit, _ = trial.build_trial(configs[name], data, setup, kept=kept)
     rates = []
     read = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: rates.append(
@@ -540,7 +538,6 @@ for split, copy in ((0.2, True), (0.2, False), (0.8, True), (0.8, False)):
                   model_args={"hidden": (16,)}, configs=[{"family": "constant", "initial_lr": 0.05}])
     data, setup = trial_arrays(sweep_data(sweep)), training_setup(sweep)
     config = {"family": "sgd/constant", "sgd": {"constant": {"initial_lr": 0.05}}, "seed": 2}
-    trial.fresh_session(keras)
     model, fit, spe = trial.build_trial(config, data, setup)
     weights = []
     keep = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: weights.append(model.get_weights()))

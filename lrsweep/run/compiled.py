@@ -46,6 +46,14 @@ def rate_table(schedule, steps):
     return np.broadcast_to(rates, (steps,)).copy()
 
 
+def kept_key(shape, schedule, steps):
+    """The key under which `trial_model` keeps the model compiled for `shape` at `schedule`'s
+    kind of rate; None for a schedule too long to tabulate, whose model is never kept."""
+    if isinstance(schedule, float):
+        return shape, "float"
+    return (shape, "table", steps) if steps <= TABLE_STEPS else None
+
+
 def trial_model(kept, shape, fresh, schedule, steps, compile_model):
     """The compiled model a trial trains, at `schedule` (a float, or a schedule tabulated
     over `steps` optimizer steps). `fresh` is the trial's model, built with its seed;
@@ -56,13 +64,11 @@ def trial_model(kept, shape, fresh, schedule, steps, compile_model):
     `fresh` is compiled, and kept. A worker serves one sweep: it keeps one model per
     optimizer and kind of rate (a float for `plateau`, whose Keras callback sets the rate;
     a table for the other families)."""
-    if isinstance(schedule, float):
-        rate, key = schedule, (shape, "float")
-    elif steps <= TABLE_STEPS:
-        rate, key = rate_table(schedule, steps), (shape, "table", steps)
-    else:
+    key = kept_key(shape, schedule, steps)
+    if key is None:
         compile_model(fresh, schedule)
         return fresh
+    rate = schedule if isinstance(schedule, float) else rate_table(schedule, steps)
     entry = kept.get(key) if kept is not None else None
     if entry is None:
         table = None if isinstance(rate, float) else RateTable(rate)

@@ -41,10 +41,10 @@ def suggestions(lrs, smooth):
 def range_test(optimizer_name, data, setup, keras):
     """Rows (step, lr, loss, smoothed_loss) of one optimizer's range test."""
     from lrsweep.models import build_model, loss_for
-    from lrsweep.run.trial import batches, make_optimizer, thread_count
+    from lrsweep.run.trial import batches, make_optimizer, seed_trial, thread_count
 
     keras.backend.clear_session()
-    keras.utils.set_random_seed(setup["seed"])
+    seed_trial(setup["seed"])
     rate = keras.optimizers.schedules.ExponentialDecay(START, decay_steps=1,
                                                        decay_rate=(END / START) ** (1 / (STEPS - 1)))
     optimizer = make_optimizer(keras, optimizer_name, rate, setup)

@@ -98,15 +98,40 @@ def _configure_gpus(gpu_ids):
     _gpus_configured = True
 
 
-def fresh_session(keras):
-    """Start a trial from a clean Keras session in a reused actor: drop the previous
-    trial's graphs and collect them, then freeze what survives (`gc.freeze`). The Python
-    heap of a TensorFlow process is hundreds of thousands of objects made at import;
-    frozen, they are no longer walked by this collection or by the automatic ones during
-    training. A digits trial's set-up fell from 0.3-0.4 s of collecting to about 0.01 s."""
-    _drop_custom_gradients()
-    keras.backend.clear_session()
+def fresh_session(keras, clear=True):
+    """Start a trial in a reused actor. `clear`: drop the previous trial's graphs
+    (`clear_session`, which also empties TensorFlow's kernel cache), for a trial that
+    compiles a model of its own; a trial on a kept model (`compiled`) keeps them, and the
+    kernels its compiled functions were instantiated with. Either way the previous trial's
+    garbage is collected, then what survives is frozen (`gc.freeze`): the Python heap of a
+    TensorFlow process is hundreds of thousands of objects made at import; frozen, they are
+    no longer walked by this collection or by the automatic ones during training. A digits
+    trial's set-up fell from 0.3-0.4 s of collecting to about 0.01 s."""
+    if clear:
+        _drop_custom_gradients()
+        keras.backend.clear_session(free_memory=False)
+    gc.collect()
     gc.freeze()
+
+
+def seed_trial(seed):
+    """What `keras.utils.set_random_seed` seeds but TensorFlow's global seed: Python's and
+    NumPy's generators, and Keras' own (initial weights, dropout). Setting TensorFlow's
+    global seed empties its kernel cache (`tf.random.set_seed`), and with it the training
+    and evaluation functions of a kept model, instantiated again at its next call: about
+    0.15 s of a small trial's first epoch. No part of a trial reads that seed: its shuffle
+    has a seed of its own (`batches`), and Keras' random ops take theirs from Keras."""
+    import random
+
+    import numpy as np
+    from keras.src.backend.common import global_state
+    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+    from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+
+    global_state.set_global_attribute(GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, None)  # made again from `random`
+    random.seed(seed)
+    np.random.seed(seed)
 
 
 _builtin_gradients = None
@@ -255,19 +280,23 @@ def build_trial(config, data, setup, kept=None):
     import keras
 
     from lrsweep.models import build_model, loss_for
-    from lrsweep.run.compiled import trial_model
+    from lrsweep.run.compiled import kept_key, trial_model
     from lrsweep.schedules.registry import build_schedule
 
     _, optimizer_name, family, params = arm_of(config)
     seed = config.get("seed", setup["seed"])
-    keras.utils.set_random_seed(seed)  # weights, dropout
-
     x = data["x_train"]
     spe = steps_per_epoch(len(x), setup["batch_size"])
     # early_stopping="budget": a rung's trial trains `budget` epochs, the schedule fitted to them
     budget = config.get("budget", setup["max_epochs"])
     schedule, callbacks = build_schedule(family, params, steps_per_epoch=spe, epochs=setup["max_epochs"],
                                          granularity=setup["granularity"], over=budget)
+    # What the compiled model depends on besides the rate: a kept one serves any trial of it.
+    shape = json.dumps([setup["model"], setup["model_args"], x.shape[1:], data["num_classes"], optimizer_name,
+                        setup["optimizer"], setup["optimizer_args"], spe], sort_keys=True, default=str)
+    steps = setup["max_epochs"] * spe
+    fresh_session(keras, clear=kept is None or kept_key(shape, schedule, steps) not in kept)
+    seed_trial(seed)  # weights, dropout
     model = build_model(setup["model"], setup["model_args"], x.shape[1:], data["num_classes"])
 
     def compile_model(model, learning_rate):
@@ -276,10 +305,7 @@ def build_trial(config, data, setup, kept=None):
         model.compile(optimizer=make_optimizer(keras, optimizer_name, learning_rate, setup),
                       loss=loss_for(data["num_classes"]), metrics=["accuracy"], steps_per_execution=spe)
 
-    # What the compiled model depends on besides the rate: a kept one serves any trial of it.
-    shape = json.dumps([setup["model"], setup["model_args"], x.shape[1:], data["num_classes"], optimizer_name,
-                        setup["optimizer"], setup["optimizer_args"], spe], sort_keys=True, default=str)
-    model = trial_model(kept, shape, model, schedule, setup["max_epochs"] * spe, compile_model)
+    model = trial_model(kept, shape, model, schedule, steps, compile_model)
     fit = dict(input_pipelines(data, setup["batch_size"], seed=seed, threads=thread_count(setup["cpus"])),
                epochs=budget, shuffle=False, verbose=0, callbacks=callbacks)
     return model, fit, spe
@@ -301,7 +327,6 @@ def train(config, *, data, setup):
     _configure_gpus(gpu_ids)
     import keras
 
-    fresh_session(keras)
     model, fit, spe = build_trial(config, data, setup, kept=_kept)
     context = ray.get_runtime_context()
     extra = {"node": context.get_node_id(), "trial_start": started, "steps_per_epoch": spe, "gpu_ids": gpu_ids}

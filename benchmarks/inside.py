@@ -62,30 +62,37 @@ def plain_fit(epochs, pipeline):
     model.fit(**{**fit, "epochs": epochs, "callbacks": [Ends()]})
     return ends
 
-plain = np.diff(ray.get(plain_fit.remote(epochs, False)))[1:]
-same_pipeline = np.diff(ray.get(plain_fit.remote(epochs, True)))[1:]
-sweep = Sweep(name="overhead", dataset="digits", validation_split=0.2, model_args={"hidden": (128,)},
-              configs=[{"family": "step", "initial_lr": 0.1, "drop": 0.5, "epochs_drop": 5}],
-              max_epochs=epochs, early_stopping=None, results=results)
-launch(sweep, print_fn=lambda line: None)
-ends = pd.read_parquet(results + "/epochs").sort_values("epoch")["end_time"]
-ends = (ends - ends.iloc[0]).dt.total_seconds().to_numpy()
+rounds = {"plain": [], "plain_same_pipeline": [], "lrsweep": []}
+for r in range(int(sys.argv[3])):  # alternating, so that a slow spell of the machine hits all three
+    rounds["plain"].append(float(np.median(np.diff(ray.get(plain_fit.remote(epochs, False)))[1:])))
+    rounds["plain_same_pipeline"].append(float(np.median(np.diff(ray.get(plain_fit.remote(epochs, True)))[1:])))
+    sweep = Sweep(name="overhead", dataset="digits", validation_split=0.2, model_args={"hidden": (128,)},
+                  configs=[{"family": "step", "initial_lr": 0.1, "drop": 0.5, "epochs_drop": 5}],
+                  max_epochs=epochs, early_stopping=None, results=f"{results}/{r}")
+    launch(sweep, print_fn=lambda line: None)
+    ends = pd.read_parquet(f"{results}/{r}/epochs").sort_values("epoch")["end_time"]
+    ends = (ends - ends.iloc[0]).dt.total_seconds().to_numpy()
+    rounds["lrsweep"].append(float(np.median(np.diff(ends)[1:])))
 ray.shutdown()
-print(json.dumps({"plain": float(np.median(plain)), "plain_same_pipeline": float(np.median(same_pipeline)),
-                  "lrsweep": float(np.median(np.diff(ends)[1:]))}))
+print(json.dumps({**{key: float(np.median(values)) for key, values in rounds.items()}, "rounds": rounds}))
 """
 
 
-def overhead(folder, epochs=40, quick=False):
+def overhead(folder, epochs=40, rounds=3, quick=False):
+    """Each figure the median over `rounds` rounds (each round's the median of its epochs);
+    `reporting_rounds`: lrsweep against a plain fit of the same pipeline, round by round."""
     results = os.path.join(folder, "results", "overhead")
     subprocess.run(["rm", "-rf", results], check=True)  # the script reads every epoch stored there
-    done = subprocess.run([sys.executable, "-c", OVERHEAD_SCRIPT, str(10 if quick else epochs), results],
+    done = subprocess.run([sys.executable, "-c", OVERHEAD_SCRIPT, str(10 if quick else epochs), results,
+                           str(1 if quick else rounds)],
                           cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     figures["overhead"] = figures["lrsweep"] / figures["plain"] - 1
     figures["reporting_overhead"] = figures["lrsweep"] / figures["plain_same_pipeline"] - 1
+    figures["reporting_rounds"] = [mine / plain - 1 for mine, plain in
+                                   zip(figures["rounds"]["lrsweep"], figures["rounds"]["plain_same_pipeline"])]
     return figures
 
 

@@ -218,6 +218,8 @@ REPORT_SECONDS = 2.0
 
 
 def make_callback_class(keras):
+    from lrsweep.run.compiled import RateTable
+
     class EpochReporter(keras.callbacks.Callback):
         """Reports epochs to Tune: the rate in effect (read when the epoch begins: at its
         end a schedule already gives the next epoch's rate), the logs, the time taken; a
@@ -236,7 +238,12 @@ def make_callback_class(keras):
             self.rows, self.last_report = [], time.time()
 
         def on_epoch_begin(self, epoch, logs=None):
-            self.lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            optimizer = self.model.optimizer
+            schedule = getattr(optimizer, "_learning_rate", None)  # Keras keeps the schedule there
+            if isinstance(schedule, RateTable):
+                self.lr = schedule.rate_at(keras.ops.convert_to_numpy(optimizer.iterations))
+            else:
+                self.lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
             self.started = time.time()
 
         def on_epoch_end(self, epoch, logs=None):

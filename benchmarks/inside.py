@@ -3,7 +3,8 @@
     overhead     seconds per epoch of an lrsweep trial (reporting each epoch through Tune,
                  reading the rate, the history) against a plain `model.fit` epoch of the same
                  compiled model on the same data, in the same kind of process (a one-CPU Ray
-                 worker); steady state: the median time between epoch ends, epoch 1 excluded
+                 worker); steady state: the median time between epoch ends, epoch 1 excluded,
+                 in each of three rounds that alternate the three; the medians of the rounds
     memory       peak memory (PSS, so shared object-store pages count once) of the whole
                  process tree of `lrsweep launch` running 2 trials at once on a ~600 MB
                  dataset of CIFAR-10 shape, against the same sweep on a tiny dataset

@@ -75,12 +75,12 @@ def print_report(figures):
                 print(f"| {name} | {runner} | {f['seconds']:.1f} | {ratios} |")
     if "overhead" in figures:
         f = figures["overhead"]
+        rounds = f.get("reporting_rounds", [])  # absent from a last-run.json of before 2026-12-03
+        by_round = f"; round by round {', '.join(f'{100 * r:+.1f}%' for r in rounds)}" if rounds else ""
         print(f"\n## Per-epoch overhead: lrsweep {f['lrsweep'] * 1000:.1f} ms per epoch; a plain model.fit of "
               f"the arrays {f['plain'] * 1000:.1f} ms ({100 * f['overhead']:+.1f}%); a plain model.fit of the same "
               f"input pipeline {f['plain_same_pipeline'] * 1000:.1f} ms ({100 * f['reporting_overhead']:+.1f}%: "
-              f"reporting, history, rate logging; round by round "
-              f"{', '.join(f'{100 * r:+.1f}%' for r in f.get('reporting_rounds', []))}; medians of "
-              f"{len(f.get('reporting_rounds', [])) or 1} rounds)")
+              f"reporting, history, rate logging{by_round})")
     if "memory" in figures:
         f = figures["memory"]
         print(f"\n## Memory (whole process tree, PSS): tiny dataset {f['peak_tiny'] / 2**30:.2f} GiB, "

@@ -590,16 +590,20 @@ def test_a_trainable_registered_again_is_the_one_trials_get(ray_session):
             assert request.bundles == [{"CPU": cpus}]
 
 
-def test_a_worker_warms_up_without_fixing_its_devices():
+def test_a_worker_warms_up_without_fixing_its_devices_or_loading_what_trials_do_not_use():
     """A trial actor's worker imports TensorFlow as it starts; Ray sets CUDA_VISIBLE_DEVICES
     to the actor's cards only later, and TensorFlow reads it once, when it first lists its
     devices. The warm-up must leave that listing to the trial, or every trial of a node
-    would see (and use) all its cards."""
-    code = ("from lrsweep.run.trial import warm_up\nwarm_up()\n"
-            "from tensorflow.python.eager import context\nprint(context.context()._physical_devices)")
+    would see (and use) all its cards. Nor does it load scikit-learn or matplotlib, which
+    Keras would import for its wrappers and galleries; a user's code in the trial still can."""
+    code = ("import sys\nfrom lrsweep.run.trial import warm_up\nwarm_up()\n"
+            "from tensorflow.python.eager import context\nprint(context.context()._physical_devices)\n"
+            "print(sorted(name for name in ('sklearn', 'matplotlib') if name in sys.modules))\n"
+            "import sklearn.datasets, matplotlib.pyplot, keras\n"
+            "print(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])(sklearn.datasets.load_iris().data[:4, :3]).shape)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == "None"
+    assert done.stdout.strip().splitlines()[-3:] == ["None", "[]", "(4, 2)"]
 
 
 def test_fit_schedule_confirm_trains_the_closest_fit_as_the_trial_trained(ray_session, tmp_path):

@@ -5,6 +5,7 @@ it as a Ray job's entrypoint would (RAY_ADDRESS), and the sweep-file tests with 
 as a user's second sweep on a running cluster would.
 """
 
+import glob
 import json
 import math
 import os
@@ -325,8 +326,9 @@ def test_a_launch_that_joins_a_cluster_leaves_every_process_of_it_running(ionosp
 
 
 def test_a_launch_that_starts_its_own_ray_leaves_no_process_of_it(tmp_path):
-    """The README's first command, with no cluster around: Ray starts with the launch, and
-    none of its processes outlives it."""
+    """The README's first command, with no cluster around: Ray starts with the launch, it
+    starts no worker process but the trials' (on two cores, every other one slows their
+    TensorFlow import), and none of its processes outlives it."""
     import tempfile
 
     ray_dir = tempfile.mkdtemp(prefix="lrsweep-ray-", dir="/tmp")  # short: Ray's socket paths must fit
@@ -337,7 +339,10 @@ def test_a_launch_that_starts_its_own_ray_leaves_no_process_of_it(tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
         assert "Ray dashboard: http" in done.stdout
         assert len(pd.read_parquet(tmp_path / "results" / "trials")) == 2
-        assert list(os.scandir(ray_dir)), "the launch's Ray kept its files elsewhere: the check below proves nothing"
+        assert list(os.scandir(ray_dir)), "the launch's Ray kept its files elsewhere: the checks below prove nothing"
+        workers = {os.path.basename(log) for log in  # once each, here and under the session_latest link
+                   glob.glob(os.path.join(ray_dir, "**", "python-core-worker-*.log"), recursive=True)}
+        assert 0 < len(workers) <= 2, workers  # one per trial at most (they reuse actors on one CPU)
         assert [command for command in command_lines() if ray_dir in command] == []
     finally:
         subprocess.run(["rm", "-rf", ray_dir])

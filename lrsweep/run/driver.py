@@ -154,9 +154,13 @@ def _start_ray(address, dashboard_host, cpus_per_trial, print_fn):
                    "env_vars": {"LRSWEEP_TRIAL_CPUS": str(cpus_per_trial), "TF_CPP_MIN_LOG_LEVEL": "2"}}
     # The next line says how to sign in; Ray's own notice that tokens are on repeats it.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    # A Ray of our own starts no workers for the driver as it connects (Ray's default, one
+    # per CPU): they would have no runtime environment, so no trial could use them, and
+    # they would take CPU from the workers the trials do start.
+    own = {"_system_config": {"prestart_worker_first_driver": False}} if address == "local" else {}
     context = ray.init(address=address, include_dashboard=True, dashboard_host=dashboard_host,
                        configure_logging=True, logging_level="WARNING", log_to_driver=True,
-                       ignore_reinit_error=True, runtime_env=runtime_env)
+                       ignore_reinit_error=True, runtime_env=runtime_env, **own)
     url = context.dashboard_url
     if url:
         url = url if url.startswith("http") else f"http://{url}"

@@ -4,7 +4,7 @@
                  reading the rate, the history) against a plain `model.fit` epoch of the same
                  compiled model on the same data, in the same kind of process (a one-CPU Ray
                  worker); steady state: the median time between epoch ends, epoch 1 excluded,
-                 in each of three rounds that alternate the three; the medians of the rounds
+                 in each of five rounds that alternate the three; the medians of the rounds
     memory       peak memory (PSS, so shared object-store pages count once) of the whole
                  process tree of `lrsweep launch` running 2 trials at once on a ~600 MB
                  dataset of CIFAR-10 shape, against the same sweep on a tiny dataset
@@ -79,7 +79,7 @@ print(json.dumps({**{key: float(np.median(values)) for key, values in rounds.ite
 """
 
 
-def overhead(folder, epochs=40, rounds=3, quick=False):
+def overhead(folder, epochs=60, rounds=5, quick=False):
     """Each figure the median over `rounds` rounds (each round's the median of its epochs);
     `reporting_rounds`: lrsweep against a plain fit of the same pipeline, round by round."""
     results = os.path.join(folder, "results", "overhead")

@@ -2,9 +2,10 @@
 
     overhead     seconds per epoch of an lrsweep trial (reporting each epoch through Tune,
                  reading the rate, the history) against a plain `model.fit` epoch of the same
-                 compiled model on the same data, in the same kind of process (a one-CPU Ray
-                 worker); steady state: the median time between epoch ends, epoch 1 excluded,
-                 in each of five rounds that alternate the three; the medians of the rounds
+                 model on the same data, in the same kind of process (a one-CPU Ray worker):
+                 the trial's own (`build_trial`: its rate table, its input pipelines) without
+                 lrsweep's reporting, and a user's fit of the arrays; steady state: the median time between epoch ends, epoch 1 excluded,
+                 in each of nine rounds that alternate the three; the medians of the rounds
     memory       peak memory (PSS, so shared object-store pages count once) of the whole
                  process tree of `lrsweep launch` running 2 trials at once on a ~600 MB
                  dataset of CIFAR-10 shape, against the same sweep on a tiny dataset
@@ -29,48 +30,49 @@ from benchmarks.workloads import SCHEDULES
 # --- per-epoch overhead -----------------------------------------------------------------
 
 OVERHEAD_SCRIPT = r"""
-import json, sys, time
+import dataclasses, json, sys, time
 import numpy as np
 import pandas as pd
 import ray
 from lrsweep import Sweep
-from lrsweep.run.driver import launch
+from lrsweep.run.driver import launch, sweep_data, trial_arrays, training_setup
 from lrsweep.run import trial as lrsweep_trial
 
 epochs, results = int(sys.argv[1]), sys.argv[2]
 ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
+STEP = {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": 5}
+SWEEP = Sweep(name="overhead", dataset="digits", validation_split=0.2, model_args={"hidden": (128,)},
+              configs=[{"family": "step", **STEP}], max_epochs=epochs, early_stopping=None)
+
 
 @ray.remote(num_cpus=1)
-def plain_fit(epochs, pipeline):
+def plain_fit(epochs, same_trial):
     lrsweep_trial._configure_tensorflow(1)  # one thread, as a trial has
     import keras
-    from benchmarks.workloads import workloads, plain_trial
-    w = workloads("/tmp/lrsweep-bench")["small"]
-    data = w.load()
     ends = []
 
     class Ends(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             ends.append(time.time())
 
-    model, fit = plain_trial(w, data, w.configs[2])
-    spe = lrsweep_trial.steps_per_epoch(len(data.x_train), w.batch_size)
-    model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], steps_per_execution=spe)
-    if pipeline:  # the trials' own input pipeline: what remains is reporting, history, rate logging
-        from lrsweep.run.driver import trial_arrays
-        fit.update(lrsweep_trial.input_pipelines(trial_arrays(data), w.batch_size, seed=0, threads=1), y=None,
-                   batch_size=None, shuffle=False)
-    model.fit(**{**fit, "epochs": epochs, "callbacks": [Ends()]})
+    if same_trial:  # the trial's own model, rate table and input pipelines: only lrsweep's reporting is missing
+        model, fit, _ = lrsweep_trial.build_trial({"family": "sgd/step", "sgd": {"step": STEP}},
+                                                  trial_arrays(sweep_data(SWEEP)), training_setup(SWEEP))
+    else:  # what a user would write: fit on the arrays, Keras' own schedule
+        from benchmarks.workloads import workloads, plain_trial
+        w = workloads("/tmp/lrsweep-bench")["small"]
+        data = w.load()
+        model, fit = plain_trial(w, data, w.configs[2])
+        spe = lrsweep_trial.steps_per_epoch(len(data.x_train), w.batch_size)
+        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], steps_per_execution=spe)
+    model.fit(**{**fit, "epochs": epochs, "callbacks": [*fit["callbacks"], Ends()]})
     return ends
 
 rounds = {"plain": [], "plain_same_pipeline": [], "lrsweep": []}
 for r in range(int(sys.argv[3])):  # alternating, so that a slow spell of the machine hits all three
     rounds["plain"].append(float(np.median(np.diff(ray.get(plain_fit.remote(epochs, False)))[1:])))
     rounds["plain_same_pipeline"].append(float(np.median(np.diff(ray.get(plain_fit.remote(epochs, True)))[1:])))
-    sweep = Sweep(name="overhead", dataset="digits", validation_split=0.2, model_args={"hidden": (128,)},
-                  configs=[{"family": "step", "initial_lr": 0.1, "drop": 0.5, "epochs_drop": 5}],
-                  max_epochs=epochs, early_stopping=None, results=f"{results}/{r}")
-    launch(sweep, print_fn=lambda line: None)
+    launch(dataclasses.replace(SWEEP, results=f"{results}/{r}"), print_fn=lambda line: None)
     ends = pd.read_parquet(f"{results}/{r}/epochs").sort_values("epoch")["end_time"]
     ends = (ends - ends.iloc[0]).dt.total_seconds().to_numpy()
     rounds["lrsweep"].append(float(np.median(np.diff(ends)[1:])))
@@ -79,7 +81,7 @@ print(json.dumps({**{key: float(np.median(values)) for key, values in rounds.ite
 """
 
 
-def overhead(folder, epochs=60, rounds=5, quick=False):
+def overhead(folder, epochs=40, rounds=9, quick=False):
     """Each figure the median over `rounds` rounds (each round's the median of its epochs);
     `reporting_rounds`: lrsweep against a plain fit of the same pipeline, round by round."""
     results = os.path.join(folder, "results", "overhead")

@@ -78,8 +78,8 @@ def print_report(figures):
         rounds = f.get("reporting_rounds", [])  # absent from a last-run.json of before 2026-12-03
         by_round = f"; round by round {', '.join(f'{100 * r:+.1f}%' for r in rounds)}" if rounds else ""
         print(f"\n## Per-epoch overhead: lrsweep {f['lrsweep'] * 1000:.1f} ms per epoch; a plain model.fit of "
-              f"the arrays {f['plain'] * 1000:.1f} ms ({100 * f['overhead']:+.1f}%); a plain model.fit of the same "
-              f"input pipeline {f['plain_same_pipeline'] * 1000:.1f} ms ({100 * f['reporting_overhead']:+.1f}%: "
+              f"the arrays {f['plain'] * 1000:.1f} ms ({100 * f['overhead']:+.1f}%); the same trial's model.fit "
+              f"without lrsweep's reporting {f['plain_same_pipeline'] * 1000:.1f} ms ({100 * f['reporting_overhead']:+.1f}%: "
               f"reporting, history, rate logging{by_round})")
     if "memory" in figures:
         f = figures["memory"]

@@ -136,6 +136,8 @@ def main():
     parser.add_argument("--budget", type=float, default=300, help="time-to-target: seconds a search may take")
     parser.add_argument("--long", type=float, default=600, help="time-to-target: seconds of the search that "
                                                                      "finds the best reachable accuracy")
+    parser.add_argument("--ray-running", action="store_true",
+                        help="time-to-target: also lrsweep joining a Ray started before its command")
     parser.add_argument("--datasets", default=",".join(to_target.DATASETS),
                         help="time-to-target: comma-separated datasets (the others keep their figures)")
     parser.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "lrsweep-bench"))
@@ -157,7 +159,7 @@ def main():
             "store": lambda: store_speed.store_speed(args.folder, quick=args.quick),
             "to_target": lambda: {**figures.get("to_target", {}), **to_target.to_target(
                 args.folder, seeds=tuple(range(1, args.seeds + 1)), budget=args.budget, long=args.long,
-                quick=args.quick, datasets=args.datasets.split(","))}}
+                quick=args.quick, datasets=args.datasets.split(","), ray_running=args.ray_running)}}
     for section in sections:
         print(f"running {section} ...", flush=True)
         figures[section] = runs[section]()

@@ -24,7 +24,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from benchmarks.lrsweep_runs import ENV, ROOT
+from benchmarks.lrsweep_runs import ENV, ROOT, RunningRay
 
 DATASETS = {"digits": ("sweeps/digits.py", None), "ionosphere": ("sweeps/ionosphere.py", os.path.join(ROOT, "tests/data"))}
 MARKS = (30, 60, 120)
@@ -45,17 +45,19 @@ def _results(folder, dataset, seed):
     return os.path.join(folder, "results", f"to_target-{dataset}-{seed}")
 
 
-def lrsweep_curve(folder, dataset, seed, budget, num_samples=2000):
+def lrsweep_curve(folder, dataset, seed, budget, num_samples=2000, address=None):
     """Every epoch of a `launch` stopped after `budget` seconds: (seconds since the command
-    started, validation accuracy) in the order the epochs ended."""
+    started, validation accuracy) in the order the epochs ended. `address`: join that
+    running Ray instead of starting one."""
     results = _results(folder, dataset, seed)
     subprocess.run(["rm", "-rf", results], check=True)
+    joining = ["--address", address] if address else []
     start = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "lrsweep", "launch", _sweep_with_seed(folder, dataset, seed,
                                                                                           num_samples),
-                             "--results", results],
-                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                             "--results", results, *joining],
+                            cwd=ROOT, env={**ENV, "RAY_AUTH_MODE": "token"} if address else ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         proc.wait(timeout=budget)
     except subprocess.TimeoutExpired:
@@ -189,7 +191,10 @@ def figures(seconds, accuracy, easy, hard, budget):
     return out
 
 
-def to_target(folder, seeds=(1, 2, 3, 4, 5), budget=300, long=600, quick=False, datasets=tuple(DATASETS)):
+def to_target(folder, seeds=(1, 2, 3, 4, 5), budget=300, long=600, quick=False, datasets=tuple(DATASETS),
+              ray_running=False):
+    """`ray_running`: also lrsweep joining a Ray started before its command (`ray start
+    --head`, one per run, not timed), the service case."""
     if quick:
         seeds, budget, long = (1,), 40, 60
     report = {}
@@ -197,10 +202,14 @@ def to_target(folder, seeds=(1, 2, 3, 4, 5), budget=300, long=600, quick=False, 
         _, accuracy = lrsweep_curve(folder, dataset, seed=0, budget=long)
         hard = float(accuracy.max())
         easy = hard - max(0.005, 1 / validation_rows(folder, dataset))
-        runs = {"lrsweep": [], "optuna": []}
+        runs = {"lrsweep": [], "optuna": []} | ({"lrsweep, Ray running": []} if ray_running else {})
         for seed in seeds:
             runs["lrsweep"].append({"seed": seed, **figures(*lrsweep_curve(folder, dataset, seed, budget), easy, hard,
                                                             budget)})
+            if ray_running:
+                with RunningRay(2) as ray:
+                    curve = lrsweep_curve(folder, dataset, seed, budget, address=ray.address)
+                runs["lrsweep, Ray running"].append({"seed": seed, **figures(*curve, easy, hard, budget)})
             runs["optuna"].append({"seed": seed, **figures(*optuna_curve(folder, dataset, seed, budget), easy, hard,
                                                            budget)})
         report[dataset] = {"hard": hard, "easy": easy, "budget": budget, "long": long, "runs": runs,

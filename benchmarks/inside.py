@@ -4,8 +4,9 @@
                  reading the rate, the history) against a plain `model.fit` epoch of the same
                  model on the same data, in the same kind of process (a one-CPU Ray worker):
                  the trial's own (`build_trial`: its rate table, its input pipelines) without
-                 lrsweep's reporting, and a user's fit of the arrays; steady state: the median time between epoch ends, epoch 1 excluded,
-                 in each of nine rounds that alternate the three; the medians of the rounds
+                 lrsweep's reporting, and a user's fit of the arrays; steady state: the median
+                 time between epoch ends, epoch 1 excluded, in each of nine rounds that
+                 alternate the three; the medians of the rounds
     memory       peak memory (PSS, so shared object-store pages count once) of the whole
                  process tree of `lrsweep launch` running 2 trials at once on a ~600 MB
                  dataset of CIFAR-10 shape, against the same sweep on a tiny dataset
@@ -83,7 +84,8 @@ print(json.dumps({**{key: float(np.median(values)) for key, values in rounds.ite
 
 def overhead(folder, epochs=40, rounds=9, quick=False):
     """Each figure the median over `rounds` rounds (each round's the median of its epochs);
-    `reporting_rounds`: lrsweep against a plain fit of the same pipeline, round by round."""
+    `reporting_rounds`: lrsweep against the same trial's fit without its reporting (the
+    `plain_same_pipeline` figures, a name kept for older last-run.json files), round by round."""
     results = os.path.join(folder, "results", "overhead")
     subprocess.run(["rm", "-rf", results], check=True)  # the script reads every epoch stored there
     done = subprocess.run([sys.executable, "-c", OVERHEAD_SCRIPT, str(10 if quick else epochs), results,

@@ -79,8 +79,8 @@ def print_report(figures):
         by_round = f"; round by round {', '.join(f'{100 * r:+.1f}%' for r in rounds)}" if rounds else ""
         print(f"\n## Per-epoch overhead: lrsweep {f['lrsweep'] * 1000:.1f} ms per epoch; a plain model.fit of "
               f"the arrays {f['plain'] * 1000:.1f} ms ({100 * f['overhead']:+.1f}%); the same trial's model.fit "
-              f"without lrsweep's reporting {f['plain_same_pipeline'] * 1000:.1f} ms ({100 * f['reporting_overhead']:+.1f}%: "
-              f"reporting, history, rate logging{by_round})")
+              f"without lrsweep's reporting {f['plain_same_pipeline'] * 1000:.1f} ms "
+              f"({100 * f['reporting_overhead']:+.1f}%: reporting, history, rate logging{by_round})")
     if "memory" in figures:
         f = figures["memory"]
         print(f"\n## Memory (whole process tree, PSS): tiny dataset {f['peak_tiny'] / 2**30:.2f} GiB, "

@@ -605,7 +605,8 @@ def test_a_worker_warms_up_without_fixing_its_devices_or_loading_what_trials_do_
             "from tensorflow.python.eager import context\nprint(context.context()._physical_devices)\n"
             "print(sorted(name for name in ('sklearn', 'matplotlib') if name in sys.modules))\n"
             "import sklearn.datasets, matplotlib.pyplot, keras\n"
-            "print(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])(sklearn.datasets.load_iris().data[:4, :3]).shape)")
+            "model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])\n"
+            "print(model(sklearn.datasets.load_iris().data[:4, :3]).shape)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-3:] == ["None", "[]", "(4, 2)"]

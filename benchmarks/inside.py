@@ -4,9 +4,10 @@
                  reading the rate, the history) against a plain `model.fit` epoch of the same
                  model on the same data, in the same kind of process (a one-CPU Ray worker):
                  the trial's own (`build_trial`: its rate table, its input pipelines) without
-                 lrsweep's reporting, and a user's fit of the arrays; steady state: the median
-                 time between epoch ends, epoch 1 excluded, in each of nine rounds that
-                 alternate the three; the medians of the rounds
+                 lrsweep's reporting, and a user's fit of the arrays; steady state: seconds and
+                 the process's CPU seconds per epoch from the end of epoch 1 to the end of the
+                 last but one, in each of fifteen rounds that alternate the three (A B C,
+                 C B A, ...); the medians of the rounds; and lrsweep's callback's own time
     memory       peak memory (PSS, so shared object-store pages count once) of the whole
                  process tree of `lrsweep launch` running 2 trials at once on a ~600 MB
                  dataset of CIFAR-10 shape, against the same sweep on a tiny dataset
@@ -31,10 +32,11 @@ from benchmarks.workloads import SCHEDULES
 # --- per-epoch overhead -----------------------------------------------------------------
 
 OVERHEAD_SCRIPT = r"""
-import dataclasses, json, sys, time
+import dataclasses, json, os, sys, threading, time
 import numpy as np
 import pandas as pd
 import ray
+from benchmarks.inside import _process_cpu, _trial_workers
 from lrsweep import Sweep
 from lrsweep.run.driver import launch, sweep_data, trial_arrays, training_setup
 from lrsweep.run import trial as lrsweep_trial
@@ -44,21 +46,22 @@ ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ER
 STEP = {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": 5}
 SWEEP = Sweep(name="overhead", dataset="digits", validation_split=0.2, model_args={"hidden": (128,)},
               configs=[{"family": "step", **STEP}], max_epochs=epochs, early_stopping=None)
+ARRAYS = ray.put(trial_arrays(sweep_data(SWEEP)))  # as `launch` shares them: zero-copy out of the object store
 
 
 @ray.remote(num_cpus=1)
-def plain_fit(epochs, same_trial):
+def plain_fit(epochs, same_trial, arrays):
     lrsweep_trial._configure_tensorflow(1)  # one thread, as a trial has
     import keras
     ends = []
 
     class Ends(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            ends.append(time.time())
+            ends.append((time.time(), time.process_time()))  # the CPU of all the process's threads
 
     if same_trial:  # the trial's own model, rate table and input pipelines: only lrsweep's reporting is missing
-        model, fit, _ = lrsweep_trial.build_trial({"family": "sgd/step", "sgd": {"step": STEP}},
-                                                  trial_arrays(sweep_data(SWEEP)), training_setup(SWEEP))
+        model, fit, _ = lrsweep_trial.build_trial({"family": "sgd/step", "sgd": {"step": STEP}}, arrays,
+                                                  training_setup(SWEEP))
     else:  # what a user would write: fit on the arrays, Keras' own schedule
         from benchmarks.workloads import workloads, plain_trial
         w = workloads("/tmp/lrsweep-bench")["small"]
@@ -69,23 +72,91 @@ def plain_fit(epochs, same_trial):
     model.fit(**{**fit, "epochs": epochs, "callbacks": [*fit["callbacks"], Ends()]})
     return ends
 
-rounds = {"plain": [], "plain_same_pipeline": [], "lrsweep": []}
-for r in range(int(sys.argv[3])):  # alternating, so that a slow spell of the machine hits all three
-    rounds["plain"].append(float(np.median(np.diff(ray.get(plain_fit.remote(epochs, False)))[1:])))
-    rounds["plain_same_pipeline"].append(float(np.median(np.diff(ray.get(plain_fit.remote(epochs, True)))[1:])))
+
+@ray.remote(num_cpus=1)
+def callback_seconds(epochs, arrays):
+    # What lrsweep's callback itself takes per epoch (the rate read, the row; its report to Tune
+    # left out: it goes once every 2 s, here once at the end)
+    lrsweep_trial._configure_tensorflow(1)
+    import keras
+    reporter, spent = lrsweep_trial.make_callback_class(keras), []
+
+    class Timed(reporter):
+        def on_epoch_begin(self, epoch, logs=None):
+            started = time.perf_counter()
+            super().on_epoch_begin(epoch, logs)
+            spent.append(time.perf_counter() - started)
+
+        def on_epoch_end(self, epoch, logs=None):
+            started = time.perf_counter()
+            super().on_epoch_end(epoch, logs)
+            spent[-1] += time.perf_counter() - started
+
+    setup = training_setup(SWEEP)
+    model, fit, _ = lrsweep_trial.build_trial({"family": "sgd/step", "sgd": {"step": STEP}}, arrays, setup)
+    timed = Timed(lambda result: None, setup["metric"], setup["mode"], setup["decision_epochs"], epochs, {})
+    model.fit(**{**fit, "epochs": epochs, "callbacks": [*fit["callbacks"], timed]})
+    return float(np.median(spent[1:]))
+
+
+def trial_cpu(samples, stop, old):
+    # (time, CPU seconds) of the trial's worker process every 5 ms, read from /proc by this thread;
+    # `old`: the workers of earlier launches, perhaps still exiting
+    pid = None
+    while not stop.is_set():
+        if pid is None:
+            pid = next(iter(set(_trial_workers(os.getpid())) - old), None)
+        cpu = _process_cpu(pid) if pid else None
+        if cpu is not None:
+            samples.append((time.time(), cpu))
+        time.sleep(0.005 if pid else 0.02)
+
+
+def per_epoch(wall, cpu):
+    # Seconds and CPU seconds per epoch from the end of epoch 1 to the end of the last but one: a
+    # trial's report to Tune every 2 s falls inside (its last, after the last epoch, does not)
+    return float((wall[-2] - wall[0]) / (len(wall) - 2)), float((cpu[-2] - cpu[0]) / (len(cpu) - 2))
+
+
+def trial_round(r):
+    samples, stop = [], threading.Event()
+    sampler = threading.Thread(target=trial_cpu, args=(samples, stop, set(_trial_workers(os.getpid()))))
+    sampler.start()
     launch(dataclasses.replace(SWEEP, results=f"{results}/{r}"), print_fn=lambda line: None)
-    ends = pd.read_parquet(f"{results}/{r}/epochs").sort_values("epoch")["end_time"]
-    ends = (ends - ends.iloc[0]).dt.total_seconds().to_numpy()
-    rounds["lrsweep"].append(float(np.median(np.diff(ends)[1:])))
+    stop.set()
+    sampler.join()
+    ends = np.array([t.timestamp() for t in pd.read_parquet(f"{results}/{r}/epochs").sort_values("epoch")["end_time"]])
+    at, used = zip(*samples)
+    return per_epoch(ends, np.interp(ends, at, used))
+
+
+RUNS = {"plain": lambda r: per_epoch(*zip(*ray.get(plain_fit.remote(epochs, False, ARRAYS)))),
+        "plain_same_pipeline": lambda r: per_epoch(*zip(*ray.get(plain_fit.remote(epochs, True, ARRAYS)))),
+        "lrsweep": trial_round}
+rounds, cpu_rounds = {name: [] for name in RUNS}, {name: [] for name in RUNS}
+for r in range(int(sys.argv[3])):
+    # in the order A B C, then C B A: a machine slowing or speeding up steadily hits all three alike
+    for name in (list if r % 2 == 0 else reversed)(list(RUNS)):
+        wall, cpu = RUNS[name](r)
+        rounds[name].append(wall)
+        cpu_rounds[name].append(cpu)
+callback = ray.get(callback_seconds.remote(epochs, ARRAYS))
 ray.shutdown()
-print(json.dumps({**{key: float(np.median(values)) for key, values in rounds.items()}, "rounds": rounds}))
+print(json.dumps({**{key: float(np.median(values)) for key, values in rounds.items()}, "rounds": rounds,
+                  "cpu": {key: float(np.median(values)) for key, values in cpu_rounds.items()}, "cpu_rounds": cpu_rounds,
+                  "callback": callback}))
 """
 
 
-def overhead(folder, epochs=40, rounds=9, quick=False):
-    """Each figure the median over `rounds` rounds (each round's the median of its epochs);
+def overhead(folder, epochs=120, rounds=15, quick=False):
+    """Each figure the median over `rounds` rounds (each round's seconds per epoch over its
+    epochs but the first and the last; 120 epochs of 20-50 ms, so that a trial reports to
+    Tune once on the way, as it does every 2 s);
     `reporting_rounds`: lrsweep against the same trial's fit without its reporting (the
-    `plain_same_pipeline` figures, a name kept for older last-run.json files), round by round."""
+    `plain_same_pipeline` figures, a name kept for older last-run.json files), round by round.
+    `cpu`, `cpu_rounds`, `cpu_reporting_*`: the same in CPU seconds per epoch of the training
+    process (all its threads: TensorFlow's, tf.data's, Tune's, Ray's), which time the VM's
+    host takes away does not inflate."""
     results = os.path.join(folder, "results", "overhead")
     subprocess.run(["rm", "-rf", results], check=True)  # the script reads every epoch stored there
     done = subprocess.run([sys.executable, "-c", OVERHEAD_SCRIPT, str(10 if quick else epochs), results,
@@ -98,6 +169,10 @@ def overhead(folder, epochs=40, rounds=9, quick=False):
     figures["reporting_overhead"] = figures["lrsweep"] / figures["plain_same_pipeline"] - 1
     figures["reporting_rounds"] = [mine / plain - 1 for mine, plain in
                                    zip(figures["rounds"]["lrsweep"], figures["rounds"]["plain_same_pipeline"])]
+    cpu, by_round = figures["cpu"], figures["cpu_rounds"]
+    figures["cpu_reporting_overhead"] = cpu["lrsweep"] / cpu["plain_same_pipeline"] - 1
+    figures["cpu_reporting_rounds"] = [mine / plain - 1 for mine, plain in
+                                       zip(by_round["lrsweep"], by_round["plain_same_pipeline"])]
     return figures
 
 
@@ -259,6 +334,17 @@ def _trial_workers(root_pid):
         except OSError:
             pass
     return found
+
+
+def _process_cpu(pid):
+    """CPU seconds (user and system, all threads) that process `pid` has used, or None once it
+    has ended; /proc counts in clock ticks (10 ms here)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _worker_growth(samples, trials):

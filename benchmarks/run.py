@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 import tempfile
 
 from benchmarks import harness, inside, limit, lrsweep_runs, peers, store_speed, to_target
@@ -75,12 +76,21 @@ def print_report(figures):
                 print(f"| {name} | {runner} | {f['seconds']:.1f} | {ratios} |")
     if "overhead" in figures:
         f = figures["overhead"]
-        rounds = f.get("reporting_rounds", [])  # absent from a last-run.json of before 2026-12-03
-        by_round = f"; round by round {', '.join(f'{100 * r:+.1f}%' for r in rounds)}" if rounds else ""
+        def by_round(rounds):  # each round's paired ratio, and their median
+            return (f"; round by round (median {100 * statistics.median(rounds):+.1f}%) "
+                    f"{', '.join(f'{100 * r:+.1f}%' for r in rounds)}") if rounds else ""
+
         print(f"\n## Per-epoch overhead: lrsweep {f['lrsweep'] * 1000:.1f} ms per epoch; a plain model.fit of "
               f"the arrays {f['plain'] * 1000:.1f} ms ({100 * f['overhead']:+.1f}%); the same trial's model.fit "
               f"without lrsweep's reporting {f['plain_same_pipeline'] * 1000:.1f} ms "
-              f"({100 * f['reporting_overhead']:+.1f}%: reporting, history, rate logging{by_round})")
+              f"({100 * f['reporting_overhead']:+.1f}%: reporting, history, rate logging"
+              f"{by_round(f.get('reporting_rounds', []))})")  # no rounds in a last-run.json of before 2026-12-03
+        if "cpu" in f:  # absent from a last-run.json of before 2026-12-03 afternoon
+            cpu = f["cpu"]
+            print(f"   CPU per epoch (all the process's threads): lrsweep {cpu['lrsweep'] * 1000:.1f} ms, the plain fit "
+                  f"{cpu['plain'] * 1000:.1f} ms, the same trial's fit {cpu['plain_same_pipeline'] * 1000:.1f} ms "
+                  f"({100 * f['cpu_reporting_overhead']:+.1f}%{by_round(f['cpu_reporting_rounds'])}); "
+                  f"lrsweep's callback itself {f['callback'] * 1000:.2f} ms per epoch")
     if "memory" in figures:
         f = figures["memory"]
         print(f"\n## Memory (whole process tree, PSS): tiny dataset {f['peak_tiny'] / 2**30:.2f} GiB, "

@@ -47,6 +47,7 @@ STEP = {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": 5}
 SWEEP = Sweep(name="overhead", dataset="digits", validation_split=0.2, model_args={"hidden": (128,)},
               configs=[{"family": "step", **STEP}], max_epochs=epochs, early_stopping=None)
 ARRAYS = ray.put(trial_arrays(sweep_data(SWEEP)))  # as `launch` shares them: zero-copy out of the object store
+CONFIG, SETUP = {"family": "sgd/step", "sgd": {"step": STEP}}, training_setup(SWEEP)  # the sweep's one trial
 
 
 @ray.remote(num_cpus=1)
@@ -60,8 +61,7 @@ def plain_fit(epochs, same_trial, arrays):
             ends.append((time.time(), time.process_time()))  # the CPU of all the process's threads
 
     if same_trial:  # the trial's own model, rate table and input pipelines: only lrsweep's reporting is missing
-        model, fit, _ = lrsweep_trial.build_trial({"family": "sgd/step", "sgd": {"step": STEP}}, arrays,
-                                                  training_setup(SWEEP))
+        model, fit, _ = lrsweep_trial.build_trial(CONFIG, arrays, SETUP)
     else:  # what a user would write: fit on the arrays, Keras' own schedule
         from benchmarks.workloads import workloads, plain_trial
         w = workloads("/tmp/lrsweep-bench")["small"]
@@ -92,9 +92,8 @@ def callback_seconds(epochs, arrays):
             super().on_epoch_end(epoch, logs)
             spent[-1] += time.perf_counter() - started
 
-    setup = training_setup(SWEEP)
-    model, fit, _ = lrsweep_trial.build_trial({"family": "sgd/step", "sgd": {"step": STEP}}, arrays, setup)
-    timed = Timed(lambda result: None, setup["metric"], setup["mode"], setup["decision_epochs"], epochs, {})
+    model, fit, _ = lrsweep_trial.build_trial(CONFIG, arrays, SETUP)
+    timed = Timed(lambda result: None, SETUP["metric"], SETUP["mode"], SETUP["decision_epochs"], epochs, {})
     model.fit(**{**fit, "epochs": epochs, "callbacks": [*fit["callbacks"], timed]})
     return float(np.median(spent[1:]))
 
@@ -166,13 +165,10 @@ def overhead(folder, epochs=120, rounds=15, quick=False):
         raise RuntimeError(done.stderr[-2000:])
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     figures["overhead"] = figures["lrsweep"] / figures["plain"] - 1
-    figures["reporting_overhead"] = figures["lrsweep"] / figures["plain_same_pipeline"] - 1
-    figures["reporting_rounds"] = [mine / plain - 1 for mine, plain in
-                                   zip(figures["rounds"]["lrsweep"], figures["rounds"]["plain_same_pipeline"])]
-    cpu, by_round = figures["cpu"], figures["cpu_rounds"]
-    figures["cpu_reporting_overhead"] = cpu["lrsweep"] / cpu["plain_same_pipeline"] - 1
-    figures["cpu_reporting_rounds"] = [mine / plain - 1 for mine, plain in
-                                       zip(by_round["lrsweep"], by_round["plain_same_pipeline"])]
+    for prefix, medians, rounds in (("", figures, figures["rounds"]), ("cpu_", figures["cpu"], figures["cpu_rounds"])):
+        figures[f"{prefix}reporting_overhead"] = medians["lrsweep"] / medians["plain_same_pipeline"] - 1
+        figures[f"{prefix}reporting_rounds"] = [mine / plain - 1 for mine, plain in
+                                                zip(rounds["lrsweep"], rounds["plain_same_pipeline"])]
     return figures
 
 

@@ -98,17 +98,17 @@ def callback_seconds(epochs, arrays):
     return float(np.median(spent[1:]))
 
 
-def trial_cpu(samples, stop, old):
-    # (time, CPU seconds) of the trial's worker process every 5 ms, read from /proc by this thread;
-    # `old`: the workers of earlier launches, perhaps still exiting
-    pid = None
+def trial_cpu(samples, stop):
+    # (time, {pid: CPU seconds}) of the trial's processes (its trainer and its Tune actor) every 5 ms,
+    # read from /proc by this thread; the processes are looked for every 0.5 s
+    pids, found = [], 0.0
     while not stop.is_set():
-        if pid is None:
-            pid = next(iter(set(_trial_workers(os.getpid())) - old), None)
-        cpu = _process_cpu(pid) if pid else None
-        if cpu is not None:
+        if time.time() - found > 0.5:
+            pids, found = list(_trial_workers(os.getpid())), time.time()
+        cpu = {pid: used for pid in pids if (used := _process_cpu(pid)) is not None}
+        if cpu:
             samples.append((time.time(), cpu))
-        time.sleep(0.005 if pid else 0.02)
+        time.sleep(0.005)
 
 
 def per_epoch(wall, cpu):
@@ -119,13 +119,15 @@ def per_epoch(wall, cpu):
 
 def trial_round(r):
     samples, stop = [], threading.Event()
-    sampler = threading.Thread(target=trial_cpu, args=(samples, stop, set(_trial_workers(os.getpid()))))
+    sampler = threading.Thread(target=trial_cpu, args=(samples, stop))
     sampler.start()
     launch(dataclasses.replace(SWEEP, results=f"{results}/{r}"), print_fn=lambda line: None)
     stop.set()
     sampler.join()
     ends = np.array([t.timestamp() for t in pd.read_parquet(f"{results}/{r}/epochs").sort_values("epoch")["end_time"]])
-    at, used = zip(*samples)
+    # the processes there from the first epoch's end to the last: their CPU summed
+    pids = set.intersection(*(set(cpu) for t, cpu in samples if ends[0] <= t <= ends[-1]))
+    at, used = zip(*((t, sum(cpu[pid] for pid in pids)) for t, cpu in samples if pids <= set(cpu)))
     return per_epoch(ends, np.interp(ends, at, used))
 
 
@@ -318,12 +320,13 @@ def bookkeeping(folder, trials=500, quick=False):
 
 
 def _trial_workers(root_pid):
-    """Resident MB of each trial actor's worker process under `root_pid` (the Ray it started)."""
+    """Resident MB of each process of the trials under `root_pid` (the Ray it started): the
+    trainers that train them and the Tune actors that report for them."""
     found = {}
     for pid in _tree(root_pid):
         try:
             with open(f"/proc/{pid}/cmdline") as f:
-                if "ImplicitFunc" not in f.read():
+                if not any(title in f.read() for title in ("ray::Trainer", "ImplicitFunc")):
                     continue
             with open(f"/proc/{pid}/statm") as f:
                 found[pid] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

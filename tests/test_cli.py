@@ -3,6 +3,7 @@ TensorFlow are imported; `schedule` prints and draws; `validate` shows the sweep
 
 import csv
 import io
+import os
 import subprocess
 import sys
 import textwrap
@@ -86,6 +87,13 @@ def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, rep
 ])
 def test_bad_flags_and_parameters_are_one_line(args, words):
     assert_refused(cli(*args), *words)
+
+
+@pytest.mark.parametrize("value", ["soon", "0"])
+def test_a_bad_trainer_idle_time_is_one_line(value):
+    done = subprocess.run([sys.executable, "-c", PROBE, "launch", "sweeps/digits.py"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "LRSWEEP_TRAINER_IDLE_SECONDS": value})
+    assert_refused(done, "LRSWEEP_TRAINER_IDLE_SECONDS", repr(value))
 
 
 def test_a_results_folder_under_a_file_is_refused_before_anything_runs(tmp_path):

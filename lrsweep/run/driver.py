@@ -4,7 +4,8 @@ A plain `Tuner(trainable, tune_config=TuneConfig(...), run_config=RunConfig(...)
 `OptunaSearch` over the sweep's conditional space (or the fixed `configs`), `ASHAScheduler`
 for early stopping, the dataset loaded once here and shared with every trial through the
 object store (`tune.with_parameters`), and a `Recorder` callback that writes every report.
-The driver never imports TensorFlow.
+CPU trials train on warm trainers that outlive the launch (`pool`). The driver never
+imports TensorFlow.
 """
 
 import json
@@ -40,6 +41,9 @@ def storage_path(sweep):
 
 def check_launch(sweep, name, resume):
     """Bad input that only launching can find, answered before Ray starts."""
+    from lrsweep.run.pool import idle_seconds
+
+    idle_seconds()
     if name is not None:
         check_name("name", name)
     reason = store.check_writable(sweep.results)
@@ -142,25 +146,18 @@ def use_token_if_present():
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
-def _start_ray(address, dashboard_host, cpus_per_trial, print_fn):
+def _start_ray(address, dashboard_host, print_fn):
     import ray
 
     address = _ray_address(address)
     if address == "local" and dashboard_host not in ("127.0.0.1", "localhost", "::1"):
         print_fn(f"warning: the dashboard listens on {dashboard_host}: anyone who reaches it and holds the token "
                  "can run code on this machine")
-    # Workers import TensorFlow as they start (5 s), not inside their first trial.
-    runtime_env = {"worker_process_setup_hook": "lrsweep.run.trial.warm_up",
-                   "env_vars": {"LRSWEEP_TRIAL_CPUS": str(cpus_per_trial), "TF_CPP_MIN_LOG_LEVEL": "2"}}
     # The next line says how to sign in; Ray's own notice that tokens are on repeats it.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    # A Ray of our own starts no workers for the driver as it connects (Ray's default, one
-    # per CPU): they would have no runtime environment, so no trial could use them, and
-    # they would take CPU from the workers the trials do start.
-    own = {"_system_config": {"prestart_worker_first_driver": False}} if address == "local" else {}
     context = ray.init(address=address, include_dashboard=True, dashboard_host=dashboard_host,
                        configure_logging=True, logging_level="WARNING", log_to_driver=True,
-                       ignore_reinit_error=True, runtime_env=runtime_env, **own)
+                       ignore_reinit_error=True)
     url = context.dashboard_url
     if url:
         url = url if url.startswith("http") else f"http://{url}"
@@ -280,7 +277,12 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     print_fn(f"sweep {name}: {data.name} ({len(data.x_train)} training rows, validation: {data.validation}), "
              f"{sweep.trial_count} trials of up to {sweep.max_epochs} epochs")
 
-    _start_ray(address, dashboard_host, sweep.cpus, print_fn)
+    _start_ray(address, dashboard_host, print_fn)
+    from lrsweep.run import pool
+
+    idle = pool.idle_seconds()
+    if not sweep.gpus:  # CPU trials train on warm trainers, which start importing TensorFlow now
+        pool.warm(sweep.cpus, idle)
     # Tune's result grid looks for the per-trial logs switched off above; the store has them.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     from ray import tune
@@ -291,8 +293,12 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     from lrsweep.run.trial import train
 
     arrays = trial_arrays(data)
-    setup = training_setup(sweep)
-    trainable = tune.with_resources(tune.with_parameters(train, data=arrays, setup=setup),
+    setup = {**training_setup(sweep), "trainer_idle_seconds": idle}
+    import ray
+
+    # In a list: a reference at the top would reach the trial resolved, and the trial hands
+    # the reference itself on to its trainer (`pool`).
+    trainable = tune.with_resources(tune.with_parameters(train, data=[ray.put(arrays)], setup=setup),
                                     {"cpu": sweep.cpus, "gpu": sweep.gpus})
     settings = {**setup, "model_label": sweep.model, "dataset_source": data.source,
                 "training_settings": json.dumps(sweep.training_settings(), sort_keys=True)}

@@ -45,10 +45,11 @@ def thread_count(cpus):
 _configured = False
 
 
-def warm_up():
-    """Ray's `worker_process_setup_hook`: a worker imports and configures TensorFlow when it
-    starts, before its first trial, with the sweep's CPUs per trial from the environment."""
-    _configure_tensorflow(float(os.environ.get("LRSWEEP_TRIAL_CPUS", "1")))
+def warm_up(cpus=1):
+    """Import and configure TensorFlow in this process for trials of `cpus` CPUs, before its
+    first trial (a warm trainer does as it starts, `pool.Trainer`). The devices are left
+    alone (see `_configure_gpus`)."""
+    _configure_tensorflow(cpus)
 
 
 def _configure_tensorflow(cpus):
@@ -98,9 +99,10 @@ _gpus_configured = False
 
 
 def _configure_gpus(gpu_ids):
-    """Once per trial actor, in its first trial: only then has Ray set CUDA_VISIBLE_DEVICES
-    to the cards it gave the actor (`gpu_ids`; the worker process warmed up before that,
-    so never there: TensorFlow reads the variable once, when it first lists its devices).
+    """Once per process: in a GPU trial's Tune actor, at its first trial, where Ray has set
+    CUDA_VISIBLE_DEVICES to the cards it gave the actor (`gpu_ids`; TensorFlow reads the
+    variable once, when it first lists its devices, so never in a warm-up); in a warm
+    trainer (`pool`), which trains CPU trials only, as it starts.
     A GPU trial's memory grows as it needs, so that trials holding a fraction of a card
     share it. A CPU trial hides the node's cards from TensorFlow, which would otherwise put
     its model on the first of them: Ray leaves CUDA_VISIBLE_DEVICES unset for an actor that
@@ -256,9 +258,9 @@ def make_callback_class(keras):
         and otherwise once `REPORT_SECONDS` have passed.
         """
 
-        def __init__(self, report, metric, mode, decisions, max_epochs, extra):
+        def __init__(self, report, metric, mode, decisions, max_epochs, extra, stopped=None):
             super().__init__()
-            self.report, self.metric, self.mode, self.extra = report, metric, mode, extra
+            self.report, self.metric, self.mode, self.extra, self.stopped = report, metric, mode, extra, stopped
             self.decisions, self.max_epochs = set(decisions), max_epochs
             self.rows, self.last_report = [], time.time()
 
@@ -290,6 +292,8 @@ def make_callback_class(keras):
                 self.report({self.metric: row[self.metric], "epoch": row["epoch"], "status": row["status"],
                              "rows": rows, **self.extra})
                 self.last_report = time.time()
+            if self.stopped is not None and self.stopped():
+                self.model.stop_training = True
 
     return EpochReporter
 
@@ -347,21 +351,38 @@ def build_trial(config, data, setup, kept=None):
 _kept = {}
 
 
-def train(config, *, data, setup):
-    """Ray Tune trainable: `data` is the dataset's arrays (from the object store, shared by
-    the trials of a node), `setup` the sweep's training settings."""
+def run_trial(config, data, setup, report, kept=None, extra=None, stopped=None):
+    """Train one trial in this process and pass its reports to `report`: `data` holds the
+    dataset's arrays, `setup` the sweep's training settings, `kept` the compiled models
+    this process keeps between trials (`build_trial`), `extra` what every report carries
+    besides, `stopped()` whether the trial has been stopped from outside (checked at each
+    epoch's end)."""
+    _configure_tensorflow(setup["cpus"])
+    import keras
+
     started = time.time()
+    model, fit, spe = build_trial(config, data, setup, kept=kept)
+    extra = {**(extra or {}), "trial_start": started, "steps_per_epoch": spe}
+    reporter = make_callback_class(keras)(report, setup["metric"], setup["mode"], setup["decision_epochs"],
+                                          fit["epochs"], extra, stopped)
+    model.fit(**{**fit, "callbacks": [*fit["callbacks"], reporter]})
+
+
+def train(config, *, data, setup):
+    """Ray Tune trainable: `data` holds the reference to the dataset's arrays in the object
+    store (shared by the trials of a node), `setup` the sweep's training settings. A CPU
+    trial trains on a warm trainer of its node (`pool`); a trial given GPUs trains here,
+    where Ray has set the cards it may use."""
     from ray import tune
     import ray
 
     gpu_ids = ",".join(str(g) for g in ray.get_gpu_ids()) or None
+    extra = {"node": ray.get_runtime_context().get_node_id(), "gpu_ids": gpu_ids}
+    if gpu_ids is None:
+        from lrsweep.run.pool import train_on_trainer
+
+        train_on_trainer(config, data, setup, extra, tune.report)
+        return
     _configure_tensorflow(setup["cpus"])
     _configure_gpus(gpu_ids)
-    import keras
-
-    model, fit, spe = build_trial(config, data, setup, kept=_kept)
-    context = ray.get_runtime_context()
-    extra = {"node": context.get_node_id(), "trial_start": started, "steps_per_epoch": spe, "gpu_ids": gpu_ids}
-    reporter = make_callback_class(keras)(tune.report, setup["metric"], setup["mode"], setup["decision_epochs"],
-                                          fit["epochs"], extra)
-    model.fit(**{**fit, "callbacks": [*fit["callbacks"], reporter]})
+    run_trial(config, ray.get(data[0]), setup, tune.report, _kept, extra)

@@ -1,0 +1,271 @@
+"""Warm trainers: processes that have imported TensorFlow and train the CPU trials of every
+launch on their node, one trial at a time, outliving the launch that started them.
+
+A Ray actor's process ends with the actor, and Tune's trial actors end with each Tune
+experiment: every launch, and every stage of one (search, rungs, confirmation), started
+new processes that imported TensorFlow again (5-7 s here, before the first epoch). A
+trainer is a detached actor (`lifetime="detached"`, named in the `lrsweep` namespace)
+that holds no resources of its own: the Tune trial that uses it holds the CPUs, on the
+same node, and passes it the trial's config and a reference to the shared arrays; the
+trainer trains and hands the reports back, which the trial gives to Tune. A launch that
+joins a running cluster finds the trainers of earlier launches waiting, with TensorFlow
+imported and their compiled models kept. A trainer idle for `LRSWEEP_TRAINER_IDLE_SECONDS`
+(default 900) ends itself; `ray stop` ends it with the cluster. A trial given GPUs trains
+in its own Tune actor instead, where Ray has set the cards it may use.
+"""
+
+import functools
+import hashlib
+import json
+import math
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+
+from lrsweep.errors import LrsweepError
+
+NAMESPACE = "lrsweep"
+IDLE_SECONDS = 900.0
+# How often a trainer asks Ray whether the Tune trial it trains for is still alive.
+CHECK_CLAIMANT_SECONDS = 10.0
+# How long a claim waits for a stopped training to reach the end of its epoch.
+STOPPING_SECONDS = 30.0
+# How long a trainer keeps the reports of an ended training that no trial came to fetch.
+FORGET_SECONDS = 600.0
+# Calls a trial may make to a trainer at once: its reports (a long poll), a stop, a claim.
+CONCURRENCY = 4
+
+
+def idle_seconds():
+    """The driver's setting of how long its trainers stay unused before they end."""
+    value = os.environ.get("LRSWEEP_TRAINER_IDLE_SECONDS", "")
+    try:
+        seconds = float(value) if value else IDLE_SECONDS
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0:
+        raise LrsweepError(f"Environment variable `LRSWEEP_TRAINER_IDLE_SECONDS` must be a number of seconds > 0. "
+                           f"Received: LRSWEEP_TRAINER_IDLE_SECONDS={value!r}")
+    return seconds
+
+
+@functools.cache
+def code_key():
+    """What a trainer's code depends on: this Python environment (`sys.prefix`: a driver and
+    Ray's workers start its Python by different names) and this lrsweep's source. A trainer
+    started by another installation (an upgrade, another virtual environment) is not used."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    digest = hashlib.sha1(f"{sys.prefix} {sys.version}".encode())
+    for folder, _, files in sorted(os.walk(package)):
+        for name in sorted(f for f in files if f.endswith(".py")):
+            with open(os.path.join(folder, name), "rb") as f:
+                digest.update(name.encode() + f.read())
+    return digest.hexdigest()[:12]
+
+
+def trainer_name(node_id, cpus, k, key=None):
+    return f"trainer-{key or code_key()}-{node_id[:16]}-cpu{cpus:g}-{k}"
+
+
+class _Run:
+    """One trial on a trainer: its reports, waiting to be fetched, and whether it must stop."""
+
+    def __init__(self, claimant):
+        self.claimant = claimant  # the id of the Tune trial actor that started it
+        self.reports = queue.Queue()
+        self.proceed = threading.Event()
+        self.stopped = False
+        self.checked = time.time()
+        self.ended = None  # when its training ended
+
+    def must_stop(self, now=False):
+        """Whether the trial was stopped, or its Tune actor has died (asked of Ray every
+        `CHECK_CLAIMANT_SECONDS`, or `now`): a killed launch must not keep its trainers busy."""
+        if not self.stopped and (now or time.time() - self.checked >= CHECK_CLAIMANT_SECONDS):
+            self.checked = time.time()
+            self.stopped = not _alive(self.claimant)
+        return self.stopped
+
+
+class Trainer:
+    """A warm trial worker (see the module's docstring). Its calls run in a few threads, so
+    that a trial can fetch its reports and stop its training while it runs."""
+
+    def __init__(self, cpus, idle):
+        from lrsweep.run import trial
+
+        trial.warm_up(cpus)
+        trial._configure_gpus(None)  # a CPU trainer: TensorFlow must not take a card
+        self.cpus, self.idle = cpus, idle
+        self.free = threading.Condition()
+        self.training = None  # the _Run training now
+        self.runs = {}  # token -> _Run, until its last report is fetched
+        self.kept, self.kept_for = {}, None
+        self.last_used = time.time()
+        threading.Thread(target=self._end_when_idle, daemon=True).start()
+
+    def start(self, token, claimant, config, data, setup, extra):
+        """Claim this trainer for trial `token` and start training it; False if another
+        trial trains here. A training that was stopped, or whose trial has died (a killed
+        launch), ends at its next epoch: the claim waits for that. `data` holds the
+        reference to the shared arrays."""
+        with self.free:
+            if self.training is not None and not self.training.must_stop(now=True):
+                return False
+            if not self.free.wait_for(lambda: self.training is None, timeout=STOPPING_SECONDS):
+                return False
+            for old in [t for t, run in self.runs.items() if run.ended and time.time() - run.ended > FORGET_SECONDS]:
+                del self.runs[old]  # ended, and its trial never came for the rest (it died)
+            run = self.training = self.runs[token] = _Run(claimant)
+        threading.Thread(target=self._train, args=(run, data[0], config, setup, extra), daemon=True).start()
+        return True
+
+    def reports(self, token, timeout):
+        """The trial's reports since the last call (waiting up to `timeout` seconds for one),
+        ending with None once its training has ended; raises the training's error."""
+        run = self.runs.get(token)
+        if run is None:
+            raise RuntimeError(f"lrsweep trainer: no trial {token} here (stopped, or given up for dead)")
+        run.proceed.set()  # the trial has handed its reports to Tune, which let it go on
+        out = []
+        try:
+            out.append(run.reports.get(timeout=timeout))
+            while True:
+                out.append(run.reports.get_nowait())
+        except queue.Empty:
+            pass
+        if out and (out[-1] is None or isinstance(out[-1], Exception)):
+            del self.runs[token]
+            if out[-1] is not None:
+                raise out[-1]
+        return out
+
+    def stop(self, token):
+        """Tune stopped the trial: its training ends at the next epoch."""
+        run = self.runs.pop(token, None)
+        if run is not None:
+            run.stopped = True
+            run.proceed.set()
+
+    def _train(self, run, data, config, setup, extra):
+        import ray
+
+        from lrsweep.run import trial
+
+        decisions = set(setup["decision_epochs"])
+
+        def report(result):
+            run.reports.put(result)
+            if result["epoch"] in decisions and result["status"] == "running":
+                # ASHA may stop the trial here: no further epoch until Tune has answered
+                run.proceed.clear()
+                while not run.proceed.wait(CHECK_CLAIMANT_SECONDS) and not run.must_stop():
+                    pass
+
+        try:
+            arrays = ray.get(data)
+            sweep = json.dumps([setup, arrays["x_train"].shape, arrays["num_classes"]], sort_keys=True, default=str)
+            if sweep != self.kept_for:  # the models kept for another sweep are of no use to this one
+                self.kept, self.kept_for = {}, sweep
+            trial.run_trial(config, arrays, setup, report, self.kept, extra, run.must_stop)
+            run.reports.put(None)
+        except Exception:  # noqa: BLE001  (the trial fails with it, as if it had trained itself)
+            run.reports.put(RuntimeError(f"the trial failed on its trainer:\n{traceback.format_exc()}"))
+        finally:
+            with self.free:
+                run.ended = self.last_used = time.time()
+                self.training = None
+                self.free.notify_all()
+
+    def _end_when_idle(self):
+        import ray
+
+        while True:
+            time.sleep(min(self.idle, 30.0))
+            with self.free:
+                idle = self.training is None and time.time() - self.last_used >= self.idle
+            if idle:
+                ray.get_runtime_context().current_actor.__ray_terminate__.remote()
+                return
+
+
+def _alive(actor_id):
+    """Whether actor `actor_id` (a hex id) is alive or restarting, by Ray's actor table."""
+    import ray
+
+    try:
+        state = ray._private.state.actors(actor_id).get("State")
+    except Exception:  # noqa: BLE001  (no answer: taken as alive, asked again later)
+        return True
+    return state != "DEAD"
+
+
+def _actor(node_id, cpus, k, key, idle):
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return ray.remote(Trainer).options(
+        name=trainer_name(node_id, cpus, k, key), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        num_cpus=0, max_concurrency=CONCURRENCY, max_restarts=0,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(cpus, idle)
+
+
+def warm(cpus, idle):
+    """Start the trainers a CPU sweep of `cpus` CPUs per trial will use on each node (one per
+    trial slot), without waiting for them: they import TensorFlow while the driver sets up
+    Tune. Trainers already there are kept. `idle`: the seconds after which they end unused."""
+    import ray
+
+    key = code_key()
+    for node in ray.nodes():
+        slots = int(node.get("Resources", {}).get("CPU", 0) // cpus) if node.get("Alive") else 0
+        for k in range(slots):
+            _actor(node["NodeID"], cpus, k, key, idle)
+
+
+# The trainer this trial actor used last (Tune reuses the actor for trial after trial).
+_last = None
+MAX_TRAINERS_PER_NODE = 64
+
+
+def train_on_trainer(config, data, setup, extra, report):
+    """Train a CPU trial on a warm trainer of this node and pass each of its reports to
+    `report` (`ray.tune.report`). `data` holds the reference to the shared arrays, `setup`
+    the sweep's training settings and the trainers' idle time (`trainer_idle_seconds`:
+    the driver's setting, which the trial's process does not see)."""
+    global _last
+    import ray
+
+    context = ray.get_runtime_context()
+    node, claimant, token = context.get_node_id(), context.get_actor_id(), os.urandom(8).hex()
+    key, idle = code_key(), setup["trainer_idle_seconds"]
+
+    def candidates():
+        if _last is not None:
+            yield _last
+        for k in range(MAX_TRAINERS_PER_NODE):
+            yield _actor(node, setup["cpus"], k, key, idle)
+
+    for trainer in candidates():
+        try:
+            if ray.get(trainer.start.remote(token, claimant, config, data, setup, extra)):
+                break
+        except ray.exceptions.RayActorError:  # a trainer that ended as it was asked (idle)
+            continue
+    else:
+        raise RuntimeError(f"lrsweep: no free trainer on node {node} among {MAX_TRAINERS_PER_NODE}")
+    _last = trainer
+    ended = False
+    try:
+        while not ended:
+            for result in ray.get(trainer.reports.remote(token, 1.0)):
+                if result is None:
+                    ended = True
+                else:
+                    report(result)
+    finally:
+        if not ended:
+            trainer.stop.remote(token)

@@ -1,0 +1,112 @@
+"""Warm trainers (`lrsweep.run.pool`) on the session's Ray: they outlive a launch and serve
+the next one, a trainer killed mid-trial costs that trial one retry, and an idle trainer
+ends itself. The launches run as a user's would, `launch --address` in a process of their
+own, so each is a Ray job that ends before the next starts."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from lrsweep.results.store import read_frame
+from lrsweep.run.pool import NAMESPACE, code_key
+from tests.conftest import REPO, TEST_DATA, lrsweep
+
+
+def trainers(cpus):
+    """{name: actor id} of this code's trainers for trials of `cpus` CPUs, alive now."""
+    import ray
+
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["namespace"] == NAMESPACE and a["name"].startswith(f"trainer-{code_key()}-")
+             and a["name"].endswith(tuple(f"-cpu{cpus:g}-{k}" for k in range(64)))]
+    found = {}
+    for name in names:
+        try:
+            found[name] = ray.get_actor(name, namespace=NAMESPACE)._actor_id.hex()
+        except ValueError:  # it ended as we looked
+            pass
+    return found
+
+
+def wait_for(condition, seconds, what):
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, what
+        time.sleep(0.5)
+
+
+def sweep_file(tmp_path, name, **settings):
+    """A sweep of trials of two CPUs each on the digits data: one trainer per node serves it
+    (the session's other sweeps use one CPU a trial, and their trainers stay out of it)."""
+    path = tmp_path / f"{name}.py"
+    args = ", ".join(f"{key}={value!r}" for key, value in settings.items())
+    path.write_text(f"from lrsweep import Sweep\nSWEEP = Sweep(name={name!r}, dataset='digits', "
+                    f"resources={{'cpu': 2}}, early_stopping=None, confirm_seeds=0, {args})\n")
+    return str(path)
+
+
+# A trainer of these tests ends 3 s after its last trial, so that each test starts without one.
+IDLE = {"LRSWEEP_TRAINER_IDLE_SECONDS": "3"}
+
+
+def test_a_second_launch_on_a_running_cluster_trains_on_the_trainers_the_first_left(ray_session, tmp_path):
+    """The service case: the first launch's trainers are still alive after it ended, with
+    TensorFlow imported, and the next launch's trials train on them: no new trainer."""
+    args = ["launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "4", "--max-epochs", "6",
+            "--confirm-seeds", "0", "--address", ray_session]
+    first = lrsweep(*args, "--results", str(tmp_path / "first"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    left = trainers(1)
+    assert len(left) == 2  # one per trial slot of the session's two CPUs
+    second = lrsweep(*args, "--results", str(tmp_path / "second"))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert trainers(1) == left
+    trials = read_frame(str(tmp_path / "second"), "trials")
+    assert len(trials) == 4 and set(trials["status"]) <= {"completed", "early_stopped"}
+
+
+def test_a_trainer_killed_mid_trial_costs_that_trial_one_retry(ray_session, tmp_path):
+    """SIGKILL of the trainer process while it trains: the trial fails, Tune trains it again
+    from the start (max_failures) on a new trainer, the launch ends well, and the store
+    holds the trial once, with every epoch once."""
+    import ray
+
+    wait_for(lambda: not trainers(2), 60, "a trainer of an earlier test did not end")
+    results = tmp_path / "results"
+    driver = subprocess.Popen([sys.executable, "-m", "lrsweep", "launch",
+                               sweep_file(tmp_path, "killed", max_epochs=300, max_failures=1,
+                                          configs=[{"family": "constant", "initial_lr": 0.01}]),
+                               "--results", str(results), "--address", ray_session],
+                              cwd=REPO, env={**os.environ, **IDLE}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        wait_for(lambda: list(results.glob("epochs/*/*/*.parquet")) or driver.poll() is not None, 180,
+                 "no epoch stored")
+        assert driver.poll() is None, "the trial ended before its trainer could be killed"
+        (name, actor_id), = trainers(2).items()
+        pid = ray.get(ray.get_actor(name, namespace=NAMESPACE).__ray_call__.remote(lambda self: os.getpid()))
+        os.kill(pid, signal.SIGKILL)
+        stdout, stderr = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 0, stderr[-3000:]
+    assert trainers(2).get(name) not in (None, actor_id)  # the retry's trainer, a new one
+    trials, epochs = read_frame(str(results), "trials"), read_frame(str(results), "epochs")
+    assert len(trials) == 1 and trials["status"].iloc[0] == "completed"
+    assert sorted(epochs["epoch"]) == list(range(1, 301))
+
+
+def test_an_idle_trainer_ends_itself(ray_session, tmp_path):
+    """A trainer holds a TensorFlow process's memory: one idle for LRSWEEP_TRAINER_IDLE_SECONDS
+    ends itself (a driver's setting, passed to the trainers its trials use)."""
+    wait_for(lambda: not trainers(2), 60, "a trainer of an earlier test did not end")
+    done = lrsweep("launch", sweep_file(tmp_path, "idle", max_epochs=2, configs=[{"family": "constant",
+                                                                                  "initial_lr": 0.01}]),
+                   "--results", str(tmp_path / "results"), "--address", ray_session, env=IDLE)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(read_frame(str(tmp_path / "results"), "trials")) == 1
+    assert trainers(2), "the launch left no trainer"
+    wait_for(lambda: not trainers(2), 30, "the idle trainer is still there")

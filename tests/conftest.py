@@ -34,3 +34,21 @@ def ray_session():
     from lrsweep.run.driver import stop_ray
 
     stop_ray()
+
+
+def trainers(cpus):
+    """{name: actor id} of this code's trainers for trials of `cpus` CPUs, alive now."""
+    import ray
+
+    from lrsweep.run.pool import NAMESPACE, code_key
+
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["namespace"] == NAMESPACE and a["name"].startswith(f"trainer-{code_key()}-")
+             and a["name"].endswith(tuple(f"-cpu{cpus:g}-{k}" for k in range(64)))]
+    found = {}
+    for name in names:
+        try:
+            found[name] = ray.get_actor(name, namespace=NAMESPACE)._actor_id.hex()
+        except ValueError:  # it ended as we looked
+            pass
+    return found

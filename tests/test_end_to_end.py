@@ -23,7 +23,7 @@ from lrsweep import Choice, Range, Sweep
 from lrsweep.results.rank import rank
 from lrsweep.results.store import read_frame
 from lrsweep.run.driver import launch
-from tests.conftest import REPO, TEST_DATA, lrsweep
+from tests.conftest import REPO, TEST_DATA, lrsweep, trainers
 from tests.reference import rate
 
 ONE_PER_FAMILY = [
@@ -229,6 +229,7 @@ def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_ses
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
+    slots = trainers(1)  # the killed launch's trainers go on with its trials until they see it died
     finished, saved = _tune_finished(results / "tune" / "killed")  # the state as the kill left it
     before = read_frame(str(results), "trials")
     assert saved and finished <= set(before["trial_id"])
@@ -236,6 +237,7 @@ def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_ses
 
     done = lrsweep(*args, "--resume", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert trainers(1) == slots  # the resume trained on them: they stopped the dead launch's trials
     trials = read_frame(str(results), "trials")
     epochs = read_frame(str(results), "epochs")
     assert set(before["trial_id"]) <= set(trials["trial_id"]) and trials["trial_id"].is_unique

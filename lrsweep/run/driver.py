@@ -155,9 +155,13 @@ def _start_ray(address, dashboard_host, print_fn):
                  "can run code on this machine")
     # The next line says how to sign in; Ray's own notice that tokens are on repeats it.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    # A Ray of our own starts no workers for the driver as it connects (Ray's default, one
+    # per CPU): on two cores they took CPU from the processes importing TensorFlow, and a
+    # cold launch's first epoch came 2-3 s later (benchmarks/README.md).
+    own = {"_system_config": {"prestart_worker_first_driver": False}} if address == "local" else {}
     context = ray.init(address=address, include_dashboard=True, dashboard_host=dashboard_host,
                        configure_logging=True, logging_level="WARNING", log_to_driver=True,
-                       ignore_reinit_error=True)
+                       ignore_reinit_error=True, **own)
     url = context.dashboard_url
     if url:
         url = url if url.startswith("http") else f"http://{url}"

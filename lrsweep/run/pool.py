@@ -35,6 +35,8 @@ CHECK_CLAIMANT_SECONDS = 10.0
 STOPPING_SECONDS = 30.0
 # How long a trainer keeps the reports of an ended training that no trial came to fetch.
 FORGET_SECONDS = 600.0
+# How long a trial waits for its trainer's reports before it looks whether Tune stopped it.
+POLL_SECONDS = 0.2
 # Calls a trial may make to a trainer at once: its reports (a long poll), a stop, a claim.
 CONCURRENCY = 4
 
@@ -105,6 +107,10 @@ class Trainer:
         self.runs = {}  # token -> _Run, until its last report is fetched
         self.kept, self.kept_for = {}, None
         self.last_used = time.time()
+        # One thread trains the trials one after another (Keras keeps its global state per
+        # thread: each trial finds its predecessor's)
+        self.trials = queue.Queue()
+        threading.Thread(target=self._train_each, daemon=True).start()
         threading.Thread(target=self._end_when_idle, daemon=True).start()
 
     def start(self, token, claimant, config, data, setup, extra):
@@ -120,7 +126,7 @@ class Trainer:
             for old in [t for t, run in self.runs.items() if run.ended and time.time() - run.ended > FORGET_SECONDS]:
                 del self.runs[old]  # ended, and its trial never came for the rest (it died)
             run = self.training = self.runs[token] = _Run(claimant)
-        threading.Thread(target=self._train, args=(run, data[0], config, setup, extra), daemon=True).start()
+        self.trials.put((run, data[0], config, setup, extra))
         return True
 
     def reports(self, token, timeout):
@@ -150,6 +156,10 @@ class Trainer:
             run.stopped = True
             run.proceed.set()
 
+    def _train_each(self):
+        while True:
+            self._train(*self.trials.get())
+
     def _train(self, run, data, config, setup, extra):
         import ray
 
@@ -158,12 +168,12 @@ class Trainer:
         decisions = set(setup["decision_epochs"])
 
         def report(result):
-            run.reports.put(result)
-            if result["epoch"] in decisions and result["status"] == "running":
-                # ASHA may stop the trial here: no further epoch until Tune has answered
+            decision = result["epoch"] in decisions and result["status"] == "running"
+            if decision:  # ASHA may stop the trial here: no further epoch until Tune has answered
                 run.proceed.clear()
-                while not run.proceed.wait(CHECK_CLAIMANT_SECONDS) and not run.must_stop():
-                    pass
+            run.reports.put(result)
+            while decision and not run.proceed.wait(CHECK_CLAIMANT_SECONDS) and not run.must_stop():
+                pass
 
         try:
             arrays = ray.get(data)
@@ -171,14 +181,14 @@ class Trainer:
             if sweep != self.kept_for:  # the models kept for another sweep are of no use to this one
                 self.kept, self.kept_for = {}, sweep
             trial.run_trial(config, arrays, setup, report, self.kept, extra, run.must_stop)
-            run.reports.put(None)
+            end = None
         except Exception:  # noqa: BLE001  (the trial fails with it, as if it had trained itself)
-            run.reports.put(RuntimeError(f"the trial failed on its trainer:\n{traceback.format_exc()}"))
-        finally:
-            with self.free:
-                run.ended = self.last_used = time.time()
-                self.training = None
-                self.free.notify_all()
+            end = RuntimeError(f"the trial failed on its trainer:\n{traceback.format_exc()}")
+        with self.free:  # free before the trial hears of the end: its next claim comes at once
+            run.ended = self.last_used = time.time()
+            self.training = None
+            self.free.notify_all()
+        run.reports.put(end)
 
     def _end_when_idle(self):
         import ray
@@ -231,6 +241,18 @@ _last = None
 MAX_TRAINERS_PER_NODE = 64
 
 
+def stopped():
+    """Whether Tune has asked this trial to stop. Tune stops a trial at its next report
+    (`ray.tune.report` ends the trial's thread then), and reuses the trial's actor only if
+    the thread has ended within 2 s (TUNE_FUNCTION_THREAD_TIMEOUT_S): a trial waiting for
+    its trainer's next report, up to 2 s away, must notice the stop itself, or each stopped
+    trial costs a new actor. Read from Ray's session (`ray.train._internal.session`)."""
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    return session is not None and session.stop_event.is_set()
+
+
 def train_on_trainer(config, data, setup, extra, report):
     """Train a CPU trial on a warm trainer of this node and pass each of its reports to
     `report` (`ray.tune.report`). `data` holds the reference to the shared arrays, `setup`
@@ -260,8 +282,8 @@ def train_on_trainer(config, data, setup, extra, report):
     _last = trainer
     ended = False
     try:
-        while not ended:
-            for result in ray.get(trainer.reports.remote(token, 1.0)):
+        while not ended and not stopped():
+            for result in ray.get(trainer.reports.remote(token, POLL_SECONDS)):
                 if result is None:
                     ended = True
                 else:

@@ -2,8 +2,8 @@
 
     cold   `python -m lrsweep launch SWEEP.py`: the command starts its own Ray
     warm   `ray start --head` once, then `python -m lrsweep launch SWEEP.py --address auto`
-           (the service case: many sweeps on one running cluster; the head is started
-           before the clock starts)
+           (the service case: many sweeps on one running cluster; the head is started,
+           and an earlier sweep run, before the clock starts)
 
 Each returns the whole command's wall time, measured around the subprocess, and the trial
 phase: first trial start to last trial end, from the timestamps in the results store.
@@ -93,11 +93,16 @@ class RunningRay:
 
 
 def launch_warm(workload, folder, workers=2):
-    """The whole command joining a Ray that is already running (`--address auto`)."""
+    """The whole command joining a Ray that is already running (`--address auto`), where an
+    earlier sweep has run (the same trials for one epoch, not timed), as on a cluster that
+    serves many sweeps."""
     results = _results(folder, f"{workload.name}-warm")
     with RunningRay(workers) as ray:
-        seconds, _ = lrsweep_command("launch", workload.sweep_file(folder), "--results", results,
-                                     "--address", ray.address, env={"RAY_AUTH_MODE": "token"})
+        joining = ["--address", ray.address]
+        lrsweep_command("launch", workload.sweep_file(folder), "--results", _results(folder, "earlier-sweep"),
+                        "--max-epochs", "1", *joining, env={"RAY_AUTH_MODE": "token"})
+        seconds, _ = lrsweep_command("launch", workload.sweep_file(folder), "--results", results, *joining,
+                                     env={"RAY_AUTH_MODE": "token"})
     return {"seconds": seconds, **trial_phase(results)}
 
 

@@ -14,6 +14,7 @@ searches: every seed is reported, and the medians, and the long search's best sc
 trained again with 8 seeds to show how far luck alone moves it.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -193,8 +194,9 @@ def figures(seconds, accuracy, easy, hard, budget):
 
 def to_target(folder, seeds=(1, 2, 3, 4, 5), budget=300, long=600, quick=False, datasets=tuple(DATASETS),
               ray_running=False):
-    """`ray_running`: also lrsweep joining a Ray started before its command (`ray start
-    --head`, one per run, not timed), the service case."""
+    """`ray_running`: also lrsweep joining a Ray started before its command, the service
+    case: one `ray start --head` per dataset (not timed), where a short sweep of the same
+    file has run before the timed ones, as on a cluster that serves many sweeps."""
     if quick:
         seeds, budget, long = (1,), 40, 60
     report = {}
@@ -203,15 +205,18 @@ def to_target(folder, seeds=(1, 2, 3, 4, 5), budget=300, long=600, quick=False, 
         hard = float(accuracy.max())
         easy = hard - max(0.005, 1 / validation_rows(folder, dataset))
         runs = {"lrsweep": [], "optuna": []} | ({"lrsweep, Ray running": []} if ray_running else {})
-        for seed in seeds:
-            runs["lrsweep"].append({"seed": seed, **figures(*lrsweep_curve(folder, dataset, seed, budget), easy, hard,
-                                                            budget)})
+        with contextlib.ExitStack() as stack:
             if ray_running:
-                with RunningRay(2) as ray:
+                ray = stack.enter_context(RunningRay(2))
+                lrsweep_curve(folder, dataset, 0, budget, num_samples=2, address=ray.address)  # an earlier sweep
+            for seed in seeds:
+                runs["lrsweep"].append({"seed": seed, **figures(*lrsweep_curve(folder, dataset, seed, budget), easy,
+                                                                hard, budget)})
+                if ray_running:
                     curve = lrsweep_curve(folder, dataset, seed, budget, address=ray.address)
-                runs["lrsweep, Ray running"].append({"seed": seed, **figures(*curve, easy, hard, budget)})
-            runs["optuna"].append({"seed": seed, **figures(*optuna_curve(folder, dataset, seed, budget), easy, hard,
-                                                           budget)})
+                    runs["lrsweep, Ray running"].append({"seed": seed, **figures(*curve, easy, hard, budget)})
+                runs["optuna"].append({"seed": seed, **figures(*optuna_curve(folder, dataset, seed, budget), easy,
+                                                               hard, budget)})
         report[dataset] = {"hard": hard, "easy": easy, "budget": budget, "long": long, "runs": runs,
                            "seed_spread": seed_spread(folder, dataset, seeds=(0, 1) if quick else tuple(range(8)))}
     return report

@@ -165,10 +165,8 @@ class Trainer:
 
         from lrsweep.run import trial
 
-        decisions = set(setup["decision_epochs"])
-
         def report(result):
-            decision = result["epoch"] in decisions and result["status"] == "running"
+            decision = result["epoch"] in setup["decision_epochs"] and result["status"] == "running"
             if decision:  # ASHA may stop the trial here: no further epoch until Tune has answered
                 run.proceed.clear()
             run.reports.put(result)

@@ -135,7 +135,7 @@ class Trainer:
         run = self.runs.get(token)
         if run is None:
             raise RuntimeError(f"lrsweep trainer: no trial {token} here (stopped, or given up for dead)")
-        run.proceed.set()  # the trial has handed its reports to Tune, which let it go on
+        run.proceed.set()  # the trial has handed its reports to Tune
         out = []
         try:
             out.append(run.reports.get(timeout=timeout))
@@ -167,8 +167,8 @@ class Trainer:
 
         def report(result):
             decision = result["epoch"] in setup["decision_epochs"] and result["status"] == "running"
-            if decision:  # ASHA may stop the trial here: no further epoch until Tune has answered
-                run.proceed.clear()
+            if decision:  # ASHA may stop the trial here: no further epoch until its trial has
+                run.proceed.clear()  # handed the report to Tune (as `tune.report` itself waits)
             run.reports.put(result)
             while decision and not run.proceed.wait(CHECK_CLAIMANT_SECONDS) and not run.must_stop():
                 pass

@@ -68,10 +68,6 @@ def code_key():
     return digest.hexdigest()[:12]
 
 
-def trainer_name(node_id, cpus, k, key=None):
-    return f"trainer-{key or code_key()}-{node_id[:16]}-cpu{cpus:g}-{k}"
-
-
 class _Run:
     """One trial on a trainer: its reports, waiting to be fetched, and whether it must stop."""
 
@@ -101,7 +97,7 @@ class Trainer:
 
         trial.warm_up(cpus)
         trial._configure_gpus(None)  # a CPU trainer: TensorFlow must not take a card
-        self.cpus, self.idle = cpus, idle
+        self.idle = idle
         self.free = threading.Condition()
         self.training = None  # the _Run training now
         self.runs = {}  # token -> _Run, until its last report is fetched
@@ -216,7 +212,7 @@ def _actor(node_id, cpus, k, key, idle):
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     return ray.remote(Trainer).options(
-        name=trainer_name(node_id, cpus, k, key), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
+        name=f"trainer-{key}-{node_id[:16]}-cpu{cpus:g}-{k}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
         num_cpus=0, max_concurrency=CONCURRENCY, max_restarts=0,
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(cpus, idle)
 

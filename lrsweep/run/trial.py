@@ -352,12 +352,11 @@ _kept = {}
 
 
 def run_trial(config, data, setup, report, kept=None, extra=None, stopped=None):
-    """Train one trial in this process and pass its reports to `report`: `data` holds the
-    dataset's arrays, `setup` the sweep's training settings, `kept` the compiled models
-    this process keeps between trials (`build_trial`), `extra` what every report carries
-    besides, `stopped()` whether the trial has been stopped from outside (checked at each
-    epoch's end)."""
-    _configure_tensorflow(setup["cpus"])
+    """Train one trial in this process, its TensorFlow configured (`warm_up`), and pass its
+    reports to `report`: `data` holds the dataset's arrays, `setup` the sweep's training
+    settings, `kept` the compiled models this process keeps between trials (`build_trial`),
+    `extra` what every report carries besides, `stopped()` whether the trial has been
+    stopped from outside (checked at each epoch's end)."""
     import keras
 
     started = time.time()

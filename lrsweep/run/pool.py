@@ -39,6 +39,8 @@ FORGET_SECONDS = 600.0
 POLL_SECONDS = 0.2
 # Calls a trial may make to a trainer at once: its reports (a long poll), a stop, a claim.
 CONCURRENCY = 4
+# Trials a trainer's training thread trains before it hands over to a new one (`_train_each`).
+TRIALS_PER_THREAD = 25
 
 
 def idle_seconds():
@@ -103,8 +105,7 @@ class Trainer:
         self.runs = {}  # token -> _Run, until its last report is fetched
         self.kept, self.kept_for = {}, None
         self.last_used = time.time()
-        # One thread trains the trials one after another (Keras keeps its global state per
-        # thread: each trial finds its predecessor's)
+        # One thread at a time trains the trials, one after another (`_train_each`)
         self.trials = queue.Queue()
         threading.Thread(target=self._train_each, daemon=True).start()
         threading.Thread(target=self._end_when_idle, daemon=True).start()
@@ -153,8 +154,15 @@ class Trainer:
             run.proceed.set()
 
     def _train_each(self):
-        while True:
+        """Train the next `TRIALS_PER_THREAD` trials on this thread, then go on in a new one.
+        Keras keeps its global state per thread: a trial that finds its predecessor's starts
+        sooner (300 one-epoch trials of a tiny model in one process: 17.5 s on one thread,
+        23.9 s on a thread each). But the thread's native memory grows with each trial it
+        trains, by 146 KB (10.8 KB on a thread each), and is freed when the thread ends: with
+        a new thread every 25 trials, 2.6 KB per trial in 16.9 s."""
+        for _ in range(TRIALS_PER_THREAD):
             self._train(*self.trials.get())
+        threading.Thread(target=self._train_each, daemon=True).start()
 
     def _train(self, run, data, config, setup, extra):
         import ray

@@ -220,16 +220,6 @@ def keep_registered_trainables():
     tune_registry.lrsweep_kept = kept
 
 
-def _scheduler(sweep):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    if sweep.early_stopping != "asha":  # none, or "budget": its rungs are experiments of their own
-        return FIFOScheduler()
-    # "epoch", not Tune's training_iteration: a report may carry several epochs
-    return ASHAScheduler(time_attr="epoch", max_t=sweep.max_epochs, grace_period=sweep.grace_period,
-                         reduction_factor=sweep.reduction_factor)
-
-
 def trial_slots(sweep):
     """How many trials the cluster runs at once. Tune keeps only one trial pending for a
     searcher unless told this (`max_concurrent_trials`): without it the second worker
@@ -293,7 +283,7 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
 
     keep_registered_trainables()
     from lrsweep.run.recorder import Recorder
-    from lrsweep.run.search import search_algorithm
+    from lrsweep.run.search import FixedConfigs, ToTheEnd, scheduler, search_algorithm
     from lrsweep.run.trial import train
 
     arrays = trial_arrays(data)
@@ -308,9 +298,6 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
                 "training_settings": json.dumps(sweep.training_settings(), sort_keys=True)}
     dataset_name = data.name
     del data, arrays  # the object store holds the one copy the trials share
-    from ray.tune.schedulers import FIFOScheduler
-
-    from lrsweep.run.search import FixedConfigs
 
     def recorder(total):
         return Recorder(results=sweep.results, dataset=dataset_name, sweep_name=name, settings=settings, total=total,
@@ -319,7 +306,7 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     rungs, experiments = _budget_rungs(sweep), _stage_experiments(sweep, name)
     first = {"budget": rungs[0][0]} if len(rungs) > 1 else {}
     errors, finished = _run_stage(tune, trainable, sweep, experiments[0], resume, *search_algorithm(sweep),
-                                  _scheduler(sweep), recorder(sweep.trial_count), param_space=first)
+                                  scheduler(sweep), recorder(sweep.trial_count), param_space=first)
     # early_stopping="budget": the best of each rung train again from scratch at the next
     for k in range(1, len(rungs)):
         if not finished:
@@ -331,7 +318,7 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
         print_fn(f"rung {k + 1} of {len(rungs)}: the best {len(configs)} again from scratch, the schedule fitted "
                  f"to {rungs[k][0]} epochs")
         more, finished = _run_stage(tune, trainable, sweep, experiments[k], resume,
-                                    FixedConfigs(configs, sweep.metric, sweep.mode), len(configs), FIFOScheduler(),
+                                    FixedConfigs(configs, sweep.metric, sweep.mode), len(configs), ToTheEnd(),
                                     recorder(len(configs)))
         errors += more
     # An interrupted search (Ctrl-C) ends the launch; `--resume` finishes it and then confirms.
@@ -340,7 +327,7 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
         print_fn(f"confirming: each family's best trial again with {sweep.confirm_seeds} seeds, to "
                  f"{sweep.max_epochs} epochs ({len(configs)} trials)")
         more, finished = _run_stage(tune, trainable, sweep, experiments[-1], resume,
-                                    FixedConfigs(configs, sweep.metric, sweep.mode), len(configs), FIFOScheduler(),
+                                    FixedConfigs(configs, sweep.metric, sweep.mode), len(configs), ToTheEnd(),
                                     recorder(len(configs)))
         errors += more
     return name, dataset_name, 130 if not finished else 1 if errors else 0

@@ -1,9 +1,11 @@
 """How a sweep picks its trials: Optuna's TPE over the conditional space, or the fixed
-`configs` in order."""
+`configs` in order; and how Tune starts and stops them (ASHA, or every trial to its end)."""
 
 import pickle
 import warnings
 
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
 from lrsweep.sweep.space import SearchSpace, trial_config
@@ -49,3 +51,36 @@ def search_algorithm(sweep):
                                          n_startup_trials=min(10, max(2, sweep.num_samples // 3)))
     return OptunaSearch(space=SearchSpace(sweep.arms), metric=sweep.metric, mode=sweep.mode,
                         sampler=sampler), sweep.num_samples
+
+
+class _NewestFirst:
+    """Start the newest waiting trial first, where Tune's schedulers start the oldest.
+
+    With `reuse_actors`, Tune hands an ended trial's actor to the waiting trial its
+    scheduler picks, and removes the actor that trial was waiting for. Picking the oldest,
+    it removed the actor that had waited longest: where trials end sooner than an actor
+    starts (about 1 s: a stopped trial, a small model), the second slot's actor was
+    removed again and again before it could start, and the sweep ran one trial at a time
+    to its end (one sweep in about ten on two CPUs). Picking the newest lets the oldest
+    waiting actor start. Once every slot trains, a search has at most one trial waiting,
+    so trials still start in the searcher's order."""
+
+    def choose_trial_to_run(self, tune_controller):
+        return next((t for t in reversed(tune_controller.get_trials()) if t.status == Trial.PENDING), None)
+
+
+class ToTheEnd(_NewestFirst, FIFOScheduler):
+    """Every trial trains to its end."""
+
+
+class EarlyStopping(_NewestFirst, ASHAScheduler):
+    """ASHA: a trial below the best of its rung stops there."""
+
+
+def scheduler(sweep):
+    """How Tune starts and stops the trials of the sweep's search."""
+    if sweep.early_stopping != "asha":  # none, or "budget": its rungs are experiments of their own
+        return ToTheEnd()
+    # "epoch", not Tune's training_iteration: a report may carry several epochs
+    return EarlyStopping(time_attr="epoch", max_t=sweep.max_epochs, grace_period=sweep.grace_period,
+                         reduction_factor=sweep.reduction_factor)

@@ -316,20 +316,27 @@ def bookkeeping(folder, trials=500, quick=False):
             "driver_ms_per_trial": 1000 * (runs["many"]["driver_cpu"] - runs["few"]["driver_cpu"]) / (many - few),
             "idle_ms_per_trial": 1000 * _slot_gaps(big).mean(),
             "store_files": runs["many"]["files"], "store_write_seconds": runs["many"]["write_seconds"],
-            "worker_kb_per_trial": _worker_growth(samples, big)}
+            **{f"{kind}_kb_per_trial": _worker_growth(samples, big, kind) for kind in WORKER_TITLES}}
+
+
+# The processes of the trials, by their titles: the trainers that train them (they outlive
+# a launch on a running cluster) and Tune's actors that report for them (they end with it).
+WORKER_TITLES = {"trainers": "ray::Trainer", "tune_actors": "ImplicitFunc"}
 
 
 def _trial_workers(root_pid):
-    """Resident MB of each process of the trials under `root_pid` (the Ray it started): the
-    trainers that train them and the Tune actors that report for them."""
+    """Of each process of the trials under `root_pid` (the Ray it started): its kind (a key
+    of WORKER_TITLES) and its resident MB."""
     found = {}
     for pid in _tree(root_pid):
         try:
             with open(f"/proc/{pid}/cmdline") as f:
-                if not any(title in f.read() for title in ("ray::Trainer", "ImplicitFunc")):
-                    continue
+                command = f.read()
+            kind = next((kind for kind, title in WORKER_TITLES.items() if title in command), None)
+            if kind is None:
+                continue
             with open(f"/proc/{pid}/statm") as f:
-                found[pid] = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+                found[pid] = kind, int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
         except OSError:
             pass
     return found
@@ -346,12 +353,15 @@ def _process_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _worker_growth(samples, trials):
-    """How much the trial workers of the large sweep grow per trial they train: from their
-    sample a fifth into the sweep (past the first trials' one-time growth) to their last,
-    over the trials that ended in between."""
-    pids = next((set(w) for _, w in reversed(samples) if w), set())  # the large sweep's workers, the last seen
-    seen = [(t, w) for t, w in samples if w and pids <= set(w)]
+def _worker_growth(samples, trials, kind):
+    """How much the trial workers of `kind` (a key of WORKER_TITLES) of the large sweep grow
+    per trial they train: from their sample a fifth into the sweep (past the first trials'
+    one-time growth) to their last, over the trials that ended in between."""
+    def of_kind(workers):
+        return {pid: mb for pid, (k, mb) in workers.items() if k == kind}
+
+    pids = next((set(of_kind(w)) for _, w in reversed(samples) if of_kind(w)), set())  # the large sweep's, last seen
+    seen = [(t, of_kind(w)) for t, w in samples if pids and pids <= set(of_kind(w))]
     if len(seen) < 5:
         return None
     (t0, first), (t1, last) = seen[len(seen) // 5], seen[-1]

@@ -52,6 +52,10 @@ def run_peers(folder, quick):
             for name, workload in workloads(folder).items()}
 
 
+def _kb(value):
+    return "not measured" if value is None else f"{value:.0f} KB"
+
+
 def print_report(figures):
     eff, peer = figures.get("efficiency"), figures.get("peers")
     if eff:
@@ -102,7 +106,8 @@ def print_report(figures):
         print(f"\n## Bookkeeping: {f['trials']} one-epoch trials in {f['seconds']:.1f} s; the driver's CPU: "
               f"{f['driver_ms_per_trial']:.1f} ms per trial; a trial slot sits idle {f['idle_ms_per_trial']:.0f} ms "
               f"between two trials; the store took {f['store_write_seconds']:.2f} s to write {f['store_files']} files; "
-              f"the trial workers' memory grows {f.get('worker_kb_per_trial') or float('nan'):.0f} KB per trial")
+              f"memory grows per trial: the trainers {_kb(f.get('trainers_kb_per_trial'))}, Tune's actors "
+              f"{_kb(f.get('tune_actors_kb_per_trial'))}")
     if "store" in figures:
         f = figures["store"]
         print(f"\n## Query speed, whole command: rank {f['rank_tiny']:.2f} s (10 trials) vs {f['rank_large']:.2f} s "

@@ -42,15 +42,18 @@ def _sweep_with_seed(folder, dataset, seed, num_samples):
     return path
 
 
-def _results(folder, dataset, seed):
-    return os.path.join(folder, "results", f"to_target-{dataset}-{seed}")
+def _results(folder, dataset, seed, run="cold"):
+    """Each run's own results folder: the long search's (seed 0, cold) is read again after
+    the others, and a seed's cold and Ray-running runs are kept to compare."""
+    return os.path.join(folder, "results", f"to_target-{dataset}-{seed}-{run}")
 
 
-def lrsweep_curve(folder, dataset, seed, budget, num_samples=2000, address=None):
+def lrsweep_curve(folder, dataset, seed, budget, num_samples=2000, address=None, run=None):
     """Every epoch of a `launch` stopped after `budget` seconds: (seconds since the command
     started, validation accuracy) in the order the epochs ended. `address`: join that
-    running Ray instead of starting one."""
-    results = _results(folder, dataset, seed)
+    running Ray instead of starting one. `run`: the results folder's label (by default
+    "cold" or "running")."""
+    results = _results(folder, dataset, seed, run or ("running" if address else "cold"))
     subprocess.run(["rm", "-rf", results], check=True)
     joining = ["--address", address] if address else []
     start = time.time()
@@ -208,7 +211,8 @@ def to_target(folder, seeds=(1, 2, 3, 4, 5), budget=300, long=600, quick=False, 
         with contextlib.ExitStack() as stack:
             if ray_running:
                 ray = stack.enter_context(RunningRay(2))
-                lrsweep_curve(folder, dataset, 0, budget, num_samples=2, address=ray.address)  # an earlier sweep
+                lrsweep_curve(folder, dataset, 0, budget, num_samples=2, address=ray.address,
+                              run="earlier")  # an earlier sweep
             for seed in seeds:
                 runs["lrsweep"].append({"seed": seed, **figures(*lrsweep_curve(folder, dataset, seed, budget), easy,
                                                                 hard, budget)})

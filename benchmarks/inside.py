@@ -357,11 +357,9 @@ def _worker_growth(samples, trials, kind):
     """How much the trial workers of `kind` (a key of WORKER_TITLES) of the large sweep grow
     per trial they train: from their sample a fifth into the sweep (past the first trials'
     one-time growth) to their last, over the trials that ended in between."""
-    def of_kind(workers):
-        return {pid: mb for pid, (k, mb) in workers.items() if k == kind}
-
-    pids = next((set(of_kind(w)) for _, w in reversed(samples) if of_kind(w)), set())  # the large sweep's, last seen
-    seen = [(t, of_kind(w)) for t, w in samples if pids and pids <= set(of_kind(w))]
+    samples = [(t, {pid: mb for pid, (k, mb) in workers.items() if k == kind}) for t, workers in samples]
+    pids = next((set(w) for _, w in reversed(samples) if w), set())  # the large sweep's workers, the last seen
+    seen = [(t, w) for t, w in samples if pids and pids <= set(w)]
     if len(seen) < 5:
         return None
     (t0, first), (t1, last) = seen[len(seen) // 5], seen[-1]

@@ -311,14 +311,16 @@ def ionosphere_results(ray_session, tmp_path_factory):
                    "--max-epochs", "6", "--confirm-seeds", "0", "--results", str(results), "--name", "iono-test",
                    env={"RAY_ADDRESS": ray_session, "RAY_AUTH_MODE": None})
     assert done.returncode == 0, done.stderr[-2000:]
-    return results, done.stdout
+    return results, done.stdout, done.stderr
 
 
 def test_ionosphere_sweep_from_the_command_line_ranks(ionosphere_results):
     import ray
 
-    results, stdout = ionosphere_results
+    results, stdout, stderr = ionosphere_results
     assert "dataset ionosphere" in stdout and "rank" in stdout
+    # joining turns token mode on; Ray's notice of it is not repeated (the dashboard's line says how to sign in)
+    assert "Token authentication" not in stderr, stderr[-2000:]
     # lrsweep's lines only: not Tune's configuration box nor its pointer to its own logs
     assert "Configuration for experiment" not in stdout and "View detailed results" not in stdout
     trials = pd.read_parquet(results / "trials")
@@ -376,7 +378,7 @@ def test_a_launch_that_starts_its_own_ray_leaves_no_process_of_it(tmp_path):
 
 
 def test_a_name_the_store_holds_is_refused_without_resume(ionosphere_results):
-    results, _ = ionosphere_results
+    results = ionosphere_results[0]
     before = sorted(p.name for p in (results / "trials/dataset=ionosphere/sweep=iono-test").iterdir())
     done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(results),
                    "--name", "iono-test", timeout=60)
@@ -412,7 +414,7 @@ def test_best_schedule_round_trips_through_keras(ionosphere_results):
     """The exported JSON, loaded by Keras alone, gives the rates the trial trained with."""
     import keras
 
-    results, _ = ionosphere_results
+    results = ionosphere_results[0]
     done = lrsweep("best", "--dataset", "ionosphere", "--results", str(results), timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     best = json.loads(done.stdout)

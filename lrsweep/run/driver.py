@@ -149,12 +149,13 @@ def use_token_if_present():
 def _start_ray(address, dashboard_host, print_fn):
     import ray
 
+    # The dashboard's line below says how to sign in; Ray's own notice that tokens are on
+    # (as it turns them on for a Ray of our own, or for joining one) repeats it.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     address = _ray_address(address)
     if address == "local" and dashboard_host not in ("127.0.0.1", "localhost", "::1"):
         print_fn(f"warning: the dashboard listens on {dashboard_host}: anyone who reaches it and holds the token "
                  "can run code on this machine")
-    # The next line says how to sign in; Ray's own notice that tokens are on repeats it.
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     # A Ray of our own starts no workers for the driver as it connects (Ray's default, one
     # per CPU): on two cores they took CPU from the processes importing TensorFlow, and a
     # cold launch's first epoch came 2-3 s later (benchmarks/README.md).

@@ -179,6 +179,18 @@ def test_a_configuration_trained_again_at_each_rung_counts_once_as_its_longest_r
     assert table.loc["sgd/step", "mean_top3"] == pytest.approx((0.90 + 0.80 + 0.70) / 3)
 
 
+def test_trials_of_one_configuration_at_the_same_budget_each_count(tmp_path):
+    """A family with fixed parameters (or a value the search draws twice) trains the same
+    configuration and seed again: separate trials, each counted, an error among them too."""
+    root = str(tmp_path)
+    rows = [(f"c{n}", "adam/constant", status, epochs, 0.001, acc, acc, 0.1) for n, (status, epochs, acc) in
+            enumerate([("completed", 10, 0.90), ("completed", 10, 0.80), ("error", 2, None)])]
+    write_rows(root, "trials", "digits", "sweep-a", [{**trial_row(*row), "seed": 0, "budget": 10} for row in rows])
+    table = rank(read_frame(root, "trials")).set_index("family")
+    assert table.loc["adam/constant", ["trials", "full", "errors"]].tolist() == [3, 2, 1]
+    assert table.loc["adam/constant", "best_trial"] == "c0" and table.loc["adam/constant", "best"] == 0.90
+
+
 def test_query_aggregates_over_the_latest_records(results):
     frame = query(results, "SELECT family, count(*) AS n, max(final_val_accuracy) AS top FROM trials "
                            "WHERE dataset = 'digits' GROUP BY family ORDER BY n DESC, family")

@@ -31,12 +31,13 @@ def _params_text(row):
 
 def _at_largest_budget(trials):
     """early_stopping="budget" trains a promoted configuration again at each rung: it
-    counts once, as its longest run (a short rung's metric is not the configuration's)."""
+    counts as its longest run (a short rung's metric is not the configuration's). Trials of
+    one configuration at the same budget (a family with fixed parameters, a search drawing
+    a value twice, a `configs` list naming one twice) are trials of their own, each counted."""
     if "budget" not in trials or trials["budget"].isna().all():
         return trials
-    rungs = trials[trials["budget"].notna()].sort_values("budget")
-    once = rungs.drop_duplicates(["dataset", "sweep", "label", "params", "seed"], keep="last")
-    return pd.concat([trials[trials["budget"].isna()], once])
+    same = trials.groupby(["dataset", "sweep", "label", "params", "seed"], observed=True, dropna=False)["budget"]
+    return trials[trials["budget"].isna() | (trials["budget"] >= same.transform("max"))]
 
 
 def rank(trials, metric=None, top=TOP):

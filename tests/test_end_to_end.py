@@ -122,6 +122,16 @@ def test_search_with_early_stopping(ray_session, tmp_path):
     assert len([line for line in lines if "/8 " in line]) == 8  # progress: a line per trial
 
 
+def test_a_grace_period_as_long_as_the_trials_stops_none_of_them(ray_session, tmp_path):
+    """`--max-epochs 1` on a sweep file whose ASHA grace period is 2: a quick trial run of
+    the file, every trial to its one epoch (Ray's ASHA refuses a grace period beyond max_t)."""
+    sweep = Sweep(name="short", dataset="digits", subsample=200, max_epochs=1, num_samples=3, grace_period=2,
+                  confirm_seeds=0, results=str(tmp_path), families={"adam": {"initial_lr": Range(1e-3, 1e-2)}})
+    assert launch(sweep, print_fn=lambda line: None)[2] == 0
+    trials = pd.read_parquet(tmp_path / "trials")
+    assert len(trials) == 3 and (trials["status"] == "completed").all() and (trials["epochs"] == 1).all()
+
+
 def most_at_once(trials):
     """The most trials of `trials` (a store's rows) that trained at the same time."""
     events = sorted([(t, 1) for t in trials["start_time"]] + [(t, -1) for t in trials["end_time"]])

@@ -81,6 +81,9 @@ def scheduler(sweep):
     """How Tune starts and stops the trials of the sweep's search."""
     if sweep.early_stopping != "asha":  # none, or "budget": its rungs are experiments of their own
         return ToTheEnd()
-    # "epoch", not Tune's training_iteration: a report may carry several epochs
-    return EarlyStopping(time_attr="epoch", max_t=sweep.max_epochs, grace_period=sweep.grace_period,
+    # "epoch", not Tune's training_iteration: a report may carry several epochs. A grace
+    # period as long as the trials (`--max-epochs 1` on a sweep file's grace period of 2)
+    # stops none of them, as in early_stopping="budget"; Ray's ASHA would refuse it.
+    return EarlyStopping(time_attr="epoch", max_t=sweep.max_epochs, grace_period=min(sweep.grace_period,
+                                                                                       sweep.max_epochs),
                          reduction_factor=sweep.reduction_factor)

@@ -17,7 +17,10 @@ def describe(sweep, dataset):
     else:
         how = f"{len(sweep.configs)} fixed configurations, no search"
         arms = [(arm.label, _space_text(arm)) for arm in sweep.fixed_configs]
-    if sweep.early_stopping == "asha":
+    if sweep.early_stopping == "asha" and sweep.grace_period >= sweep.max_epochs:
+        stopping = (f"ASHA early stopping, which stops no trial: its grace period ({sweep.grace_period}) is not "
+                    f"shorter than a trial")
+    elif sweep.early_stopping == "asha":
         stopping = (f"ASHA early stopping (grace period {sweep.grace_period}, reduction factor "
                     f"{sweep.reduction_factor:g}): promoted trials go on")
     elif sweep.early_stopping == "budget":

@@ -6,12 +6,14 @@ import io
 import json
 import math
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from lrsweep.errors import LrsweepError
 from lrsweep.results.query import query
 from lrsweep.results.rank import format_ranking, rank
-from lrsweep.results.store import read_frame, write_rows
+from lrsweep.results.store import LATER_COLUMNS, SCHEMAS, read_frame, write_rows
 from tests.conftest import lrsweep
 
 FAMILY_PARAMS = {"sgd/step": {"drop": 0.5, "epochs_drop": 10}, "adam/constant": {},
@@ -206,6 +208,23 @@ def test_query_joins_trials_and_epochs(results):
     assert frame.to_dict("records") == [
         {"trial_id": "a1", "optimizer": "adam", "last": 2, "total": pytest.approx(1.2)},
         {"trial_id": "s1", "optimizer": "sgd", "last": 3, "total": pytest.approx(1.8)}]
+
+
+def test_query_reads_the_later_columns_whichever_file_comes_first(tmp_path):
+    """A sweep stored before `budget`, `gpu_ids` and `training_settings` existed, its folder
+    first in the store's order: the later sweep's values are there, the earlier's null."""
+    root = str(tmp_path)
+    schema = SCHEMAS["trials"]
+    for column in LATER_COLUMNS["trials"]:
+        schema = schema.remove(schema.get_field_index(column))
+    folder = tmp_path / "trials" / "dataset=digits" / "sweep=a-old"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([trial_row(*DIGITS[0])], schema=schema), folder / "part-0.parquet")
+    write_rows(root, "trials", "digits", "b-new", [{**trial_row(*DIGITS[1]), "budget": 10, "gpu_ids": "0"}])
+    frame = query(root, "SELECT sweep, budget, gpu_ids, training_settings FROM trials ORDER BY sweep")
+    assert frame["sweep"].tolist() == ["a-old", "b-new"]
+    assert frame["budget"].isna().tolist() == [True, False] and frame["budget"].iloc[1] == 10
+    assert frame["gpu_ids"].tolist()[1] == "0" and frame["training_settings"].isna().all()
 
 
 @pytest.mark.parametrize("sql", ["SELEC * FROM trials", "SELECT * FROM nowhere", "SELECT nothing FROM trials"])

@@ -20,7 +20,9 @@ def connect(root, direct=True):
         files = [] if store.is_uri(root) or not direct else store.table_files(fs, base, table)
         if files:
             listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-            rows = (f"SELECT * FROM read_parquet([{listed}], hive_partitioning = true, "
+            # by name: a file from before a later column (store.LATER_COLUMNS) has nulls there,
+            # wherever it comes in the list (DuckDB takes the first file's columns otherwise)
+            rows = (f"SELECT * FROM read_parquet([{listed}], hive_partitioning = true, union_by_name = true, "
                     f"hive_types = {{'dataset': VARCHAR, 'sweep': VARCHAR}})")
             latest = f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY written DESC) = 1"
             if table == "epochs":  # each trial's stored attempt (store.current_attempts)

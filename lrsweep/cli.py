@@ -48,16 +48,29 @@ def _results_flag(p):
     p.add_argument("--results", default="results", help="results folder or URI (default: results/)")
 
 
+def checked_dataset(sweep):
+    """The sweep's `DatasetRef`: the dataset exists as named, has the test split the sweep
+    may validate on, and the sweep's model can read it; no TensorFlow."""
+    from lrsweep.data import check_dataset
+    from lrsweep.data.prepare import no_test_split
+    from lrsweep.models import check_model_input
+
+    dataset = check_dataset(sweep.dataset, sweep.data_dir)
+    if sweep.validation_split is None and not dataset.test_split:
+        raise no_test_split(dataset)
+    check_model_input(sweep.model, dataset)
+    return dataset
+
+
 def load_checked_sweep(args):
     """The sweep file with the command-line flags applied, every input checked; no Ray, no TensorFlow."""
-    from lrsweep.data import check_dataset
     from lrsweep.run.driver import check_launch
     from lrsweep.sweep.spec import load_sweep
 
     sweep = load_sweep(args.sweep).with_overrides(
         results=args.results, dataset=args.dataset, data_dir=args.data_dir, num_samples=args.num_samples,
         max_epochs=args.max_epochs, confirm_seeds=args.confirm_seeds)
-    dataset = check_dataset(sweep.dataset, sweep.data_dir)
+    dataset = checked_dataset(sweep)
     check_launch(sweep, args.name, args.resume)
     return sweep, dataset
 
@@ -199,10 +212,9 @@ def cmd_fit_schedule(args):
     if args.confirm:
         own = {"family": row["family"], "params": json.loads(row["params"])}
         sweep = fitting.confirmation_sweep(row, own, args.confirm_seeds, args.results)
-        from lrsweep.data import check_dataset
         from lrsweep.run.driver import check_launch
 
-        check_dataset(sweep.dataset, sweep.data_dir)
+        checked_dataset(sweep)
         check_launch(sweep, None, False)
     fits = fitting.fit_trace(row, rates)
     print(fitting.fits_json(row, rates, fits) if args.format == "json" else fitting.format_fits(row, rates, fits),
@@ -222,11 +234,10 @@ def cmd_fit_schedule(args):
 
 
 def cmd_find_lr(args):
-    from lrsweep.data import check_dataset
     from lrsweep.sweep.spec import load_sweep
 
     sweep = load_sweep(args.sweep).with_overrides(results=args.results, dataset=args.dataset, data_dir=args.data_dir)
-    check_dataset(sweep.dataset, sweep.data_dir)
+    checked_dataset(sweep)
     from lrsweep.run.find_lr import find_lr
 
     found = find_lr(sweep, print_fn=lambda line: print(line, flush=True))

@@ -13,6 +13,15 @@ MODELS = {
 }
 
 
+# The names Keras' activations answer to that a Dense layer can take alone (all of
+# `keras.activations` but `threshold`, which needs arguments of its own); a test holds them
+# to the installed Keras.
+ACTIVATIONS = ("celu", "elu", "exponential", "gelu", "glu", "hard_shrink", "hard_sigmoid", "hard_silu", "hard_swish",
+               "hard_tanh", "leaky_relu", "linear", "log_sigmoid", "log_softmax", "mish", "relu", "relu6", "selu",
+               "sigmoid", "silu", "soft_shrink", "softmax", "softplus", "softsign", "sparse_plus", "sparse_sigmoid",
+               "sparsemax", "squareplus", "swish", "tanh", "tanh_shrink")
+
+
 def check_model(name, args):
     """The model's full arguments (defaults filled in), checked; else LrsweepError."""
     if name not in MODELS:
@@ -34,10 +43,17 @@ def check_model(name, args):
     dropout = full["dropout"]
     if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise LrsweepError(f"Argument `dropout` must be in [0, 1). Received: dropout={dropout!r}")
-    if "activation" in full and not isinstance(full["activation"], str):
-        raise LrsweepError(f"Argument `activation` must be a Keras activation name. "
+    if "activation" in full and full["activation"] not in ACTIVATIONS:
+        raise LrsweepError(f"Argument `activation` must be a Keras activation name ({', '.join(ACTIVATIONS)}). "
                            f"Received: activation={full['activation']!r}")
     return full
+
+
+def check_model_input(name, dataset):
+    """A `cnn` reads images (height, width, channels): not the rows of a table dataset."""
+    if name == "cnn" and dataset.kind != "image":
+        raise LrsweepError(f"Argument `model` must be 'mlp' for {dataset.name}, a table of features (a cnn reads "
+                           f"images). Received: model='cnn'")
 
 
 def build_model(name, args, input_shape, num_classes):

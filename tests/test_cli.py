@@ -56,6 +56,8 @@ def assert_refused(done, *words):
     (("Sweep(", "Sweep(bogus=1, "), ["mine.py", "bogus"]),
     (("from lrsweep", "import nothing_here\nfrom lrsweep"), ["mine.py:2", "nothing_here"]),
     (("max_epochs=3)", "max_epochs=3"), ["mine.py", "SyntaxError"]),
+    (("max_epochs=3", "max_epochs=3, validation_split=None"), ["digits", "validation_split=None"]),
+    (("max_epochs=3", 'max_epochs=3, model="cnn", dataset="ionosphere"'), ["model='cnn'", "ionosphere"]),
 ])
 @pytest.mark.parametrize("command", ["validate", "launch"])
 def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, replace, words):
@@ -74,6 +76,9 @@ def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, rep
     (["launch", "sweeps/digits.py", "--dataset", "csv:/no/such.csv"], ["/no/such.csv"]),
     (["launch", "sweeps/ionosphere.py", "--data-dir", "/no/such/folder"], ["/no/such/folder"]),
     (["launch", "sweeps/digits.py", "--resume"], ["resume", "name"]),
+    (["validate", "sweeps/cifar.py", "--dataset", "ionosphere", "--data-dir", "tests/data"],
+     ["ionosphere", "no test split", "validation_split=None"]),
+    (["validate", "sweeps/digits.py", "--dataset", "csv:tests/data/ionosphere.csv?target=nope"], ["target='nope'"]),
     (["validate", "sweeps/digits.py", "--name", "never-ran", "--resume"], ["name", "never-ran", "resumed"]),
     (["launch", "sweeps/digits.py", "--name", "has space"], ["name", "has space"]),
     (["schedule", "step", "initial_lr=0.1", "drop=1.5", "epochs_drop=10", "--epochs", "5"], ["drop", "1.5"]),

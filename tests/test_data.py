@@ -282,7 +282,7 @@ def test_npz_with_x_val(tmp_path):
     x, x_val = rng.normal(size=(50, 4)), rng.normal(size=(20, 4))
     np.savez(tmp_path / "d.npz", x=x, y=np.arange(50) % 3, x_val=x_val, y_val=np.arange(20) % 3)
     spec = f"npz:{tmp_path / 'd.npz'}"
-    assert check_dataset(spec).kind == "table"
+    assert check_dataset(spec).kind == "table" and check_dataset(spec).test_split
     data = load_dataset(spec, validation_split=None)
     assert data.validation == "x_val/y_val (20 rows)" and data.num_classes == 3
     # auto is "none" for npz.
@@ -403,7 +403,7 @@ def test_auto_scale_of_images_is_unit(tmp_path):
 
 def test_check_dataset_names():
     assert DATASETS == ("digits", "cifar10", "fashion_mnist", "mnist", "ionosphere")
-    assert check_dataset("mnist") == DatasetRef("mnist", "mnist", "mnist", "image")
+    assert check_dataset("mnist") == DatasetRef("mnist", "mnist", "mnist", "image", test_split=True)
     assert check_dataset("ionosphere", str(TEST_DATA)).kind == "table"
     message = raises("Unknown dataset", check_dataset, "foo")
     assert message == ("Unknown dataset: 'foo'. Valid names: digits, cifar10, fashion_mnist, mnist, "

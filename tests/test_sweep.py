@@ -44,10 +44,14 @@ GOOD = {"name": "s", "families": STEP, "max_epochs": 20}
     ({"families": None, "configs": [{"family": "constant", "initial_lr": Range(0.01, 0.1)}]},
      ["configs[0]", "Range(low=0.01"]),
     ({"resources": {"cpu": 1, "tpu": 1}}, ["resources", "'tpu'"]),
+    ({"optimizer_args": {"momentum": 1.5}}, ["optimizer_args['momentum']=1.5"]),
+    ({"optimizer_args": {"nesterov": "yes"}}, ["optimizer_args['nesterov']='yes'"]),
+    ({"model_args": {"activation": "relux"}}, ["activation='relux'"]),
 ], ids=["name", "max_epochs", "num_samples", "batch_size", "unknown-family", "unknown-param", "range-out-of-bounds",
         "log-range-low-0", "log-range-low-0-allowed-param", "int-param-float-range", "base-lr-overlaps-max-lr",
         "warmup-reaches-max-epochs", "unknown-optimizer-in-key", "unknown-optimizer", "family-twice", "metric",
-        "early-stopping", "families-and-configs", "neither", "configs-with-range", "resources-tpu"])
+        "early-stopping", "families-and-configs", "neither", "configs-with-range", "resources-tpu", "momentum",
+        "nesterov", "activation"])
 def test_a_bad_field_is_one_line_naming_the_field_and_the_value(fields, named):
     with pytest.raises(LrsweepError) as caught:
         Sweep(**{**GOOD, **fields})
@@ -209,3 +213,24 @@ def test_the_search_space_survives_pickling():
 def test_trial_config_nests_params_under_optimizer_and_family(label, params):
     optimizer, family = label.split("/")
     assert trial_config(SEARCH.arms[label], params) == {"family": label, optimizer: {family: params}}
+
+
+def test_momentum_reaches_keras_as_the_float_it_requires():
+    """Keras' SGD refuses an integer momentum (`momentum=0`, `momentum=1`): the sweep hands
+    it a float, so that such a sweep trains instead of failing every trial."""
+    import keras
+
+    args = Sweep(**GOOD, optimizer_args={"momentum": 0, "nesterov": True}).optimizer_args
+    assert args == {"momentum": 0.0, "nesterov": True} and isinstance(args["momentum"], float)
+    assert keras.optimizers.SGD(learning_rate=0.1, **args).momentum == 0.0
+
+
+def test_every_activation_a_sweep_accepts_is_one_a_dense_layer_takes():
+    import keras
+    import numpy as np
+
+    from lrsweep.models import ACTIVATIONS
+
+    for name in ACTIVATIONS:
+        out = keras.layers.Dense(4, activation=name)(np.ones((2, 3), dtype="float32"))
+        assert out.shape[0] == 2, name

@@ -109,6 +109,11 @@ def check_options(subsample, validation_split, scale, seed):
         )
 
 
+def no_test_split(ref):
+    return LrsweepError(f"Dataset {ref.name} has no test split: give a validation_split between 0 and 1. "
+                        "Received: validation_split=None")
+
+
 def prepare(ref, arrays, *, auto_scale, subsample, validation_split, scale, seed):
     """The `Dataset` of `ref` (a DatasetRef) from `arrays`, by the rules in the module docstring."""
     x, y = arrays.x, arrays.y
@@ -124,10 +129,7 @@ def prepare(ref, arrays, *, auto_scale, subsample, validation_split, scale, seed
 
     if validation_split is None:
         if arrays.x_test is None:
-            raise LrsweepError(
-                f"Dataset {ref.name} has no test split: give a validation_split between 0 and 1. "
-                "Received: validation_split=None"
-            )
+            raise no_test_split(ref)
         x_train, y_train, x_val, y_val = x, y, arrays.x_test, arrays.y_test
         validation = f"{arrays.test_name} ({len(x_val)} rows)"
     else:

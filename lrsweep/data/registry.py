@@ -30,6 +30,7 @@ class _Source(NamedTuple):
     """A named dataset: its kind, its `auto` scale, and where it is read from."""
 
     kind: str
+    test_split: bool  # the dataset has one of its own (a sweep may validate on it)
     auto_scale: str
     files: tuple[_Files, ...]  # the sets data_dir may hold, the first complete one wins
     fetch: Callable  # () -> Arrays, when no local copy exists
@@ -46,24 +47,24 @@ def _cifar_batches(folder):
 
 
 _SOURCES = {
-    "digits": _Source("image", "unit", (), images.load_digits),
-    "cifar10": _Source("image", "unit", (
+    "digits": _Source("image", False, "unit", (), images.load_digits),
+    "cifar10": _Source("image", True, "unit", (
         _cifar_batches(""),
         _cifar_batches(images.CIFAR_FOLDER),
         # Where Keras 3 unpacks the archive in its cache.
         _cifar_batches(os.path.join("cifar-10-batches-py-target", images.CIFAR_FOLDER)),
         _Files((images.CIFAR_ARCHIVE,), images.read_cifar_archive),
     ), partial(images.download, "cifar10")),
-    "fashion_mnist": _Source("image", "unit", (
+    "fashion_mnist": _Source("image", True, "unit", (
         _idx("fashion_mnist"),
         _idx("fashion_mnist", "fashion-mnist"),  # Keras' cache folder
     ), partial(images.download, "fashion_mnist")),
-    "mnist": _Source("image", "unit", (
+    "mnist": _Source("image", True, "unit", (
         _idx("mnist"),
         _Files(("mnist.npz",), images.read_keras_mnist),
     ), partial(images.download, "mnist")),
     # The classic tutorial trains on the raw values, already within [-1, 1].
-    "ionosphere": _Source("table", "none", tuple(
+    "ionosphere": _Source("table", False, "none", tuple(
         _Files((name,), tables.read_ionosphere) for name in tables.IONOSPHERE_FILES
     ), tables.download_ionosphere),
 }
@@ -79,6 +80,7 @@ class DatasetRef:
     name: str  # partition name: the registry name, or the file's stem for csv:/npz: ("my")
     source: str  # the registry name, or the absolute path (+ "?target=..." if given)
     kind: str  # "image" or "table"
+    test_split: bool = False  # the dataset has a test split of its own (validation_split=None)
 
 
 def check_dataset(spec, data_dir=None):
@@ -153,7 +155,8 @@ def _parse(spec, data_dir):
             )
         if data_dir is not None:
             _local_files(body, data_dir, required=True)
-        return _Parsed(DatasetRef(spec, body, body, _SOURCES[body].kind), None, None, data_dir)
+        source = _SOURCES[body]
+        return _Parsed(DatasetRef(spec, body, body, source.kind, source.test_split), None, None, data_dir)
 
     if not body:
         raise LrsweepError(f"Dataset {spec!r} names no file: write {prefix}:PATH")
@@ -162,8 +165,12 @@ def _parse(spec, data_dir):
         raise LrsweepError(f"Dataset file {path} (from {spec!r}) does not exist or is not a file")
     source = path + (f"?{query}" if query else "")
     stem = os.path.splitext(os.path.basename(path))[0]
-    kind = "table" if prefix == "csv" else tables.npz_kind(path)
-    return _Parsed(DatasetRef(spec, stem, source, kind), path, options.get("target"), data_dir)
+    if prefix == "csv":
+        tables.check_csv_target(path, options.get("target"))
+        kind, test_split = "table", False
+    else:
+        kind, test_split = tables.npz_kind(path)
+    return _Parsed(DatasetRef(spec, stem, source, kind, test_split), path, options.get("target"), data_dir)
 
 
 def _options(spec, query, valid):

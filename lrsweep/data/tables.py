@@ -53,6 +53,31 @@ def download_ionosphere():
     return read_ionosphere([path])
 
 
+def label_column(path, header, target):
+    """The index of the label column `target` (None: the last) among the CSV's `header`."""
+    if target is None:
+        return len(header) - 1
+    if target not in header:
+        raise LrsweepError(
+            f"Dataset file {path} has no column target={target!r}. Its columns: {', '.join(header)}"
+        )
+    return header.index(target)
+
+
+def check_csv_target(path, target):
+    """That the CSV file's header row names `target`, reading that row alone (the rest of
+    the file is checked as it is read)."""
+    if target is None:
+        return
+    try:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+            header = next((row for row in csv.reader(f) if row), None)
+    except (OSError, csv.Error):
+        return
+    if header is not None:
+        label_column(path, [name.strip() for name in header], target)
+
+
 def read_csv(path, target=None):
     """A CSV file with a header row: numeric features, the label in column `target` (or the last)."""
     rows = _rows(path)
@@ -60,14 +85,7 @@ def read_csv(path, target=None):
         raise LrsweepError(f"Dataset file {path} is empty: a CSV needs a header row and data rows")
     (_, header), rows = rows[0], rows[1:]
     header = [name.strip() for name in header]
-    if target is None:
-        label = len(header) - 1
-    elif target in header:
-        label = header.index(target)
-    else:
-        raise LrsweepError(
-            f"Dataset file {path} has no column target={target!r}. Its columns: {', '.join(header)}"
-        )
+    label = label_column(path, header, target)
     if len(header) < 2 or not rows:
         raise LrsweepError(
             f"Dataset file {path} has {len(header)} columns and {len(rows)} data rows: "
@@ -115,12 +133,14 @@ def read_npz(path):
 
 
 def npz_kind(path):
-    """"image" if array `x` of the `.npz` file `path` has 3 or more dimensions, else "table".
+    """("image" if array `x` of the `.npz` file `path` has 3 or more dimensions, else "table",
+    whether it holds a test split `x_val`).
 
     Reads the array's header only, so that `check_dataset` stays fast on a large file.
     """
     try:
         with zipfile.ZipFile(path) as archive, archive.open("x.npy") as f:
+            test_split = "x_val.npy" in archive.namelist()
             # Format 3.0 differs from 2.0 only in the header's text encoding.
             if np.lib.format.read_magic(f) == (1, 0):
                 shape, _, _ = np.lib.format.read_array_header_1_0(f)
@@ -134,7 +154,7 @@ def npz_kind(path):
         raise LrsweepError(
             f"Dataset file {path} is not a readable .npz file: {one_line(e)}"
         ) from None
-    return "image" if len(shape) >= 3 else "table"
+    return ("image" if len(shape) >= 3 else "table"), test_split
 
 
 def _npz_labels(path, arrays, x_name, y_name):

@@ -93,6 +93,18 @@ def _one_of(name, value, choices):
         raise _field_error(name, "one of " + ", ".join(repr(c) for c in choices), value)
 
 
+def _checked_optimizer_args(args):
+    """SGD's `momentum` in [0, 1], as the float Keras requires (it refuses `momentum=0`),
+    and `nesterov` True or False: checked here, or every trial would fail on them."""
+    args = dict(args)
+    if "momentum" in args:
+        _number("optimizer_args['momentum']", args["momentum"], "in [0, 1]", lambda v: 0 <= v <= 1)
+        args["momentum"] = float(args["momentum"])
+    if "nesterov" in args and not isinstance(args["nesterov"], bool):
+        raise _field_error("optimizer_args['nesterov']", "True or False", args["nesterov"])
+    return args
+
+
 def parse_arm_label(key):
     """`"step"` -> ("sgd", "step"); `"adam"` -> ("adam", "constant"); `"adam/cosine"` as written."""
     if not isinstance(key, str):
@@ -222,8 +234,11 @@ class Sweep:
             raise _field_error("model_args", "a dict", self.model_args)
         check_model(self.model, self.model_args)
         _one_of("optimizer", self.optimizer, tuple(OPTIMIZERS))
+        if not isinstance(self.optimizer_args, Mapping):
+            raise _field_error("optimizer_args", "a dict", self.optimizer_args)
         for key in self.optimizer_args:
             _one_of("optimizer_args", key, OPTIMIZER_ARGS.get(self.optimizer, ()))
+        object.__setattr__(self, "optimizer_args", _checked_optimizer_args(self.optimizer_args))
         _one_of("granularity", self.granularity, GRANULARITIES)
         _one_of("early_stopping", self.early_stopping, EARLY_STOPPING + (None,))
         _one_of("metric", self.metric, METRICS)

@@ -109,6 +109,11 @@ def test_a_results_folder_under_a_file_is_refused_before_anything_runs(tmp_path)
     assert blocker.read_text() == ""
 
 
+def test_a_sweep_file_is_python_whatever_its_name_ends_with(tmp_path):
+    done = cli("validate", sweep_file(tmp_path, GOOD, name="mine.sweep"))
+    assert done.returncode == 0 and done.stdout.startswith("sweep mine:"), done.stderr
+
+
 def test_validate_shows_the_resolved_sweep_with_overrides():
     done = cli("validate", "sweeps/digits.py", "--num-samples", "7", "--max-epochs", "9")
     assert done.returncode == 0, done.stderr

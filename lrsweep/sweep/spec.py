@@ -1,6 +1,7 @@
 """`lrsweep.Sweep`: what a sweep file defines, checked field by field without Ray or Keras."""
 
 import dataclasses
+import importlib.machinery
 import importlib.util
 import itertools
 import math
@@ -364,7 +365,8 @@ def load_sweep(path):
     if not os.path.isfile(path):
         raise LrsweepError(f"Sweep file not found: {path}")
     module_name = "lrsweep_sweep_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    # Python source whatever the file's name ends with, as `python FILE` reads it
+    spec = importlib.util.spec_from_loader(module_name, importlib.machinery.SourceFileLoader(module_name, path))
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)

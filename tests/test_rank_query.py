@@ -193,6 +193,21 @@ def test_trials_of_one_configuration_at_the_same_budget_each_count(tmp_path):
     assert table.loc["adam/constant", "best_trial"] == "c0" and table.loc["adam/constant", "best"] == 0.90
 
 
+def test_each_dataset_is_ranked_by_its_own_sweeps_metric(tmp_path):
+    """`rank` over a store where digits was swept for accuracy and ionosphere for loss."""
+    root = str(tmp_path)
+    write_rows(root, "trials", "digits", "sweep-a", [trial_row(*row) for row in DIGITS])
+    write_rows(root, "trials", "ionosphere", "sweep-b", [{**trial_row(*row), "metric": "val_loss", "metric_mode": "min"}
+                                                         for row in IONOSPHERE])
+    table = rank(read_frame(root, "trials"))
+    ionosphere = table[table["dataset"] == "ionosphere"].set_index("family")
+    assert set(ionosphere["metric"]) == {"final_val_loss"} and ionosphere.loc["sgd/step", "rank"] == 1
+    assert set(table[table["dataset"] == "digits"]["metric"]) == {"final_val_accuracy"}
+    text = format_ranking(table)
+    assert "dataset ionosphere: final_val_loss per trial, lower is better" in text
+    assert "dataset digits: final_val_accuracy per trial, higher is better" in text
+
+
 def test_query_aggregates_over_the_latest_records(results):
     frame = query(results, "SELECT family, count(*) AS n, max(final_val_accuracy) AS top FROM trials "
                            "WHERE dataset = 'digits' GROUP BY family ORDER BY n DESC, family")

@@ -49,6 +49,9 @@ def rank(trials, metric=None, top=TOP):
     95% interval and how the family compares with the leader, and the order is theirs."""
     if trials.empty:
         return pd.DataFrame()
+    if metric is None and trials["dataset"].nunique() > 1:  # each dataset by its own sweeps' metric
+        return pd.concat([rank(of_dataset, None, top) for _, of_dataset in trials.groupby("dataset", observed=True)],
+                         ignore_index=True)
     column, mode = metric_column(trials, metric)
     trials = trials.assign(label=trials["optimizer"] + "/" + trials["family"])
     confirming = trials["stage"] == "confirm"
@@ -120,7 +123,9 @@ def format_ranking(table):
         better = "lower" if column.endswith("loss") else "higher"
         shown = group.drop(columns=["dataset", "metric"]).rename(columns={"best": column})
         note = ""
-        if "confirm_mean" in shown and shown["confirmed"].notna().any():
+        if "confirm_mean" in shown and not shown["confirmed"].notna().any():  # another dataset's were confirmed
+            shown = shown.drop(columns=["confirmed", "confirm_mean", "ci95", "vs_leader"])
+        if "confirm_mean" in shown:
             # the verdict first, beside the family; the search's columns after it
             interval = [f"{m:.4f} ± {h:.4f}" if pd.notna(h) else f"{m:.4f}" if pd.notna(m) else "-"
                         for m, h in zip(shown["confirm_mean"], shown["ci95"])]

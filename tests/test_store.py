@@ -178,6 +178,19 @@ def test_read_table_skips_bad_files_with_one_warning_each_and_keeps_them(tmp_pat
         assert os.path.exists(bad)
 
 
+def test_a_bad_file_is_named_once_by_a_command_reading_its_table_twice(tmp_path, capsys):
+    """`plot`, `report` and `fit-schedule` read `trials`, then `epochs`, which reads `trials`
+    again to know each trial's stored attempt."""
+    write_rows(str(tmp_path), "trials", "digits", "s1", TRIALS)
+    junk = tmp_path / "trials" / "dataset=digits" / "sweep=s1" / "notes.parquet"
+    junk.write_text("not parquet")
+    capsys.readouterr()
+    read_table(str(tmp_path), "trials")
+    read_table(str(tmp_path), "epochs")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and str(junk) in lines[0] and junk.exists()
+
+
 def test_bad_files_of_one_table_do_not_affect_another(tmp_path, capsys):
     write_rows(str(tmp_path), "trials", "digits", "s1", TRIALS)
     (tmp_path / "epochs" / "dataset=digits" / "sweep=s1").mkdir(parents=True)

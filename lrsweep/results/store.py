@@ -76,8 +76,15 @@ KEYS = {"trials": ("dataset", "sweep", "trial_id"), "epochs": ("dataset", "sweep
         "lr_range": ("dataset", "sweep", "optimizer", "step")}
 
 
+_warned = set()
+
+
 def warn(message):
-    print(f"lrsweep: warning: {message}", file=sys.stderr)
+    """Once per command: a command reading a table twice (`epochs` reads `trials` too) names
+    a bad file once."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"lrsweep: warning: {message}", file=sys.stderr)
 
 
 def is_uri(path):

@@ -19,6 +19,29 @@ class _Parser(argparse.ArgumentParser):
         raise LrsweepError(message)
 
 
+def _output(path, folder):
+    """`path` as the folder (`folder`) or the file a command writes: bad input, before any
+    work, where a file stands in the way; missing folders are made as it writes."""
+    full = os.path.abspath(os.path.expanduser(path))
+    if os.path.exists(full) and os.path.isdir(full) != folder:
+        raise argparse.ArgumentTypeError(f"must be {'a folder' if folder else 'a file'}, and {full} is "
+                                         f"{'a file' if folder else 'a folder'}. Received: {path!r}")
+    above = full if folder else os.path.dirname(full)
+    while not os.path.exists(above):
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        raise argparse.ArgumentTypeError(f"cannot be written: {above} is a file. Received: {path!r}")
+    return path
+
+
+def _output_file(path):
+    return _output(path, folder=False)
+
+
+def _output_folder(path):
+    return _output(path, folder=True)
+
+
 JOBS_ADDRESS = "the cluster's dashboard, http://HOST:8265 (default: RAY_ADDRESS, or this machine's)"
 
 
@@ -250,7 +273,7 @@ def cmd_find_lr(args):
 
 def _add_find_lr(p):
     _sweep_data_flags(p, help="the sweep file: its dataset, model and optimizers")
-    p.add_argument("--plot", metavar="F.png", help="draw loss against rate into this PNG")
+    p.add_argument("--plot", metavar="F.png", type=_output_file, help="draw loss against rate into this PNG")
 
 
 def cmd_plot(args):
@@ -269,13 +292,15 @@ def cmd_report(args):
 def _add_plot(p):
     p.add_argument("--dataset", required=True)
     _results_flag(p)
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for rates.png, curves.png, ranking.png")
+    p.add_argument("--out", required=True, metavar="DIR", type=_output_folder,
+                   help="folder for rates.png, curves.png, ranking.png")
 
 
 def _add_report(p):
     p.add_argument("--dataset", required=True)
     _results_flag(p)
-    p.add_argument("--out", required=True, metavar="FILE.html", help="the page to write (pictures embedded)")
+    p.add_argument("--out", required=True, metavar="FILE.html", type=_output_file,
+                   help="the page to write (pictures embedded)")
 
 
 def _add_validate(p):
@@ -305,7 +330,7 @@ def _add_schedule(p):
     p.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (for per-step rates)")
     p.add_argument("--granularity", choices=("epoch", "step"), default="epoch")
     p.add_argument("--csv", action="store_true", help="print `epoch,lr` rows")
-    p.add_argument("--plot", metavar="F.png", help="draw the curve into this PNG")
+    p.add_argument("--plot", metavar="F.png", type=_output_file, help="draw the curve into this PNG")
 
 
 def _add_rank(p):

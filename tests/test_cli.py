@@ -89,6 +89,10 @@ def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, rep
      ["steps_per_epoch"]),
     (["schedule", "cosine", "initial_lr=0.1", "warmup_epochs=5", "--epochs", "5"], ["warmup_epochs", "5"]),
     (["no-such-command"], ["no-such-command"]),
+    (["schedule", "step", "initial_lr=0.1", "drop=0.5", "epochs_drop=2", "--epochs", "5", "--plot", "README.md/s.png"],
+     ["--plot", "README.md is a file"]),
+    (["plot", "--dataset", "digits", "--out", "README.md"], ["--out", "must be a folder", "README.md"]),
+    (["report", "--dataset", "digits", "--out", "tests"], ["--out", "must be a file", "tests"]),
 ])
 def test_bad_flags_and_parameters_are_one_line(args, words):
     assert_refused(cli(*args), *words)
@@ -136,7 +140,7 @@ def test_validate_shows_the_rungs_of_budget_early_stopping(tmp_path):
 
 
 def test_schedule_prints_csv_and_draws_a_png(tmp_path):
-    png = tmp_path / "step.png"
+    png = tmp_path / "pictures" / "step.png"  # a folder it makes
     done = subprocess.run([sys.executable, "-m", "lrsweep", "schedule", "step", "initial_lr=0.1", "drop=0.5",
                            "epochs_drop=2", "--epochs", "6", "--csv", "--plot", str(png)],
                           cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -103,9 +103,12 @@ def sweep_pictures(root, dataset, out_dir, ranked=None):
 
 
 def _finish(plt, fig, ax, path):
+    import os
+
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

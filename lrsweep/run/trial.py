@@ -278,7 +278,6 @@ def make_callback_class(keras):
             row = {name: float(logs[name]) if name in logs else math.nan for name in LOGS}
             diverged = not all(math.isfinite(row[name]) for name in ("loss", "val_loss"))
             if diverged:
-                row[self.metric] = worst_value(self.metric, self.mode)
                 self.model.stop_training = True
             now = time.time()
             row.update(epoch=epoch + 1, lr=self.lr, seconds=now - self.started, time=now,
@@ -289,7 +288,10 @@ def make_callback_class(keras):
                 rows, self.rows = self.rows, []
                 # Tune keeps running statistics of every number at a report's top level, in
                 # each trial's saved state: only what its scheduler and searcher read is there.
-                self.report({self.metric: row[self.metric], "epoch": row["epoch"], "status": row["status"],
+                # the history keeps what Keras measured; Tune gets a finite worst value for a
+                # diverged epoch (Optuna refuses NaN, and ASHA never stops a trial on it)
+                reported = worst_value(self.metric, self.mode) if diverged else row[self.metric]
+                self.report({self.metric: reported, "epoch": row["epoch"], "status": row["status"],
                              "rows": rows, **self.extra})
                 self.last_report = time.time()
             if self.stopped is not None and self.stopped():

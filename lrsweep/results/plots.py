@@ -64,7 +64,6 @@ def sweep_pictures(root, dataset, out_dir, ranked=None):
     column = table["metric"].iloc[0]
     metric = column.split("_", 1)[1]
     best = _best_trials(trials, table)
-    os.makedirs(out_dir, exist_ok=True)
     plt = _pyplot()
     paths = {name: os.path.join(out_dir, f"{name}.png") for name in ("rates", "curves", "ranking")}
 

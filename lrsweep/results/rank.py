@@ -123,7 +123,7 @@ def format_ranking(table):
         better = "lower" if column.endswith("loss") else "higher"
         shown = group.drop(columns=["dataset", "metric"]).rename(columns={"best": column})
         note = ""
-        if "confirm_mean" in shown and not shown["confirmed"].notna().any():  # another dataset's were confirmed
+        if "confirm_mean" in shown and shown["confirmed"].isna().all():  # another dataset's were confirmed
             shown = shown.drop(columns=["confirmed", "confirm_mean", "ci95", "vs_leader"])
         if "confirm_mean" in shown:
             # the verdict first, beside the family; the search's columns after it

@@ -285,18 +285,16 @@ def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_ses
     assert (stored[trials["trial_id"]].to_numpy() == trials["epochs"].to_numpy()).all()
 
 
-def test_ctrl_c_stops_the_launch_with_status_130_and_says_how_to_finish_it(ray_session, tmp_path):
-    """Ctrl-C (SIGINT to the driver, as a terminal sends it): the trials stored so far stay,
-    the ranking of what ran is printed, no confirmation starts, the exit status is 130, and
-    the last line is the command that finishes the run."""
-    results = tmp_path / "results"
-    args = ["launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "60", "--max-epochs", "8",
-            "--results", str(results), "--name", "stopped", "--address", ray_session]
-    driver = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+def ctrl_c_launch(results, table, *args):
+    """`launch sweeps/ionosphere.py` stopped by SIGINT (as a terminal sends Ctrl-C) once its
+    first rows of `table` are stored; returns its exit status, stdout and stderr."""
+    command = [sys.executable, "-m", "lrsweep", "launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA,
+               "--results", str(results), *args]
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)
     try:
         deadline = time.time() + 180
-        while not list(results.glob("trials/*/*/*.parquet")):
+        while not list(results.glob(f"{table}/*/*/*.parquet")):
             assert driver.poll() is None and time.time() < deadline, "the launch ended before it could be stopped"
             time.sleep(0.2)
         driver.send_signal(signal.SIGINT)
@@ -304,12 +302,34 @@ def test_ctrl_c_stops_the_launch_with_status_130_and_says_how_to_finish_it(ray_s
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
-    assert driver.returncode == 130, stderr[-2000:]
+    return driver.returncode, stdout, stderr
+
+
+def test_ctrl_c_stops_the_launch_with_status_130_and_says_how_to_finish_it(ray_session, tmp_path):
+    """Ctrl-C (SIGINT to the driver, as a terminal sends it): the trials stored so far stay,
+    the ranking of what ran is printed, no confirmation starts, the exit status is 130, and
+    the last line is the command that finishes the run."""
+    results = tmp_path / "results"
+    returncode, stdout, stderr = ctrl_c_launch(results, "trials", "--num-samples", "60", "--max-epochs", "8",
+                                               "--name", "stopped", "--address", ray_session)
+    assert returncode == 130, stderr[-2000:]
     trials = read_frame(str(results), "trials")
     assert 0 < len(trials) < 60 and (trials["stage"] == "search").all()
     assert "rank" in stdout and "confirming" not in stdout
     last = stdout.strip().splitlines()[-1]
     assert "--resume" in last and "--name stopped" in last
+
+
+def test_ctrl_c_during_the_last_trials_of_a_search_still_stops_the_launch(ray_session, tmp_path):
+    """Ctrl-C when every trial of the search has started (here both of two): the running
+    trials end unfinished, so the launch stops with status 130 rather than going on to
+    confirm (Tune stops them TERMINATED all the same)."""
+    results = tmp_path / "results"
+    returncode, stdout, stderr = ctrl_c_launch(results, "epochs", "--num-samples", "2", "--max-epochs", "400",
+                                               "--name", "last", "--address", ray_session)
+    assert returncode == 130, stdout[-2000:] + stderr[-2000:]
+    assert "confirming" not in stdout
+    assert "--resume" in stdout.strip().splitlines()[-1] and "Tuner.restore" not in stderr
 
 
 @pytest.fixture(scope="module")

@@ -280,6 +280,8 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
         pool.warm(sweep.cpus, idle)
     # Tune's result grid looks for the per-trial logs switched off above; the store has them.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # After a Ctrl-C Tune points to its own Tuner.restore; the launch's last line gives `--resume`.
+    logging.getLogger("ray.tune.tune").addFilter(_not_tunes_restore_hint)
     from ray import tune
 
     keep_registered_trainables()
@@ -334,6 +336,10 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     return name, dataset_name, 130 if not finished else 1 if errors else 0
 
 
+def _not_tunes_restore_hint(record):
+    return not record.getMessage().startswith(("Experiment has been interrupted", "Trials did not complete"))
+
+
 def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, scheduler, recorder, param_space=None):
     """One Tune experiment of the sweep (its search, or its confirmation runs), or its
     continuation from Tune's saved state (the searcher's state and the Recorder come back
@@ -354,7 +360,10 @@ def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, 
                                       callbacks=[recorder]),
         )
     grid = tuner.fit()
-    return grid.num_errors, len(grid) == num_samples and grid.num_terminated + grid.num_errors == len(grid)
+    # Tune marks the last result of a trial that ran to its end (or was stopped by the
+    # scheduler) done; a Ctrl-C stops the running trials TERMINATED all the same, not done.
+    ended = [result.error is not None or bool(result.metrics and result.metrics.get("done")) for result in grid]
+    return grid.num_errors, len(grid) == num_samples and all(ended)
 
 
 def _search_trials(sweep, name, dataset):

@@ -275,6 +275,12 @@ def test_query_command_prints_a_table(results):
     assert [line.split() for line in lines[1:]] == [[t, s, str(e)] for t, s, e in STEP_TRIALS]
 
 
+def test_best_of_a_trial_that_failed_before_its_first_epoch_says_so(results):
+    done = lrsweep("best", "--dataset", "digits", "--trial", "p1", "--results", results, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "trial='p1'" in done.stderr and "before its first epoch" in done.stderr
+
+
 def test_rank_command_prints_the_ranking(results):
     ran = lrsweep("rank", "--results", results)
     assert ran.returncode == 0, ran.stderr

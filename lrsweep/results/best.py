@@ -10,6 +10,8 @@ lrsweep.
 import inspect
 import json
 
+import pandas as pd
+
 from lrsweep.errors import LrsweepError
 from lrsweep.quiet import import_tensorflow
 from lrsweep.results.rank import rank
@@ -40,6 +42,9 @@ def best_config(root, dataset, trial_id=None):
     import_tensorflow()
     import keras
 
+    if pd.isna(row["steps_per_epoch"]):
+        raise LrsweepError(f"Trial {row['trial_id']} ended ({row['status']}) before its first epoch was stored, so the "
+                           f"steps per epoch its schedule is built for are unknown. Received: trial={row['trial_id']!r}")
     params = json.loads(row["params"])
     learning_rate, callbacks = build_schedule(row["family"], params, steps_per_epoch=int(row["steps_per_epoch"]),
                                               epochs=int(row["max_epochs"]), granularity=row["granularity"])

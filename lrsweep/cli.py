@@ -61,6 +61,8 @@ def _sweep_flags(p, address="join this Ray cluster (auto, host:port, ray://...) 
                    help="after the search, train each family's best trial again with K seeds, to max_epochs")
     p.add_argument("--name", help="the run's name in the store (default: sweep name and start time)")
     p.add_argument("--resume", action="store_true", help="continue the run called --name")
+    p.add_argument("--storage", help="where Tune keeps the run's state for --resume (default: the results "
+                                     "folder's tune/); on several nodes a folder every node reaches, or a URI")
     p.add_argument("--address", help=address)
     if dashboard:
         p.add_argument("--dashboard-host", default="127.0.0.1",
@@ -92,7 +94,7 @@ def load_checked_sweep(args):
 
     sweep = load_sweep(args.sweep).with_overrides(
         results=args.results, dataset=args.dataset, data_dir=args.data_dir, num_samples=args.num_samples,
-        max_epochs=args.max_epochs, confirm_seeds=args.confirm_seeds)
+        max_epochs=args.max_epochs, confirm_seeds=args.confirm_seeds, storage=args.storage)
     dataset = checked_dataset(sweep)
     check_launch(sweep, args.name, args.resume)
     return sweep, dataset

@@ -7,6 +7,7 @@ signalling that group: `ray stop` would also stop the Ray the other tests share.
 
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,7 +19,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from tests.conftest import lrsweep
+from tests.conftest import REPO, TEST_DATA, lrsweep
 
 
 _GIVEN = set()
@@ -78,10 +79,15 @@ def dashboard(tmp_path_factory):
 
 
 def test_a_submitted_sweep_runs_as_a_job_that_logs_follows_to_its_end(dashboard, tmp_path):
+    """Paths relative to the folder `submit` runs in (here outside the job's uploaded copy of
+    it) name the same places in the job."""
     results = tmp_path / "results"
-    done = lrsweep("submit", "sweeps/ionosphere.py", "--address", dashboard, "--data-dir", "tests/data",
-                   "--num-samples", "2", "--max-epochs", "6", "--confirm-seeds", "0", "--results", str(results),
-                   timeout=120)
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(os.path.join(TEST_DATA, "ionosphere.csv"), data)
+    done = lrsweep("submit", "sweeps/ionosphere.py", "--address", dashboard, "--data-dir", os.path.relpath(data, REPO),
+                   "--storage", os.path.relpath(tmp_path / "state", REPO), "--num-samples", "2", "--max-epochs", "6",
+                   "--confirm-seeds", "0", "--results", str(results), timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr == ""
     job = done.stdout.split()[1]
@@ -95,6 +101,7 @@ def test_a_submitted_sweep_runs_as_a_job_that_logs_follows_to_its_end(dashboard,
     assert status.returncode == 0 and status.stdout.startswith(f"{job}: SUCCEEDED")
     trials = pd.read_parquet(results / "trials")
     assert len(trials) == 2 and set(trials["status"]) <= {"completed", "early_stopped"}
+    assert (tmp_path / "state" / trials["sweep"].iloc[0]).is_dir()  # Tune's state, for --resume
     # the whole log once more, without following
     assert "2/2" in lrsweep("logs", job, "--address", dashboard, timeout=60).stdout
 

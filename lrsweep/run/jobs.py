@@ -4,9 +4,9 @@ Ray's Jobs API (the dashboard's HTTP address), as `ray job submit` would run the
 A submitted job uploads the current folder as its working directory (Ray's `working_dir`,
 without `.git`, virtual environments and the results folder) and runs `python -m lrsweep
 launch` there on the cluster, which the job joins; the job shows in the dashboard's Jobs
-view. The results are written by that launch, on the cluster's head node: a results
-folder given as a relative path is made absolute here, so a cluster on this machine
-writes where `launch` would.
+view. The launch runs on the cluster's head node: it reads the data and writes the results
+and Tune's state there, at the paths this folder gives them (relative ones are made
+absolute here), so a cluster on this machine reads and writes where `launch` would.
 """
 
 import asyncio
@@ -64,8 +64,11 @@ def launch_command(sweep_path, sweep, args):
                            f"directory. Received: SWEEP.py={sweep_path!r}")
     results = sweep.results if is_uri(sweep.results) else os.path.abspath(sweep.results)
     command = ["python", "-m", "lrsweep", "launch", relative, "--results", results]
-    for flag in ("dataset", "data_dir", "num_samples", "max_epochs", "confirm_seeds", "name"):
-        value = getattr(args, flag)
+    # The data and Tune's state as this folder names them, not as the job's copy of it would
+    settings = sweep.training_settings()
+    paths = {"dataset": settings["dataset"], "data_dir": settings["data_dir"], "storage": settings["storage"]}
+    for flag in ("dataset", "data_dir", "storage", "num_samples", "max_epochs", "confirm_seeds", "name"):
+        value = paths[flag] if flag in paths and paths[flag] != getattr(sweep, flag) else getattr(args, flag)
         if value is not None:
             command += [f"--{flag.replace('_', '-')}", str(value)]
     if args.resume:

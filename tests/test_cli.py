@@ -81,6 +81,8 @@ def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, rep
     (["validate", "sweeps/digits.py", "--dataset", "csv:tests/data/ionosphere.csv?target=nope"], ["target='nope'"]),
     (["validate", "sweeps/digits.py", "--name", "never-ran", "--resume"], ["name", "never-ran", "resumed"]),
     (["launch", "sweeps/digits.py", "--name", "has space"], ["name", "has space"]),
+    (["launch", "sweeps/digits.py", "--name", "mine-confirm"], ["name", "mine-confirm", "-confirm"]),
+    (["validate", "sweeps/digits.py", "--name", "mine-rung2"], ["name", "mine-rung2", "-rung"]),
     (["schedule", "step", "initial_lr=0.1", "drop=1.5", "epochs_drop=10", "--epochs", "5"], ["drop", "1.5"]),
     (["schedule", "step", "initial_lr=x", "drop=0.5", "epochs_drop=10", "--epochs", "5"], ["initial_lr", "x"]),
     (["schedule", "step", "initial_lr", "--epochs", "5"], ["name=value", "initial_lr"]),

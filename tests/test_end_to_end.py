@@ -418,6 +418,18 @@ def test_a_name_the_store_holds_is_refused_without_resume(ionosphere_results):
     assert sorted(p.name for p in (results / "trials/dataset=ionosphere/sweep=iono-test").iterdir()) == before
 
 
+def test_a_name_with_tune_state_but_no_trial_stored_is_refused_without_resume(ionosphere_results, tmp_path):
+    """A run stopped before its first trial was stored has only Tune's state: a new launch
+    under its name would write over it."""
+    results = tmp_path / "results"
+    shutil.copytree(ionosphere_results[0] / "tune", results / "tune")
+    done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(results),
+                   "--name", "iono-test", timeout=60)
+    assert done.returncode == 2
+    assert "name='iono-test'" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert not (results / "trials").exists()
+
+
 @pytest.mark.parametrize("command, stage", [("launch", "iono-test"), ("validate", "iono-test"),
                                             ("launch", "iono-test-confirm")])
 def test_a_tune_state_cut_short_is_refused_on_resume_and_the_store_kept(ionosphere_results, tmp_path, command,

@@ -11,6 +11,7 @@ imports TensorFlow.
 import json
 import logging
 import os
+import re
 import time
 
 from lrsweep.errors import LrsweepError
@@ -46,12 +47,16 @@ def check_launch(sweep, name, resume):
     idle_seconds()
     if name is not None:
         check_name("name", name)
+        if re.search(r"-(confirm|rung[0-9]+)$", name):
+            raise LrsweepError(f"Argument `name` must not end in -confirm or -rung<k>: Tune keeps the later stages "
+                               f"of a run under those names. Received: name={name!r}")
     reason = store.check_writable(sweep.results)
     if reason:
         raise LrsweepError(f"Argument `results` must be a writable folder. Received: results={sweep.results!r} ({reason})")
-    if name is not None and not resume and store.sweep_exists(sweep.results, name):
-        raise LrsweepError(f"Argument `name` names a sweep the store already holds. Received: name={name!r} "
-                           f"(pass --resume to continue it, or choose another name)")
+    if name is not None and not resume and (store.sweep_exists(sweep.results, name) or any(
+            _tune_state_exists(f"{storage_path(sweep)}/{experiment}") for experiment in _stage_experiments(sweep, name))):
+        raise LrsweepError(f"Argument `name` names a sweep the store or Tune's storage already holds. Received: "
+                           f"name={name!r} (pass --resume to continue it, or choose another name)")
     if resume:
         if name is None:
             raise LrsweepError("Argument `resume` needs --name, the sweep to continue. Received: name=None")

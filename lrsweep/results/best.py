@@ -39,12 +39,12 @@ def best_config(root, dataset, trial_id=None):
     """The best trial's (or `trial_id`'s) schedule, optimizer and fit settings as Keras
     objects serialized to JSON-ready dicts."""
     row = trial_row(root, dataset, trial_id)
-    import_tensorflow()
-    import keras
-
     if pd.isna(row["steps_per_epoch"]):
         raise LrsweepError(f"Trial {row['trial_id']} ended ({row['status']}) before its first epoch was stored, so the "
                            f"steps per epoch its schedule is built for are unknown. Received: trial={row['trial_id']!r}")
+    import_tensorflow()
+    import keras
+
     params = json.loads(row["params"])
     learning_rate, callbacks = build_schedule(row["family"], params, steps_per_epoch=int(row["steps_per_epoch"]),
                                               epochs=int(row["max_epochs"]), granularity=row["granularity"])

@@ -285,7 +285,8 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
         pool.warm(sweep.cpus, idle)
     # Tune's result grid looks for the per-trial logs switched off above; the store has them.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    # After a Ctrl-C Tune points to its own Tuner.restore; the launch's last line gives `--resume`.
+    # Tune's closing lines list unfinished trials and point to its own Tuner.restore: the
+    # progress lines name errors, and after a Ctrl-C the launch's last line gives `--resume`.
     logging.getLogger("ray.tune.tune").addFilter(_not_tunes_restore_hint)
     from ray import tune
 

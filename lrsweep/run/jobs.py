@@ -66,9 +66,9 @@ def launch_command(sweep_path, sweep, args):
     command = ["python", "-m", "lrsweep", "launch", relative, "--results", results]
     # The data and Tune's state as this folder names them, not as the job's copy of it would
     settings = sweep.training_settings()
-    paths = {"dataset": settings["dataset"], "data_dir": settings["data_dir"], "storage": settings["storage"]}
     for flag in ("dataset", "data_dir", "storage", "num_samples", "max_epochs", "confirm_seeds", "name"):
-        value = paths[flag] if flag in paths and paths[flag] != getattr(sweep, flag) else getattr(args, flag)
+        path = flag in ("dataset", "data_dir", "storage") and settings[flag] != getattr(sweep, flag)
+        value = settings[flag] if path else getattr(args, flag)
         if value is not None:
             command += [f"--{flag.replace('_', '-')}", str(value)]
     if args.resume:

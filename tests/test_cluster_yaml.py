@@ -28,4 +28,6 @@ def test_cluster_has_a_head_a_cpu_and_a_gpu_worker_type_that_install_lrsweep():
     assert any("pip install" in c and "lrsweep" in c for c in config["setup_commands"])
     assert any("and-cuda" in c for c in types["gpu_worker"]["worker_setup_commands"])
     assert any("--dashboard-host=127.0.0.1" in c for c in config["head_start_ray_commands"])
-    assert all("RAY_AUTH_MODE=token" in c for c in config["worker_start_ray_commands"] if c.startswith("RAY"))
+    starts = [c for key in ("head_start_ray_commands", "worker_start_ray_commands") for c in config[key]
+              if "ray start" in c]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in c for c in starts)  # tokens stay on everywhere

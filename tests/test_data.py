@@ -469,8 +469,12 @@ def test_reads_keras_cache_without_keras(tmp_path, monkeypatch):
 
 
 def test_download_failure_is_one_line(tmp_path, monkeypatch):
-    """No internet here: the real Keras download fails, and says so in one line."""
+    """The real Keras download fails (here from a port no server listens on, so that the
+    test does not depend on the machine being offline), and says so in one line."""
+    import lrsweep.data.tables
+
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(lrsweep.data.tables, "IONOSPHERE_URL", "http://127.0.0.1:9/ionosphere.data")
     monkeypatch.delitem(sys.modules, "keras")  # the real one, this time
     raises(r"Could not download dataset ionosphere .*Without internet, pass data_dir=", load_dataset, "ionosphere")
 

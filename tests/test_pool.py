@@ -72,12 +72,16 @@ def test_a_trainer_killed_mid_trial_costs_that_trial_one_retry(ray_session, tmp_
         (name, actor_id), = trainers(2).items()
         pid = ray.get(ray.get_actor(name, namespace=NAMESPACE).__ray_call__.remote(lambda self: os.getpid()))
         os.kill(pid, signal.SIGKILL)
+        # the retry's trainer, a new one; looked up while the retry trains (it ends 3 s after it)
+        wait_for(lambda: trainers(2).get(name) not in (None, actor_id) or driver.poll() is not None, 180,
+                 "no new trainer")
+        retried_on = trainers(2).get(name)
         stdout, stderr = driver.communicate(timeout=300)
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
     assert driver.returncode == 0, stderr[-3000:]
-    assert trainers(2).get(name) not in (None, actor_id)  # the retry's trainer, a new one
+    assert retried_on not in (None, actor_id)
     trials, epochs = read_frame(str(results), "trials"), read_frame(str(results), "epochs")
     assert len(trials) == 1 and trials["status"].iloc[0] == "completed"
     assert sorted(epochs["epoch"]) == list(range(1, 301))
@@ -87,10 +91,12 @@ def test_an_idle_trainer_ends_itself(ray_session, tmp_path):
     """A trainer holds a TensorFlow process's memory: one idle for LRSWEEP_TRAINER_IDLE_SECONDS
     ends itself (a driver's setting, passed to the trainers its trials use)."""
     wait_for(lambda: not trainers(2), 60, "a trainer of an earlier test did not end")
+    # 15 s idle: long enough that the trainer is still there once the launch has ended
     done = lrsweep("launch", sweep_file(tmp_path, "idle", max_epochs=2, configs=[{"family": "constant",
                                                                                   "initial_lr": 0.01}]),
-                   "--results", str(tmp_path / "results"), "--address", ray_session, env=IDLE)
+                   "--results", str(tmp_path / "results"), "--address", ray_session,
+                   env={"LRSWEEP_TRAINER_IDLE_SECONDS": "15"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(read_frame(str(tmp_path / "results"), "trials")) == 1
     assert trainers(2), "the launch left no trainer"
-    wait_for(lambda: not trainers(2), 30, "the idle trainer is still there")
+    wait_for(lambda: not trainers(2), 60, "the idle trainer is still there")

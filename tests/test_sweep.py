@@ -9,8 +9,10 @@ import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
 
 from lrsweep import FAMILIES, Choice, LrsweepError, Range, Sweep
+from lrsweep.schedules.registry import check_schedule
 from lrsweep.sweep.space import SearchSpace, trial_config
 from lrsweep.sweep.spec import load_sweep
+from tests.conftest import lrsweep
 
 STEP = {"step": {"initial_lr": Range(0.01, 0.5, log=True), "drop": Range(0.1, 0.9), "epochs_drop": Range(2, 8)}}
 GOOD = {"name": "s", "families": STEP, "max_epochs": 20}
@@ -61,11 +63,6 @@ def test_a_bad_field_is_one_line_naming_the_field_and_the_value(fields, named):
         assert text in message
 
 
-@pytest.mark.parametrize("setting", ["asha", "budget", None])
-def test_early_stopping_settings_are_accepted(setting):
-    assert Sweep(**GOOD, early_stopping=setting).early_stopping == setting
-
-
 @pytest.mark.parametrize("settings, plan", [
     # ASHA's rungs 1, 3, 9, 27 below 50 epochs; a third goes on each time, a lone trial straight to the end
     ({"max_epochs": 50, "num_samples": 40}, [(1, 40), (3, 13), (9, 4), (50, 1)]),
@@ -100,9 +97,15 @@ def test_mode_follows_the_metric_unless_given(metric, mode):
     assert Sweep(**GOOD, metric=metric, mode="min").mode == "min"
 
 
-def test_parameters_not_given_take_the_family_defaults():
-    sweep = Sweep(name="s", families={"cyclical": {"base_lr": 0.01, "max_lr": 0.1, "step_size": 2}})
-    assert set(sweep.arms) == {"sgd/cyclical"}
+def test_parameters_not_given_take_the_family_defaults_and_validate_names_them(tmp_path):
+    path = tmp_path / "cyclical.py"
+    path.write_text("from lrsweep import Range, Sweep\nSWEEP = Sweep(name='s', families={'cyclical': "
+                    "{'base_lr': 0.01, 'max_lr': Range(0.05, 0.5), 'step_size': 2}})\n")
+    arm, = load_sweep(str(path)).arms.values()
+    assert check_schedule(arm.family, {**arm.space, "max_lr": 0.1}, 20) == {
+        "base_lr": 0.01, "max_lr": 0.1, "step_size": 2, "mode": "triangular", "gamma": 1.0}
+    done = lrsweep("validate", str(path))
+    assert done.returncode == 0 and "(defaults: mode=triangular, gamma=1.0)" in done.stdout
 
 
 def test_with_overrides_checks_again():
@@ -123,7 +126,6 @@ def test_with_overrides_applies_values_and_leaves_none_alone():
 
 def test_a_search_confirms_its_winners_by_default_and_fixed_configs_do_not():
     assert Sweep(**GOOD).confirm_seeds == 5
-    assert Sweep(**GOOD, confirm_seeds=0).confirm_seeds == 0
     assert Sweep(name="fixed", configs=[{"family": "constant", "initial_lr": 0.1}]).confirm_seeds == 0
     for bad in (1, -2, 2.5, True):
         with pytest.raises(LrsweepError, match=f"confirm_seeds={bad}"):

@@ -263,6 +263,9 @@ def cmd_find_lr(args):
 
     sweep = load_sweep(args.sweep).with_overrides(results=args.results, dataset=args.dataset, data_dir=args.data_dir)
     checked_dataset(sweep)
+    from lrsweep.run.driver import check_results
+
+    check_results(sweep)  # the rows are stored after both range tests have trained
     from lrsweep.run.find_lr import find_lr
 
     found = find_lr(sweep, print_fn=lambda line: print(line, flush=True))

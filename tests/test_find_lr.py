@@ -58,3 +58,13 @@ def test_find_lr_answers_a_missing_dataset_with_one_line(tmp_path):
                    "--results", str(tmp_path / "r"))
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1 and "none.csv" in done.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_find_lr_answers_a_results_path_it_cannot_write_before_training(tmp_path):
+    """The rows are stored after both range tests have trained: a results path that is a
+    file is refused first, and left as it was."""
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    done = lrsweep("find-lr", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(taken))
+    assert done.returncode == 2 and len(done.stderr.splitlines()) == 1, done.stderr[-2000:]
+    assert f"results={str(taken)!r}" in done.stderr and taken.read_text() == "mine"

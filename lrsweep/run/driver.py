@@ -40,6 +40,13 @@ def storage_path(sweep):
     return storage if store.is_uri(storage) else os.path.abspath(storage)
 
 
+def check_results(sweep):
+    """The sweep's results folder can be written (or made); else bad input, before Ray."""
+    reason = store.check_writable(sweep.results)
+    if reason:
+        raise LrsweepError(f"Argument `results` must be a writable folder. Received: results={sweep.results!r} ({reason})")
+
+
 def check_launch(sweep, name, resume):
     """Bad input that only launching can find, answered before Ray starts."""
     from lrsweep.run.pool import idle_seconds
@@ -50,9 +57,7 @@ def check_launch(sweep, name, resume):
         if re.search(r"-(confirm|rung[0-9]+)$", name):
             raise LrsweepError(f"Argument `name` must not end in -confirm or -rung<k>: Tune keeps the later stages "
                                f"of a run under those names. Received: name={name!r}")
-    reason = store.check_writable(sweep.results)
-    if reason:
-        raise LrsweepError(f"Argument `results` must be a writable folder. Received: results={sweep.results!r} ({reason})")
+    check_results(sweep)
     if name is not None and not resume and (store.sweep_exists(sweep.results, name) or any(
             _tune_state_exists(f"{storage_path(sweep)}/{experiment}") for experiment in _stage_experiments(sweep, name))):
         raise LrsweepError(f"Argument `name` names a sweep the store or Tune's storage already holds. Received: "

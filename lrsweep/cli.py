@@ -52,7 +52,7 @@ def _sweep_data_flags(p, help="the sweep file (it defines SWEEP = lrsweep.Sweep(
     p.add_argument("--data-dir", help="where loaders look for local copies of the dataset")
 
 
-def _sweep_flags(p, address="join this Ray cluster (auto, host:port, ray://...) instead of starting one",
+def _sweep_flags(p, address="join this Ray cluster (auto, or the head's host:port) instead of starting one",
                  dashboard=True):
     _sweep_data_flags(p)
     p.add_argument("--num-samples", type=int, help="trials to sample (a search)")
@@ -87,9 +87,13 @@ def checked_dataset(sweep):
     return dataset
 
 
-def load_checked_sweep(args):
-    """The sweep file with the command-line flags applied, every input checked; no Ray, no TensorFlow."""
-    from lrsweep.run.driver import check_launch
+def load_checked_sweep(args, joins=True):
+    """The sweep file with the command-line flags applied, every input checked; no Ray, no
+    TensorFlow. `joins`: `--address` is a Ray cluster to join (not submit's dashboard)."""
+    from lrsweep.run.driver import check_address, check_launch
+
+    if joins:
+        check_address(args.address)
     from lrsweep.sweep.spec import load_sweep
 
     sweep = load_sweep(args.sweep).with_overrides(
@@ -135,7 +139,7 @@ def cmd_submit(args):
     from lrsweep.run import jobs
 
     address = jobs.jobs_address(args.address)
-    sweep, _ = load_checked_sweep(args)
+    sweep, _ = load_checked_sweep(args, joins=False)
     command, results = jobs.launch_command(args.sweep, sweep, args)
     try:
         job = jobs.submit(command, results, address)
@@ -230,6 +234,9 @@ def cmd_fit_schedule(args):
     from lrsweep.results import fitting
 
     if args.confirm:  # bad input first, before TensorFlow and Ray
+        from lrsweep.run.driver import check_address
+
+        check_address(args.address)
         if args.format == "json":
             raise LrsweepError("Argument `format` must be 'table' with --confirm (it goes on to train and compare). "
                                "Received: format='json'")
@@ -366,7 +373,7 @@ def _add_fit_schedule(p):
                    help="train the closest fit again as the trial trained, with its sweep's seed and "
                         "--confirm-seeds more, and compare it with the trial's own schedule")
     p.add_argument("--confirm-seeds", type=int, default=5, metavar="K", help="seeds beyond the sweep's (default 5)")
-    p.add_argument("--address", help="join this Ray cluster (auto, host:port, ray://...) instead of starting one")
+    p.add_argument("--address", help="join this Ray cluster (auto, or the head's host:port) instead of starting one")
 
 
 COMMANDS = {

@@ -387,14 +387,16 @@ def test_a_launch_that_joins_a_cluster_leaves_every_process_of_it_running(ionosp
 def test_a_launch_that_starts_its_own_ray_leaves_no_process_of_it(tmp_path):
     """The README's first command, with no cluster around: Ray starts with the launch, it
     starts no worker process but the trials' Tune actors and their trainers (on two cores,
-    every other one slows their TensorFlow import), and none of its processes outlives it."""
+    every other one slows their TensorFlow import), and none of its processes outlives it.
+    A RAY_ADDRESS exported for `ray job` commands (the dashboard's http:// address, as Ray's
+    docs set it) is not a cluster to join."""
     import tempfile
 
     ray_dir = tempfile.mkdtemp(prefix="lrsweep-ray-", dir="/tmp")  # short: Ray's socket paths must fit
     try:
         done = lrsweep("launch", "sweeps/digits.py", "--num-samples", "2", "--max-epochs", "3", "--confirm-seeds", "0",
                        "--results", str(tmp_path / "results"),
-                       env={"RAY_ADDRESS": None, "RAY_TMPDIR": ray_dir}, timeout=180)
+                       env={"RAY_ADDRESS": "http://127.0.0.1:8265", "RAY_TMPDIR": ray_dir}, timeout=180)
         assert done.returncode == 0, done.stderr[-2000:]
         assert "Ray dashboard: http" in done.stdout
         assert len(pd.read_parquet(tmp_path / "results" / "trials")) == 2

@@ -135,11 +135,35 @@ def _damaged_tune_state(path):
     return None
 
 
+def check_address(address):
+    """`--address` is one that `ray.init` joins from a node: auto, local or host:port (the
+    head's GCS port); else bad input, before Ray starts. Not ray:// (Ray Client): Tune then
+    runs the experiment on the head node, its callbacks with it, so the store would be
+    written there, the progress printed there, and this driver's Ctrl-C, resume and ranking
+    would not reach it (and the Ray Client server of Ray 2.60 here failed to start a
+    session for lrsweep's driver). A Ray job runs the whole launch on the head instead."""
+    if address is None or address in ("auto", "local"):
+        return
+    if address.startswith("ray://"):
+        raise LrsweepError(f"Argument `address` cannot be a Ray Client address (ray://): the sweep would run on the "
+                           f"head node, out of this command's reach; run it there as a Ray job: lrsweep submit "
+                           f"SWEEP.py --address http://HEAD:8265. Received: address={address!r}")
+    port = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):([0-9]+)", address)
+    if port and 0 < int(port.group(2)) < 65536:
+        return
+    dashboard = (" (an http:// address is the dashboard's: `lrsweep submit` takes it to run the sweep as a Ray job)"
+                 if address.startswith(("http://", "https://")) else "")
+    raise LrsweepError(f"Argument `address` must be auto or host:port (the head node's port, 6379 by default). "
+                       f"Received: address={address!r}{dashboard}")
+
+
 def _ray_address(address):
     """Where the sweep runs: `--address`; else the cluster of the Ray job this launch is the
     entrypoint of (Ray sets RAY_ADDRESS for it); else a new Ray of our own, even where
-    `ray start` left one running (which ray.init() would otherwise join)."""
-    address = address or os.environ.get("RAY_ADDRESS")
+    `ray start` left one running (which ray.init() would otherwise join). A RAY_ADDRESS of
+    http:// is the dashboard's, exported for `ray job` commands: not one to join."""
+    from_env = os.environ.get("RAY_ADDRESS", "")
+    address = address or (None if from_env.startswith(("http://", "https://")) else from_env)
     if not address:
         return "local"
     use_token_if_present()

@@ -124,6 +124,16 @@ def test_with_overrides_applies_values_and_leaves_none_alone():
     assert sweep.with_overrides(dataset=None, max_epochs=None) == sweep
 
 
+def test_a_search_stops_poor_trials_early_by_default_and_fixed_configs_train_to_the_end():
+    fixed = [{"family": "constant", "initial_lr": 0.1}, {"family": "step", "initial_lr": 0.1, "drop": 0.5,
+                                                         "epochs_drop": 10}]
+    assert Sweep(**GOOD).early_stopping == "asha"
+    assert Sweep(name="fixed", configs=fixed).early_stopping is None  # the tutorial's experiment, as given
+    assert Sweep(name="fixed", configs=fixed, early_stopping="asha").early_stopping == "asha"  # when asked for
+    with pytest.raises(LrsweepError, match=r"runs its 2 fixed configs as given. Received: num_samples=4$"):
+        Sweep(name="fixed", configs=fixed).with_overrides(num_samples=4)  # --num-samples samples a search
+
+
 def test_a_search_confirms_its_winners_by_default_and_fixed_configs_do_not():
     assert Sweep(**GOOD).confirm_seeds == 5
     assert Sweep(name="fixed", configs=[{"family": "constant", "initial_lr": 0.1}]).confirm_seeds == 0

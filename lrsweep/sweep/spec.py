@@ -178,6 +178,9 @@ class Sweep:
     `Choice` or a fixed value. A plain family name uses `optimizer`; an adaptive
     optimizer's name (`"adam"`) is that optimizer with a constant rate; `"adam/cosine"`
     names both. Every parameter not given takes the family's default.
+
+    `early_stopping`: "asha" (a search's default), "budget" (see the README's Ranking), or
+    None, every trial to `max_epochs` (the default for `configs`, which run as given).
     """
 
     name: str
@@ -197,7 +200,7 @@ class Sweep:
     granularity: str = "epoch"
     num_samples: int = 20
     seed: int = 0
-    early_stopping: str | None = "asha"
+    early_stopping: str | None = "auto"
     grace_period: int = 1
     reduction_factor: float = 3
     metric: str = "val_accuracy"
@@ -241,6 +244,8 @@ class Sweep:
             _one_of("optimizer_args", key, OPTIMIZER_ARGS.get(self.optimizer, ()))
         object.__setattr__(self, "optimizer_args", _checked_optimizer_args(self.optimizer_args))
         _one_of("granularity", self.granularity, GRANULARITIES)
+        if self.early_stopping == "auto":  # a search stops its poor trials early; fixed configs run as given
+            object.__setattr__(self, "early_stopping", "asha" if self.configs is None else None)
         _one_of("early_stopping", self.early_stopping, EARLY_STOPPING + (None,))
         _one_of("metric", self.metric, METRICS)
         if self.mode is None:
@@ -357,6 +362,9 @@ class Sweep:
     def with_overrides(self, **overrides):
         """A copy with the non-None `overrides` applied, checked again (command-line flags)."""
         changes = {k: v for k, v in overrides.items() if v is not None}
+        if "num_samples" in changes and self.configs is not None:
+            raise LrsweepError(f"Argument `num_samples` sets how many trials a search samples; this sweep runs its "
+                               f"{len(self.configs)} fixed configs as given. Received: num_samples={changes['num_samples']!r}")
         return dataclasses.replace(self, **changes) if changes else self
 
 

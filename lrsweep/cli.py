@@ -105,10 +105,12 @@ def load_checked_sweep(args, joins=True):
 
 
 def cmd_validate(args):
+    from lrsweep.run.driver import sweep_data
     from lrsweep.sweep.describe import describe
 
     sweep, dataset = load_checked_sweep(args)
-    print(describe(sweep, dataset))
+    # read as launch reads it (a cell that is not a number, one class, too few rows), but never downloaded
+    print(describe(sweep, dataset, sweep_data(sweep, offline=True)))
 
 
 def cmd_launch(args):
@@ -138,8 +140,11 @@ def cmd_launch(args):
 def cmd_submit(args):
     from lrsweep.run import jobs
 
+    from lrsweep.run.driver import sweep_data
+
     address = jobs.jobs_address(args.address)
     sweep, _ = load_checked_sweep(args, joins=False)
+    sweep_data(sweep, offline=True)  # what the launch would refuse in the data, refused before the job
     command, results = jobs.launch_command(args.sweep, sweep, args)
     try:
         job = jobs.submit(command, results, address)

@@ -129,9 +129,31 @@ def test_validate_shows_the_resolved_sweep_with_overrides():
     done = cli("validate", "sweeps/digits.py", "--num-samples", "7", "--max-epochs", "9")
     assert done.returncode == 0, done.stderr
     assert "7 trials" in done.stdout and "up to 9 per trial" in done.stdout
+    assert "data: 1437 training rows, 10 classes, validation: split 0.2 (last 360 of 1797 rows)" in done.stdout
     for label in ("sgd/step", "sgd/cosine", "adam/constant"):
         assert label in done.stdout
     assert done.stdout.strip().endswith("imported:")
+
+
+@pytest.mark.parametrize("command", ["validate", "submit"])
+@pytest.mark.parametrize("rows, words", [
+    ("a,b,label\n1,2,0\n3,x,1\n", ["line 3", "'b'", "'x'"]),
+    ("a,b,label\n1,2,0\n3,4,0\n", ["'label'", "1 class"]),
+])
+def test_validate_and_submit_read_the_data_as_launch_does(tmp_path, command, rows, words):
+    """What launch would refuse in the data itself is refused before a sweep is run or
+    submitted, not only a file that is missing (submit: before it reaches any cluster)."""
+    data = tmp_path / "mine.csv"
+    data.write_text(rows)
+    assert_refused(cli(command, "sweeps/digits.py", "--dataset", f"csv:{data}"), str(data), *words)
+
+
+def test_validate_does_not_download_a_dataset(tmp_path):
+    done = subprocess.run([sys.executable, "-c", PROBE, "validate", "sweeps/cifar.py"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "KERAS_HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert "data: not here yet; launch downloads it" in done.stdout and done.stdout.strip().endswith("imported:")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_validate_shows_the_rungs_of_budget_early_stopping(tmp_path):

@@ -93,7 +93,7 @@ def check_dataset(spec, data_dir=None):
 
 
 def load_dataset(spec, *, data_dir=None, subsample=None, validation_split=0.2, scale="auto",
-                 seed=0):
+                 seed=0, offline=False):
     """The `Dataset` named by `spec`, subsampled, split and scaled.
 
     Args:
@@ -105,6 +105,7 @@ def load_dataset(spec, *, data_dir=None, subsample=None, validation_split=0.2, s
         scale: "none", "unit", "standard" or "auto" (unit for images, standard for csv,
             none for ionosphere and npz).
         seed: the seed of the subsample.
+        offline: return None instead of downloading a dataset that is not here yet.
 
     Example:
         >>> load_dataset("ionosphere", data_dir="tests/data", validation_split=0.33).validation
@@ -113,7 +114,9 @@ def load_dataset(spec, *, data_dir=None, subsample=None, validation_split=0.2, s
     parsed = _parse(spec, data_dir)
     check_options(subsample, validation_split, scale, seed)
     if parsed.path is None:
-        arrays = _read_named(parsed.ref.name, parsed.data_dir)
+        arrays = _read_named(parsed.ref.name, parsed.data_dir, offline)
+        if arrays is None:
+            return None
         auto_scale = _SOURCES[parsed.ref.name].auto_scale
     elif spec.startswith("csv:"):
         arrays = tables.read_csv(parsed.path, parsed.target)
@@ -229,11 +232,12 @@ def _describe(sets):
     return "; or ".join(said)
 
 
-def _read_named(name, data_dir):
-    """The arrays of a named dataset: from data_dir, else Keras' cache, else the download."""
+def _read_named(name, data_dir, offline=False):
+    """The arrays of a named dataset: from data_dir, else Keras' cache, else the download
+    (`offline`: None instead)."""
     found = _local_files(name, data_dir or _keras_cache(), required=data_dir is not None)
     if found is None:
-        return _SOURCES[name].fetch()
+        return None if offline and _SOURCES[name].files else _SOURCES[name].fetch()
     files, paths = found
     return files.read(paths)
 

@@ -282,12 +282,19 @@ def training_setup(sweep):
             "optimizer_args": dict(sweep.optimizer_args)}
 
 
-def sweep_data(sweep):
-    """The sweep's dataset as its trials see it: loaded, subsampled, split and scaled."""
+def sweep_data(sweep, offline=False):
+    """The sweep's dataset as its trials see it: loaded, subsampled, split and scaled
+    (`offline`: None where it would be downloaded)."""
     from lrsweep.data import load_dataset
 
     return load_dataset(sweep.dataset, data_dir=sweep.data_dir, subsample=sweep.subsample,
-                        validation_split=sweep.validation_split, scale=sweep.scale, seed=sweep.seed)
+                        validation_split=sweep.validation_split, scale=sweep.scale, seed=sweep.seed,
+                        offline=offline)
+
+
+def data_summary(data):
+    """The dataset as a launch reads it, in one phrase."""
+    return f"{data.name} ({len(data.x_train)} training rows, validation: {data.validation})"
 
 
 def trial_arrays(data):
@@ -303,8 +310,7 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     check_launch(sweep, name, resume)
     name = run_name(sweep, name)
     data = sweep_data(sweep)
-    print_fn(f"sweep {name}: {data.name} ({len(data.x_train)} training rows, validation: {data.validation}), "
-             f"{sweep.trial_count} trials of up to {sweep.max_epochs} epochs")
+    print_fn(f"sweep {name}: {data_summary(data)}, {sweep.trial_count} trials of up to {sweep.max_epochs} epochs")
 
     _start_ray(address, dashboard_host, print_fn)
     from lrsweep.run import pool

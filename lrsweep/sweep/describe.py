@@ -10,7 +10,9 @@ def _space_text(arm):
     return ", ".join(given + ([f"(defaults: {', '.join(implied)})"] if implied else []))
 
 
-def describe(sweep, dataset):
+def describe(sweep, dataset, data=None):
+    """What `validate` prints of a sweep: `dataset` its `DatasetRef`, `data` the dataset as
+    read (None: it is downloaded at launch)."""
     if sweep.configs is None:
         how = f"{sweep.num_samples} trials sampled by Optuna TPE (seed {sweep.seed})"
         arms = [(arm.label, _space_text(arm)) for arm in sweep.arms.values()]
@@ -39,6 +41,8 @@ def describe(sweep, dataset):
         f"  epochs: up to {sweep.max_epochs} per trial, {stopping}; rate updated every {sweep.granularity}",
         f"  dataset: {dataset.source}" + (f" (data_dir {sweep.data_dir})" if sweep.data_dir else "")
         + (f", subsample {sweep.subsample}" if sweep.subsample else "") + f", validation: {validation}",
+        f"  data: {len(data.x_train)} training rows, {data.num_classes} classes, validation: {data.validation}"
+        if data is not None else "  data: not here yet; launch downloads it (into Keras' cache)",
         f"  model: {sweep.model}({model_args}), batch size {sweep.batch_size}, "
         f"optimizer {sweep.optimizer}({optimizer_args})",
         f"  metric: {sweep.metric} ({sweep.mode})",

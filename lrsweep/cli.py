@@ -152,8 +152,18 @@ def cmd_submit(args):
         print(f"lrsweep: error: {address} did not take the job: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
     print(f"submitted {job} to {address}: {shlex.join(command)}\n"
-          f"follow it: lrsweep logs {job} --follow (or the dashboard's Jobs view); lrsweep status {job}\n"
-          f"results: {results} (on the cluster's head node)")
+          f"results: {results} (on the cluster's head node)", flush=True)
+    if args.no_wait:
+        print(f"follow it: lrsweep logs {job} --follow (or the dashboard's Jobs view); lrsweep status {job}")
+        return 0
+    print(f"its output follows until it ends (Ctrl-C stops following, not the job: lrsweep logs {job} --follow "
+          f"takes it up again)\n", flush=True)
+    try:
+        return jobs.logs(job, address, follow=True)
+    except KeyboardInterrupt:
+        print(f"\nstopped following {job}, which goes on: lrsweep logs {job} --follow; lrsweep status {job}",
+              flush=True)
+        return 130
 
 
 def cmd_status(args):
@@ -326,6 +336,8 @@ def _add_validate(p):
 
 def _add_submit(p):
     _sweep_flags(p, address=JOBS_ADDRESS, dashboard=False)
+    p.add_argument("--no-wait", action="store_true",
+                   help="return once the job is submitted instead of following its output (as `ray job submit`)")
 
 
 def _add_job(p):
@@ -384,7 +396,7 @@ def _add_fit_schedule(p):
 COMMANDS = {
     "validate": (_add_validate, cmd_validate, "check a sweep file and show what it would run (no Ray, no TensorFlow)"),
     "launch": (_add_validate, cmd_launch, "run a sweep and print its ranking"),
-    "submit": (_add_submit, cmd_submit, "run a sweep as a Ray job on a running cluster (`logs --follow` follows it)"),
+    "submit": (_add_submit, cmd_submit, "run a sweep as a Ray job on a running cluster and follow its output (`--no-wait`: return at once)"),
     "status": (_add_job, cmd_status, "the state of a submitted sweep"),
     "logs": (_add_logs, cmd_logs, "the output of a submitted sweep"),
     "schedule": (_add_schedule, cmd_schedule, "preview one schedule: the rate in effect during each epoch"),

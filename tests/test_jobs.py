@@ -78,25 +78,23 @@ def dashboard(tmp_path_factory):
             os.killpg(head.pid, signal.SIGKILL)
 
 
-def test_a_submitted_sweep_runs_as_a_job_that_logs_follows_to_its_end(dashboard, tmp_path):
-    """Paths relative to the folder `submit` runs in (here outside the job's uploaded copy of
-    it) name the same places in the job."""
+def test_a_submitted_sweep_runs_as_a_job_that_submit_follows_to_its_end(dashboard, tmp_path):
+    """`submit` follows the job's output to its end, as `ray job submit` does, and exits as
+    the job ended. Paths relative to the folder `submit` runs in (here outside the job's
+    uploaded copy of it) name the same places in the job."""
     results = tmp_path / "results"
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(os.path.join(TEST_DATA, "ionosphere.csv"), data)
     done = lrsweep("submit", "sweeps/ionosphere.py", "--address", dashboard, "--data-dir", os.path.relpath(data, REPO),
                    "--storage", os.path.relpath(tmp_path / "state", REPO), "--num-samples", "2", "--max-epochs", "6",
-                   "--confirm-seeds", "0", "--results", str(results), timeout=120)
+                   "--confirm-seeds", "0", "--results", str(results), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr == ""
     job = done.stdout.split()[1]
-    assert job.startswith("raysubmit_") and f"lrsweep logs {job} --follow" in done.stdout
-
-    followed = lrsweep("logs", job, "--follow", "--address", dashboard, timeout=300)
-    assert followed.returncode == 0, followed.stderr[-2000:]
-    assert "1/2" in followed.stdout and "2/2" in followed.stdout  # the progress lines
-    assert f"lrsweep rank --dataset ionosphere --results {results}" in followed.stdout
+    assert job.startswith("raysubmit_")
+    assert "1/2" in done.stdout and "2/2" in done.stdout  # the progress lines
+    assert f"lrsweep rank --dataset ionosphere --results {results}" in done.stdout
     status = lrsweep("status", job, "--address", dashboard, timeout=60)
     assert status.returncode == 0 and status.stdout.startswith(f"{job}: SUCCEEDED")
     trials = pd.read_parquet(results / "trials")
@@ -104,6 +102,21 @@ def test_a_submitted_sweep_runs_as_a_job_that_logs_follows_to_its_end(dashboard,
     assert (tmp_path / "state" / trials["sweep"].iloc[0]).is_dir()  # Tune's state, for --resume
     # the whole log once more, without following
     assert "2/2" in lrsweep("logs", job, "--address", dashboard, timeout=60).stdout
+
+
+def test_submit_no_wait_returns_with_the_job_that_logs_follows(dashboard, tmp_path):
+    results = tmp_path / "results"
+    done = lrsweep("submit", "sweeps/ionosphere.py", "--address", dashboard, "--data-dir", TEST_DATA, "--no-wait",
+                   "--num-samples", "1", "--max-epochs", "6", "--confirm-seeds", "0", "--results", str(results),
+                   timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    job = done.stdout.split()[1]
+    assert job.startswith("raysubmit_") and f"lrsweep logs {job} --follow" in done.stdout
+    assert "1/1" not in done.stdout  # it did not wait for the trial
+    followed = lrsweep("logs", job, "--follow", "--address", dashboard, timeout=300)
+    assert followed.returncode == 0, followed.stderr[-2000:]
+    assert "1/1" in followed.stdout and "lrsweep rank --dataset ionosphere" in followed.stdout
+    assert len(pd.read_parquet(results / "trials")) == 1
 
 
 @pytest.mark.parametrize("args, named", [

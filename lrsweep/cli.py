@@ -227,9 +227,11 @@ def cmd_schedule(args):
 
 def cmd_rank(args):
     from lrsweep.results.rank import format_ranking, rank
-    from lrsweep.results.store import read_frame
+    from lrsweep.results.store import dataset_trials, read_frame
 
-    print(format_ranking(rank(read_frame(args.results, "trials", args.dataset), args.metric)))
+    # a dataset the store does not hold is bad input (a typo); an empty store is not
+    trials = read_frame(args.results, "trials") if args.dataset is None else dataset_trials(args.results, args.dataset)
+    print(format_ranking(rank(trials, args.metric)))
 
 
 def cmd_query(args):

@@ -315,8 +315,11 @@ def test_plot_and_report_draw_the_pictures_and_the_ranking(results, tmp_path):
 
 
 @pytest.mark.parametrize("args, named", [
-    (["plot", "--dataset", "mnist", "--out", "/tmp/unused"], "mnist"),
-    (["report", "--dataset", "mnist", "--out", "/tmp/unused.html"], "mnist"),
+    # a dataset the store does not hold: one line naming those it does
+    (["plot", "--dataset", "mnist", "--out", "/tmp/unused"], "dataset='mnist' (the store holds digits, ionosphere)"),
+    (["report", "--dataset", "mnist", "--out", "/tmp/unused.html"], "dataset='mnist' (the store holds digits, "),
+    (["rank", "--dataset", "digit"], "dataset='digit' (the store holds digits, ionosphere)"),
+    (["best", "--dataset", "mnist"], "dataset='mnist' (the store holds digits, ionosphere)"),
     (["query", SQL, "--format", "xml"], "xml"),
     (["query", "SELEC 1"], "SELEC 1"),
     (["rank", "--metric", "f1"], "f1"),

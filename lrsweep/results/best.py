@@ -15,15 +15,13 @@ import pandas as pd
 from lrsweep.errors import LrsweepError
 from lrsweep.quiet import import_tensorflow
 from lrsweep.results.rank import rank
-from lrsweep.results.store import read_frame
+from lrsweep.results.store import dataset_trials
 from lrsweep.schedules.registry import OPTIMIZERS, build_schedule
 
 
 def trial_row(root, dataset, trial_id=None):
     """The stored row of trial `trial_id` of `dataset`, or of the ranking's best trial."""
-    trials = read_frame(root, "trials", dataset)
-    if trials.empty:
-        raise LrsweepError(f"Argument `dataset` names no dataset in the store {root}. Received: dataset={dataset!r}")
+    trials = dataset_trials(root, dataset)
     if trial_id is None:
         ranking = rank(trials)
         trial_id = ranking["best_trial"].dropna().iloc[0] if ranking["best_trial"].notna().any() else None

@@ -40,13 +40,10 @@ def _per_epoch(epochs, trial_id, column):
 
 def _ranked(root, dataset):
     """(trials, ranking) of a dataset in the store at `root`; LrsweepError if it has none."""
-    from lrsweep.errors import LrsweepError
     from lrsweep.results.rank import rank
-    from lrsweep.results.store import read_frame
+    from lrsweep.results.store import dataset_trials
 
-    trials = read_frame(root, "trials", dataset)
-    if trials.empty:
-        raise LrsweepError(f"Argument `dataset` names no dataset in the store {root}. Received: dataset={dataset!r}")
+    trials = dataset_trials(root, dataset)
     return trials, rank(trials)
 
 

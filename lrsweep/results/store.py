@@ -249,3 +249,18 @@ def latest(data, keys):
 def read_frame(root, table, dataset=None):
     """`read_table` as a pandas DataFrame."""
     return read_table(root, table, dataset).to_pandas()
+
+
+def dataset_trials(root, dataset):
+    """The `trials` of `dataset` as a DataFrame; LrsweepError if the store holds none, naming
+    the datasets it does hold (by their folders: no file is read twice)."""
+    trials = read_frame(root, "trials", dataset)
+    if trials.empty:
+        from lrsweep.errors import LrsweepError
+
+        fs, base = filesystem(root)
+        held = sorted(info.base_name[len("dataset="):] for info in fs.get_file_info(
+            pafs.FileSelector(f"{base}/trials", allow_not_found=True)) if info.base_name.startswith("dataset="))
+        raise LrsweepError(f"Argument `dataset` names no dataset in the store {root}. Received: dataset={dataset!r} "
+                           f"(the store holds {', '.join(held) if held else 'no trials'})")
+    return trials

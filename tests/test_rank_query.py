@@ -6,6 +6,7 @@ import io
 import json
 import math
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -259,6 +260,15 @@ def test_query_command_prints_csv(results):
     rows = list(csv.reader(io.StringIO(ran.stdout)))
     assert rows[0] == ["trial_id", "status", "epochs"]
     assert rows[1:] == [[t, s, str(e)] for t, s, e in STEP_TRIALS]
+
+
+def test_query_json_keeps_timestamps_to_the_microsecond(tmp_path):
+    root = str(tmp_path)
+    started = pd.Timestamp("2026-12-04 10:00:00.123456", tz="UTC")
+    write_rows(root, "trials", "digits", "s", [{**trial_row(*DIGITS[0]), "start_time": started}])
+    ran = lrsweep("query", "SELECT start_time FROM trials", "--results", root, "--format", "json")
+    assert ran.returncode == 0, ran.stderr
+    assert pd.Timestamp(json.loads(ran.stdout)[0]["start_time"]) == started
 
 
 def test_query_command_prints_json_records(results):

@@ -58,5 +58,6 @@ def format_frame(frame, fmt):
     if fmt == "csv":
         return frame.to_csv(index=False).rstrip("\n")
     if fmt == "json":
-        return frame.to_json(orient="records", date_format="iso")
+        # timestamps to the microsecond, as stored (pandas' default cuts them to milliseconds)
+        return frame.to_json(orient="records", date_format="iso", date_unit="us")
     return frame.to_string(index=False) if len(frame) else "(no rows)"

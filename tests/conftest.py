@@ -21,6 +21,27 @@ def lrsweep(*args, env=None, timeout=300):
                           timeout=timeout, env=env)
 
 
+def assert_refused(done, *words, stdout=""):
+    """Bad input as the SPEC answers it: exit 2, one line on stderr (no traceback) naming
+    each of `words`, nothing on stdout (or `stdout`)."""
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("lrsweep: error:"), done.stderr[-2000:]
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert done.stdout == stdout, done.stdout[-2000:]
+
+
+def wait_for(condition, seconds, what, every=0.5):
+    """Poll `condition` until it holds; fail with `what` after `seconds`."""
+    import time
+
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, what
+        time.sleep(every)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray with two CPUs and one logical GPU (the test machines have none), shared by

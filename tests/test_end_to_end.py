@@ -23,7 +23,7 @@ from lrsweep import Choice, Range, Sweep
 from lrsweep.results.rank import rank
 from lrsweep.results.store import read_frame
 from lrsweep.run.driver import launch
-from tests.conftest import REPO, TEST_DATA, lrsweep, trainers
+from tests.conftest import REPO, TEST_DATA, assert_refused, lrsweep, trainers
 from tests.reference import rate
 
 ONE_PER_FAMILY = [
@@ -415,8 +415,7 @@ def test_a_name_the_store_holds_is_refused_without_resume(ionosphere_results):
     before = sorted(p.name for p in (results / "trials/dataset=ionosphere/sweep=iono-test").iterdir())
     done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(results),
                    "--name", "iono-test", timeout=60)
-    assert done.returncode == 2
-    assert "iono-test" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert_refused(done, "iono-test")
     assert sorted(p.name for p in (results / "trials/dataset=ionosphere/sweep=iono-test").iterdir()) == before
 
 
@@ -427,8 +426,7 @@ def test_a_name_with_tune_state_but_no_trial_stored_is_refused_without_resume(io
     shutil.copytree(ionosphere_results[0] / "tune", results / "tune")
     done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(results),
                    "--name", "iono-test", timeout=60)
-    assert done.returncode == 2
-    assert "name='iono-test'" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert_refused(done, "name='iono-test'")
     assert not (results / "trials").exists()
 
 
@@ -449,9 +447,7 @@ def test_a_tune_state_cut_short_is_refused_on_resume_and_the_store_kept(ionosphe
     stored = sorted(p.name for p in results.rglob("*.parquet"))
     done = lrsweep(command, "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(results),
                    "--name", "iono-test", "--resume", timeout=60)
-    assert done.returncode == 2
-    assert len(done.stderr.strip().splitlines()) == 1 and f"{stage}/{searcher.name}" in done.stderr
-    assert "name='iono-test'" in done.stderr
+    assert_refused(done, f"{stage}/{searcher.name}", "name='iono-test'")
     assert sorted(p.name for p in results.rglob("*.parquet")) == stored
 
 

@@ -11,7 +11,7 @@ from lrsweep.results.fitting import _number
 from lrsweep.schedules import FAMILIES, check_schedule
 from lrsweep.schedules.fit import FITTED, fit_families, fit_family
 from tests import reference
-from tests.conftest import lrsweep
+from tests.conftest import assert_refused, lrsweep
 from tests.test_schedules import EXAMPLES
 
 E = 20
@@ -113,5 +113,4 @@ def test_fit_schedule_json_holds_the_trace_and_every_fit(results):
 ])
 def test_fit_schedule_bad_input_is_one_line_and_exit_2(results, args, named):
     done = lrsweep("fit-schedule", "--results", results, *args)
-    assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and named in done.stderr
+    assert_refused(done, named)

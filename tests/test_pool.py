@@ -7,18 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 from lrsweep.results.store import read_frame
 from lrsweep.run.pool import NAMESPACE
-from tests.conftest import REPO, TEST_DATA, lrsweep, trainers
-
-
-def wait_for(condition, seconds, what):
-    deadline = time.time() + seconds
-    while not condition():
-        assert time.time() < deadline, what
-        time.sleep(0.5)
+from tests.conftest import REPO, TEST_DATA, lrsweep, trainers, wait_for
 
 
 def sweep_file(tmp_path, name, **settings):

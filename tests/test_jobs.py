@@ -105,13 +105,18 @@ def test_a_submitted_sweep_runs_as_a_job_that_submit_follows_to_its_end(dashboar
 
 
 def test_submit_no_wait_returns_with_the_job_that_logs_follows(dashboard, tmp_path):
+    """The job's launch also has the trainers' idle time of the shell that submitted it."""
+    from lrsweep.run.jobs import jobs_client
+
     results = tmp_path / "results"
     done = lrsweep("submit", "sweeps/ionosphere.py", "--address", dashboard, "--data-dir", TEST_DATA, "--no-wait",
                    "--num-samples", "1", "--max-epochs", "6", "--confirm-seeds", "0", "--results", str(results),
-                   timeout=120)
+                   env={"LRSWEEP_TRAINER_IDLE_SECONDS": "120"}, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     job = done.stdout.split()[1]
     assert job.startswith("raysubmit_") and f"lrsweep logs {job} --follow" in done.stdout
+    runtime_env = jobs_client(dashboard).get_job_info(job).runtime_env
+    assert runtime_env["env_vars"] == {"LRSWEEP_TRAINER_IDLE_SECONDS": "120"}
     assert "1/1" not in done.stdout  # it did not wait for the trial
     followed = lrsweep("logs", job, "--follow", "--address", dashboard, timeout=300)
     assert followed.returncode == 0, followed.stderr[-2000:]

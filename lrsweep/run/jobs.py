@@ -81,11 +81,13 @@ def submit(command, results, address):
     client = jobs_client(address)
     excludes = EXCLUDES + ([os.path.relpath(results)] if not is_uri(results)
                            and not os.path.relpath(results).startswith(os.pardir) else [])
+    # the trainers' idle time is the launching shell's setting, here this one's
+    env = {name: os.environ[name] for name in ("LRSWEEP_TRAINER_IDLE_SECONDS",) if name in os.environ}
+    runtime_env = {"working_dir": os.getcwd(), "excludes": excludes, **({"env_vars": env} if env else {})}
     deadline = time.time() + AGENT_WAIT_SECONDS
     while True:
         try:
-            return client.submit_job(entrypoint=shlex.join(command),
-                                     runtime_env={"working_dir": os.getcwd(), "excludes": excludes},
+            return client.submit_job(entrypoint=shlex.join(command), runtime_env=runtime_env,
                                      metadata={"lrsweep": "launch"})
         except RuntimeError as e:  # a cluster just started answers before its job agent is up
             if "No available agent" not in str(e) or time.time() > deadline:

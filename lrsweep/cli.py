@@ -146,8 +146,9 @@ def cmd_submit(args):
     sweep, _ = load_checked_sweep(args, joins=False)
     sweep_data(sweep, offline=True)  # what the launch would refuse in the data, refused before the job
     command, results = jobs.launch_command(args.sweep, sweep, args)
+    client = jobs.jobs_client(address)
     try:
-        job = jobs.submit(command, results, address)
+        job = jobs.submit(command, results, client)
     except RuntimeError as e:  # the cluster's answer, not bad input
         print(f"lrsweep: error: {address} did not take the job: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
@@ -159,11 +160,15 @@ def cmd_submit(args):
     print(f"its output follows until it ends (Ctrl-C stops following, not the job: lrsweep logs {job} --follow "
           f"takes it up again)\n", flush=True)
     try:
-        return jobs.logs(job, address, follow=True)
+        return jobs.logs(job, address, follow=True, client=client)
     except KeyboardInterrupt:
-        print(f"\nstopped following {job}, which goes on: lrsweep logs {job} --follow; lrsweep status {job}",
-              flush=True)
+        print(f"\nstopped following {job}, which goes on: lrsweep logs {job} --follow; lrsweep status {job}; "
+              f"ray job stop {job} stops it", flush=True)
         return 130
+    except Exception as e:  # noqa: BLE001  (the dashboard's stream broke; the job is not this command's to end)
+        print(f"lrsweep: error: lost the output of {job}, which goes on ({str(e).splitlines()[0] if str(e) else e!r}): "
+              f"lrsweep logs {job} --follow; lrsweep status {job}", file=sys.stderr)
+        return 1
 
 
 def cmd_status(args):

@@ -7,6 +7,9 @@ import sys
 import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# The tests choose the clusters they join; a developer's own exported address must not.
+for _name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
+    os.environ.pop(_name, None)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,7 +25,7 @@ def lrsweep(*args, env=None, timeout=300):
 
 
 def assert_refused(done, *words, stdout=""):
-    """Bad input as the SPEC answers it: exit 2, one line on stderr (no traceback) naming
+    """Bad input as every command answers it: exit 2, one line on stderr (no traceback) naming
     each of `words`, nothing on stdout (or `stdout`)."""
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr[-2000:]

@@ -102,10 +102,11 @@ def test_bad_flags_and_parameters_are_one_line(args, words):
 
 
 @pytest.mark.parametrize("value", ["ray://head:10001", "head-node"])
-def test_a_ray_address_in_the_environment_that_launch_cannot_join_is_one_line(value):
-    done = subprocess.run([sys.executable, "-c", PROBE, "launch", "sweeps/digits.py"], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": value})
-    assert_refused(done, "RAY_ADDRESS", repr(value))
+@pytest.mark.parametrize("address", [[], ["--address", "auto"]])  # ray.init("auto") reads RAY_ADDRESS too
+def test_a_ray_address_in_the_environment_that_launch_cannot_join_is_one_line(value, address):
+    done = subprocess.run([sys.executable, "-c", PROBE, "launch", "sweeps/digits.py", *address], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": value})
+    assert_refused(done, "RAY_ADDRESS", repr(value), "--address local")
 
 
 @pytest.mark.parametrize("value", ["soon", "0"])

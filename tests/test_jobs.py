@@ -138,3 +138,16 @@ def test_job_commands_answer_bad_input_with_one_line(dashboard, args, named):
 def test_job_commands_name_an_address_where_no_dashboard_answers():
     done = lrsweep("status", "raysubmit_x", "--address", f"http://127.0.0.1:{free_port()}", timeout=60)
     assert_refused(done, "address")
+
+
+def test_job_commands_use_the_address_given_over_rays_environment(dashboard):
+    """Ray's Jobs client takes RAY_API_SERVER_ADDRESS or RAY_ADDRESS over the address it is
+    given: `--address` must win, then RAY_API_SERVER_ADDRESS (as `ray start` suggests it).
+    A job that no dashboard knows proves which one answered."""
+    elsewhere = f"http://127.0.0.1:{free_port()}"
+    done = lrsweep("status", "raysubmit_nosuchjob", "--address", dashboard, timeout=60,
+                   env={"RAY_ADDRESS": elsewhere, "RAY_API_SERVER_ADDRESS": elsewhere})
+    assert_refused(done, "JOB")
+    done = lrsweep("status", "raysubmit_nosuchjob", timeout=60, env={"RAY_API_SERVER_ADDRESS": dashboard,
+                                                                      "RAY_ADDRESS": elsewhere})
+    assert_refused(done, "JOB", dashboard)

@@ -105,7 +105,8 @@ def test_parameters_not_given_take_the_family_defaults_and_validate_names_them(t
     assert check_schedule(arm.family, {**arm.space, "max_lr": 0.1}, 20) == {
         "base_lr": 0.01, "max_lr": 0.1, "step_size": 2, "mode": "triangular", "gamma": 1.0}
     done = lrsweep("validate", str(path))
-    assert done.returncode == 0 and "(defaults: mode=triangular, gamma=1.0)" in done.stdout
+    assert done.returncode == 0, done.stderr
+    assert "(defaults: mode=triangular, gamma=1.0)" in done.stdout
 
 
 def test_with_overrides_checks_again():
@@ -130,12 +131,15 @@ def test_a_search_stops_poor_trials_early_by_default_and_fixed_configs_train_to_
     assert Sweep(**GOOD).early_stopping == "asha"
     assert Sweep(name="fixed", configs=fixed).early_stopping is None  # the tutorial's experiment, as given
     assert Sweep(name="fixed", configs=fixed, early_stopping="asha").early_stopping == "asha"  # when asked for
-    with pytest.raises(LrsweepError, match=r"runs its 2 fixed configs as given. Received: num_samples=4$"):
+    assert Sweep(**GOOD, early_stopping=None).early_stopping is None  # off, not the default
+    assert Sweep(name="fixed", configs=fixed, early_stopping="budget").budgets[-1] == (20, 1)
+    with pytest.raises(LrsweepError, match=r"runs its fixed configs as given \(2\). Received: num_samples=4$"):
         Sweep(name="fixed", configs=fixed).with_overrides(num_samples=4)  # --num-samples samples a search
 
 
 def test_a_search_confirms_its_winners_by_default_and_fixed_configs_do_not():
     assert Sweep(**GOOD).confirm_seeds == 5
+    assert Sweep(**GOOD, confirm_seeds=0).confirm_seeds == 0  # none, not the default
     assert Sweep(name="fixed", configs=[{"family": "constant", "initial_lr": 0.1}]).confirm_seeds == 0
     for bad in (1, -2, 2.5, True):
         with pytest.raises(LrsweepError, match=f"confirm_seeds={bad}"):

@@ -261,6 +261,8 @@ def dataset_trials(root, dataset):
         fs, base = filesystem(root)
         held = sorted(info.base_name[len("dataset="):] for info in fs.get_file_info(
             pafs.FileSelector(f"{base}/trials", allow_not_found=True)) if info.base_name.startswith("dataset="))
+        holds = ("its files hold no readable trial" if dataset in held else
+                 f"the store holds {', '.join(held)}" if held else "the store holds no trials")
         raise LrsweepError(f"Argument `dataset` names no dataset in the store {root}. Received: dataset={dataset!r} "
-                           f"(the store holds {', '.join(held) if held else 'no trials'})")
+                           f"({holds})")
     return trials

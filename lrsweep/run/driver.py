@@ -142,38 +142,48 @@ def check_address(address):
     written there, the progress printed there, and this driver's Ctrl-C, resume and ranking
     would not reach it (and the Ray Client server of Ray 2.60 here failed to start a
     session for lrsweep's driver). A Ray job runs the whole launch on the head instead.
-    Without `--address`, the same of RAY_ADDRESS where it is one to join (`_joined_address`)."""
-    named = "address" if address is not None else "RAY_ADDRESS"
-    address = _joined_address(address)
-    if address is None or address in ("auto", "local"):
+    The same of RAY_ADDRESS where the launch would join it: without `--address`, and with
+    `--address auto`, which `ray.init` replaces with RAY_ADDRESS."""
+    if address:
+        _check_one("address", address)
+    if (not address or address == "auto") and _env_address() is not None:
+        _check_one("RAY_ADDRESS", _env_address())
+
+
+def _check_one(named, address):
+    if address in ("auto", "local"):
         return
-    argument = "Argument `address`" if named == "address" else "Environment variable `RAY_ADDRESS`"
+    argument, unset = (("Argument `address`", "") if named == "address" else
+                       ("Environment variable `RAY_ADDRESS`", "; unset it, or pass --address local for a Ray of "
+                                                              "this launch's own"))
     if address.startswith("ray://"):
         raise LrsweepError(f"{argument} cannot be a Ray Client address (ray://): the sweep would run on the head "
                            f"node, out of this command's reach; run it there as a Ray job: lrsweep submit SWEEP.py "
-                           f"--address http://HEAD:8265. Received: {named}={address!r}")
+                           f"--address http://HEAD:8265{unset}. Received: {named}={address!r}")
     port = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):([0-9]+)", address)
     if port and 0 < int(port.group(2)) < 65536:
         return
     dashboard = (" (an http:// address is the dashboard's: `lrsweep submit` takes it to run the sweep as a Ray job)"
                  if address.startswith(("http://", "https://")) else "")
-    raise LrsweepError(f"{argument} must be auto or host:port (the head node's port, 6379 by default). "
-                       f"Received: {named}={address!r}{dashboard}")
+    raise LrsweepError(f"{argument} must be auto or host:port (the head node's port, 6379 by default, IPv6 in "
+                       f"brackets){unset}. Received: {named}={address!r}{dashboard}")
 
 
-def _joined_address(address):
-    """The cluster a launch joins: `--address`; else the cluster of the Ray job this launch
-    is the entrypoint of (Ray sets RAY_ADDRESS for it); else None, a new Ray of our own,
-    even where `ray start` left one running (which ray.init() would otherwise join). A
-    RAY_ADDRESS of http:// is the dashboard's, exported for `ray job` commands: not one to
-    join."""
-    from_env = os.environ.get("RAY_ADDRESS", "")
-    return address or (None if not from_env or from_env.startswith(("http://", "https://")) else from_env)
+def _env_address():
+    """RAY_ADDRESS where it names a cluster to join: Ray sets it for the entrypoint of a Ray
+    job. Not an http:// one, the dashboard's, exported for `ray job` commands."""
+    value = os.environ.get("RAY_ADDRESS", "")
+    return None if not value or value.startswith(("http://", "https://")) else value
 
 
 def _ray_address(address):
-    """Where the sweep runs (`_joined_address`, else "local"), token mode on to join one."""
-    address = _joined_address(address)
+    """Where the sweep runs: `--address`; else the cluster of the Ray job this launch is the
+    entrypoint of (`_env_address`); else "local", a new Ray of our own, even where `ray
+    start` left one running (which ray.init() would otherwise join). Token mode on to join
+    one."""
+    if address == "auto" and _env_address() is None:
+        os.environ.pop("RAY_ADDRESS", None)  # an http:// one: ray.init("auto") would try to join it
+    address = address or _env_address()
     if not address:
         return "local"
     use_token_if_present()

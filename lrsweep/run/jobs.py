@@ -29,10 +29,12 @@ EXIT_STATUS = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 1}
 
 
 def jobs_address(address):
-    """`--address`, else RAY_ADDRESS where it is an HTTP address (as Ray's own `ray job`
-    commands read it), else the dashboard of a Ray started on this machine."""
+    """`--address`, else RAY_API_SERVER_ADDRESS (as `ray start` suggests exporting it), else
+    RAY_ADDRESS where it is an HTTP address (as Ray's own `ray job` commands read it), else
+    the dashboard of a Ray started on this machine."""
     from_env = os.environ.get("RAY_ADDRESS", "")
-    address = address or (from_env if from_env.startswith(("http://", "https://")) else DEFAULT_ADDRESS)
+    address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or (
+        from_env if from_env.startswith(("http://", "https://")) else DEFAULT_ADDRESS)
     if not address.startswith(("http://", "https://")):
         raise LrsweepError(f"Argument `address` must be the dashboard's HTTP address, e.g. {DEFAULT_ADDRESS}. "
                            f"Received: address={address!r}")
@@ -48,12 +50,16 @@ def jobs_client(address):
     for name in ("ray", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk"):
         logging.getLogger(name).setLevel(logging.ERROR)
     use_token_if_present()
-
+    # Ray's client takes RAY_API_SERVER_ADDRESS or RAY_ADDRESS over the address it is given
+    # (`get_address_for_submission_client`): the address chosen above is the one to use.
+    hidden = {name: os.environ.pop(name) for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS") if name in os.environ}
     try:
         return JobSubmissionClient(address)
     except ConnectionError as e:
         raise LrsweepError(f"Argument `address` reaches no Ray dashboard ({str(e).splitlines()[0]}). "
                            f"Received: address={address!r}") from None
+    finally:
+        os.environ.update(hidden)
 
 
 def launch_command(sweep_path, sweep, args):
@@ -76,9 +82,8 @@ def launch_command(sweep_path, sweep, args):
     return command, results
 
 
-def submit(command, results, address):
-    """Submit the launch as a Ray job; returns its submission id."""
-    client = jobs_client(address)
+def submit(command, results, client):
+    """Submit the launch as a Ray job through `client` (`jobs_client`); returns its id."""
     excludes = EXCLUDES + ([os.path.relpath(results)] if not is_uri(results)
                            and not os.path.relpath(results).startswith(os.pardir) else [])
     # the trainers' idle time is the launching shell's setting, here this one's
@@ -116,10 +121,10 @@ def status(job, address):
     return _state(jobs_client(address), job, address)
 
 
-def logs(job, address, follow, write=sys.stdout.write):
+def logs(job, address, follow, write=sys.stdout.write, client=None):
     """Write the job's output so far, or follow it until the job ends; returns the exit
-    status of `status`."""
-    client = jobs_client(address)
+    status of `status`, and says on stderr how a job that followed to its end failed."""
+    client = client or jobs_client(address)
     job_info(client, job, address)  # an unknown job is bad input before any output
     if not follow:
         write(client.get_job_logs(job))
@@ -130,4 +135,7 @@ def logs(job, address, follow, write=sys.stdout.write):
                 sys.stdout.flush()
 
         asyncio.run(tail())
-    return _state(client, job, address)[1]
+    line, status = _state(client, job, address)
+    if follow and status:
+        print(f"lrsweep: {line}", file=sys.stderr)
+    return status

@@ -364,7 +364,7 @@ class Sweep:
         changes = {k: v for k, v in overrides.items() if v is not None}
         if "num_samples" in changes and self.configs is not None:
             raise LrsweepError(f"Argument `num_samples` sets how many trials a search samples; this sweep runs its "
-                               f"{len(self.configs)} fixed configs as given. Received: num_samples={changes['num_samples']!r}")
+                               f"fixed configs as given ({len(self.configs)}). Received: num_samples={changes['num_samples']!r}")
         return dataclasses.replace(self, **changes) if changes else self
 
 

@@ -151,3 +151,18 @@ def test_job_commands_use_the_address_given_over_rays_environment(dashboard):
     done = lrsweep("status", "raysubmit_nosuchjob", timeout=60, env={"RAY_API_SERVER_ADDRESS": dashboard,
                                                                       "RAY_ADDRESS": elsewhere})
     assert_refused(done, "JOB", dashboard)
+
+
+def test_submit_of_a_job_that_fails_on_the_cluster_exits_1_and_says_why(dashboard, tmp_path):
+    """A sweep file that loads here but not in the job (it refuses the job's uploaded copy
+    of its folder): `submit` follows the job to its end, shows the launch's own line, and
+    ends with the job's state on stderr and exit status 1."""
+    (tmp_path / "mine.py").write_text(
+        "import os\nfrom lrsweep import Sweep\n"
+        "if 'working_dir_files' in os.getcwd():\n    raise ValueError('not in a job')\n"
+        "SWEEP = Sweep(name='mine', configs=[{'family': 'constant', 'initial_lr': 0.1}], max_epochs=1)\n")
+    done = subprocess.run([sys.executable, "-m", "lrsweep", "submit", "mine.py", "--address", dashboard],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "not in a job" in done.stdout  # the launch's one line, as the job printed it
+    assert done.stderr.startswith("lrsweep: raysubmit_") and "FAILED" in done.stderr

@@ -139,7 +139,6 @@ def cmd_launch(args):
 
 def cmd_submit(args):
     from lrsweep.run import jobs
-
     from lrsweep.run.driver import sweep_data
 
     address = jobs.jobs_address(args.address)
@@ -403,7 +402,8 @@ def _add_fit_schedule(p):
 COMMANDS = {
     "validate": (_add_validate, cmd_validate, "check a sweep file and show what it would run (no Ray, no TensorFlow)"),
     "launch": (_add_validate, cmd_launch, "run a sweep and print its ranking"),
-    "submit": (_add_submit, cmd_submit, "run a sweep as a Ray job on a running cluster and follow its output (`--no-wait`: return at once)"),
+    "submit": (_add_submit, cmd_submit,
+               "run a sweep as a Ray job on a running cluster and follow its output (`--no-wait`: return at once)"),
     "status": (_add_job, cmd_status, "the state of a submitted sweep"),
     "logs": (_add_logs, cmd_logs, "the output of a submitted sweep"),
     "schedule": (_add_schedule, cmd_schedule, "preview one schedule: the rate in effect during each epoch"),

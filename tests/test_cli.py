@@ -37,7 +37,7 @@ SWEEP = Sweep(name="mine", families={"step": {"initial_lr": Range(0.01, 0.1), "d
 
 
 def assert_refused(done, *words):
-    """Refused as the SPEC says, neither Ray nor TensorFlow imported (PROBE's last line)."""
+    """Refused as every command refuses bad input, neither Ray nor TensorFlow imported (PROBE's last line)."""
     refused(done, *words, stdout="imported: \n")
 
 

@@ -237,6 +237,7 @@ def _read_named(name, data_dir, offline=False):
     (`offline`: None instead)."""
     found = _local_files(name, data_dir or _keras_cache(), required=data_dir is not None)
     if found is None:
+        # a source with no local files to look for (digits) fetches from a file already here
         return None if offline and _SOURCES[name].files else _SOURCES[name].fetch()
     files, paths = found
     return files.read(paths)

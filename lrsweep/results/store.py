@@ -26,6 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from lrsweep.errors import LrsweepError
 from lrsweep.schedules.registry import FAMILIES
 
 TABLES = ("trials", "epochs", "lr_range")
@@ -256,8 +257,6 @@ def dataset_trials(root, dataset):
     the datasets it does hold (by their folders: no file is read twice)."""
     trials = read_frame(root, "trials", dataset)
     if trials.empty:
-        from lrsweep.errors import LrsweepError
-
         fs, base = filesystem(root)
         held = sorted(info.base_name[len("dataset="):] for info in fs.get_file_info(
             pafs.FileSelector(f"{base}/trials", allow_not_found=True)) if info.base_name.startswith("dataset="))

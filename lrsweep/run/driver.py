@@ -44,7 +44,8 @@ def check_results(sweep):
     """The sweep's results folder can be written (or made); else bad input, before Ray."""
     reason = store.check_writable(sweep.results)
     if reason:
-        raise LrsweepError(f"Argument `results` must be a writable folder. Received: results={sweep.results!r} ({reason})")
+        raise LrsweepError(f"Argument `results` must be a writable folder. Received: results={sweep.results!r} "
+                           f"({reason})")
 
 
 def check_launch(sweep, name, resume):
@@ -146,8 +147,9 @@ def check_address(address):
     `--address auto`, which `ray.init` replaces with RAY_ADDRESS."""
     if address:
         _check_one("address", address)
-    if (not address or address == "auto") and _env_address() is not None:
-        _check_one("RAY_ADDRESS", _env_address())
+    from_env = _env_address()
+    if (not address or address == "auto") and from_env is not None:
+        _check_one("RAY_ADDRESS", from_env)
 
 
 def _check_one(named, address):
@@ -181,9 +183,10 @@ def _ray_address(address):
     entrypoint of (`_env_address`); else "local", a new Ray of our own, even where `ray
     start` left one running (which ray.init() would otherwise join). Token mode on to join
     one."""
-    if address == "auto" and _env_address() is None:
+    from_env = _env_address()
+    if address == "auto" and from_env is None:
         os.environ.pop("RAY_ADDRESS", None)  # an http:// one: ray.init("auto") would try to join it
-    address = address or _env_address()
+    address = address or from_env
     if not address:
         return "local"
     use_token_if_present()
@@ -312,11 +315,6 @@ def sweep_data(sweep, offline=False):
                         offline=offline)
 
 
-def data_summary(data):
-    """The dataset as a launch reads it, in one phrase."""
-    return f"{data.name} ({len(data.x_train)} training rows, validation: {data.validation})"
-
-
 def trial_arrays(data):
     """What every trial receives of the dataset (through the object store): its arrays."""
     return {"x_train": data.x_train, "y_train": data.y_train, "x_val": data.x_val, "y_val": data.y_val,
@@ -330,7 +328,8 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     check_launch(sweep, name, resume)
     name = run_name(sweep, name)
     data = sweep_data(sweep)
-    print_fn(f"sweep {name}: {data_summary(data)}, {sweep.trial_count} trials of up to {sweep.max_epochs} epochs")
+    print_fn(f"sweep {name}: {data.name} ({len(data.x_train)} training rows, validation: {data.validation}), "
+             f"{sweep.trial_count} trials of up to {sweep.max_epochs} epochs")
 
     _start_ray(address, dashboard_host, print_fn)
     from lrsweep.run import pool

@@ -285,6 +285,41 @@ def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_ses
     assert (stored[trials["trial_id"]].to_numpy() == trials["epochs"].to_numpy()).all()
 
 
+def test_a_launch_killed_mid_trial_resumes_that_trial_from_its_checkpoint(ray_session, tmp_path):
+    """SIGKILL of the driver while its one long trial runs, after the trial saved checkpoints
+    and Tune its state, then `--resume`: the trial goes on from its latest checkpoint, not
+    from its first epoch, and the store holds it once, with each of its 300 epochs once and
+    its first start."""
+    results = tmp_path / "results"
+    sweep = tmp_path / "long.py"
+    sweep.write_text("from lrsweep import Sweep\nSWEEP = Sweep(name='long', dataset='digits', max_epochs=300, "
+                     "checkpoint_seconds=1, configs=[{'family': 'constant', 'initial_lr': 0.01}])\n")
+    args = ["launch", str(sweep), "--results", str(results), "--name", "long", "--address", ray_session]
+    driver = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True,
+                              env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"})
+    try:
+        deadline = time.time() + 180
+        while not list(results.glob("tune/long/*/checkpoint_000001")):  # Tune saved its state at the second
+            assert driver.poll() is None and time.time() < deadline, "the launch ended before it could be killed"
+            time.sleep(0.1)
+        time.sleep(1.5)
+        killed = pd.Timestamp.now(tz="UTC")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert read_frame(str(results), "trials").empty  # the trial was not done
+
+    done = lrsweep(*args, "--resume", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials, epochs = read_frame(str(results), "trials"), read_frame(str(results), "epochs")
+    assert len(trials) == 1 and trials["status"].iloc[0] == "completed" and trials["epochs"].iloc[0] == 300
+    assert sorted(epochs["epoch"]) == list(range(1, 301))
+    assert epochs.loc[epochs["epoch"] == 1, "end_time"].iloc[0] < killed  # not trained again
+    assert trials["start_time"].iloc[0] < killed
+    assert not list(results.glob("tune/*/*/checkpoint_*"))  # a trial that ended needs them no more
+
+
 def ctrl_c_launch(results, table, *args):
     """`launch sweeps/ionosphere.py` stopped by SIGINT (as a terminal sends Ctrl-C) once its
     first rows of `table` are stored; returns its exit status, stdout and stderr."""
@@ -589,6 +624,75 @@ print(json.dumps({"new": new, "kept": [[name, run(name, kept)] for name in order
         assert run["rates"] == got["new"][name]["rates"], name
     models = [run["model"] for _, run in got["kept"]]
     assert models[0] == models[1] == models[3] == models[4] != models[2]  # kept, but not across kinds of rate
+
+
+def test_a_trial_resumed_from_its_checkpoint_goes_on_where_it_left_off():
+    """A trial that saves a checkpoint every epoch end (`checkpoint_seconds`), then one that
+    starts from its epoch-3 checkpoint (as a retry or a resumed trial does, here on a model
+    its worker kept from another trial): it trains epochs 4 to 6 only, at the rates the
+    uninterrupted trial had there (the schedule reads the restored step count; plateau's
+    rate is the optimizer's restored one, and its counters are those it had at epoch 3),
+    from the trained weights (its first loss is that of a fourth epoch, not a first), and
+    keeps the first attempt's start. A checkpoint whose weights file is damaged: the trial
+    trains again from its first epoch."""
+    code = """
+import json
+import keras
+from lrsweep import Sweep
+from lrsweep.run import trial
+from lrsweep.run.driver import sweep_data, trial_arrays, training_setup
+
+trial.warm_up()
+plateau_seen = []  # (best, wait) as ReduceLROnPlateau's epoch end finds them
+original = keras.callbacks.ReduceLROnPlateau.on_epoch_end
+def on_epoch_end(self, epoch, logs=None):
+    plateau_seen.append((epoch + 1, self.best, self.wait))
+    original(self, epoch, logs)
+keras.callbacks.ReduceLROnPlateau.on_epoch_end = on_epoch_end
+sweep = Sweep(name="resumed", dataset="digits", subsample=300, validation_split=0.2, max_epochs=6,
+              checkpoint_seconds=1e-9, configs=[{"family": "constant", "initial_lr": 0.01}])
+data, setup = trial_arrays(sweep_data(sweep)), training_setup(sweep)
+configs = {"step": {"family": "sgd/step", "sgd": {"step": {"initial_lr": 0.05, "drop": 0.5, "epochs_drop": 2}}},
+           "plateau": {"family": "sgd/plateau", "sgd": {"plateau": {"initial_lr": 0.05, "patience": 1}}}}
+
+def run(config, kept=None, resume=None):
+    reports = []
+    trial.run_trial(config, data, setup, reports.append, kept=kept, resume=resume)
+    return reports
+
+rows = lambda reports: [row for r in reports for row in r["rows"]]
+out = {}
+for name, config in configs.items():
+    plateau_seen.clear()
+    whole = run(config)
+    seen = list(plateau_seen)
+    checkpoint = next(r["checkpoint"] for r in whole if r["epoch"] == 3)
+    kept = {}
+    run({**config, "seed": 9}, kept=kept)  # another trial on the model this worker keeps
+    plateau_seen.clear()
+    resumed = run(config, kept=kept, resume=checkpoint)
+    out[name] = {"whole": rows(whole), "resumed": rows(resumed), "start": whole[0]["trial_start"],
+                 "resumed_start": resumed[0]["trial_start"], "saved": [r["epoch"] for r in whole if "checkpoint" in r],
+                 "resumed_saved": [r["epoch"] for r in resumed if "checkpoint" in r],
+                 "plateau_whole": seen, "plateau_resumed": list(plateau_seen)}
+damaged = run(configs["step"], resume={**checkpoint, "weights": b"not a weights file"})
+out["damaged"] = [row["epoch"] for row in rows(damaged)]
+print(json.dumps(out))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got.pop("damaged") == [1, 2, 3, 4, 5, 6]
+    # plateau's counters at its epoch-4 end: those it had after epoch 3, not reset
+    assert got["plateau"]["plateau_resumed"][0] == got["plateau"]["plateau_whole"][3]
+    for name, run in got.items():
+        whole, resumed = run["whole"], run["resumed"]
+        assert run["saved"] == [1, 2, 3, 4, 5] and run["resumed_saved"] == [4, 5], name  # none at the last epoch
+        assert [row["epoch"] for row in resumed] == [4, 5, 6], name
+        assert [row["lr"] for row in resumed] == [row["lr"] for row in whole[3:]], name
+        assert resumed[0]["loss"] < whole[1]["loss"], name  # trained on from epoch 3's weights
+        assert run["resumed_start"] == run["start"], name
+    assert len({row["lr"] for row in got["step"]["whole"]}) == 3  # the step schedule drops twice
 
 
 def test_each_epoch_trains_on_every_row_once_and_validates_on_the_whole_validation_set():

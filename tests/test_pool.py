@@ -8,6 +8,9 @@ import signal
 import subprocess
 import sys
 
+import pandas as pd
+import pytest
+
 from lrsweep.results.store import read_frame
 from lrsweep.run.pool import NAMESPACE
 from tests.conftest import REPO, TEST_DATA, lrsweep, trainers, wait_for
@@ -43,27 +46,59 @@ def test_a_second_launch_on_a_running_cluster_trains_on_the_trainers_the_first_l
     assert len(trials) == 4 and set(trials["status"]) <= {"completed", "early_stopped"}
 
 
-def test_a_trainer_killed_mid_trial_costs_that_trial_one_retry(ray_session, tmp_path):
-    """SIGKILL of the trainer process while it trains: the trial fails, Tune trains it again
-    from the start (max_failures) on a new trainer, the launch ends well, and the store
-    holds the trial once, with every epoch once."""
+def kill_the_trainer_mid_trial(driver, ready):
+    """SIGKILL of the one trainer of trials of two CPUs once `ready()`, while `driver` (a
+    launch) runs; returns the time of the kill, the trainer's name and its actor id."""
     import ray
 
+    wait_for(lambda: ready() or driver.poll() is not None, 180, "no epoch stored, or no checkpoint saved")
+    assert driver.poll() is None, "the trial ended before its trainer could be killed"
+    (name, actor_id), = trainers(2).items()
+    pid = ray.get(ray.get_actor(name, namespace=NAMESPACE).__ray_call__.remote(lambda self: os.getpid()))
+    killed = pd.Timestamp.now(tz="UTC")
+    os.kill(pid, signal.SIGKILL)
+    return killed, name, actor_id
+
+
+def long_trial_launch(tmp_path, results, *args, **settings):
+    """`launch` of one 300-epoch trial of two CPUs, in a process group of its own."""
+    sweep = sweep_file(tmp_path, "killed", max_epochs=300, configs=[{"family": "constant", "initial_lr": 0.01}],
+                       **settings)
+    return subprocess.Popen([sys.executable, "-m", "lrsweep", "launch", sweep, "--results", str(results), *args],
+                            cwd=REPO, env={**os.environ, **IDLE}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def checkpoint_saved(results):
+    return lambda: list(results.glob("tune/*/*/checkpoint_*/model.weights.h5"))
+
+
+def assert_trained_once_to_the_end(results, killed, went_on):
+    """The store holds the one trial completed, each of its 300 epochs once; its first epoch
+    and its start are the first attempt's if it `went_on` from a checkpoint, else after the
+    kill; no checkpoint of it is left."""
+    trials, epochs = read_frame(str(results), "trials"), read_frame(str(results), "epochs")
+    assert len(trials) == 1 and trials["status"].iloc[0] == "completed" and trials["epochs"].iloc[0] == 300
+    assert sorted(epochs["epoch"]) == list(range(1, 301))
+    assert (epochs.loc[epochs["epoch"] == 1, "end_time"].iloc[0] < killed) == went_on
+    assert (trials["start_time"].iloc[0] < killed) == went_on
+    assert pd.isna(trials["resumed_from"].iloc[0]) != went_on
+    assert not list(results.glob("tune/*/*/checkpoint_*"))  # a trial that ended needs them no more
+
+
+@pytest.mark.parametrize("checkpoint_seconds", [None, 1])
+def test_a_trainer_killed_mid_trial_costs_that_trial_one_retry(ray_session, tmp_path, checkpoint_seconds):
+    """SIGKILL of the trainer process while it trains: the trial fails, Tune trains it again
+    (max_failures) on a new trainer, from its last checkpoint if it saved one, else from
+    the start; the launch ends well, and the store holds the trial once, with every epoch
+    once, its first start kept where it went on from a checkpoint."""
     wait_for(lambda: not trainers(2), 60, "a trainer of an earlier test did not end")
     results = tmp_path / "results"
-    driver = subprocess.Popen([sys.executable, "-m", "lrsweep", "launch",
-                               sweep_file(tmp_path, "killed", max_epochs=300, max_failures=1,
-                                          configs=[{"family": "constant", "initial_lr": 0.01}]),
-                               "--results", str(results), "--address", ray_session],
-                              cwd=REPO, env={**os.environ, **IDLE}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True)
+    driver = long_trial_launch(tmp_path, results, "--address", ray_session, max_failures=1,
+                               checkpoint_seconds=checkpoint_seconds)
     try:
-        wait_for(lambda: list(results.glob("epochs/*/*/*.parquet")) or driver.poll() is not None, 180,
-                 "no epoch stored")
-        assert driver.poll() is None, "the trial ended before its trainer could be killed"
-        (name, actor_id), = trainers(2).items()
-        pid = ray.get(ray.get_actor(name, namespace=NAMESPACE).__ray_call__.remote(lambda self: os.getpid()))
-        os.kill(pid, signal.SIGKILL)
+        killed, name, actor_id = kill_the_trainer_mid_trial(
+            driver, checkpoint_saved(results) if checkpoint_seconds else lambda: list(results.glob("epochs/*/*/*")))
         # the retry's trainer, a new one; looked up while the retry trains (it ends 3 s after it)
         wait_for(lambda: trainers(2).get(name) not in (None, actor_id) or driver.poll() is not None, 180,
                  "no new trainer")
@@ -74,9 +109,30 @@ def test_a_trainer_killed_mid_trial_costs_that_trial_one_retry(ray_session, tmp_
             os.killpg(driver.pid, signal.SIGKILL)
     assert driver.returncode == 0, stderr[-3000:]
     assert retried_on not in (None, actor_id)
-    trials, epochs = read_frame(str(results), "trials"), read_frame(str(results), "epochs")
-    assert len(trials) == 1 and trials["status"].iloc[0] == "completed"
-    assert sorted(epochs["epoch"]) == list(range(1, 301))
+    assert_trained_once_to_the_end(results, killed, went_on=bool(checkpoint_seconds))
+
+
+def test_a_trial_that_failed_after_a_checkpoint_goes_on_from_it_on_resume(ray_session, tmp_path):
+    """No retry (max_failures=0): the trainer killed after the trial's first checkpoints ends
+    the trial in `error` and the launch with exit 1; `--resume` trains the trial again from
+    its checkpoint (Tune's `resume_errored`) to its end, and the store then holds it
+    completed, with every epoch once and its first start."""
+    wait_for(lambda: not trainers(2), 60, "a trainer of an earlier test did not end")
+    results = tmp_path / "results"
+    args = ("--address", ray_session, "--name", "failed")
+    driver = long_trial_launch(tmp_path, results, *args, max_failures=0, checkpoint_seconds=1)
+    try:
+        killed, _, _ = kill_the_trainer_mid_trial(driver, checkpoint_saved(results))
+        driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 1
+    assert list(read_frame(str(results), "trials")["status"]) == ["error"]
+    done = lrsweep("launch", str(tmp_path / "killed.py"), "--results", str(results), *args, "--resume",
+                   env=IDLE)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_trained_once_to_the_end(results, killed, went_on=True)
 
 
 def test_an_idle_trainer_ends_itself(ray_session, tmp_path):

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from lrsweep import FAMILIES
-from lrsweep.results.store import SCHEMAS, check_writable, read_frame, read_table, sweep_exists, write_rows
+from lrsweep.results.store import (LATER_COLUMNS, SCHEMAS, check_writable, read_frame, read_table, sweep_exists,
+                                   write_rows)
 
 # One trial of four families, each setting only its own parameter columns.
 TRIALS = [
@@ -211,12 +212,30 @@ def test_a_trials_file_from_before_the_gpu_ids_column_still_reads(tmp_path, caps
     assert frame["gpu_ids"].isna().all() and capsys.readouterr().err == ""
 
 
+def test_a_store_written_before_the_later_columns_answers_queries(tmp_path):
+    """`query`'s views read the later columns (`LATER_COLUMNS`) of a store none of whose files
+    has them as nulls: the `epochs` view, which reads `resumed_from`, answers too."""
+    from lrsweep.results.query import query
+
+    old = pa.schema([f for f in SCHEMAS["trials"] if f.name not in LATER_COLUMNS["trials"]])
+    folder = tmp_path / "trials" / "dataset=digits" / "sweep=old"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(TRIALS, schema=old), folder / "part-0.parquet")
+    write_rows(str(tmp_path), "epochs", "digits", "old", [{"trial_id": TRIALS[0]["trial_id"], "epoch": 1}])
+    trials = query(str(tmp_path), "SELECT resumed_from, budget, gpu_ids FROM trials")
+    assert len(trials) == len(TRIALS) and trials.isna().all().all()
+    assert len(query(str(tmp_path), "SELECT * FROM epochs")) == 1
+
+
 def test_a_trials_epochs_are_those_of_the_attempt_its_stored_row_describes(tmp_path):
     """t1 was killed at epoch 6 and run again from scratch (resume, retry), stopped at
     epoch 3 this time: its history is the second attempt's 3 epochs. t2 errored at epoch 2
     (stored), was retried, and the retry was killed at epoch 1 before it was stored: its
     epochs are the stored attempt's two. t3 was never stored, killed twice: the latest
-    record of each epoch. Every reader agrees."""
+    record of each epoch. t4 failed at epoch 4 and went on from its epoch-2 checkpoint
+    (its stored row keeps its first start): epochs 1-2 of the first attempt, 3-5 of the
+    second. t5 went on from its epoch-2 checkpoint after a kill at epoch 6, and diverged at
+    epoch 4 this time: the first attempt's epochs 5 and 6 are not its. Every reader agrees."""
     from datetime import datetime, timedelta, timezone
 
     from lrsweep.results.query import query
@@ -229,16 +248,21 @@ def test_a_trials_epochs_are_those_of_the_attempt_its_stored_row_describes(tmp_p
 
     again = t0 + timedelta(seconds=60)
     write_rows(root, "epochs", "digits", "s1", epochs("t1", range(1, 7), t0, 1.0) + epochs("t2", (1, 2), t0, 1.0)
-               + epochs("t3", (1, 2), t0, 1.0))
+               + epochs("t3", (1, 2), t0, 1.0) + epochs("t4", range(1, 5), t0, 1.0)
+               + epochs("t5", range(1, 7), t0, 1.0))
     write_rows(root, "trials", "digits", "s1", [
         {"trial_id": "t2", "status": "error", "epochs": 2, "start_time": t0, "end_time": t0 + timedelta(seconds=2)}])
     write_rows(root, "epochs", "digits", "s1", epochs("t1", (1, 2, 3), again, 0.5) + epochs("t2", (1,), again, 0.5)
-               + epochs("t3", (1,), again, 0.5))
+               + epochs("t3", (1,), again, 0.5) + epochs("t4", (3, 4, 5), again, 0.5)
+               + epochs("t5", (3, 4), again, 0.5))
     write_rows(root, "trials", "digits", "s1", [
-        {"trial_id": "t1", "epochs": 3, "start_time": again, "end_time": again + timedelta(seconds=3)}])
+        {"trial_id": "t1", "epochs": 3, "start_time": again, "end_time": again + timedelta(seconds=3)},
+        {"trial_id": "t4", "epochs": 5, "start_time": t0, "end_time": again + timedelta(seconds=5), "resumed_from": 2},
+        {"trial_id": "t5", "epochs": 4, "start_time": t0, "end_time": again + timedelta(seconds=4), "resumed_from": 2}])
 
     expected = [("t1", 1, 0.5), ("t1", 2, 0.5), ("t1", 3, 0.5), ("t2", 1, 1.0), ("t2", 2, 1.0),
-                ("t3", 1, 0.5), ("t3", 2, 1.0)]
+                ("t3", 1, 0.5), ("t3", 2, 1.0), ("t4", 1, 1.0), ("t4", 2, 1.0), ("t4", 3, 0.5), ("t4", 4, 0.5),
+                ("t4", 5, 0.5), ("t5", 1, 1.0), ("t5", 2, 1.0), ("t5", 3, 0.5), ("t5", 4, 0.5)]
     frame = read_frame(root, "epochs").sort_values(["trial_id", "epoch"])
     assert list(zip(frame["trial_id"], frame["epoch"], frame["loss"])) == expected
     queried = query(root, "SELECT trial_id, epoch, loss FROM epochs ORDER BY trial_id, epoch")

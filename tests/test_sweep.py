@@ -49,11 +49,13 @@ GOOD = {"name": "s", "families": STEP, "max_epochs": 20}
     ({"optimizer_args": {"momentum": 1.5}}, ["optimizer_args['momentum']=1.5"]),
     ({"optimizer_args": {"nesterov": "yes"}}, ["optimizer_args['nesterov']='yes'"]),
     ({"model_args": {"activation": "relux"}}, ["activation='relux'"]),
+    ({"checkpoint_seconds": 0}, ["checkpoint_seconds=0", "None"]),
+    ({"checkpoint_seconds": "60"}, ["checkpoint_seconds='60'"]),
 ], ids=["name", "max_epochs", "num_samples", "batch_size", "unknown-family", "unknown-param", "range-out-of-bounds",
         "log-range-low-0", "log-range-low-0-allowed-param", "int-param-float-range", "base-lr-overlaps-max-lr",
         "warmup-reaches-max-epochs", "unknown-optimizer-in-key", "unknown-optimizer", "family-twice", "metric",
         "early-stopping", "families-and-configs", "neither", "configs-with-range", "resources-tpu", "momentum",
-        "nesterov", "activation"])
+        "nesterov", "activation", "checkpoint-seconds-0", "checkpoint-seconds-text"])
 def test_a_bad_field_is_one_line_naming_the_field_and_the_value(fields, named):
     with pytest.raises(LrsweepError) as caught:
         Sweep(**{**GOOD, **fields})

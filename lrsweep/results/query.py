@@ -7,6 +7,8 @@ from lrsweep.errors import LrsweepError
 from lrsweep.results import store
 
 FORMATS = ("table", "csv", "json")
+# DuckDB's names of the types of the store's later columns (`store.LATER_COLUMNS`)
+_SQL_TYPES = {"string": "VARCHAR", "int64": "BIGINT", "double": "DOUBLE"}
 
 
 def connect(root, direct=True):
@@ -24,14 +26,21 @@ def connect(root, direct=True):
             # wherever it comes in the list (DuckDB takes the first file's columns otherwise)
             rows = (f"SELECT * FROM read_parquet([{listed}], hive_partitioning = true, union_by_name = true, "
                     f"hive_types = {{'dataset': VARCHAR, 'sweep': VARCHAR}})")
+            if store.LATER_COLUMNS[table]:  # a store written before them has none: typed nulls
+                later = ", ".join(f"NULL::{_SQL_TYPES[str(store.SCHEMAS[table].field(name).type)]} AS {name}"
+                                  for name in sorted(store.LATER_COLUMNS[table]))
+                rows = f"SELECT * FROM (({rows}) UNION ALL BY NAME (SELECT {later} WHERE false))"
             latest = f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY written DESC) = 1"
             if table == "epochs":  # each trial's stored attempt (store.current_attempts)
-                view = (f"WITH j AS (SELECT e.*, t._start, t._end FROM ({rows}) e LEFT JOIN (SELECT dataset, "
-                        f"sweep, trial_id, start_time AS _start, end_time AS _end FROM trials) t "
-                        f"USING (dataset, sweep, trial_id)) "
-                        f"SELECT * EXCLUDE (_start, _end) FROM j WHERE _start IS NOT NULL AND end_time >= _start "
-                        f"AND (_end IS NULL OR end_time <= _end) "
-                        f"UNION ALL (SELECT * EXCLUDE (_start, _end) FROM j WHERE _start IS NULL {latest})")
+                extra = "_start, _end, _epochs, _resumed"
+                view = (f"WITH j AS (SELECT e.*, t._start, t._end, t._epochs, t._resumed FROM ({rows}) e LEFT JOIN "
+                        f"(SELECT dataset, sweep, trial_id, start_time AS _start, end_time AS _end, epochs AS _epochs, "
+                        f"resumed_from AS _resumed FROM trials) t USING (dataset, sweep, trial_id)), "
+                        f"k AS (SELECT * FROM j WHERE _start IS NULL OR (end_time >= _start AND (_end IS NULL OR "
+                        f"end_time <= _end) AND (_epochs IS NULL OR epoch <= _epochs))) "
+                        f"SELECT * EXCLUDE ({extra}) FROM k WHERE _start IS NOT NULL AND _resumed IS NULL "
+                        f"UNION ALL (SELECT * EXCLUDE ({extra}) FROM k WHERE _start IS NULL OR _resumed IS NOT NULL "
+                        f"{latest})")
             else:
                 view = f"{rows} {latest}"
             con.execute(f"CREATE VIEW {table} AS {view}")

@@ -54,7 +54,7 @@ SCHEMAS = {
          pa.field("epochs", pa.int64()), pa.field("best_epoch", pa.int64()),
          *[pa.field(f"{which}_{log}", pa.float64()) for log in LOGS for which in ("best", "final")],
          pa.field("wall_seconds", pa.float64()), pa.field("node", pa.string()), pa.field("gpu_ids", pa.string()),
-         pa.field("start_time", TIMESTAMP), pa.field("end_time", TIMESTAMP),
+         pa.field("start_time", TIMESTAMP), pa.field("end_time", TIMESTAMP), pa.field("resumed_from", pa.int64()),
          pa.field("metric", pa.string()), pa.field("metric_mode", pa.string()),
          pa.field("max_epochs", pa.int64()), pa.field("budget", pa.int64()), pa.field("steps_per_epoch", pa.int64()),
          pa.field("batch_size", pa.int64()), pa.field("granularity", pa.string()),
@@ -71,7 +71,8 @@ SCHEMAS = {
          pa.field("written", TIMESTAMP)]),
 }
 # Columns added after stores were first written: a file without them is read with nulls.
-LATER_COLUMNS = {"trials": {"gpu_ids", "budget", "training_settings"}, "epochs": set(), "lr_range": set()}
+LATER_COLUMNS = {"trials": {"gpu_ids", "budget", "training_settings", "resumed_from"}, "epochs": set(),
+                 "lr_range": set()}
 # The record a reader keeps is the latest `written` per key.
 KEYS = {"trials": ("dataset", "sweep", "trial_id"), "epochs": ("dataset", "sweep", "trial_id", "epoch"),
         "lr_range": ("dataset", "sweep", "optimizer", "step")}
@@ -205,23 +206,29 @@ def read_table(root, table, dataset=None):
 
 def current_attempts(epochs, trials):
     """The epochs of each trial's stored attempt: those that ended between the stored
-    trial's start and end. A trial run again from its first epoch (a retry, or a resume
-    after a kill) leaves the earlier attempt's epochs behind, and its stored row names the
-    attempt it describes, so a trial's epochs always agree with its row. The epochs of a
-    trial not stored yet (still running, or killed) keep the latest record of each epoch.
-    `query`'s `epochs` view is the same rule in SQL."""
+    trial's start and end, up to its last epoch (`epochs`). A trial run again from its first
+    epoch (a retry, or a resume after a kill, without a checkpoint) leaves the earlier
+    attempt's epochs behind, and its stored row names the attempt it describes, so a
+    trial's epochs always agree with its row. One that went on from a checkpoint
+    (`resumed_from`, the checkpoint's epoch) keeps its first start: the latest record of
+    each of its epochs is kept (those after the checkpoint supersede the failed attempt's,
+    and an attempt that ended sooner leaves the later ones behind). The epochs of a trial
+    not stored yet (still running, or killed) keep the latest record of each epoch. Only
+    the rows of those two kinds of trial are grouped by epoch. `query`'s `epochs` view is
+    the same rule in SQL."""
     epochs = epochs.take(pc.sort_indices(epochs, sort_keys=[("written", "ascending")]))
-    bounds = trials.select(["dataset", "sweep", "trial_id", "start_time", "end_time"]).rename_columns(
-        ["dataset", "sweep", "trial_id", "_start", "_end"])
+    bounds = trials.select(["dataset", "sweep", "trial_id", "start_time", "end_time", "epochs", "resumed_from"]
+                           ).rename_columns(["dataset", "sweep", "trial_id", "_start", "_end", "_epochs", "_resumed"])
     joined = epochs.append_column("_order", pa.array(range(epochs.num_rows), pa.int64())).join(
         bounds, ["dataset", "sweep", "trial_id"], join_type="left outer")
     stored = pc.is_valid(joined["_start"])
-    within = pc.and_kleene(pc.greater_equal(joined["end_time"], joined["_start"]),
-                           pc.or_kleene(pc.is_null(joined["_end"]), pc.less_equal(joined["end_time"], joined["_end"])))
-    unstored = latest(joined.filter(pc.invert(stored)), KEYS["epochs"])
-    keep = pc.or_(pc.fill_null(pc.and_kleene(stored, within), False),
-                  pc.is_in(joined["_order"], value_set=unstored["_order"]))
-    joined = joined.filter(keep)
+    within = pc.and_kleene(pc.and_kleene(
+        pc.greater_equal(joined["end_time"], joined["_start"]),
+        pc.or_kleene(pc.is_null(joined["_end"]), pc.less_equal(joined["end_time"], joined["_end"]))),
+        pc.or_kleene(pc.is_null(joined["_epochs"]), pc.less_equal(joined["epoch"], joined["_epochs"])))
+    joined = joined.filter(pc.or_(pc.fill_null(pc.and_kleene(stored, within), False), pc.invert(stored)))
+    grouped = pc.or_(pc.invert(pc.is_valid(joined["_start"])), pc.is_valid(joined["_resumed"]))
+    joined = pa.concat_tables([joined.filter(pc.invert(grouped)), latest(joined.filter(grouped), KEYS["epochs"])])
     return joined.take(pc.sort_indices(joined, sort_keys=[("_order", "ascending")])).select(epochs.schema.names)
 
 

@@ -302,7 +302,7 @@ def training_setup(sweep):
             "max_epochs": sweep.max_epochs, "granularity": sweep.granularity,
             "metric": sweep.metric, "mode": sweep.mode, "seed": sweep.seed, "cpus": sweep.cpus,
             "model": sweep.model, "model_args": dict(sweep.model_args), "optimizer": sweep.optimizer,
-            "optimizer_args": dict(sweep.optimizer_args)}
+            "optimizer_args": dict(sweep.optimizer_args), "checkpoint_seconds": sweep.checkpoint_seconds}
 
 
 def sweep_data(sweep, offline=False):
@@ -417,6 +417,10 @@ def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, 
                                         max_concurrent_trials=trial_slots(sweep)),
             run_config=tune.RunConfig(name=experiment, storage_path=storage_path(sweep), verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
+                                      # a trial's latest two checkpoints: the state Tune saves every
+                                      # 10 s names the latest, for `--resume`, long before a trial
+                                      # that saves every 60 s (the default) deletes it
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                       callbacks=[recorder]),
         )
     grid = tuner.fit()

@@ -110,11 +110,11 @@ class Trainer:
         threading.Thread(target=self._train_each, daemon=True).start()
         threading.Thread(target=self._end_when_idle, daemon=True).start()
 
-    def start(self, token, claimant, config, data, setup, extra):
+    def start(self, token, claimant, config, data, setup, extra, resume=None):
         """Claim this trainer for trial `token` and start training it; False if another
         trial trains here. A training that was stopped, or whose trial has died (a killed
         launch), ends at its next epoch: the claim waits for that. `data` holds the
-        reference to the shared arrays."""
+        reference to the shared arrays, `resume` the trial's checkpoint or None."""
         with self.free:
             if self.training is not None and not self.training.must_stop(now=True):
                 return False
@@ -123,7 +123,7 @@ class Trainer:
             for old in [t for t, run in self.runs.items() if run.ended and time.time() - run.ended > FORGET_SECONDS]:
                 del self.runs[old]  # ended, and its trial never came for the rest (it died)
             run = self.training = self.runs[token] = _Run(claimant)
-        self.trials.put((run, data[0], config, setup, extra))
+        self.trials.put((run, data[0], config, setup, extra, resume))
         return True
 
     def reports(self, token, timeout):
@@ -164,7 +164,7 @@ class Trainer:
             self._train(*self.trials.get())
         threading.Thread(target=self._train_each, daemon=True).start()
 
-    def _train(self, run, data, config, setup, extra):
+    def _train(self, run, data, config, setup, extra, resume):
         import ray
 
         from lrsweep.run import trial
@@ -182,7 +182,7 @@ class Trainer:
             sweep = json.dumps([setup, arrays["x_train"].shape, arrays["num_classes"]], sort_keys=True, default=str)
             if sweep != self.kept_for:  # the models kept for another sweep are of no use to this one
                 self.kept, self.kept_for = {}, sweep
-            trial.run_trial(config, arrays, setup, report, self.kept, extra, run.must_stop)
+            trial.run_trial(config, arrays, setup, report, self.kept, extra, run.must_stop, resume)
             end = None
         except Exception:  # noqa: BLE001  (the trial fails with it, as if it had trained itself)
             end = RuntimeError(f"the trial failed on its trainer:\n{traceback.format_exc()}")
@@ -255,11 +255,12 @@ def stopped():
     return session is not None and session.stop_event.is_set()
 
 
-def train_on_trainer(config, data, setup, extra, report):
+def train_on_trainer(config, data, setup, extra, report, resume=None):
     """Train a CPU trial on a warm trainer of this node and pass each of its reports to
-    `report` (`ray.tune.report`). `data` holds the reference to the shared arrays, `setup`
-    the sweep's training settings and the trainers' idle time (`trainer_idle_seconds`:
-    the driver's setting, which the trial's process does not see)."""
+    `report` (`trial.tune_report`), from its checkpoint `resume` if it has one. `data`
+    holds the reference to the shared arrays, `setup` the sweep's training settings and
+    the trainers' idle time (`trainer_idle_seconds`: the driver's setting, which the
+    trial's process does not see)."""
     global _last
     import ray
 
@@ -273,9 +274,11 @@ def train_on_trainer(config, data, setup, extra, report):
         for k in range(MAX_TRAINERS_PER_NODE):
             yield _actor(node, setup["cpus"], k, key, idle)
 
+    if resume is not None:  # into the object store once, whichever trainer takes it
+        resume = ray.put(resume)
     for trainer in candidates():
         try:
-            if ray.get(trainer.start.remote(token, claimant, config, data, setup, extra)):
+            if ray.get(trainer.start.remote(token, claimant, config, data, setup, extra, resume)):
                 break
         except ray.exceptions.RayActorError:  # a trainer that ended as it was asked (idle)
             continue

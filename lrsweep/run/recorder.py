@@ -13,6 +13,7 @@ import json
 import math
 import time
 
+import pyarrow.fs as pafs
 from ray import tune
 
 from lrsweep.results import store
@@ -40,6 +41,18 @@ def summarize(history, metric, mode):
     return summary
 
 
+def _drop_checkpoints(trial):
+    """Delete the checkpoints Tune keeps of `trial` in the sweep's storage (a local folder or
+    a bucket: Tune's own filesystem for it)."""
+    fs, folder = trial.storage.storage_filesystem, trial.path
+    try:
+        for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
+            if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
+                fs.delete_dir(info.path)
+    except OSError as e:  # storage out of reach: the checkpoints stay, the sweep goes on
+        store.warn(f"could not delete the checkpoints of trial {trial.trial_id} in {folder}: {e}")
+
+
 class Recorder(tune.Callback):
     """Writes the `epochs` and `trials` tables of one sweep and prints its progress."""
 
@@ -61,13 +74,13 @@ class Recorder(tune.Callback):
         self.started = time.monotonic()  # this launch's start, also on resume (the Recorder comes from tuner.pkl)
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.histories[trial.trial_id] = []
-
-    def on_trial_recover(self, iteration, trials, trial, **info):
-        self.histories[trial.trial_id] = []  # retried from scratch: its epochs come again
+        self.histories.setdefault(trial.trial_id, [])  # a retry's history goes on (`on_trial_result`)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         history = self.histories.setdefault(trial.trial_id, [])
+        first = int(result["rows"][0]["epoch"]) if result["rows"] else None
+        if history and first is not None and first <= history[-1]["epoch"]:
+            self._went_back(trial.trial_id, history, first)
         for epoch in result["rows"]:  # every epoch since the trial's last report
             row = {"trial_id": trial.trial_id, "epoch": int(epoch["epoch"]), "lr": epoch["lr"],
                    "seconds": epoch["seconds"], "end_time": _timestamp(epoch["time"]),
@@ -75,6 +88,15 @@ class Recorder(tune.Callback):
             history.append({**row, "status": epoch["status"], "time": epoch["time"]})
             self.pending["epochs"].append(row)
         self._flush_if_due()
+
+    def _went_back(self, trial_id, history, first):
+        """A trial retried (after a failure) or continued (`--resume`) trains again from epoch
+        `first`: from its checkpoint's next epoch, or from its first. Its history keeps the
+        epochs before, and the rows of the later epochs not written yet are dropped; the
+        written ones are superseded by the new attempt's, written later (`store.current_attempts`)."""
+        history[:] = [row for row in history if row["epoch"] < first]
+        self.pending["epochs"] = [row for row in self.pending["epochs"]
+                                  if row["trial_id"] != trial_id or row["epoch"] < first]
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         history = self.histories.get(trial.trial_id, [])
@@ -86,6 +108,7 @@ class Recorder(tune.Callback):
         else:
             status = "early_stopped"
         self._finish(trial, status, None)
+        _drop_checkpoints(trial)  # they serve a retry or a resume, which a trial that ended gets no more
 
     def on_trial_error(self, iteration, trials, trial, **info):
         text = trial.get_error() or ""
@@ -105,16 +128,21 @@ class Recorder(tune.Callback):
         """Called as Tune saves which trials are done, before that state reaches the disk: a
         trial recorded done there is not run again on resume, so its rows are written now."""
         self.flush()
-        return {"statuses": dict(self.statuses), "best": self.best}
+        return {"statuses": dict(self.statuses), "best": self.best,
+                "histories": {trial_id: list(rows) for trial_id, rows in self.histories.items()}}
 
     def set_state(self, state):
-        """On resume: the progress count and best so far go on from the saved state."""
+        """On resume: the progress count and best so far go on from the saved state, and the
+        histories of the trials then running, which go on from their checkpoints."""
         self.statuses, self.best = dict(state["statuses"]), state["best"]
+        self.histories = {trial_id: list(rows) for trial_id, rows in state.get("histories", {}).items()}
 
     # the store
 
     def _finish(self, trial, status, error):
-        history = self.histories.pop(trial.trial_id, [])
+        # a trial that ended in error may go on from its checkpoint after a `--resume`
+        # (`resume_errored`): its history stays, in the state Tune saves
+        history = (self.histories.get if status == "error" else self.histories.pop)(trial.trial_id, [])
         last = trial.last_result or {}
         label, optimizer, family, params = arm_of(trial.config)
         params = check_schedule(family, params, self.settings["max_epochs"], self.settings["granularity"])
@@ -128,7 +156,7 @@ class Recorder(tune.Callback):
             "stage": trial.config.get("stage", "search"), "status": status, "error": error,
             "epochs": len(history), **summarize(history, metric, mode),
             "wall_seconds": end - start if start else None, "node": last.get("node"), "gpu_ids": last.get("gpu_ids"),
-            "start_time": _timestamp(start), "end_time": _timestamp(end),
+            "start_time": _timestamp(start), "end_time": _timestamp(end), "resumed_from": last.get("resumed_from"),
             "metric": metric, "metric_mode": mode, "max_epochs": self.settings["max_epochs"],
             "budget": self._budget(trial),
             "steps_per_epoch": last.get("steps_per_epoch"), "batch_size": self.settings["batch_size"],

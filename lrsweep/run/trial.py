@@ -8,9 +8,11 @@ imported here, in the worker, never in the driver.
 import contextlib
 import gc
 import json
+import logging
 import math
 import os
 import sys
+import tempfile
 import time
 
 from lrsweep.quiet import quiet_stderr
@@ -244,6 +246,102 @@ def input_pipelines(data, batch_size, *, seed, threads):
 REPORT_SECONDS = 2.0
 
 
+# A checkpoint's files: Keras' weights file of the model, which holds the optimizer's state
+# too (step count, momenta, rate), and the rest of the trial's state.
+WEIGHTS, STATE = "model.weights.h5", "state.json"
+# What a checkpoint keeps of a schedule's Keras callbacks (ReduceLROnPlateau's counters).
+CALLBACK_STATE = ("wait", "cooldown_counter", "best")
+
+
+def save_checkpoint(model, callbacks, epoch, trial_start):
+    """A trial's state at the end of `epoch` as plain data, for its report: the weights file's
+    bytes, the epoch, the trial's first start, its schedule's callbacks' counters."""
+    with tempfile.TemporaryDirectory(prefix="lrsweep-") as folder:
+        path = os.path.join(folder, WEIGHTS)
+        model.save_weights(path)
+        with open(path, "rb") as f:
+            weights = f.read()
+    counters = [{name: getattr(c, name) for name in CALLBACK_STATE if hasattr(c, name)} for c in callbacks]
+    return {"weights": weights, "epoch": epoch, "trial_start": trial_start, "callbacks": counters}
+
+
+def restore_model(model, checkpoint):
+    """The weights and the optimizer's state of `checkpoint` into `model` (compiled, of the
+    same shape): its next step is the step after the checkpoint's epoch."""
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    with tempfile.TemporaryDirectory(prefix="lrsweep-") as folder:
+        path = os.path.join(folder, WEIGHTS)
+        with open(path, "wb") as f:
+            f.write(checkpoint["weights"])
+        model.load_weights(path)
+
+
+def restore_callbacks(callbacks, checkpoint):
+    for callback, counters in zip(callbacks, checkpoint["callbacks"]):
+        for name, value in counters.items():
+            setattr(callback, name, value)
+
+
+def tune_report(result):
+    """`ray.tune.report` of a trial's report; the checkpoint it may carry becomes a Tune
+    checkpoint (a folder with `WEIGHTS` and `STATE`), which Tune copies into the sweep's
+    storage before it returns."""
+    from ray import tune
+
+    checkpoint = result.pop("checkpoint", None)
+    if checkpoint is None:
+        tune.report(result)
+        return
+    with tempfile.TemporaryDirectory(prefix="lrsweep-checkpoint-") as folder:
+        with open(os.path.join(folder, WEIGHTS), "wb") as f:
+            f.write(checkpoint["weights"])
+        with open(os.path.join(folder, STATE), "w") as f:
+            json.dump({k: v for k, v in checkpoint.items() if k != "weights"}, f)
+        tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def tune_checkpoint():
+    """The checkpoint Tune gives this trial (a retry after a failure, or a trial `--resume`
+    continues), as `save_checkpoint` made it; None for a trial's first start, and for one
+    whose checkpoint cannot be read (it starts again, with a warning)."""
+    from ray import tune
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    try:
+        with checkpoint.as_directory() as folder:
+            with open(os.path.join(folder, STATE)) as f:
+                state = json.load(f)
+            with open(os.path.join(folder, WEIGHTS), "rb") as f:
+                return {**state, "weights": f.read()}
+    except (OSError, ValueError) as e:  # deleted or damaged: the trial starts again
+        _restarted(checkpoint.path, e)
+        return None
+
+
+def _restarted(where, error):
+    print(f"lrsweep: warning: the trial's checkpoint {where} could not be read ({type(error).__name__}: "
+          f"{str(error).splitlines()[0] if str(error) else ''}); it trains again from its first epoch", file=sys.stderr)
+
+
+def checkpoints_reach_storage():
+    """Whether this trial can save checkpoints where Tune keeps them: Ray refuses a
+    checkpoint of a trial on another machine than the driver's when the sweep's storage is
+    a local folder (it looks for a marker file the driver wrote there)."""
+    from ray.train._internal.session import get_session
+
+    session = get_session()
+    try:
+        session.storage._check_validation_file()
+    except RuntimeError:
+        return False
+    except Exception:  # noqa: BLE001  (another Ray: its own check comes with the first checkpoint)
+        pass
+    return True
+
+
 def make_callback_class(keras):
     from lrsweep.run.compiled import RateTable
 
@@ -255,14 +353,26 @@ def make_callback_class(keras):
         A report carries every epoch since the last one (`rows`) and the latest epoch's
         values at its top, for Tune's scheduler and searcher. It is sent at each epoch where
         the scheduler may stop the trial (`decisions`, ASHA's rungs), at the last epoch,
-        and otherwise once `REPORT_SECONDS` have passed.
+        and otherwise once `REPORT_SECONDS` have passed. Every
+        `checkpoint_seconds` (None: never) a report also carries the trial's checkpoint
+        (`save_checkpoint`); a trial resumed from one (`resume`) gets its schedule's
+        callbacks' counters back as training begins.
         """
 
-        def __init__(self, report, metric, mode, decisions, max_epochs, extra, stopped=None):
+        def __init__(self, report, metric, mode, decisions, max_epochs, extra, stopped=None, *,
+                     checkpoint_seconds=None, schedule_callbacks=(), resume=None):
             super().__init__()
             self.report, self.metric, self.mode, self.extra, self.stopped = report, metric, mode, extra, stopped
             self.decisions, self.max_epochs = set(decisions), max_epochs
             self.rows, self.last_report = [], time.time()
+            self.checkpoint_seconds, self.last_checkpoint = checkpoint_seconds, time.time()
+            self.schedule_callbacks, self.resume = schedule_callbacks, resume
+
+        def on_train_begin(self, logs=None):
+            # after the schedule's callbacks have set themselves up (ReduceLROnPlateau resets
+            # its counters as training begins): a resumed trial's counters come back
+            if self.resume is not None:
+                restore_callbacks(self.schedule_callbacks, self.resume)
 
         def on_epoch_begin(self, epoch, logs=None):
             optimizer = self.model.optimizer
@@ -283,7 +393,11 @@ def make_callback_class(keras):
             row.update(epoch=epoch + 1, lr=self.lr, seconds=now - self.started, time=now,
                        status="diverged" if diverged else "running")
             self.rows.append(row)
-            if (diverged or epoch + 1 in self.decisions or epoch + 1 == self.max_epochs
+            # a checkpoint at an epoch's end, every `checkpoint_seconds`: never at the last epoch
+            # (nothing is left to resume), nor at a diverged one
+            checkpoint = (self.checkpoint_seconds is not None and not diverged and epoch + 1 < self.max_epochs
+                          and now - self.last_checkpoint >= self.checkpoint_seconds)
+            if (diverged or checkpoint or epoch + 1 in self.decisions or epoch + 1 == self.max_epochs
                     or now - self.last_report >= REPORT_SECONDS):
                 rows, self.rows = self.rows, []
                 # Tune keeps running statistics of every number at a report's top level, in
@@ -291,8 +405,13 @@ def make_callback_class(keras):
                 # the history keeps what Keras measured; Tune gets a finite worst value for a
                 # diverged epoch (Optuna refuses NaN, and ASHA never stops a trial on it)
                 reported = worst_value(self.metric, self.mode) if diverged else row[self.metric]
-                self.report({self.metric: reported, "epoch": row["epoch"], "status": row["status"],
-                             "rows": rows, **self.extra})
+                result = {self.metric: reported, "epoch": row["epoch"], "status": row["status"], "rows": rows,
+                          **self.extra}
+                if checkpoint:
+                    result["checkpoint"] = save_checkpoint(self.model, self.schedule_callbacks, row["epoch"],
+                                                           self.extra["trial_start"])
+                    self.last_checkpoint = time.time()
+                self.report(result)
                 self.last_report = time.time()
             if self.stopped is not None and self.stopped():
                 self.model.stop_training = True
@@ -353,19 +472,32 @@ def build_trial(config, data, setup, kept=None):
 _kept = {}
 
 
-def run_trial(config, data, setup, report, kept=None, extra=None, stopped=None):
+def run_trial(config, data, setup, report, kept=None, extra=None, stopped=None, resume=None):
     """Train one trial in this process, its TensorFlow configured (`warm_up`), and pass its
     reports to `report`: `data` holds the dataset's arrays, `setup` the sweep's training
     settings, `kept` the compiled models this process keeps between trials (`build_trial`),
     `extra` what every report carries besides, `stopped()` whether the trial has been
-    stopped from outside (checked at each epoch's end)."""
+    stopped from outside (checked at each epoch's end). `resume`: the trial's checkpoint
+    (`tune_checkpoint`), from whose epoch it goes on; its reports keep the first start."""
     import keras
 
     started = time.time()
     model, fit, spe = build_trial(config, data, setup, kept=kept)
-    extra = {**(extra or {}), "trial_start": started, "steps_per_epoch": spe}
+    if resume is not None:
+        try:
+            restore_model(model, resume)
+        except Exception as e:  # noqa: BLE001  (a damaged weights file: the trial starts again)
+            _restarted(f"of epoch {resume['epoch']}", e)
+            resume = None
+            model, fit, spe = build_trial(config, data, setup, kept=kept)  # the initial state again
+        else:
+            started, fit["initial_epoch"] = resume["trial_start"], resume["epoch"]
+    extra = {**(extra or {}), "trial_start": started, "steps_per_epoch": spe,
+             "resumed_from": resume and resume["epoch"]}
     reporter = make_callback_class(keras)(report, setup["metric"], setup["mode"], setup["decision_epochs"],
-                                          fit["epochs"], extra, stopped)
+                                          fit["epochs"], extra, stopped,
+                                          checkpoint_seconds=setup["checkpoint_seconds"],
+                                          schedule_callbacks=fit["callbacks"], resume=resume)
     model.fit(**{**fit, "callbacks": [*fit["callbacks"], reporter]})
 
 
@@ -378,12 +510,22 @@ def train(config, *, data, setup):
     import ray
 
     gpu_ids = ",".join(str(g) for g in ray.get_gpu_ids()) or None
-    extra = {"node": ray.get_runtime_context().get_node_id(), "gpu_ids": gpu_ids}
+    node = ray.get_runtime_context().get_node_id()
+    extra = {"node": node, "gpu_ids": gpu_ids}
+    resume = tune_checkpoint()
+    # Ray's line for each checkpoint it stores ("Checkpoint successfully created at: ..."), in
+    # every trial's output: the trial's Tune folder holds them
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    if setup["checkpoint_seconds"] is not None and not checkpoints_reach_storage():
+        setup = {**setup, "checkpoint_seconds": None}
+        print(f"lrsweep: warning: trial {tune.get_context().get_trial_id()} on node {node} cannot reach the "
+              f"sweep's storage (a folder on the driver's machine) and saves no checkpoint: set `storage` to a "
+              f"folder every node shares, or s3://... / gs://...", file=sys.stderr)
     if gpu_ids is None:
         from lrsweep.run.pool import train_on_trainer
 
-        train_on_trainer(config, data, setup, extra, tune.report)
+        train_on_trainer(config, data, setup, extra, tune_report, resume)
         return
     _configure_tensorflow(setup["cpus"])
     _configure_gpus(gpu_ids)
-    run_trial(config, ray.get(data[0]), setup, tune.report, _kept, extra)
+    run_trial(config, ray.get(data[0]), setup, tune_report, _kept, extra, resume=resume)

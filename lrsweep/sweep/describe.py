@@ -49,7 +49,8 @@ def describe(sweep, dataset, data=None):
         f"  confirmation: each family's best trial again with {sweep.confirm_seeds} seeds (seeds {sweep.seed + 1}-"
         f"{sweep.seed + sweep.confirm_seeds}), to {sweep.max_epochs} epochs, up to "
         f"{len(sweep.arms) * sweep.confirm_seeds} trials" if sweep.confirm_seeds else "  confirmation: none",
-        f"  resources per trial: {sweep.cpus:g} CPU, {sweep.gpus:g} GPU; retries on failure: {sweep.max_failures}",
+        f"  resources per trial: {sweep.cpus:g} CPU, {sweep.gpus:g} GPU; retries on failure: {sweep.max_failures}; "
+        + (f"checkpoints every {sweep.checkpoint_seconds:g} s" if sweep.checkpoint_seconds else "no checkpoints"),
         f"  results: {sweep.results}",
         "  families:",
         *[f"    {label:<{width}}  {text}" for label, text in arms],

@@ -62,7 +62,7 @@ class Arm:
 # The Sweep fields, besides the dataset's, that decide how one trial trains.
 TRAINING_FIELDS = ("subsample", "validation_split", "scale", "model", "model_args", "optimizer", "optimizer_args",
                    "batch_size", "max_epochs", "granularity", "metric", "mode", "seed", "resources", "max_failures",
-                   "storage")
+                   "storage", "checkpoint_seconds")
 
 
 def _field_error(name, rule, value):
@@ -181,6 +181,10 @@ class Sweep:
 
     `early_stopping`: "asha" (a search's default), "budget" (see the README's Ranking), or
     None, every trial to `max_epochs` (the default for `configs`, which run as given).
+
+    `checkpoint_seconds`: a running trial saves its model and optimizer state into
+    `storage` at the end of an epoch once this many seconds have passed since its start or
+    its last save (None: never); a retried or resumed trial goes on from there.
     """
 
     name: str
@@ -210,6 +214,7 @@ class Sweep:
     confirm_seeds: int | None = None
     results: str = "results"
     storage: str | None = None
+    checkpoint_seconds: float | None = 60.0
 
     def __post_init__(self):
         check_name("name", self.name)
@@ -221,6 +226,9 @@ class Sweep:
         _integer("batch_size", self.batch_size, 1)
         _integer("seed", self.seed, 0)
         _integer("max_failures", self.max_failures, 0)
+        if self.checkpoint_seconds is not None:
+            _number("checkpoint_seconds", self.checkpoint_seconds, "a number of seconds > 0, or None (never)",
+                    lambda v: v > 0)
         if self.confirm_seeds is None:  # a search confirms its winners; fixed configs run as given
             object.__setattr__(self, "confirm_seeds", CONFIRM_SEEDS if self.configs is None else 0)
         if self.confirm_seeds != 0 and (not isinstance(self.confirm_seeds, int) or isinstance(self.confirm_seeds, bool)

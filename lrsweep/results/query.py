@@ -2,13 +2,12 @@
 latest record of its key (as every lrsweep reader sees them)."""
 
 import duckdb
+import pyarrow as pa
 
 from lrsweep.errors import LrsweepError
 from lrsweep.results import store
 
 FORMATS = ("table", "csv", "json")
-# DuckDB's names of the types of the store's later columns (`store.LATER_COLUMNS`)
-_SQL_TYPES = {"string": "VARCHAR", "int64": "BIGINT", "double": "DOUBLE"}
 
 
 def connect(root, direct=True):
@@ -27,9 +26,9 @@ def connect(root, direct=True):
             rows = (f"SELECT * FROM read_parquet([{listed}], hive_partitioning = true, union_by_name = true, "
                     f"hive_types = {{'dataset': VARCHAR, 'sweep': VARCHAR}})")
             if store.LATER_COLUMNS[table]:  # a store written before them has none: typed nulls
-                later = ", ".join(f"NULL::{_SQL_TYPES[str(store.SCHEMAS[table].field(name).type)]} AS {name}"
-                                  for name in sorted(store.LATER_COLUMNS[table]))
-                rows = f"SELECT * FROM (({rows}) UNION ALL BY NAME (SELECT {later} WHERE false))"
+                later = pa.schema([store.SCHEMAS[table].field(name) for name in sorted(store.LATER_COLUMNS[table])])
+                con.register(f"_later_{table}", later.empty_table())
+                rows = f"SELECT * FROM (({rows}) UNION ALL BY NAME (SELECT * FROM _later_{table}))"
             latest = f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY written DESC) = 1"
             if table == "epochs":  # each trial's stored attempt (store.current_attempts)
                 extra = "_start, _end, _epochs, _resumed"

@@ -108,7 +108,8 @@ class Recorder(tune.Callback):
         else:
             status = "early_stopped"
         self._finish(trial, status, None)
-        _drop_checkpoints(trial)  # they serve a retry or a resume, which a trial that ended gets no more
+        if trial.checkpoint is not None:  # they serve a retry or a resume, which a trial that ended gets no more
+            _drop_checkpoints(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         text = trial.get_error() or ""

@@ -283,16 +283,32 @@ def restore_callbacks(callbacks, checkpoint):
             setattr(callback, name, value)
 
 
+_warned_storage = False
+
+
 def tune_report(result):
     """`ray.tune.report` of a trial's report; the checkpoint it may carry becomes a Tune
     checkpoint (a folder with `WEIGHTS` and `STATE`), which Tune copies into the sweep's
-    storage before it returns."""
+    storage before it returns. Where this trial cannot reach that storage
+    (`checkpoints_reach_storage`) the checkpoint is left out, with a warning once per
+    process: Ray would fail the trial."""
+    global _warned_storage
     from ray import tune
 
     checkpoint = result.pop("checkpoint", None)
+    if checkpoint is not None and not checkpoints_reach_storage():
+        if not _warned_storage:
+            print(f"lrsweep: warning: trial {tune.get_context().get_trial_id()} cannot reach the sweep's storage (a "
+                  f"folder on the driver's machine) and saves no checkpoint: set `storage` to a folder every node "
+                  f"shares, or s3://... / gs://...", file=sys.stderr)
+            _warned_storage = True
+        checkpoint = None
     if checkpoint is None:
         tune.report(result)
         return
+    # Ray's line for each checkpoint it stores ("Checkpoint successfully created at: ..."):
+    # the trial's Tune folder holds them
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="lrsweep-checkpoint-") as folder:
         with open(os.path.join(folder, WEIGHTS), "wb") as f:
             f.write(checkpoint["weights"])
@@ -505,22 +521,13 @@ def train(config, *, data, setup):
     """Ray Tune trainable: `data` holds the reference to the dataset's arrays in the object
     store (shared by the trials of a node), `setup` the sweep's training settings. A CPU
     trial trains on a warm trainer of its node (`pool`); a trial given GPUs trains here,
-    where Ray has set the cards it may use."""
-    from ray import tune
+    where Ray has set the cards it may use; either goes on from the trial's checkpoint, if
+    Tune gives it one."""
     import ray
 
     gpu_ids = ",".join(str(g) for g in ray.get_gpu_ids()) or None
-    node = ray.get_runtime_context().get_node_id()
-    extra = {"node": node, "gpu_ids": gpu_ids}
+    extra = {"node": ray.get_runtime_context().get_node_id(), "gpu_ids": gpu_ids}
     resume = tune_checkpoint()
-    # Ray's line for each checkpoint it stores ("Checkpoint successfully created at: ..."), in
-    # every trial's output: the trial's Tune folder holds them
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    if setup["checkpoint_seconds"] is not None and not checkpoints_reach_storage():
-        setup = {**setup, "checkpoint_seconds": None}
-        print(f"lrsweep: warning: trial {tune.get_context().get_trial_id()} on node {node} cannot reach the "
-              f"sweep's storage (a folder on the driver's machine) and saves no checkpoint: set `storage` to a "
-              f"folder every node shares, or s3://... / gs://...", file=sys.stderr)
     if gpu_ids is None:
         from lrsweep.run.pool import train_on_trainer
 

@@ -187,14 +187,16 @@ def _drop_custom_gradients():
         del entries[name]
 
 
-def batches(x, y, batch_size, *, shuffle, seed, threads, repeat=False):
+def batches(x, y, batch_size, *, shuffle, seed, threads, repeat=False, skip_epochs=0):
     """A tf.data pipeline that copies one batch at a time out of the shared arrays.
 
     The arrays come zero-copy from Ray's object store, and every trial on a node shares
     them; given the arrays themselves, Keras would copy the whole dataset into each
     trial's TensorFlow. Batches are prefetched, so training does not wait for them.
     `repeat`: one endless stream of epochs (each shuffled anew), to be read with a number of
-    steps per epoch.
+    steps per epoch; `skip_epochs`: the stream starts at that epoch's order, as a trial
+    resumed from a checkpoint (only the row numbers of the epochs skipped are shuffled,
+    no row is read).
     """
     import tensorflow as tf
 
@@ -204,10 +206,11 @@ def batches(x, y, batch_size, *, shuffle, seed, threads, repeat=False):
     rows = tf.data.Dataset.range(len(x))
     if shuffle:
         rows = rows.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    data = rows.batch(batch_size).map(lambda r: tf.numpy_function(take, [r], (tf.float32, tf.int64), stateful=False))
-    data = data.map(lambda a, b: (tf.ensure_shape(a, (None, *x.shape[1:])), tf.ensure_shape(b, (None,))))
+    rows = rows.batch(batch_size)
     if repeat:
-        data = data.repeat()
+        rows = rows.repeat().skip(skip_epochs * steps_per_epoch(len(x), batch_size))
+    data = rows.map(lambda r: tf.numpy_function(take, [r], (tf.float32, tf.int64), stateful=False))
+    data = data.map(lambda a, b: (tf.ensure_shape(a, (None, *x.shape[1:])), tf.ensure_shape(b, (None,))))
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads  # a one-CPU trial stays on one CPU
     return data.prefetch(2).with_options(options)
@@ -217,7 +220,7 @@ def batches(x, y, batch_size, *, shuffle, seed, threads, repeat=False):
 VALIDATION_COPY_BYTES = 16 * 2**20
 
 
-def input_pipelines(data, batch_size, *, seed, threads):
+def input_pipelines(data, batch_size, *, seed, threads, skip_epochs=0):
     """`model.fit`'s input arguments for a trial on `data`'s arrays.
 
     tf.data takes about 10 ms to start a pipeline that reads the shared arrays (it sets up
@@ -227,7 +230,8 @@ def input_pipelines(data, batch_size, *, seed, threads):
     validation set of at most `VALIDATION_COPY_BYTES` is copied into the trial, whose
     pipeline starts in 1-2 ms; a larger one is read from the shared arrays, where its
     evaluation outweighs the start. Either way Keras evaluates every validation row once
-    per epoch, in order (`validation_steps`).
+    per epoch, in order (`validation_steps`). `skip_epochs`: the training stream starts with
+    the batches of the epoch after those (`batches`).
     """
     import tensorflow as tf
 
@@ -236,7 +240,8 @@ def input_pipelines(data, batch_size, *, seed, threads):
         validation = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(batch_size)
     else:
         validation = batches(x_val, y_val, batch_size, shuffle=False, seed=seed, threads=threads)
-    return dict(x=batches(x, y, batch_size, shuffle=True, seed=seed, threads=threads, repeat=True),
+    return dict(x=batches(x, y, batch_size, shuffle=True, seed=seed, threads=threads, repeat=True,
+                          skip_epochs=skip_epochs),
                 steps_per_epoch=steps_per_epoch(len(x), batch_size), validation_data=validation,
                 validation_steps=steps_per_epoch(len(x_val), batch_size))
 
@@ -253,16 +258,25 @@ WEIGHTS, STATE = "model.weights.h5", "state.json"
 CALLBACK_STATE = ("wait", "cooldown_counter", "best")
 
 
+def _seed_states(model):
+    """The states of the model's random generators (its dropout layers'): variables of the
+    model that Keras' weights file leaves out."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
 def save_checkpoint(model, callbacks, epoch, trial_start):
     """A trial's state at the end of `epoch` as plain data, for its report: the weights file's
-    bytes, the epoch, the trial's first start, its schedule's callbacks' counters."""
+    bytes, the epoch, the trial's first start, its dropout layers' generator states (so the
+    next epochs drop the units they would have), its schedule's callbacks' counters."""
     with tempfile.TemporaryDirectory(prefix="lrsweep-") as folder:
         path = os.path.join(folder, WEIGHTS)
         model.save_weights(path)
         with open(path, "rb") as f:
             weights = f.read()
     counters = [{name: getattr(c, name) for name in CALLBACK_STATE if hasattr(c, name)} for c in callbacks]
-    return {"weights": weights, "epoch": epoch, "trial_start": trial_start, "callbacks": counters}
+    return {"weights": weights, "epoch": epoch, "trial_start": trial_start, "callbacks": counters,
+            "seeds": [v.numpy().tolist() for v in _seed_states(model)]}
 
 
 def restore_model(model, checkpoint):
@@ -275,6 +289,8 @@ def restore_model(model, checkpoint):
         with open(path, "wb") as f:
             f.write(checkpoint["weights"])
         model.load_weights(path)
+    for variable, value in zip(_seed_states(model), checkpoint["seeds"], strict=True):
+        variable.assign(value)
 
 
 def restore_callbacks(callbacks, checkpoint):
@@ -443,13 +459,15 @@ def make_optimizer(keras, name, learning_rate, setup):
     return getattr(keras.optimizers, OPTIMIZERS[name])(learning_rate=learning_rate, **args)
 
 
-def build_trial(config, data, setup, kept=None):
+def build_trial(config, data, setup, kept=None, from_epoch=0):
     """One trial's Keras side, exactly as `train` runs it: the seeded weights and shuffle,
     the schedule, the optimizer, the compiled model and the input pipelines. Returns
     (model, `model.fit` keyword arguments, steps per epoch). `data` holds the dataset's
     arrays, `setup` the sweep's training settings (`driver.training_setup`). `kept` is a
     dict a trial worker keeps between its trials: a model compiled for an earlier trial of
-    the same shape is trained again from this trial's initial state (`compiled`)."""
+    the same shape is trained again from this trial's initial state (`compiled`).
+    `from_epoch`: the epochs a checkpoint already trained; the training batches start
+    with the next epoch's, as the uninterrupted trial read them."""
     import keras
 
     from lrsweep.models import build_model, loss_for
@@ -479,7 +497,8 @@ def build_trial(config, data, setup, kept=None):
                       loss=loss_for(data["num_classes"]), metrics=["accuracy"], steps_per_execution=spe)
 
     model = trial_model(kept, shape, model, schedule, steps, compile_model)
-    fit = dict(input_pipelines(data, setup["batch_size"], seed=seed, threads=thread_count(setup["cpus"])),
+    fit = dict(input_pipelines(data, setup["batch_size"], seed=seed, threads=thread_count(setup["cpus"]),
+                               skip_epochs=from_epoch),
                epochs=budget, shuffle=False, verbose=0, callbacks=callbacks)
     return model, fit, spe
 
@@ -498,7 +517,7 @@ def run_trial(config, data, setup, report, kept=None, extra=None, stopped=None, 
     import keras
 
     started = time.time()
-    model, fit, spe = build_trial(config, data, setup, kept=kept)
+    model, fit, spe = build_trial(config, data, setup, kept=kept, from_epoch=resume["epoch"] if resume else 0)
     if resume is not None:
         try:
             restore_model(model, resume)

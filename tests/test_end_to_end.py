@@ -287,9 +287,15 @@ def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_ses
 
 def test_a_launch_killed_mid_trial_resumes_that_trial_from_its_checkpoint(ray_session, tmp_path):
     """SIGKILL of the driver while its one long trial runs, after the trial saved checkpoints
-    and Tune its state, then `--resume`: the trial goes on from its latest checkpoint, not
-    from its first epoch, and the store holds it once, with each of its 300 epochs once and
-    its first start."""
+    and Tune its state, then `--resume`: the trial goes on from its latest checkpoint still
+    in storage, not from its first epoch, and the store holds it once, with each of its 300
+    epochs once and its first start.
+
+    Tune deletes a trial's oldest checkpoint as it registers a new one and saves its state
+    later: a kill in between leaves a state naming a checkpoint that is gone. Here the
+    newest checkpoints are deleted after the kill, so that Tune's state names a missing one
+    whichever it holds, as the latest or as one to delete: the resume neither fails the trial
+    nor logs Tune's error at its next checkpoint."""
     results = tmp_path / "results"
     sweep = tmp_path / "long.py"
     sweep.write_text("from lrsweep import Sweep\nSWEEP = Sweep(name='long', dataset='digits', max_epochs=300, "
@@ -309,15 +315,56 @@ def test_a_launch_killed_mid_trial_resumes_that_trial_from_its_checkpoint(ray_se
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     assert read_frame(str(results), "trials").empty  # the trial was not done
+    *newest, oldest = sorted(results.glob("tune/long/*/checkpoint_*"), reverse=True)
+    for folder in newest:
+        shutil.rmtree(folder)
+    oldest_epoch = json.loads((oldest / "state.json").read_text())["epoch"]
 
     done = lrsweep(*args, "--resume", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "Error handling checkpoint" not in done.stderr + done.stdout
     trials, epochs = read_frame(str(results), "trials"), read_frame(str(results), "epochs")
     assert len(trials) == 1 and trials["status"].iloc[0] == "completed" and trials["epochs"].iloc[0] == 300
+    assert trials["resumed_from"].iloc[0] == oldest_epoch
     assert sorted(epochs["epoch"]) == list(range(1, 301))
     assert epochs.loc[epochs["epoch"] == 1, "end_time"].iloc[0] < killed  # not trained again
     assert trials["start_time"].iloc[0] < killed
     assert not list(results.glob("tune/*/*/checkpoint_*"))  # a trial that ended needs them no more
+
+
+def test_a_resumed_search_judges_its_next_trials_against_the_rungs_before_the_kill(ray_session, tmp_path):
+    """ASHA's rungs (each trial's result at each rung) survive a driver SIGKILL and `--resume`.
+    Two good trials (one config twice: they train alike) pass the one rung (epoch 500) and
+    end; the driver is killed while two trials at a rate that cannot learn train towards
+    it; after the resume the rung stops both. Tune does not save its scheduler: with the
+    rung lost, the first poor trial found it empty and trained to the end."""
+    results = tmp_path / "results"
+    sweep = tmp_path / "rungs.py"
+    configs = [{"family": "constant", "initial_lr": lr} for lr in (0.05, 0.05, 1e-7, 2e-7)]
+    sweep.write_text(f"from lrsweep import Sweep\nSWEEP = Sweep(name='rungs', dataset='ionosphere', "
+                     f"validation_split=0.33, model_args={{'hidden': (34,)}}, batch_size=28, max_epochs=600, "
+                     f"early_stopping='asha', grace_period=500, reduction_factor=3, configs={configs!r})\n")
+    args = ["launch", str(sweep), "--data-dir", TEST_DATA, "--results", str(results), "--name", "rungs",
+            "--address", ray_session]
+    driver = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True,
+                              env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"})
+    try:
+        deadline = time.time() + 180
+        while len(stored := read_frame(str(results), "trials")) < 2:  # the good trials
+            assert driver.poll() is None and time.time() < deadline, "the launch ended before it could be killed"
+            time.sleep(0.1)
+        time.sleep(1.2)  # Tune saved its state since (the poor trials are 2-3 s into their 500 epochs)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert len(read_frame(str(results), "trials")) == 2 and (stored["initial_lr"] == 0.05).all()
+
+    done = lrsweep(*args, "--resume", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = read_frame(str(results), "trials")
+    poor = trials[trials["initial_lr"] < 1e-6]
+    assert poor["status"].tolist() == ["early_stopped"] * 2 and poor["epochs"].tolist() == [500, 500]
 
 
 def ctrl_c_launch(results, table, *args):

@@ -421,7 +421,7 @@ def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, 
                                       # 10 s names the latest, for `--resume`, long before a trial
                                       # that saves every 60 s (the default) deletes it
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                      callbacks=[recorder]),
+                                      callbacks=[recorder, *scheduler.callbacks()]),
         )
     grid = tuner.fit()
     # Tune marks the last result of a trial that ran to its end (or was stopped by the

@@ -53,6 +53,26 @@ def _drop_checkpoints(trial):
         store.warn(f"could not delete the checkpoints of trial {trial.trial_id} in {folder}: {e}")
 
 
+def _forget_deleted_checkpoints(trial):
+    """Tune deletes a trial's oldest checkpoint as it registers a new one, and saves the list
+    of those it keeps in its experiment state up to 10 s later: a launch killed in between
+    leaves a state that names a deleted checkpoint. After `--resume`, Tune then failed to
+    delete it again at the trial's next checkpoint (an ERROR in the output, with the whole
+    report), or, when it named the latest, to restore the trial from it (the trial failed
+    through its retries). So before Tune restores a trial, the trial forgets the
+    checkpoints no longer in storage, and goes on from the latest still there, if any."""
+    manager = trial.run_metadata.checkpoint_manager
+    try:
+        kept = [result for result in manager._checkpoint_results if result.checkpoint.filesystem.get_file_info(
+            result.checkpoint.path).type != pafs.FileType.NotFound]
+    except OSError:  # storage out of reach: Tune's own error follows
+        return
+    if len(kept) < len(manager._checkpoint_results):
+        manager._checkpoint_results = kept
+        if manager._latest_checkpoint_result not in kept:
+            manager._latest_checkpoint_result = kept[-1] if kept else None
+
+
 class Recorder(tune.Callback):
     """Writes the `epochs` and `trials` tables of one sweep and prints its progress."""
 
@@ -75,6 +95,8 @@ class Recorder(tune.Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.histories.setdefault(trial.trial_id, [])  # a retry's history goes on (`on_trial_result`)
+        if trial.checkpoint is not None:  # a retry, or a trial `--resume` continues
+            _forget_deleted_checkpoints(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         history = self.histories.setdefault(trial.trial_id, [])

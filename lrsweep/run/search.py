@@ -1,9 +1,12 @@
 """How a sweep picks its trials: Optuna's TPE over the conditional space, or the fixed
 `configs` in order; and how Tune starts and stops them (ASHA, or every trial to its end)."""
 
+import os
 import pickle
+import tempfile
 import warnings
 
+from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
@@ -72,9 +75,43 @@ class _NewestFirst:
 class ToTheEnd(_NewestFirst, FIFOScheduler):
     """Every trial trains to its end."""
 
+    def callbacks(self):
+        return []
+
 
 class EarlyStopping(_NewestFirst, ASHAScheduler):
     """ASHA: a trial below the best of its rung stops there."""
+
+    def callbacks(self):
+        """The Tune callbacks this scheduler needs: its rungs kept across `--resume`."""
+        return [KeptScheduler(self)]
+
+
+class KeptScheduler(Callback):
+    """Tune saves its searcher's state and its callbacks' for `--resume`, never its
+    scheduler's. A resumed ASHA started with empty rungs: the first trial to reach a rung
+    went through (nothing to compare it with), and the trials that went on from their
+    checkpoints filled the rungs below their epoch with their later results. This callback carries the scheduler's own saved state (ASHA's `save`: each trial's
+    result at each rung) in Tune's. The scheduler and this callback come back from Tune's
+    `tuner.pkl` as one object graph, so the state goes back into the scheduler Tune uses,
+    before Tune adds the restored trials to it."""
+
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+
+    def get_state(self):
+        with tempfile.TemporaryDirectory(prefix="lrsweep-") as folder:
+            path = os.path.join(folder, "scheduler.pkl")
+            self.scheduler.save(path)
+            with open(path, "rb") as f:
+                return {"scheduler": f.read()}
+
+    def set_state(self, state):
+        with tempfile.TemporaryDirectory(prefix="lrsweep-") as folder:
+            path = os.path.join(folder, "scheduler.pkl")
+            with open(path, "wb") as f:
+                f.write(state["scheduler"])
+            self.scheduler.restore(path)
 
 
 def scheduler(sweep):

@@ -252,3 +252,18 @@ def test_every_activation_a_sweep_accepts_is_one_a_dense_layer_takes():
     for name in ACTIVATIONS:
         out = keras.layers.Dense(4, activation=name)(np.ones((2, 3), dtype="float32"))
         assert out.shape[0] == 2, name
+
+
+@pytest.mark.parametrize("state", [{"rungs": [[(2, {"a": 0.9})], [(6, {"a": 0.9})]]},  # rungs of two brackets
+                                   {"scheduler": b"ASHA pickled whole, as a first version saved it"}])
+def test_early_stopping_rungs_a_resume_cannot_take_back_warn_and_stay_empty(state, capsys):
+    """`--resume` puts ASHA's rungs back from Tune's saved state (`KeptScheduler`); an
+    exception there would make Tune start the whole experiment again, so rungs saved in
+    another shape (another version of lrsweep or Ray) leave the rungs empty, with a warning."""
+    from lrsweep.run.search import scheduler
+
+    asha = scheduler(Sweep(**GOOD))
+    (kept,) = asha.callbacks()
+    kept.set_state(state)
+    assert "early-stopping rungs of the run could not be restored" in capsys.readouterr().err
+    assert kept.get_state() == {"rungs": [[(milestone, {}) for milestone in (9, 3, 1)]]}  # 20 epochs, grace 1, factor 3

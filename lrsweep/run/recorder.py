@@ -55,12 +55,13 @@ def _drop_checkpoints(trial):
 
 def _forget_deleted_checkpoints(trial):
     """Tune deletes a trial's oldest checkpoint as it registers a new one, and saves the list
-    of those it keeps in its experiment state up to 10 s later: a launch killed in between
-    leaves a state that names a deleted checkpoint. After `--resume`, Tune then failed to
-    delete it again at the trial's next checkpoint (an ERROR in the output, with the whole
-    report), or, when it named the latest, to restore the trial from it (the trial failed
-    through its retries). So before Tune restores a trial, the trial forgets the
-    checkpoints no longer in storage, and goes on from the latest still there, if any."""
+    of those it keeps in its experiment state at its next save (every 10 s or more): a
+    launch killed in between leaves a state that names a deleted checkpoint. After
+    `--resume`, Tune then failed to delete it again at the trial's next checkpoint (an ERROR
+    in the output, with the whole report), or, when it named the latest, to restore the
+    trial from it (the trial failed through its retries). So before Tune restores a trial,
+    the trial forgets the checkpoints of that list no longer in storage, and goes on from
+    the latest of it still there (from its first epoch if none is)."""
     manager = trial.run_metadata.checkpoint_manager
     try:
         kept = [result for result in manager._checkpoint_results if result.checkpoint.filesystem.get_file_info(
@@ -71,6 +72,7 @@ def _forget_deleted_checkpoints(trial):
         manager._checkpoint_results = kept
         if manager._latest_checkpoint_result not in kept:
             manager._latest_checkpoint_result = kept[-1] if kept else None
+        trial.run_metadata.invalidate_cache()  # Tune's next save writes the list as it is now
 
 
 class Recorder(tune.Callback):

@@ -1,9 +1,7 @@
 """How a sweep picks its trials: Optuna's TPE over the conditional space, or the fixed
 `configs` in order; and how Tune starts and stops them (ASHA, or every trial to its end)."""
 
-import os
 import pickle
-import tempfile
 import warnings
 
 from ray.tune import Callback
@@ -11,6 +9,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
+from lrsweep.results.store import warn
 from lrsweep.sweep.space import SearchSpace, trial_config
 
 
@@ -91,27 +90,34 @@ class KeptScheduler(Callback):
     """Tune saves its searcher's state and its callbacks' for `--resume`, never its
     scheduler's. A resumed ASHA started with empty rungs: the first trial to reach a rung
     went through (nothing to compare it with), and the trials that went on from their
-    checkpoints filled the rungs below their epoch with their later results. This callback carries the scheduler's own saved state (ASHA's `save`: each trial's
-    result at each rung) in Tune's. The scheduler and this callback come back from Tune's
-    `tuner.pkl` as one object graph, so the state goes back into the scheduler Tune uses,
-    before Tune adds the restored trials to it."""
+    checkpoints filled the rungs below their epoch with their later results. This callback
+    carries the rungs in Tune's state, as plain data (each rung's epoch and each trial's
+    result there), and puts them back into the scheduler Tune uses (the two come back from
+    Tune's `tuner.pkl` as one object graph) before Tune adds the restored trials to it.
+
+    Not ASHA's own `save` and `restore`: they pickle the whole scheduler, whose classes may
+    change with Ray between a launch and its resume, and a failed callback restore makes
+    Tune start the whole experiment again. Rungs that cannot be put back are left empty,
+    with a warning."""
 
     def __init__(self, scheduler):
         self.scheduler = scheduler
 
     def get_state(self):
-        with tempfile.TemporaryDirectory(prefix="lrsweep-") as folder:
-            path = os.path.join(folder, "scheduler.pkl")
-            self.scheduler.save(path)
-            with open(path, "rb") as f:
-                return {"scheduler": f.read()}
+        return {"rungs": [[(milestone, dict(recorded)) for milestone, recorded in bracket._rungs]
+                          for bracket in self.scheduler._brackets]}
 
     def set_state(self, state):
-        with tempfile.TemporaryDirectory(prefix="lrsweep-") as folder:
-            path = os.path.join(folder, "scheduler.pkl")
-            with open(path, "wb") as f:
-                f.write(state["scheduler"])
-            self.scheduler.restore(path)
+        try:  # all or nothing
+            updates = [(recorded, dict(dict(saved).get(milestone, {})))
+                       for bracket, saved in zip(self.scheduler._brackets, state["rungs"], strict=True)
+                       for milestone, recorded in bracket._rungs]
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            warn(f"the early-stopping rungs of the run could not be restored ({type(e).__name__}: {e}); "
+                 f"they fill again from the trials still to report")
+            return
+        for recorded, results in updates:
+            recorded.update(results)
 
 
 def scheduler(sweep):

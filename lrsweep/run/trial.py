@@ -289,8 +289,9 @@ def restore_model(model, checkpoint):
         with open(path, "wb") as f:
             f.write(checkpoint["weights"])
         model.load_weights(path)
-    for variable, value in zip(_seed_states(model), checkpoint["seeds"], strict=True):
-        variable.assign(value)
+    if "seeds" in checkpoint:  # a checkpoint saved before they were: the rest still serves
+        for variable, value in zip(_seed_states(model), checkpoint["seeds"], strict=True):
+            variable.assign(value)
 
 
 def restore_callbacks(callbacks, checkpoint):

@@ -501,6 +501,21 @@ def test_a_name_the_store_holds_is_refused_without_resume(ionosphere_results):
     assert sorted(p.name for p in (results / "trials/dataset=ionosphere/sweep=iono-test").iterdir()) == before
 
 
+def test_resuming_a_run_that_ended_trains_nothing_and_says_so(ray_session, ionosphere_results, tmp_path):
+    """`--resume` of a run whose trials all ended: no trial trains again, nothing is
+    written, and the output says the trials ended before (not "stored 0 trials")."""
+    results = tmp_path / "results"
+    shutil.copytree(ionosphere_results[0], results)
+    files = sorted(p.relative_to(results) for p in results.glob("*/*/*/*.parquet"))
+    done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "6", "--max-epochs",
+                   "6", "--confirm-seeds", "0", "--results", str(results), "--name", "iono-test", "--resume",
+                   "--address", ray_session)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "nothing left to train here: the 6 trials ended before this launch" in done.stdout
+    assert "stored 0 trials" not in done.stdout
+    assert sorted(p.relative_to(results) for p in results.glob("*/*/*/*.parquet")) == files
+
+
 def test_a_name_with_tune_state_but_no_trial_stored_is_refused_without_resume(ionosphere_results, tmp_path):
     """A run stopped before its first trial was stored has only Tune's state: a new launch
     under its name would write over it."""

@@ -94,8 +94,10 @@ class Recorder(tune.Callback):
 
     def setup(self, **info):
         self.started = time.monotonic()  # this launch's start, also on resume (the Recorder comes from tuner.pkl)
+        self.starts = 0  # trials started by this launch
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        self.starts += 1
         self.histories.setdefault(trial.trial_id, [])  # a retry's history goes on (`on_trial_result`)
         if trial.checkpoint is not None:  # a retry, or a trial `--resume` continues
             _forget_deleted_checkpoints(trial)
@@ -145,7 +147,10 @@ class Recorder(tune.Callback):
 
     def on_experiment_end(self, trials, **info):
         self.flush()
-        self.print(self.summary())
+        if self.starts or self.written["trials"]:
+            self.print(self.summary())
+        else:  # a resume of a stage that had ended
+            self.print(f"nothing left to train here: the {len(trials)} trials ended before this launch, and are stored")
 
     # Tune's experiment state (saved every ~10 s, read back by `--resume`)
 

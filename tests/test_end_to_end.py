@@ -23,7 +23,7 @@ from lrsweep import Choice, Range, Sweep
 from lrsweep.results.rank import rank
 from lrsweep.results.store import read_frame
 from lrsweep.run.driver import launch
-from tests.conftest import REPO, TEST_DATA, assert_refused, lrsweep, trainers
+from tests.conftest import REPO, TEST_DATA, assert_refused, lrsweep, trainers, wait_for
 from tests.reference import rate
 
 ONE_PER_FAMILY = [
@@ -235,6 +235,25 @@ def _tune_finished(experiment):
     return {trial["trial_id"] for trial in trials if trial["status"] == "TERMINATED"}, True
 
 
+def sigkill_launch(args, ready, settle, every=0.1):
+    """`python -m lrsweep ARGS`, with Tune saving its state every second, killed with SIGKILL
+    (its whole process group: a real kill, no chance to flush) `settle` seconds after
+    `ready()` first holds; returns the time just before the kill. Fails if the launch ends
+    first."""
+    driver = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True,
+                              env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"})
+    try:
+        wait_for(lambda: driver.poll() is not None or ready(), 180, "the launch was not ready to kill in 180 s", every)
+        assert driver.poll() is None, "the launch ended before it could be killed"
+        time.sleep(settle)
+        return pd.Timestamp.now(tz="UTC")
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+
+
 def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_session, tmp_path):
     """SIGKILL of the driver mid-search (a real kill, no chance to flush) just after Tune saved
     its experiment state, then `--resume`: every trial that state holds done (so the resume
@@ -248,22 +267,10 @@ def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_ses
     results = tmp_path / "results"
     args = ["launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "24", "--max-epochs", "8",
             "--confirm-seeds", "2", "--results", str(results), "--name", "killed", "--address", ray_session]
-    driver = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True,
-                              env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"})
-    try:
-        deadline = time.time() + 180
-        finished = set()
-        while not finished:  # the first saved state with a trial done: some trials stored, more running
-            assert driver.poll() is None and time.time() < deadline, "the launch ended before it could be killed"
-            time.sleep(0.02)
-            finished, _ = _tune_finished(results / "tune" / "killed")
-        # Tune copies its state file by file: kill once the copy is over (a kill mid-copy: the test
-        # of a state cut short), but well within the 2 s the Recorder may hold reports.
-        time.sleep(0.3)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+    # the first saved state with a trial done: some trials stored, more running. Tune copies its
+    # state file by file: kill once the copy is over (a kill mid-copy: the test of a state cut
+    # short), but well within the 2 s the Recorder may hold reports.
+    sigkill_launch(args, lambda: _tune_finished(results / "tune" / "killed")[0], settle=0.3, every=0.02)
     slots = trainers(1)  # the killed launch's trainers go on with its trials until they see it died
     finished, saved = _tune_finished(results / "tune" / "killed")  # the state as the kill left it
     before = read_frame(str(results), "trials")
@@ -301,19 +308,8 @@ def test_a_launch_killed_mid_trial_resumes_that_trial_from_its_checkpoint(ray_se
     sweep.write_text("from lrsweep import Sweep\nSWEEP = Sweep(name='long', dataset='digits', max_epochs=300, "
                      "checkpoint_seconds=1, configs=[{'family': 'constant', 'initial_lr': 0.01}])\n")
     args = ["launch", str(sweep), "--results", str(results), "--name", "long", "--address", ray_session]
-    driver = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True,
-                              env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"})
-    try:
-        deadline = time.time() + 180
-        while not list(results.glob("tune/long/*/checkpoint_000001")):  # Tune saved its state at the second
-            assert driver.poll() is None and time.time() < deadline, "the launch ended before it could be killed"
-            time.sleep(0.1)
-        time.sleep(1.5)
-        killed = pd.Timestamp.now(tz="UTC")
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+    # Tune saved its state since the trial's second checkpoint
+    killed = sigkill_launch(args, lambda: list(results.glob("tune/long/*/checkpoint_000001")), settle=1.5)
     assert read_frame(str(results), "trials").empty  # the trial was not done
     *newest, oldest = sorted(results.glob("tune/long/*/checkpoint_*"), reverse=True)
     for folder in newest:
@@ -346,19 +342,11 @@ def test_a_resumed_search_judges_its_next_trials_against_the_rungs_before_the_ki
                      f"early_stopping='asha', grace_period=500, reduction_factor=3, configs={configs!r})\n")
     args = ["launch", str(sweep), "--data-dir", TEST_DATA, "--results", str(results), "--name", "rungs",
             "--address", ray_session]
-    driver = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True,
-                              env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"})
-    try:
-        deadline = time.time() + 180
-        while len(stored := read_frame(str(results), "trials")) < 2:  # the good trials
-            assert driver.poll() is None and time.time() < deadline, "the launch ended before it could be killed"
-            time.sleep(0.1)
-        time.sleep(1.2)  # Tune saved its state since (the poor trials are 2-3 s into their 500 epochs)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-    assert len(read_frame(str(results), "trials")) == 2 and (stored["initial_lr"] == 0.05).all()
+    # once the good trials are stored; Tune saved its state since (the poor trials are 2-3 s into
+    # their 500 epochs)
+    sigkill_launch(args, lambda: len(read_frame(str(results), "trials")) >= 2, settle=1.2)
+    stored = read_frame(str(results), "trials")
+    assert len(stored) == 2 and (stored["initial_lr"] == 0.05).all()
 
     done = lrsweep(*args, "--resume", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -148,3 +148,15 @@ def test_an_idle_trainer_ends_itself(ray_session, tmp_path):
     assert len(read_frame(str(tmp_path / "results"), "trials")) == 1
     assert trainers(2), "the launch left no trainer"
     wait_for(lambda: not trainers(2), 60, "the idle trainer is still there")
+
+
+def test_a_trainer_starts_without_what_keras_imports_for_features_a_trial_never_uses():
+    """A trainer's start (`pool.Trainer` runs `trial.warm_up`) is on a cold launch's way to
+    its first epoch: Keras imports scikit-learn, matplotlib and pandas (with pyarrow) when
+    they are installed, for its scikit-learn wrappers, its galleries and `fit` on a
+    DataFrame, seconds of CPU on two cores. They stay out, and import as usual afterwards."""
+    probe = ("import sys; import lrsweep.run.pool; from lrsweep.run import trial; trial.warm_up(1); "
+             "print(sorted(m for m in ('sklearn', 'matplotlib', 'pandas', 'pyarrow') if m in sys.modules)); "
+             "import pandas, sklearn, matplotlib; print('imported')")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["[]", "imported"], done.stdout

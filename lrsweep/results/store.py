@@ -27,10 +27,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from lrsweep.errors import LrsweepError
+from lrsweep.results import LOGS
 from lrsweep.schedules.registry import FAMILIES
 
 TABLES = ("trials", "epochs", "lr_range")
-LOGS = ("loss", "accuracy", "val_loss", "val_accuracy")
 PARTITIONING = ds.partitioning(pa.schema([("dataset", pa.string()), ("sweep", pa.string())]), flavor="hive")
 
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 
 from lrsweep.quiet import quiet_stderr
-from lrsweep.results.store import LOGS
+from lrsweep.results import LOGS
 from lrsweep.schedules.registry import OPTIMIZERS
 
 
@@ -74,10 +74,11 @@ def _configure_tensorflow(cpus):
 
 
 # Keras imports these at its own import when they are installed, for its scikit-learn
-# wrappers and its image galleries; a trial uses neither. scikit-learn (with the parts of
-# scipy it loads) and matplotlib.pyplot took 1.2-1.9 s of the 8.4-9.5 s a trial worker's
-# imports took (this machine): the first epoch of a cold `launch` came about 3 s sooner.
-KERAS_EXTRAS = ("sklearn", "matplotlib")
+# wrappers, its image galleries and `fit` on a DataFrame; a trial uses none of them. scikit-
+# learn (with the parts of scipy it loads) and matplotlib.pyplot took 1.2-1.9 s of the
+# 8.4-9.5 s a trial worker's imports took (this machine): the first epoch of a cold `launch`
+# came about 3 s sooner. pandas (with pyarrow) took about 0.5 s more of a 5-6 s start.
+KERAS_EXTRAS = ("sklearn", "matplotlib", "pandas")
 
 
 @contextlib.contextmanager

@@ -337,6 +337,11 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     idle = pool.idle_seconds()
     if not sweep.gpus:  # CPU trials train on warm trainers, which start importing TensorFlow now
         pool.warm(sweep.cpus, idle)
+    # Tune saves its state (for --resume) every 10 s, and at once whenever a trial has saved
+    # as many checkpoints since as it keeps (2): with a `checkpoint_seconds` of a few seconds
+    # that is every other checkpoint, which is what keeps a resume close to the kill, and Tune
+    # warns about it at each save, naming its own settings. A user's own setting stands.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # Tune's result grid looks for the per-trial logs switched off above; the store has them.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     # Tune's closing lines list unfinished trials and point to its own Tuner.restore: the

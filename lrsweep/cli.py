@@ -42,7 +42,10 @@ def _output_folder(path):
     return _output(path, folder=True)
 
 
-JOBS_ADDRESS = "the cluster's dashboard, http://HOST:8265 (default: RAY_ADDRESS, or this machine's)"
+LAUNCH_ADDRESS = ("join this Ray cluster (auto, or the head's host:port) instead of starting one; local: start "
+                  "one even where RAY_ADDRESS names a cluster")
+JOBS_ADDRESS = ("the cluster's dashboard, http://HOST:8265 (default: RAY_API_SERVER_ADDRESS, else RAY_ADDRESS "
+                "if it is an http:// one, else this machine's)")
 
 
 def _sweep_data_flags(p, help="the sweep file (it defines SWEEP = lrsweep.Sweep(...))"):
@@ -52,8 +55,7 @@ def _sweep_data_flags(p, help="the sweep file (it defines SWEEP = lrsweep.Sweep(
     p.add_argument("--data-dir", help="where loaders look for local copies of the dataset")
 
 
-def _sweep_flags(p, address="join this Ray cluster (auto, or the head's host:port) instead of starting one",
-                 dashboard=True):
+def _sweep_flags(p, address=LAUNCH_ADDRESS, dashboard=True):
     _sweep_data_flags(p)
     p.add_argument("--num-samples", type=int, help="trials to sample (a search)")
     p.add_argument("--max-epochs", type=int, help="epochs of a trial that is not stopped early")
@@ -375,7 +377,7 @@ def _add_rank(p):
 
 
 def _add_query(p):
-    p.add_argument("sql", metavar="SQL", help="a query over the tables trials and epochs")
+    p.add_argument("sql", metavar="SQL", help="a query over the tables trials, epochs and lr_range")
     _results_flag(p)
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
@@ -396,7 +398,7 @@ def _add_fit_schedule(p):
                    help="train the closest fit again as the trial trained, with its sweep's seed and "
                         "--confirm-seeds more, and compare it with the trial's own schedule")
     p.add_argument("--confirm-seeds", type=int, default=5, metavar="K", help="seeds beyond the sweep's (default 5)")
-    p.add_argument("--address", help="join this Ray cluster (auto, or the head's host:port) instead of starting one")
+    p.add_argument("--address", help=LAUNCH_ADDRESS)
 
 
 COMMANDS = {
@@ -408,7 +410,7 @@ COMMANDS = {
     "logs": (_add_logs, cmd_logs, "the output of a submitted sweep"),
     "schedule": (_add_schedule, cmd_schedule, "preview one schedule: the rate in effect during each epoch"),
     "rank": (_add_rank, cmd_rank, "rank schedule families per dataset"),
-    "query": (_add_query, cmd_query, "SQL over the tables trials and epochs"),
+    "query": (_add_query, cmd_query, "SQL over the tables trials, epochs and lr_range"),
     "best": (_add_best, cmd_best, "the winning schedule as Keras JSON, or a Python snippet"),
     "fit-schedule": (_add_fit_schedule, cmd_fit_schedule,
                      "fit every family but plateau to a trial's rate trace, closest first"),

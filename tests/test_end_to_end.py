@@ -355,16 +355,18 @@ def test_a_resumed_search_judges_its_next_trials_against_the_rungs_before_the_ki
     assert poor["status"].tolist() == ["early_stopped"] * 2 and poor["epochs"].tolist() == [500, 500]
 
 
-def ctrl_c_launch(results, table, *args):
-    """`launch sweeps/ionosphere.py` stopped by SIGINT (as a terminal sends Ctrl-C) once its
-    first rows of `table` are stored; returns its exit status, stdout and stderr."""
-    command = [sys.executable, "-m", "lrsweep", "launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA,
+def ctrl_c_launch(results, table, *args, sweep="sweeps/ionosphere.py", ready=None):
+    """`launch sweeps/ionosphere.py` (or `sweep`) stopped by SIGINT (as a terminal sends
+    Ctrl-C) once its first rows of `table` are stored (or once `ready()` holds); returns its
+    exit status, stdout and stderr."""
+    command = [sys.executable, "-m", "lrsweep", "launch", sweep, "--data-dir", TEST_DATA,
                "--results", str(results), *args]
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
+    ready = ready or (lambda: list(results.glob(f"{table}/*/*/*.parquet")))
     try:
         deadline = time.time() + 180
-        while not list(results.glob(f"{table}/*/*/*.parquet")):
+        while not ready():
             assert driver.poll() is None and time.time() < deadline, "the launch ended before it could be stopped"
             time.sleep(0.2)
         driver.send_signal(signal.SIGINT)
@@ -400,6 +402,37 @@ def test_ctrl_c_during_the_last_trials_of_a_search_still_stops_the_launch(ray_se
     assert returncode == 130, stdout[-2000:] + stderr[-2000:]
     assert "confirming" not in stdout
     assert "--resume" in stdout.strip().splitlines()[-1] and "Tuner.restore" not in stderr
+
+
+def test_ctrl_c_before_any_trial_started_says_what_it_stored_and_how_to_finish(ray_session, tmp_path):
+    """Ctrl-C while the stage's one trial waits for a GPU that another job holds: the launch
+    stops with status 130 and `--resume` on its last line, and does not say that the trials
+    had ended before it (that is for the `--resume` of a stage that had ended)."""
+    import ray
+
+    @ray.remote(num_gpus=1, num_cpus=0)
+    class Holder:
+        def ready(self):
+            return True
+
+    holder = Holder.remote()  # the session's one (logical) GPU
+    ray.get(holder.ready.remote())
+    results = tmp_path / "results"
+    sweep = tmp_path / "gpu.py"
+    sweep.write_text("from lrsweep import Sweep\nSWEEP = Sweep(name='gpu', dataset='digits', resources={'cpu': 1, "
+                     "'gpu': 1}, early_stopping=None, max_epochs=2, configs=[{'family': 'constant', "
+                     "'initial_lr': 0.01}])\n")
+    try:
+        # Tune saved its state: its loop runs, with the trial pending
+        returncode, stdout, stderr = ctrl_c_launch(
+            results, None, "--name", "waiting", "--address", ray_session, sweep=str(sweep),
+            ready=lambda: list(results.glob("tune/waiting/experiment_state-*.json")))
+    finally:
+        ray.kill(holder)
+    assert returncode == 130, stdout[-2000:] + stderr[-2000:]
+    assert "nothing left to train" not in stdout
+    assert read_frame(str(results), "trials").empty
+    assert "--resume" in stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")

@@ -147,10 +147,15 @@ class Recorder(tune.Callback):
 
     def on_experiment_end(self, trials, **info):
         self.flush()
-        if self.starts or self.written["trials"]:
-            self.print(self.summary())
-        else:  # a resume of a stage that had ended
+        # a resume of a stage whose trials had all ended (and were stored); not a Ctrl-C before
+        # any trial started (Tune marks the trials it stops then TERMINATED all the same), nor
+        # one before the trials that ended in error (which a resume trains again) started
+        ended_before = (not self.starts and not self.written["trials"] and trials
+                        and all(self.statuses.get(trial.trial_id, "error") != "error" for trial in trials))
+        if ended_before:
             self.print(f"nothing left to train here: the {len(trials)} trials ended before this launch, and are stored")
+        else:
+            self.print(self.summary())
 
     # Tune's experiment state (saved every ~10 s, read back by `--resume`)
 

@@ -355,15 +355,18 @@ def test_a_resumed_search_judges_its_next_trials_against_the_rungs_before_the_ki
     assert poor["status"].tolist() == ["early_stopped"] * 2 and poor["epochs"].tolist() == [500, 500]
 
 
-def ctrl_c_launch(results, table, *args, sweep="sweeps/ionosphere.py", ready=None):
+def stored(results, table):
+    """Whether some rows of `table` are stored under `results`."""
+    return lambda: bool(list(results.glob(f"{table}/*/*/*.parquet")))
+
+
+def ctrl_c_launch(results, ready, *args, sweep="sweeps/ionosphere.py"):
     """`launch sweeps/ionosphere.py` (or `sweep`) stopped by SIGINT (as a terminal sends
-    Ctrl-C) once its first rows of `table` are stored (or once `ready()` holds); returns its
-    exit status, stdout and stderr."""
+    Ctrl-C) once `ready()` holds; returns its exit status, stdout and stderr."""
     command = [sys.executable, "-m", "lrsweep", "launch", sweep, "--data-dir", TEST_DATA,
                "--results", str(results), *args]
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
-    ready = ready or (lambda: list(results.glob(f"{table}/*/*/*.parquet")))
     try:
         deadline = time.time() + 180
         while not ready():
@@ -382,8 +385,9 @@ def test_ctrl_c_stops_the_launch_with_status_130_and_says_how_to_finish_it(ray_s
     the ranking of what ran is printed, no confirmation starts, the exit status is 130, and
     the last line is the command that finishes the run."""
     results = tmp_path / "results"
-    returncode, stdout, stderr = ctrl_c_launch(results, "trials", "--num-samples", "60", "--max-epochs", "8",
-                                               "--name", "stopped", "--address", ray_session)
+    returncode, stdout, stderr = ctrl_c_launch(results, stored(results, "trials"),
+                                               "--num-samples", "60", "--max-epochs", "8", "--name", "stopped",
+                                               "--address", ray_session)
     assert returncode == 130, stderr[-2000:]
     trials = read_frame(str(results), "trials")
     assert 0 < len(trials) < 60 and (trials["stage"] == "search").all()
@@ -397,8 +401,9 @@ def test_ctrl_c_during_the_last_trials_of_a_search_still_stops_the_launch(ray_se
     trials end unfinished, so the launch stops with status 130 rather than going on to
     confirm (Tune stops them TERMINATED all the same)."""
     results = tmp_path / "results"
-    returncode, stdout, stderr = ctrl_c_launch(results, "epochs", "--num-samples", "2", "--max-epochs", "400",
-                                               "--name", "last", "--address", ray_session)
+    returncode, stdout, stderr = ctrl_c_launch(results, stored(results, "epochs"),
+                                               "--num-samples", "2", "--max-epochs", "400", "--name", "last",
+                                               "--address", ray_session)
     assert returncode == 130, stdout[-2000:] + stderr[-2000:]
     assert "confirming" not in stdout
     assert "--resume" in stdout.strip().splitlines()[-1] and "Tuner.restore" not in stderr
@@ -425,8 +430,8 @@ def test_ctrl_c_before_any_trial_started_says_what_it_stored_and_how_to_finish(r
     try:
         # Tune saved its state: its loop runs, with the trial pending
         returncode, stdout, stderr = ctrl_c_launch(
-            results, None, "--name", "waiting", "--address", ray_session, sweep=str(sweep),
-            ready=lambda: list(results.glob("tune/waiting/experiment_state-*.json")))
+            results, lambda: list(results.glob("tune/waiting/experiment_state-*.json")), "--name", "waiting",
+            "--address", ray_session, sweep=str(sweep))
     finally:
         ray.kill(holder)
     assert returncode == 130, stdout[-2000:] + stderr[-2000:]

@@ -542,6 +542,28 @@ def test_resuming_a_run_that_ended_trains_nothing_and_says_so(ray_session, ionos
     assert sorted(p.relative_to(results) for p in results.glob("*/*/*/*.parquet")) == files
 
 
+def test_resuming_a_run_that_ended_while_tune_saved_between_its_last_epochs_trains_nothing(ray_session, tmp_path):
+    """Tune marks a trial's last result done when the trial's function returns, after its last
+    epoch's report; a save of Tune's state in between wrote the result without it, and
+    Tune's later saves kept that copy. A `--resume` of the run then took its trials for ones
+    a Ctrl-C had stopped and exited 130, asking for another `--resume`, forever (and a
+    resumed search never went on to its confirmation runs). Tune saving at every step
+    (`TUNE_GLOBAL_CHECKPOINT_S=0`) makes the save in between certain."""
+    results = tmp_path / "results"
+    sweep = tmp_path / "to_the_end.py"  # no early stopping: every trial's function returns after its last epoch
+    sweep.write_text("from lrsweep import Sweep\nSWEEP = Sweep(name='to-the-end', dataset='ionosphere', max_epochs=4, "
+                     "early_stopping=None, configs=[{'family': 'constant', 'initial_lr': lr} for lr in (0.01, 0.02)])\n")
+    args = ["launch", str(sweep), "--data-dir", TEST_DATA, "--results", str(results), "--name", "saved-between",
+            "--address", ray_session]
+    first = lrsweep(*args, env={"TUNE_GLOBAL_CHECKPOINT_S": "0"})
+    assert first.returncode == 0, first.stderr[-2000:]
+    files = sorted(p.relative_to(results) for p in results.glob("*/*/*/*.parquet"))
+    again = lrsweep(*args, "--resume")
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "nothing left to train here: the 2 trials ended before this launch" in again.stdout
+    assert sorted(p.relative_to(results) for p in results.glob("*/*/*/*.parquet")) == files
+
+
 def test_a_name_with_tune_state_but_no_trial_stored_is_refused_without_resume(ionosphere_results, tmp_path):
     """A run stopped before its first trial was stored has only Tune's state: a new launch
     under its name would write over it."""

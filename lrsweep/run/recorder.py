@@ -134,6 +134,11 @@ class Recorder(tune.Callback):
         else:
             status = "early_stopped"
         self._finish(trial, status, None)
+        # Tune marks `done` in the last result of a trial whose function returned in place, after
+        # its last report: a save of Tune's state in between (every 10 s, or forced by
+        # checkpoints) left Tune's copy of that result without it for every later save, and a
+        # `--resume` took the trial for one a Ctrl-C stopped (`driver._run_stage`)
+        trial.run_metadata.invalidate_cache()
         if trial.checkpoint is not None:  # they serve a retry or a resume, which a trial that ended gets no more
             _drop_checkpoints(trial)
 

@@ -235,14 +235,14 @@ def _tune_finished(experiment):
     return {trial["trial_id"] for trial in trials if trial["status"] == "TERMINATED"}, True
 
 
-def sigkill_launch(args, ready, settle, every=0.1):
-    """`python -m lrsweep ARGS`, with Tune saving its state every second, killed with SIGKILL
-    (its whole process group: a real kill, no chance to flush) `settle` seconds after
-    `ready()` first holds; returns the time just before the kill. Fails if the launch ends
-    first."""
+def sigkill_launch(args, ready, settle, every=0.1, tune_saves_every=1):
+    """`python -m lrsweep ARGS`, with Tune saving its state every `tune_saves_every` seconds,
+    killed with SIGKILL (its whole process group: a real kill, no chance to flush) `settle`
+    seconds after `ready()` first holds; returns the time just before the kill. Fails if the
+    launch ends first."""
     driver = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=REPO, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True,
-                              env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"})
+                              env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": str(tune_saves_every)})
     try:
         wait_for(lambda: driver.poll() is not None or ready(), 180, "the launch was not ready to kill in 180 s", every)
         assert driver.poll() is None, "the launch ended before it could be killed"
@@ -328,6 +328,36 @@ def test_a_launch_killed_mid_trial_resumes_that_trial_from_its_checkpoint(ray_se
     assert not list(results.glob("tune/*/*/checkpoint_*"))  # a trial that ended needs them no more
 
 
+def test_trials_that_ended_just_before_a_kill_go_on_from_their_checkpoints_on_resume(ray_session, tmp_path):
+    """SIGKILL of the driver as soon as the first two trials have ended and been stored,
+    before Tune saved its state again (here every 60 s, and when a trial has saved two
+    checkpoints since): that state may still have them running. A trial's checkpoints are
+    deleted only once a saved state says it ended, so after `--resume` such a trial goes on
+    from its latest checkpoint instead of training again from its first epoch; the store
+    then holds every trial once, complete, and no checkpoint is left."""
+    results = tmp_path / "results"
+    sweep = tmp_path / "ended.py"
+    sweep.write_text("from lrsweep import Sweep\nSWEEP = Sweep(name='ended', dataset='digits', max_epochs=200, "
+                     "checkpoint_seconds=2, early_stopping=None, configs=[{'family': 'constant', 'initial_lr': lr} "
+                     "for lr in (0.01, 0.02, 0.03)])\n")
+    args = ["launch", str(sweep), "--results", str(results), "--name", "ended", "--address", ray_session]
+    killed = sigkill_launch(args, lambda: len(read_frame(str(results), "trials")) >= 2, settle=0,
+                            tune_saves_every=60)
+    first = read_frame(str(results), "trials")["trial_id"].tolist()
+
+    done = lrsweep(*args, "--resume", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials, epochs = read_frame(str(results), "trials"), read_frame(str(results), "epochs")
+    assert len(trials) == 3 and (trials["status"] == "completed").all() and (trials["epochs"] == 200).all()
+    # (the third trial, begun after Tune's last save, ran again as a new trial: its first
+    # attempt's epochs stay in the store, as those of a trial never stored)
+    epochs = epochs[epochs["trial_id"].isin(trials["trial_id"])]
+    assert sorted(epochs.groupby("trial_id").size()) == [200] * 3 and not epochs.duplicated(["trial_id", "epoch"]).any()
+    first_epochs = epochs[epochs["trial_id"].isin(first) & (epochs["epoch"] == 1)]
+    assert len(first_epochs) == 2 and (first_epochs["end_time"] < killed).all()  # not trained again
+    assert not list(results.glob("tune/*/*/checkpoint_*"))
+
+
 def test_a_resumed_search_judges_its_next_trials_against_the_rungs_before_the_kill(ray_session, tmp_path):
     """ASHA's rungs (each trial's result at each rung) survive a driver SIGKILL and `--resume`.
     Two good trials (one config twice: they train alike) pass the one rung (epoch 500) and
@@ -407,6 +437,31 @@ def test_ctrl_c_during_the_last_trials_of_a_search_still_stops_the_launch(ray_se
     assert returncode == 130, stdout[-2000:] + stderr[-2000:]
     assert "confirming" not in stdout
     assert "--resume" in stdout.strip().splitlines()[-1] and "Tuner.restore" not in stderr
+
+
+def test_a_trial_stopped_by_ctrl_c_goes_on_from_its_checkpoint_on_resume(ray_session, tmp_path):
+    """Ctrl-C while the one trial runs, after it saved checkpoints: Tune stops it TERMINATED,
+    as if it had ended, but its checkpoints stay, and `--resume` goes on from the latest."""
+    results = tmp_path / "results"
+    sweep = tmp_path / "long.py"
+    sweep.write_text("from lrsweep import Sweep\nSWEEP = Sweep(name='long', dataset='digits', max_epochs=300, "
+                     "checkpoint_seconds=1, configs=[{'family': 'constant', 'initial_lr': 0.01}])\n")
+    args = ["--name", "long", "--address", ray_session]
+    started = pd.Timestamp.now(tz="UTC")
+    returncode, stdout, stderr = ctrl_c_launch(results, lambda: list(results.glob("tune/long/*/checkpoint_000001")),
+                                               *args, sweep=str(sweep))
+    assert returncode == 130, stdout[-2000:] + stderr[-2000:]
+    stopped = pd.Timestamp.now(tz="UTC")
+    assert list(results.glob("tune/long/*/checkpoint_*"))
+
+    done = lrsweep("launch", str(sweep), "--data-dir", TEST_DATA, "--results", str(results), *args, "--resume",
+                   timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials, epochs = read_frame(str(results), "trials"), read_frame(str(results), "epochs")
+    assert len(trials) == 1 and trials["epochs"].iloc[0] == 300 and trials["resumed_from"].iloc[0] > 0
+    assert sorted(epochs["epoch"]) == list(range(1, 301))
+    assert started < epochs.loc[epochs["epoch"] == 1, "end_time"].iloc[0] < stopped  # not trained again
+    assert not list(results.glob("tune/*/*/checkpoint_*"))
 
 
 def test_ctrl_c_before_any_trial_started_says_what_it_stored_and_how_to_finish(ray_session, tmp_path):

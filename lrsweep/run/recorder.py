@@ -43,7 +43,8 @@ def summarize(history, metric, mode):
 
 def _drop_checkpoints(trial):
     """Delete the checkpoints Tune keeps of `trial` in the sweep's storage (a local folder or
-    a bucket: Tune's own filesystem for it)."""
+    a bucket: Tune's own filesystem for it), and Tune's list of them, so that its next saved
+    state names none."""
     fs, folder = trial.storage.storage_filesystem, trial.path
     try:
         for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
@@ -51,6 +52,10 @@ def _drop_checkpoints(trial):
                 fs.delete_dir(info.path)
     except OSError as e:  # storage out of reach: the checkpoints stay, the sweep goes on
         store.warn(f"could not delete the checkpoints of trial {trial.trial_id} in {folder}: {e}")
+        return
+    manager = trial.run_metadata.checkpoint_manager
+    manager._checkpoint_results, manager._latest_checkpoint_result = [], None
+    trial.run_metadata.invalidate_cache()
 
 
 def _forget_deleted_checkpoints(trial):
@@ -95,9 +100,13 @@ class Recorder(tune.Callback):
     def setup(self, **info):
         self.started = time.monotonic()  # this launch's start, also on resume (the Recorder comes from tuner.pkl)
         self.starts = 0  # trials started by this launch
+        # Trials that ended with checkpoints, which they need no more once Tune's saved state
+        # says they ended: those since its last save, and those of its last save
+        self.ended_since_save, self.ended_saved = [], []
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.starts += 1
+        self.statuses.pop(trial.trial_id, None)  # one a `--resume` trains again has not ended (yet)
         self.histories.setdefault(trial.trial_id, [])  # a retry's history goes on (`on_trial_result`)
         if trial.checkpoint is not None:  # a retry, or a trial `--resume` continues
             _forget_deleted_checkpoints(trial)
@@ -139,8 +148,8 @@ class Recorder(tune.Callback):
         # checkpoints) left Tune's copy of that result without it for every later save, and a
         # `--resume` took the trial for one a Ctrl-C stopped (`driver._run_stage`)
         trial.run_metadata.invalidate_cache()
-        if trial.checkpoint is not None:  # they serve a retry or a resume, which a trial that ended gets no more
-            _drop_checkpoints(trial)
+        if trial.checkpoint is not None:  # a trial that ended needs them no more, once Tune's state says so
+            self.ended_since_save.append(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         text = trial.get_error() or ""
@@ -152,6 +161,13 @@ class Recorder(tune.Callback):
 
     def on_experiment_end(self, trials, **info):
         self.flush()
+        # Tune saved its state just before (unless the run failed): the trials it recorded as
+        # ended, also those a killed launch had left checkpoints of, need them no more; not
+        # those a Ctrl-C stopped (TERMINATED all the same, with no status here), nor those in error
+        for trial in trials:
+            if (trial.checkpoint is not None and self.statuses.get(trial.trial_id, "error") != "error"
+                    and trial not in self.ended_since_save):
+                _drop_checkpoints(trial)
         # a resume of a stage whose trials had all ended (and were stored); not a Ctrl-C before
         # any trial started (Tune marks the trials it stops then TERMINATED all the same), nor
         # one before the trials that ended in error (which a resume trains again) started
@@ -166,8 +182,15 @@ class Recorder(tune.Callback):
 
     def get_state(self):
         """Called as Tune saves which trials are done, before that state reaches the disk: a
-        trial recorded done there is not run again on resume, so its rows are written now."""
+        trial recorded done there is not run again on resume, so its rows are written now.
+
+        Its checkpoints are deleted at the next save, when this one has reached the disk: a
+        launch killed before that goes on with the trial from its checkpoint on resume, not
+        from its first epoch (Tune's state still says it runs)."""
         self.flush()
+        for trial in self.ended_saved:
+            _drop_checkpoints(trial)
+        self.ended_saved, self.ended_since_save = self.ended_since_save, []
         return {"statuses": dict(self.statuses), "best": self.best,
                 "histories": {trial_id: list(rows) for trial_id, rows in self.histories.items()}}
 

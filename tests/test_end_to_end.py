@@ -350,7 +350,8 @@ def test_trials_that_ended_just_before_a_kill_go_on_from_their_checkpoints_on_re
     trials, epochs = read_frame(str(results), "trials"), read_frame(str(results), "epochs")
     assert len(trials) == 3 and (trials["status"] == "completed").all() and (trials["epochs"] == 200).all()
     # (the third trial, begun after Tune's last save, ran again as a new trial: its first
-    # attempt's epochs stay in the store, as those of a trial never stored)
+    # attempt's epochs stay in the store, as those of a trial never stored; its checkpoints,
+    # if it saved one before the kill, are deleted)
     epochs = epochs[epochs["trial_id"].isin(trials["trial_id"])]
     assert sorted(epochs.groupby("trial_id").size()) == [200] * 3 and not epochs.duplicated(["trial_id", "epoch"]).any()
     first_epochs = epochs[epochs["trial_id"].isin(first) & (epochs["epoch"] == 1)]
@@ -595,6 +596,29 @@ def test_resuming_a_run_that_ended_trains_nothing_and_says_so(ray_session, ionos
     assert "nothing left to train here: the 6 trials ended before this launch" in done.stdout
     assert "stored 0 trials" not in done.stdout
     assert sorted(p.relative_to(results) for p in results.glob("*/*/*/*.parquet")) == files
+
+
+def test_a_resume_deletes_the_checkpoints_of_trials_it_trains_again_as_new_ones(ray_session, ionosphere_results,
+                                                                               tmp_path):
+    """A trial begun after Tune's last save before a kill trains again under a new id after
+    `--resume`; its first attempt's checkpoint folders, in a trial folder that no state of
+    Tune's names, are deleted as the launch ends (here one is made as a kill leaves it; the
+    kill test above makes one when the third trial saved a checkpoint before the kill).
+    Folders that are not Tune's trial folders stay."""
+    results = tmp_path / "results"
+    shutil.copytree(ionosphere_results[0], results)
+    experiment = results / "tune" / "iono-test"
+    lost = experiment / "train_0badc0de_7_family=sgd_constant,initial_lr=0.0100_2026-12-04_23-46-37"
+    (lost / "checkpoint_000003").mkdir(parents=True)
+    (lost / "checkpoint_000003" / "state.json").write_text('{"epoch": 4}')
+    foreign = experiment / "notes" / "checkpoint_mine"
+    foreign.mkdir(parents=True)
+    done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "6", "--max-epochs",
+                   "6", "--confirm-seeds", "0", "--results", str(results), "--name", "iono-test", "--resume",
+                   "--address", ray_session)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert lost.is_dir() and not (lost / "checkpoint_000003").exists()
+    assert foreign.is_dir()
 
 
 def test_resuming_a_run_that_ended_while_tune_saved_between_its_last_epochs_trains_nothing(ray_session, tmp_path):

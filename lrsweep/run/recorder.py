@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import math
 import time
+from pathlib import PurePosixPath
 
 import pyarrow.fs as pafs
 from ray import tune
@@ -41,21 +42,64 @@ def summarize(history, metric, mode):
     return summary
 
 
+def _ended_in_storage(trials):
+    """The ids of those of `trials` that Tune's experiment state in storage records as ended
+    (TERMINATED): its newest `experiment_state-*.json`, which Tune copies there after each
+    save, in the background (and not at all while an earlier copy still runs). None of them
+    while that state is out of reach, or cut short by a copy under way."""
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+    storage = trials[0].storage
+    fs = storage.storage_filesystem
+    try:
+        path = _find_newest_experiment_checkpoint(storage.experiment_fs_path, fs)
+        if path is None:
+            return set()
+        with fs.open_input_stream(path) as stream:
+            saved = [json.loads(trial) for trial, _ in json.loads(stream.read())["trial_data"]]
+        ended = {trial["trial_id"] for trial in saved if trial["status"] == "TERMINATED"}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return ended & {trial.trial_id for trial in trials}
+
+
 def _drop_checkpoints(trial):
     """Delete the checkpoints Tune keeps of `trial` in the sweep's storage (a local folder or
-    a bucket: Tune's own filesystem for it), and Tune's list of them, so that its next saved
-    state names none."""
+    a bucket: Tune's own filesystem for it), and forget them (Tune's list of them in the
+    driver), so that they are not deleted twice."""
     fs, folder = trial.storage.storage_filesystem, trial.path
     try:
-        for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
-            if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
-                fs.delete_dir(info.path)
+        _delete_checkpoint_folders(fs, folder)
     except OSError as e:  # storage out of reach: the checkpoints stay, the sweep goes on
         store.warn(f"could not delete the checkpoints of trial {trial.trial_id} in {folder}: {e}")
         return
     manager = trial.run_metadata.checkpoint_manager
     manager._checkpoint_results, manager._latest_checkpoint_result = [], None
     trial.run_metadata.invalidate_cache()
+
+
+def _delete_checkpoint_folders(fs, folder):
+    for info in fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
+        if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
+            fs.delete_dir(info.path)
+
+
+def _drop_checkpoints_of_lost_trials(trials):
+    """Delete the checkpoints in the trial folders of the experiment that belong to none of
+    its `trials`: those of a trial begun after Tune's last save before a kill, which
+    `--resume` trains again as a new trial. No state of Tune's names them, so nothing else
+    would. Only in Tune's trial folders (`<trainable>_<trial id>_...`)."""
+    storage = trials[0].storage
+    fs, experiment = storage.storage_filesystem, storage.experiment_fs_path
+    known = {PurePosixPath(trial.path).name for trial in trials}
+    prefixes = tuple({f"{trial.trainable_name}_" for trial in trials})
+    try:
+        for info in fs.get_file_info(pafs.FileSelector(experiment, allow_not_found=True)):
+            if (info.type == pafs.FileType.Directory and info.base_name.startswith(prefixes)
+                    and info.base_name not in known):
+                _delete_checkpoint_folders(fs, info.path)
+    except OSError as e:
+        store.warn(f"could not delete the checkpoints of trials run again after a kill, in {experiment}: {e}")
 
 
 def _forget_deleted_checkpoints(trial):
@@ -100,9 +144,9 @@ class Recorder(tune.Callback):
     def setup(self, **info):
         self.started = time.monotonic()  # this launch's start, also on resume (the Recorder comes from tuner.pkl)
         self.starts = 0  # trials started by this launch
-        # Trials that ended with checkpoints, which they need no more once Tune's saved state
-        # says they ended: those since its last save, and those of its last save
-        self.ended_since_save, self.ended_saved = [], []
+        # trials that ended with checkpoints, which they need no more once Tune's state in
+        # storage says they ended (before that, a kill leaves a state in which they run)
+        self.ended = []
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.starts += 1
@@ -148,8 +192,8 @@ class Recorder(tune.Callback):
         # checkpoints) left Tune's copy of that result without it for every later save, and a
         # `--resume` took the trial for one a Ctrl-C stopped (`driver._run_stage`)
         trial.run_metadata.invalidate_cache()
-        if trial.checkpoint is not None:  # a trial that ended needs them no more, once Tune's state says so
-            self.ended_since_save.append(trial)
+        if trial.checkpoint is not None:
+            self.ended.append(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         text = trial.get_error() or ""
@@ -161,13 +205,12 @@ class Recorder(tune.Callback):
 
     def on_experiment_end(self, trials, **info):
         self.flush()
-        # Tune saved its state just before (unless the run failed): the trials it recorded as
-        # ended, also those a killed launch had left checkpoints of, need them no more; not
-        # those a Ctrl-C stopped (TERMINATED all the same, with no status here), nor those in error
-        for trial in trials:
-            if (trial.checkpoint is not None and self.statuses.get(trial.trial_id, "error") != "error"
-                    and trial not in self.ended_since_save):
-                _drop_checkpoints(trial)
+        # Tune saved its state just before and waited for its copy to storage (unless the run
+        # failed): also the trials that a killed launch left checkpoints of; not those a
+        # Ctrl-C stopped (Tune saved them running, then marks them TERMINATED too)
+        self._drop_checkpoints_of_ended([trial for trial in trials if trial.checkpoint is not None])
+        if trials:
+            _drop_checkpoints_of_lost_trials(trials)
         # a resume of a stage whose trials had all ended (and were stored); not a Ctrl-C before
         # any trial started (Tune marks the trials it stops then TERMINATED all the same), nor
         # one before the trials that ended in error (which a resume trains again) started
@@ -182,15 +225,9 @@ class Recorder(tune.Callback):
 
     def get_state(self):
         """Called as Tune saves which trials are done, before that state reaches the disk: a
-        trial recorded done there is not run again on resume, so its rows are written now.
-
-        Its checkpoints are deleted at the next save, when this one has reached the disk: a
-        launch killed before that goes on with the trial from its checkpoint on resume, not
-        from its first epoch (Tune's state still says it runs)."""
+        trial recorded done there is not run again on resume, so its rows are written now."""
         self.flush()
-        for trial in self.ended_saved:
-            _drop_checkpoints(trial)
-        self.ended_saved, self.ended_since_save = self.ended_since_save, []
+        self._drop_checkpoints_of_ended(self.ended)
         return {"statuses": dict(self.statuses), "best": self.best,
                 "histories": {trial_id: list(rows) for trial_id, rows in self.histories.items()}}
 
@@ -199,6 +236,16 @@ class Recorder(tune.Callback):
         histories of the trials then running, which go on from their checkpoints."""
         self.statuses, self.best = dict(state["statuses"]), state["best"]
         self.histories = {trial_id: list(rows) for trial_id, rows in state.get("histories", {}).items()}
+
+    def _drop_checkpoints_of_ended(self, trials):
+        """Delete the checkpoints of those of `trials` (which ended) that Tune's state in
+        storage records as ended. Not sooner: a launch killed while that state has them
+        running goes on with them on `--resume`, from their checkpoints (not their first epoch)."""
+        ended = _ended_in_storage(trials) if trials else set()
+        for trial in trials:
+            if trial.trial_id in ended:
+                _drop_checkpoints(trial)
+        self.ended = [trial for trial in self.ended if trial.trial_id not in ended]
 
     # the store
 

@@ -2,6 +2,7 @@
 
 import csv
 import math
+import os
 import pickle
 import subprocess
 import sys
@@ -466,6 +467,33 @@ def test_reads_keras_cache_without_keras(tmp_path, monkeypatch):
     np.savez(tmp_path / "datasets" / "mnist.npz", x_train=x, y_train=y, x_test=x_test, y_test=y_test)
     data = load_dataset("mnist", validation_split=None)  # `import keras` would fail here
     assert data.x_train.shape == (300, 28, 28, 1)
+
+
+@pytest.mark.parametrize("unwritable", ["KERAS_HOME", "HOME"])
+def test_looks_where_keras_downloads_when_its_home_is_not_writable(tmp_path, unwritable):
+    """Keras downloads into /tmp/.keras when its home (KERAS_HOME, or ~/.keras) is not
+    writable (here a path below a file, which Keras cannot create). The real Keras, asked for
+    a file that only the last folder lrsweep looks in holds (a probe, removed after), finds it
+    there instead of downloading it (from a port no server listens on: a download fails)."""
+    code = (
+        "import os, keras\n"
+        "from lrsweep.data.registry import keras_caches\n"
+        "folder = keras_caches()[-1]\n"
+        "probe = f'lrsweep-probe-{os.getpid()}'\n"
+        "os.makedirs(folder, exist_ok=True)\n"
+        "open(os.path.join(folder, probe), 'w').close()\n"
+        "try:\n"
+        "    path = keras.utils.get_file(probe, origin='http://127.0.0.1:9/none')\n"
+        "finally:\n"
+        "    os.remove(os.path.join(folder, probe))\n"
+        "assert path == os.path.join(folder, probe), (path, keras_caches())\n"
+    )
+    (tmp_path / "file").touch()
+    env = {**os.environ, unwritable: str(tmp_path / "file" / "home")}
+    if unwritable == "HOME":
+        env.pop("KERAS_HOME", None)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_download_failure_is_one_line(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ Adding a dataset: a reader in `images.py` or `tables.py` and one line in `_SOURC
 """
 
 import os
+import tempfile
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, NamedTuple
@@ -235,7 +236,10 @@ def _describe(sets):
 def _read_named(name, data_dir, offline=False):
     """The arrays of a named dataset: from data_dir, else Keras' cache, else the download
     (`offline`: None instead)."""
-    found = _local_files(name, data_dir or _keras_cache(), required=data_dir is not None)
+    if data_dir:
+        found = _local_files(name, data_dir, required=True)
+    else:
+        found = next(filter(None, (_local_files(name, folder, required=False) for folder in keras_caches())), None)
     if found is None:
         # a source with no local files to look for (digits) fetches from a file already here
         return None if offline and _SOURCES[name].files else _SOURCES[name].fetch()
@@ -243,6 +247,15 @@ def _read_named(name, data_dir, offline=False):
     return files.read(paths)
 
 
-def _keras_cache():
-    """Keras' download cache, found as Keras finds it but without importing Keras."""
-    return os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME") or "~/.keras"), "datasets")
+def keras_caches():
+    """Where Keras keeps its downloads, found as Keras finds it but without importing Keras:
+    the `datasets` folder of its home (KERAS_HOME, else ~/.keras, or /tmp/.keras where the
+    home folder is not writable), then /tmp/.keras/datasets, where `keras.utils.get_file`
+    downloads when its home is not writable."""
+    if "KERAS_HOME" in os.environ:
+        home = os.path.expanduser(os.environ["KERAS_HOME"])
+    else:
+        base = os.path.expanduser("~")
+        home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
+    fallback = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
+    return [os.path.join(folder, "datasets") for folder in dict.fromkeys([home, fallback])]

@@ -4,6 +4,7 @@ import csv
 import math
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -469,31 +470,52 @@ def test_reads_keras_cache_without_keras(tmp_path, monkeypatch):
     assert data.x_train.shape == (300, 28, 28, 1)
 
 
-@pytest.mark.parametrize("unwritable", ["KERAS_HOME", "HOME"])
-def test_looks_where_keras_downloads_when_its_home_is_not_writable(tmp_path, unwritable):
-    """Keras downloads into /tmp/.keras when its home (KERAS_HOME, or ~/.keras) is not
-    writable (here a path below a file, which Keras cannot create). The real Keras, asked for
-    a file that only the last folder lrsweep looks in holds (a probe, removed after), finds it
-    there instead of downloading it (from a port no server listens on: a download fails)."""
+KERAS_FALLBACK = "/tmp/.keras"  # where Keras downloads when its home is not writable
+
+
+@pytest.mark.parametrize("home", ["KERAS_HOME below a file", "KERAS_HOME to create", "HOME"])
+def test_looks_where_keras_downloads(tmp_path, home):
+    """The folder lrsweep reads Keras' downloads from is the one the real Keras uses: asked
+    for a file (a probe) only that folder holds, `keras.utils.get_file` finds it there
+    instead of downloading it (from a port no server listens on: a download fails). Keras'
+    home is KERAS_HOME, a folder Keras creates as it is imported if it can, or ~/.keras; and
+    /tmp/.keras where it cannot be created (here a path below a file). What the test creates
+    in /tmp/.keras is removed after it."""
+    if home == "KERAS_HOME below a file" and os.path.exists(KERAS_FALLBACK) and not os.access(KERAS_FALLBACK,
+                                                                                            os.W_OK):
+        pytest.skip(f"{KERAS_FALLBACK} belongs to another user: Keras cannot download there either")
+    (tmp_path / "file").touch()
+    env = {name: value for name, value in os.environ.items() if name != "KERAS_HOME"}
+    if home == "KERAS_HOME below a file":
+        env["KERAS_HOME"] = str(tmp_path / "file" / "keras")
+    elif home == "KERAS_HOME to create":
+        env["KERAS_HOME"] = str(tmp_path / "new" / "keras")
+    else:
+        env["HOME"] = str(tmp_path)
     code = (
         "import os, keras\n"
-        "from lrsweep.data.registry import keras_caches\n"
-        "folder = keras_caches()[-1]\n"
-        "probe = f'lrsweep-probe-{os.getpid()}'\n"
+        "from lrsweep.data.registry import keras_cache\n"
+        "folder = keras_cache()\n"
+        "probe = os.path.join(folder, f'lrsweep-probe-{os.getpid()}')\n"
         "os.makedirs(folder, exist_ok=True)\n"
-        "open(os.path.join(folder, probe), 'w').close()\n"
+        "open(probe, 'w').close()\n"
         "try:\n"
-        "    path = keras.utils.get_file(probe, origin='http://127.0.0.1:9/none')\n"
+        "    path = keras.utils.get_file(os.path.basename(probe), origin='http://127.0.0.1:9/none')\n"
         "finally:\n"
-        "    os.remove(os.path.join(folder, probe))\n"
-        "assert path == os.path.join(folder, probe), (path, keras_caches())\n"
+        "    os.remove(probe)\n"
+        "assert path == probe, (path, probe)\n"
+        "print(folder)\n"
     )
-    (tmp_path / "file").touch()
-    env = {**os.environ, unwritable: str(tmp_path / "file" / "home")}
-    if unwritable == "HOME":
-        env.pop("KERAS_HOME", None)
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    fallback_there = os.path.exists(KERAS_FALLBACK)
+    try:
+        done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    finally:
+        if not fallback_there:
+            shutil.rmtree(KERAS_FALLBACK, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-2000:]
+    expected = {"KERAS_HOME below a file": KERAS_FALLBACK, "KERAS_HOME to create": str(tmp_path / "new" / "keras"),
+                "HOME": str(tmp_path / ".keras")}[home]
+    assert done.stdout.strip() == os.path.join(expected, "datasets")
 
 
 def test_download_failure_is_one_line(tmp_path, monkeypatch):

@@ -236,10 +236,7 @@ def _describe(sets):
 def _read_named(name, data_dir, offline=False):
     """The arrays of a named dataset: from data_dir, else Keras' cache, else the download
     (`offline`: None instead)."""
-    if data_dir:
-        found = _local_files(name, data_dir, required=True)
-    else:
-        found = next(filter(None, (_local_files(name, folder, required=False) for folder in keras_caches())), None)
+    found = _local_files(name, data_dir or keras_cache(), required=data_dir is not None)
     if found is None:
         # a source with no local files to look for (digits) fetches from a file already here
         return None if offline and _SOURCES[name].files else _SOURCES[name].fetch()
@@ -247,15 +244,26 @@ def _read_named(name, data_dir, offline=False):
     return files.read(paths)
 
 
-def keras_caches():
-    """Where Keras keeps its downloads, found as Keras finds it but without importing Keras:
-    the `datasets` folder of its home (KERAS_HOME, else ~/.keras, or /tmp/.keras where the
-    home folder is not writable), then /tmp/.keras/datasets, where `keras.utils.get_file`
-    downloads when its home is not writable."""
+def keras_cache():
+    """The folder Keras downloads its datasets into, found as Keras finds it but without
+    importing Keras: the `datasets` folder of its home (KERAS_HOME, else ~/.keras, or
+    /tmp/.keras where the home folder is not writable), which Keras creates as it is
+    imported; of /tmp/.keras where that cannot be created or written (`keras.utils.get_file`)."""
     if "KERAS_HOME" in os.environ:
         home = os.path.expanduser(os.environ["KERAS_HOME"])
     else:
         base = os.path.expanduser("~")
         home = os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
-    fallback = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
-    return [os.path.join(folder, "datasets") for folder in dict.fromkeys([home, fallback])]
+    if not _writable_or_creatable(home):
+        home = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
+    return os.path.join(home, "datasets")
+
+
+def _writable_or_creatable(folder):
+    """Whether `folder` is a folder one can write in, or could be created (`os.makedirs`)."""
+    if not folder:
+        return False
+    path = os.path.abspath(folder)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return os.path.isdir(path) and os.access(path, os.W_OK)

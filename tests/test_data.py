@@ -520,13 +520,18 @@ def test_looks_where_keras_downloads(tmp_path, home):
 
 def test_download_failure_is_one_line(tmp_path, monkeypatch):
     """The real Keras download fails (here from a port no server listens on, so that the
-    test does not depend on the machine being offline), and says so in one line."""
+    test does not depend on the machine being offline), and says so in one line, with the
+    folders a copy may be in."""
     import lrsweep.data.tables
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setattr(lrsweep.data.tables, "IONOSPHERE_URL", "http://127.0.0.1:9/ionosphere.data")
     monkeypatch.delitem(sys.modules, "keras")  # the real one, this time
-    raises(r"Could not download dataset ionosphere .*Without internet, pass data_dir=", load_dataset, "ionosphere")
+    message = raises(r"Could not download dataset ionosphere .*Without internet, pass data_dir=", load_dataset,
+                     "ionosphere")
+    # where a copy is read from without data_dir: where the download would have gone
+    assert f"or copy one into {tmp_path / 'datasets'}, where it is read from without data_dir" in message
+    assert "ionosphere.data" in message.split("or copy one into")[1]
 
 
 def test_dataset_pickles():

@@ -238,8 +238,17 @@ def _read_named(name, data_dir, offline=False):
     (`offline`: None instead)."""
     found = _local_files(name, data_dir or keras_cache(), required=data_dir is not None)
     if found is None:
+        sets = _SOURCES[name].files
         # a source with no local files to look for (digits) fetches from a file already here
-        return None if offline and _SOURCES[name].files else _SOURCES[name].fetch()
+        if offline and sets:
+            return None
+        try:
+            return _SOURCES[name].fetch()
+        except LrsweepError as e:
+            if not sets:
+                raise
+            raise LrsweepError(f"{e}, or copy one into {keras_cache()}, where it is read from without data_dir "
+                               f"(looked for: {_describe(sets)})") from None
     files, paths = found
     return files.read(paths)
 

@@ -292,6 +292,14 @@ def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_ses
     assert (stored[trials["trial_id"]].to_numpy() == trials["epochs"].to_numpy()).all()
 
 
+def long_sweep(folder):
+    """A sweep file of one digits trial of 300 epochs that saves a checkpoint every second."""
+    sweep = folder / "long.py"
+    sweep.write_text("from lrsweep import Sweep\nSWEEP = Sweep(name='long', dataset='digits', max_epochs=300, "
+                     "checkpoint_seconds=1, configs=[{'family': 'constant', 'initial_lr': 0.01}])\n")
+    return sweep
+
+
 def test_a_launch_killed_mid_trial_resumes_that_trial_from_its_checkpoint(ray_session, tmp_path):
     """SIGKILL of the driver while its one long trial runs, after the trial saved checkpoints
     and Tune its state, then `--resume`: the trial goes on from its latest checkpoint still
@@ -304,9 +312,7 @@ def test_a_launch_killed_mid_trial_resumes_that_trial_from_its_checkpoint(ray_se
     whichever it holds, as the latest or as one to delete: the resume neither fails the trial
     nor logs Tune's error at its next checkpoint."""
     results = tmp_path / "results"
-    sweep = tmp_path / "long.py"
-    sweep.write_text("from lrsweep import Sweep\nSWEEP = Sweep(name='long', dataset='digits', max_epochs=300, "
-                     "checkpoint_seconds=1, configs=[{'family': 'constant', 'initial_lr': 0.01}])\n")
+    sweep = long_sweep(tmp_path)
     args = ["launch", str(sweep), "--results", str(results), "--name", "long", "--address", ray_session]
     # Tune saved its state since the trial's second checkpoint
     killed = sigkill_launch(args, lambda: list(results.glob("tune/long/*/checkpoint_000001")), settle=1.5)
@@ -386,9 +392,14 @@ def test_a_resumed_search_judges_its_next_trials_against_the_rungs_before_the_ki
     assert poor["status"].tolist() == ["early_stopped"] * 2 and poor["epochs"].tolist() == [500, 500]
 
 
+def store_files(results, table="*"):
+    """The Parquet files of `table` (of every table) under `results`, relative to it."""
+    return sorted(p.relative_to(results) for p in results.glob(f"{table}/*/*/*.parquet"))
+
+
 def stored(results, table):
     """Whether some rows of `table` are stored under `results`."""
-    return lambda: bool(list(results.glob(f"{table}/*/*/*.parquet")))
+    return lambda: bool(store_files(results, table))
 
 
 def ctrl_c_launch(results, ready, *args, sweep="sweeps/ionosphere.py"):
@@ -444,9 +455,7 @@ def test_a_trial_stopped_by_ctrl_c_goes_on_from_its_checkpoint_on_resume(ray_ses
     """Ctrl-C while the one trial runs, after it saved checkpoints: Tune stops it TERMINATED,
     as if it had ended, but its checkpoints stay, and `--resume` goes on from the latest."""
     results = tmp_path / "results"
-    sweep = tmp_path / "long.py"
-    sweep.write_text("from lrsweep import Sweep\nSWEEP = Sweep(name='long', dataset='digits', max_epochs=300, "
-                     "checkpoint_seconds=1, configs=[{'family': 'constant', 'initial_lr': 0.01}])\n")
+    sweep = long_sweep(tmp_path)
     args = ["--name", "long", "--address", ray_session]
     started = pd.Timestamp.now(tz="UTC")
     returncode, stdout, stderr = ctrl_c_launch(results, lambda: list(results.glob("tune/long/*/checkpoint_000001")),
@@ -588,14 +597,14 @@ def test_resuming_a_run_that_ended_trains_nothing_and_says_so(ray_session, ionos
     written, and the output says the trials ended before (not "stored 0 trials")."""
     results = tmp_path / "results"
     shutil.copytree(ionosphere_results[0], results)
-    files = sorted(p.relative_to(results) for p in results.glob("*/*/*/*.parquet"))
+    files = store_files(results)
     done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "6", "--max-epochs",
                    "6", "--confirm-seeds", "0", "--results", str(results), "--name", "iono-test", "--resume",
                    "--address", ray_session)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "nothing left to train here: the 6 trials ended before this launch" in done.stdout
     assert "stored 0 trials" not in done.stdout
-    assert sorted(p.relative_to(results) for p in results.glob("*/*/*/*.parquet")) == files
+    assert store_files(results) == files
 
 
 def test_a_resume_deletes_the_checkpoints_of_trials_it_trains_again_as_new_ones(ray_session, ionosphere_results,
@@ -636,11 +645,11 @@ def test_resuming_a_run_that_ended_while_tune_saved_between_its_last_epochs_trai
             "--address", ray_session]
     first = lrsweep(*args, env={"TUNE_GLOBAL_CHECKPOINT_S": "0"})
     assert first.returncode == 0, first.stderr[-2000:]
-    files = sorted(p.relative_to(results) for p in results.glob("*/*/*/*.parquet"))
+    files = store_files(results)
     again = lrsweep(*args, "--resume")
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert "nothing left to train here: the 2 trials ended before this launch" in again.stdout
-    assert sorted(p.relative_to(results) for p in results.glob("*/*/*/*.parquet")) == files
+    assert store_files(results) == files
 
 
 def test_a_name_with_tune_state_but_no_trial_stored_is_refused_without_resume(ionosphere_results, tmp_path):

@@ -238,9 +238,10 @@ class Recorder(tune.Callback):
         self.histories = {trial_id: list(rows) for trial_id, rows in state.get("histories", {}).items()}
 
     def _drop_checkpoints_of_ended(self, trials):
-        """Delete the checkpoints of those of `trials` (which ended) that Tune's state in
-        storage records as ended. Not sooner: a launch killed while that state has them
-        running goes on with them on `--resume`, from their checkpoints (not their first epoch)."""
+        """Delete the checkpoints of those of `trials` that Tune's state in storage records as
+        ended, and no sooner: a launch killed while that state has them running goes on with
+        them on `--resume`, from their checkpoints (not their first epoch). The others stay
+        in `self.ended` if they are there, for the next save."""
         ended = _ended_in_storage(trials) if trials else set()
         for trial in trials:
             if trial.trial_id in ended:

@@ -527,7 +527,7 @@ def test_download_failure_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setattr(lrsweep.data.tables, "IONOSPHERE_URL", "http://127.0.0.1:9/ionosphere.data")
     monkeypatch.delitem(sys.modules, "keras")  # the real one, this time
-    message = raises(r"Could not download dataset ionosphere .*Without internet, pass data_dir=", load_dataset,
+    message = raises(r"Could not download dataset ionosphere .*Without internet, give data_dir \(--data-dir\) a folder", load_dataset,
                      "ionosphere")
     # where a copy is read from without data_dir: where the download would have gone
     assert f"or copy one into {tmp_path / 'datasets'}, where it is read from without data_dir" in message

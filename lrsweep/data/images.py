@@ -135,7 +135,7 @@ def download(name):
     except Exception as e:  # Keras wraps every network failure in a bare Exception.
         raise LrsweepError(
             f"Could not download dataset {name} with keras.datasets.{name}.load_data(): "
-            f"{one_line(e)}. Without internet, pass data_dir= a folder holding a copy"
+            f"{one_line(e)}. Without internet, give data_dir (--data-dir) a folder holding a copy"
         ) from None
     if x.ndim == 3:
         x, x_test = x[..., np.newaxis], x_test[..., np.newaxis]

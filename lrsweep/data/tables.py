@@ -48,7 +48,7 @@ def download_ionosphere():
     except Exception as e:  # Keras wraps every network failure in a bare Exception.
         raise LrsweepError(
             f"Could not download dataset ionosphere from {IONOSPHERE_URL}: {one_line(e)}. "
-            "Without internet, pass data_dir= a folder holding ionosphere.data or ionosphere.csv"
+            "Without internet, give data_dir (--data-dir) a folder holding ionosphere.data or ionosphere.csv"
         ) from None
     return read_ionosphere([path])
 

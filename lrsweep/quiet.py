@@ -1,7 +1,10 @@
-"""TensorFlow's C++ start-up lines (absl, oneDNN, CUDA probes) ignore TF_CPP_MIN_LOG_LEVEL:
-they are written straight to file descriptor 2, so only a redirect of it silences them."""
+"""Noise kept out of a user's terminal. TensorFlow's C++ start-up lines (absl, oneDNN, CUDA
+probes) ignore TF_CPP_MIN_LOG_LEVEL: they are written straight to file descriptor 2, so only
+a redirect of it silences them. And the traceback of a trial's actor that Ray ends with
+SIGTERM (`quiet_termination`)."""
 
 import contextlib
+import functools
 import os
 import sys
 
@@ -32,3 +35,19 @@ def import_tensorflow():
             import tensorflow as tf
 
             tf.config.set_visible_devices([], "GPU")
+
+
+def _drop_exits(unraisable, _previous=None):
+    if not issubclass(unraisable.exc_type, SystemExit):
+        (_previous or sys.__unraisablehook__)(unraisable)
+
+
+def quiet_termination():
+    """As Tune ends a trial it removes the trial's placement group, and Ray then sends the
+    trial's actor SIGTERM. Ray's handler raises SystemExit in whatever Python code the
+    actor's main thread runs next; where that is a weakref callback, Python cannot raise it
+    and prints "Exception ignored in ... SystemExit: 1" with a traceback, which Ray copies
+    into the launch's output at random (ray-project/ray#13487). Such an exit is dropped
+    here; every other exception Python cannot raise is still printed. Once per process."""
+    if getattr(sys.unraisablehook, "func", None) is not _drop_exits:
+        sys.unraisablehook = functools.partial(_drop_exits, _previous=sys.unraisablehook)

@@ -970,6 +970,60 @@ def test_a_trainable_registered_again_is_the_one_trials_get(ray_session):
             assert request.bundles == [{"CPU": cpus}]
 
 
+def test_a_sigterm_that_ends_a_trials_actor_prints_no_traceback(ray_session):
+    """As Tune ends a trial, Ray removes its placement group and SIGTERMs its actor; Ray's
+    handler raises SystemExit in the next Python code the actor runs, and where that is a
+    weakref callback, Python printed "Exception ignored ... SystemExit: 1" and a traceback,
+    which Ray copied into a launch's output (ray-project/ray#13487). Here the SIGTERM comes
+    inside a weakref callback on purpose, in a real Ray worker with Ray's own handler:
+    nothing is printed once `quiet_termination` (what the trial's actor calls) is in place,
+    and any other exception Python cannot raise still is."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class Actor:
+        def error_in_weakref_callback(self, quiet, error):
+            import io
+            import os
+            import signal
+            import sys
+            import weakref
+
+            from lrsweep.quiet import quiet_termination
+
+            if quiet:
+                quiet_termination()
+
+            def callback(_):
+                if error is None:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    for _ in range(10_000):  # Python runs a signal's handler between instructions
+                        pass
+                else:
+                    raise error
+
+            class Thing:
+                pass
+
+            printed = io.StringIO()
+            saved, sys.stderr = sys.stderr, printed
+            try:
+                thing = Thing()
+                ref = weakref.ref(thing, callback)  # noqa: F841  (the callback runs as `thing` goes)
+                del thing
+            finally:
+                sys.stderr = saved
+            return printed.getvalue()
+
+    for quiet, error, expected in [(False, None, "SystemExit"), (True, None, ""), (True, ValueError("x"), "ValueError")]:
+        actor = Actor.remote()
+        try:
+            printed = ray.get(actor.error_in_weakref_callback.remote(quiet, error))
+        finally:
+            ray.kill(actor)
+        assert (expected in printed) if expected else printed == "", (quiet, error, printed)
+
+
 def test_a_worker_warms_up_without_fixing_its_devices_or_loading_what_trials_do_not_use():
     """`warm_up` imports and configures TensorFlow; TensorFlow reads CUDA_VISIBLE_DEVICES
     once, when it first lists its devices, so the warm-up must leave that listing to the

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 
-from lrsweep.quiet import quiet_stderr
+from lrsweep.quiet import quiet_stderr, quiet_termination
 from lrsweep.results import LOGS
 from lrsweep.schedules.registry import OPTIMIZERS
 
@@ -546,6 +546,7 @@ def train(config, *, data, setup):
     Tune gives it one."""
     import ray
 
+    quiet_termination()
     gpu_ids = ",".join(str(g) for g in ray.get_gpu_ids()) or None
     extra = {"node": ray.get_runtime_context().get_node_id(), "gpu_ids": gpu_ids}
     resume = tune_checkpoint()

@@ -5,6 +5,10 @@ import csv
 import io
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 
 import pandas as pd
 import pyarrow as pa
@@ -15,7 +19,7 @@ from lrsweep.errors import LrsweepError
 from lrsweep.results.query import query
 from lrsweep.results.rank import format_ranking, rank
 from lrsweep.results.store import LATER_COLUMNS, SCHEMAS, read_frame, write_rows
-from tests.conftest import assert_refused, lrsweep
+from tests.conftest import REPO, assert_refused, lrsweep
 
 FAMILY_PARAMS = {"sgd/step": {"drop": 0.5, "epochs_drop": 10}, "adam/constant": {},
                  "sgd/cosine": {"alpha": 0.0, "warmup_epochs": 2}, "sgd/plateau": {"factor": 0.5}}
@@ -350,3 +354,25 @@ def test_query_answers_past_a_file_whose_data_is_damaged(tmp_path, capsys):
     warnings = [line for line in capsys.readouterr().err.splitlines() if damaged in line]
     assert len(warnings) == 1
     assert open(damaged, "rb").read() == bytes(raw)
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"),
+                    reason="root lists any folder, and setpriv is not there to take that from it")
+def test_a_folder_that_cannot_be_listed_is_skipped_with_one_warning(tmp_path):
+    """`rank` and `query` answer from the rest of the store (as root, run without the
+    capability that reads any folder)."""
+    write_rows(str(tmp_path), "trials", "digits", "s1", [trial_row(*row) for row in DIGITS])
+    write_rows(str(tmp_path), "trials", "ionosphere", "s2", [trial_row(*row) for row in IONOSPHERE])
+    locked = tmp_path / "trials" / "dataset=ionosphere" / "sweep=s2"
+    locked.chmod(0)
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    try:
+        for args in (["rank"], ["query", "SELECT dataset, count(*) AS n FROM trials GROUP BY 1"]):
+            done = subprocess.run([*prefix, sys.executable, "-m", "lrsweep", *args, "--results", str(tmp_path)],
+                                  cwd=REPO, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr[-2000:]
+            assert done.stderr.splitlines() == [f"lrsweep: warning: skipping {locked}: cannot be listed "
+                                                f"({done.stderr.split('cannot be listed (')[1].splitlines()[0]}"]
+            assert "digits" in done.stdout and "ionosphere" not in done.stdout, done.stdout
+    finally:
+        locked.chmod(0o755)

@@ -200,6 +200,37 @@ def test_bad_files_of_one_table_do_not_affect_another(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_folders_out_of_the_layout_and_hidden_files_are_skipped_with_one_warning_each(tmp_path, capsys):
+    """A copy of a file under a partition folder without a value, or a folder below a
+    sweep's, is not read as a dataset or sweep of its own: one warning names the folder. A
+    hidden file (Finder's .DS_Store) is named too; our own temporary files are not. Nothing
+    is touched."""
+    good = write_rows(str(tmp_path), "trials", "digits", "s1", TRIALS)
+    sweep_folder = tmp_path / "trials" / "dataset=digits" / "sweep=s1"
+    strays = [tmp_path / "trials" / "dataset=" / "sweep=s1", tmp_path / "trials" / "dataset=digits" / "sweep=",
+              sweep_folder / "extra"]
+    for folder in strays:
+        folder.mkdir(parents=True)
+        (folder / "copy.parquet").write_bytes(open(good, "rb").read())
+    hidden = sweep_folder / ".DS_Store"
+    hidden.write_bytes(b"\0\0\0\1Bud1")
+    (sweep_folder / ".part-1-ab.parquet.tmp").write_bytes(b"a write under way")
+    before = files_under(tmp_path)
+    capsys.readouterr()
+
+    for table in ("trials", "epochs"):
+        read_table(str(tmp_path), table)  # epochs reads trials again: each bad entry is named once all the same
+
+    assert read_frame(str(tmp_path), "trials")[["dataset", "sweep", "trial_id"]].values.tolist() == [
+        ["digits", "s1", t["trial_id"]] for t in TRIALS]
+    lines = capsys.readouterr().err.splitlines()
+    named = [strays[0].parent, strays[1], strays[2], hidden]
+    assert len(lines) == len(named), lines
+    for path in named:
+        assert sum(f"skipping {path}:" in line for line in lines) == 1, (path, lines)
+    assert files_under(tmp_path) == before
+
+
 def test_a_trials_file_from_before_the_gpu_ids_column_still_reads(tmp_path, capsys):
     """A store written by an lrsweep without a later column stays readable: nulls there."""
     write_rows(str(tmp_path), "trials", "digits", "new", TRIALS[:1])

@@ -126,12 +126,11 @@ def sweep_exists(root, sweep):
     that a write killed before its rename left empty does not count)."""
     fs, base = filesystem(root)
     for table in TABLES:
-        for dataset_dir in fs.get_file_info(pafs.FileSelector(f"{base}/{table}", allow_not_found=True)):
+        for dataset_dir in _listing(fs, f"{base}/{table}"):
             if dataset_dir.type != pafs.FileType.Directory:
                 continue
-            selector = pafs.FileSelector(f"{dataset_dir.path}/sweep={sweep}", allow_not_found=True)
             if any(f.type == pafs.FileType.File and not f.base_name.startswith(".")
-                   for f in fs.get_file_info(selector)):
+                   for f in _listing(fs, f"{dataset_dir.path}/sweep={sweep}")):
                 return True
     return False
 
@@ -157,32 +156,62 @@ def write_rows(root, table, dataset, sweep, rows):
     return f"{folder}/{name}"
 
 
-def table_files(fs, base, table):
-    """The readable files of a table; every other file gets one warning and is left alone."""
+def _listing(fs, folder):
+    """The entries of `folder` in name order; one that cannot be listed (its permissions)
+    gets a warning and lists nothing. A folder not there lists nothing."""
+    try:
+        return sorted(fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)), key=lambda i: i.path)
+    except OSError as e:
+        warn(f"skipping {folder}: cannot be listed ({str(e).splitlines()[0]})")
+        return []
+
+
+def _foreign(info, table):
+    """A warning for something in a table's folders that is not the table's."""
+    what = (f"not a folder of the {table} table (nothing in it is read)" if info.type == pafs.FileType.Directory
+            else f"not a file of the {table} table")
+    warn(f"skipping {info.path}: {what}")
+
+
+def _partitions(fs, folder, key, table):
+    """The folders `key=VALUE` in `folder`; every other entry gets a warning."""
     found = []
-    selector = pafs.FileSelector(f"{base}/{table}", allow_not_found=True, recursive=True)
+    for info in _listing(fs, folder):
+        if info.type == pafs.FileType.Directory and info.base_name.startswith(f"{key}=") \
+                and len(info.base_name) > len(key) + 1:
+            found.append(info.path)
+        else:
+            _foreign(info, table)
+    return found
+
+
+def table_files(fs, base, table):
+    """The readable files of a table, `<table>/dataset=D/sweep=S/*.parquet`; every other
+    file or folder in its folders gets one warning and is left alone, but for our own
+    temporary files (`write_rows`)."""
+    found = []
     expected = SCHEMAS[table]
-    for info in sorted(fs.get_file_info(selector), key=lambda i: i.path):
-        if info.type != pafs.FileType.File or info.base_name.startswith("."):
-            continue  # folders, and our own unfinished temporary files
-        relative = info.path[len(base) + len(table) + 2:].split("/")
-        if (not info.base_name.endswith(".parquet") or len(relative) != 3
-                or not relative[0].startswith("dataset=") or not relative[1].startswith("sweep=")):
-            warn(f"skipping {info.path}: not a file of the {table} table")
-            continue
-        try:
-            schema = pq.read_schema(fs.open_input_file(info.path))
-        except Exception as e:
-            warn(f"skipping {info.path}: not a readable Parquet file ({str(e).splitlines()[0]})")
-            continue
-        wrong = [f.name for f in expected
-                 if (schema.get_field_index(f.name) < 0 and f.name not in LATER_COLUMNS[table])
-                 or (schema.get_field_index(f.name) >= 0 and schema.field(f.name).type != f.type)]
-        if wrong:
-            warn(f"skipping {info.path}: not an lrsweep {table} file (columns missing or mistyped: "
-                 f"{', '.join(wrong[:5])})")
-            continue
-        found.append(info.path)
+    for dataset_folder in _partitions(fs, f"{base}/{table}", "dataset", table):
+        for sweep_folder in _partitions(fs, dataset_folder, "sweep", table):
+            for info in _listing(fs, sweep_folder):
+                if info.base_name.startswith(".part-") and info.base_name.endswith(".parquet.tmp"):
+                    continue
+                if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
+                    _foreign(info, table)
+                    continue
+                try:
+                    schema = pq.read_schema(fs.open_input_file(info.path))
+                except Exception as e:
+                    warn(f"skipping {info.path}: not a readable Parquet file ({str(e).splitlines()[0]})")
+                    continue
+                wrong = [f.name for f in expected
+                         if (schema.get_field_index(f.name) < 0 and f.name not in LATER_COLUMNS[table])
+                         or (schema.get_field_index(f.name) >= 0 and schema.field(f.name).type != f.type)]
+                if wrong:
+                    warn(f"skipping {info.path}: not an lrsweep {table} file (columns missing or mistyped: "
+                         f"{', '.join(wrong[:5])})")
+                    continue
+                found.append(info.path)
     return found
 
 
@@ -265,8 +294,8 @@ def dataset_trials(root, dataset):
     trials = read_frame(root, "trials", dataset)
     if trials.empty:
         fs, base = filesystem(root)
-        held = sorted(info.base_name[len("dataset="):] for info in fs.get_file_info(
-            pafs.FileSelector(f"{base}/trials", allow_not_found=True)) if info.base_name.startswith("dataset="))
+        held = [info.base_name[len("dataset="):] for info in _listing(fs, f"{base}/trials")
+                if info.base_name.startswith("dataset=") and info.base_name != "dataset="]
         holds = ("its files hold no readable trial" if dataset in held else
                  f"the store holds {', '.join(held)}" if held else "the store holds no trials")
         raise LrsweepError(f"Argument `dataset` names no dataset in the store {root}. Received: dataset={dataset!r} "

@@ -254,6 +254,25 @@ def test_bad_sql_is_bad_input_naming_the_sql(results, sql):
     assert sql in str(caught.value) and "\n" not in str(caught.value)
 
 
+def test_query_never_writes_and_refuses_what_is_not_one_query(tmp_path):
+    """DuckDB runs COPY ... TO as readily as SELECT: it would overwrite a stored file. Only
+    one reading statement runs (PIVOT, DESCRIBE and the like read); the rest, and SQL with
+    no statement at all, is bad input naming the SQL, and the store is as it was."""
+    root = tmp_path / "results"
+    stored = write_rows(str(root), "trials", "digits", "sweep-a", [trial_row(*row) for row in DIGITS])
+    before = open(stored, "rb").read()
+    copy = f"COPY (SELECT 'oops' AS x) TO '{stored}' (FORMAT PARQUET)"
+    attach = f"ATTACH '{tmp_path / 'other.db'}'"
+    for sql in [copy, f"SELECT 1; {copy}", "CREATE TABLE kept AS SELECT 1", attach, "", "-- a note"]:
+        assert_refused(lrsweep("query", sql, "--results", str(root)), "sql=", "one query that reads")
+    assert open(stored, "rb").read() == before and sorted(os.listdir(tmp_path)) == ["results"]
+    pivot = lrsweep("query", "PIVOT (SELECT family, status FROM trials) ON status USING count(*) ORDER BY family",
+                    "--results", str(root), "--format", "csv")
+    assert pivot.returncode == 0, pivot.stderr[-2000:]
+    assert pivot.stdout.splitlines()[0].startswith("family,")
+    assert query(str(root), "DESCRIBE trials")["column_name"].tolist()[:2] == ["trial_id", "family"]
+
+
 SQL = "SELECT trial_id, status, epochs FROM trials WHERE family = 'step' AND dataset = 'digits' ORDER BY trial_id"
 STEP_TRIALS = [(row[0], row[2], row[3]) for row in DIGITS if row[1] == "sgd/step"]
 

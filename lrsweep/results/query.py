@@ -48,8 +48,24 @@ def connect(root, direct=True):
     return con
 
 
+def check_sql(sql):
+    """`sql` is one statement that reads: a query never writes (DuckDB's COPY ... TO could
+    overwrite a stored file), and says so before it runs. PIVOT counts as reading."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        raise LrsweepError(f"Argument `sql` is not a query DuckDB can run: {str(e).splitlines()[0]}. "
+                           f"Received: sql={sql!r}") from None
+    if len(statements) != 1 or statements[0].type not in (duckdb.StatementType.SELECT, duckdb.StatementType.MULTI):
+        found = ", ".join(s.type.name for s in statements) or "none"
+        raise LrsweepError(f"Argument `sql` must be one query that reads (SELECT, FROM, WITH, DESCRIBE, SHOW, "
+                           f"SUMMARIZE, PIVOT; the store is never written here). Received: sql={sql!r} "
+                           f"(statements: {found})")
+
+
 def query(root, sql):
     """The result of `sql` as a pandas DataFrame."""
+    check_sql(sql)
     try:
         try:
             return connect(root).execute(sql).df()

@@ -71,8 +71,20 @@ def _sweep_flags(p, address=LAUNCH_ADDRESS, dashboard=True):
                        help="address the local dashboard binds (default 127.0.0.1)")
 
 
+def _stored_results(path):
+    """A results folder to read from: bad input where it is a file or is not there, which
+    would read as an empty store (a URI is taken as it is)."""
+    if "://" not in path and not os.path.isdir(path):
+        raise argparse.ArgumentTypeError(
+            f"must be a results folder, and {os.path.abspath(path)} is "
+            f"{'a file' if os.path.exists(path) else 'not there (nothing has been stored there yet)'}. "
+            f"Received: {path!r}")
+    return path
+
+
 def _results_flag(p):
-    p.add_argument("--results", default="results", help="results folder or URI (default: results/)")
+    p.add_argument("--results", default="results", type=_stored_results,
+                   help="results folder or URI (default: results/)")
 
 
 def checked_dataset(sweep):

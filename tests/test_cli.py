@@ -96,6 +96,9 @@ def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, rep
      ["--plot", "README.md is a file"]),
     (["plot", "--dataset", "digits", "--out", "README.md"], ["--out", "must be a folder", "README.md"]),
     (["report", "--dataset", "digits", "--out", "tests"], ["--out", "must be a file", "tests"]),
+    (["rank", "--results", "README.md"], ["--results", "README.md is a file"]),
+    (["query", "SELECT 1", "--results", "no/such/results"], ["--results", "not there", "'no/such/results'"]),
+    (["best", "--dataset", "digits", "--results", "no/such/results"], ["--results", "not there"]),
 ])
 def test_bad_flags_and_parameters_are_one_line(args, words):
     assert_refused(cli(*args), *words)

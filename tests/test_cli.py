@@ -97,6 +97,7 @@ def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, rep
     (["plot", "--dataset", "digits", "--out", "README.md"], ["--out", "must be a folder", "README.md"]),
     (["report", "--dataset", "digits", "--out", "tests"], ["--out", "must be a file", "tests"]),
     (["rank", "--results", "README.md"], ["--results", "README.md is a file"]),
+    (["validate", "sweeps/digits.py", "--storage", "README.md"], ["storage='README.md'", "not a folder"]),
     (["query", "SELECT 1", "--results", "no/such/results"], ["--results", "not there", "'no/such/results'"]),
     (["best", "--dataset", "digits", "--results", "no/such/results"], ["--results", "not there"]),
 ])

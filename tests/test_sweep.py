@@ -34,7 +34,7 @@ GOOD = {"name": "s", "families": STEP, "max_epochs": 20}
     ({"families": {"step": {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": Range(2.5, 10)}}},
      ["epochs_drop", "2.5"]),
     ({"families": {"cyclical": {"base_lr": Range(0.01, 0.2), "max_lr": Range(0.1, 1.0), "step_size": 2}}},
-     ["base_lr=0.2", "max_lr=0.1"]),
+     ["base_lr=0.2", "max_lr=0.1", "could draw from base_lr=0.01..0.2, max_lr=0.1..1"]),
     ({"families": {"cosine": {"initial_lr": 0.1, "warmup_epochs": Choice(0, 5, 20)}}}, ["warmup_epochs=20"]),
     ({"families": {"adamw/step": {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": 2}}}, ["optimizer", "'adamw'"]),
     ({"optimizer": "adamw"}, ["optimizer='adamw'"]),
@@ -51,11 +51,17 @@ GOOD = {"name": "s", "families": STEP, "max_epochs": 20}
     ({"model_args": {"activation": "relux"}}, ["activation='relux'"]),
     ({"checkpoint_seconds": 0}, ["checkpoint_seconds=0", "None"]),
     ({"checkpoint_seconds": "60"}, ["checkpoint_seconds='60'"]),
+    ({"data_dir": 123}, ["data_dir=123"]),
+    ({"storage": ""}, ["storage=''"]),
+    ({"reduction_factor": 1.0000000001}, ["reduction_factor=1.0000000001", ">= 2"]),
+    ({"seed": 2**32 - 3}, ["seed=4294967293", "seed + 5"]),
+    ({"optimizer": "adam", "optimizer_args": {"momentum": 0.9}}, ["optimizer='adam'", "optimizer_args={'momentum': 0.9}"]),
 ], ids=["name", "max_epochs", "num_samples", "batch_size", "unknown-family", "unknown-param", "range-out-of-bounds",
         "log-range-low-0", "log-range-low-0-allowed-param", "int-param-float-range", "base-lr-overlaps-max-lr",
         "warmup-reaches-max-epochs", "unknown-optimizer-in-key", "unknown-optimizer", "family-twice", "metric",
         "early-stopping", "families-and-configs", "neither", "configs-with-range", "resources-tpu", "momentum",
-        "nesterov", "activation", "checkpoint-seconds-0", "checkpoint-seconds-text"])
+        "nesterov", "activation", "checkpoint-seconds-0", "checkpoint-seconds-text", "data-dir-number",
+        "storage-empty", "reduction-factor-near-1", "seed-beyond-numpys", "optimizer-args-of-adam"])
 def test_a_bad_field_is_one_line_naming_the_field_and_the_value(fields, named):
     with pytest.raises(LrsweepError) as caught:
         Sweep(**{**GOOD, **fields})
@@ -168,6 +174,26 @@ def test_a_bad_sweep_file_is_one_line_naming_the_file(tmp_path, body, named):
     assert "\n" not in message and str(path) in message
     for text in named:
         assert text in message
+
+
+@pytest.mark.parametrize("name, content, named", [
+    ("mine.py", "import sys\nsys.exit(3)\n", ["mine.py:2", "SystemExit: 3"]),
+    ("mine.yaml", "name: mine\nfamilies: [step]\n", ["mine.yaml:1", "NameError", "a sweep file is Python"]),
+    ("mine.py", "\0\0", ["mine.py: SyntaxError"]),
+    ("folder", None, ["folder is a folder"]),
+], ids=["exits", "yaml", "binary", "folder"])
+def test_a_sweep_file_that_exits_is_not_python_or_is_a_folder_is_one_line_saying_so(tmp_path, name, content, named):
+    path = tmp_path / name
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(content)
+    with pytest.raises(LrsweepError) as caught:
+        load_sweep(str(path))
+    message = str(caught.value)
+    assert "\n" not in message and "None" not in message
+    for text in named:
+        assert text in message, message
 
 
 def test_a_good_sweep_file_loads(tmp_path):

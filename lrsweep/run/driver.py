@@ -41,11 +41,13 @@ def storage_path(sweep):
 
 
 def check_results(sweep):
-    """The sweep's results folder can be written (or made); else bad input, before Ray."""
-    reason = store.check_writable(sweep.results)
-    if reason:
-        raise LrsweepError(f"Argument `results` must be a writable folder. Received: results={sweep.results!r} "
-                           f"({reason})")
+    """The sweep's results folder, and its `storage` if it names one, can be written (or
+    made); else bad input, before Ray."""
+    for name in ("results", "storage"):
+        folder = getattr(sweep, name)
+        reason = folder and store.check_writable(folder)
+        if reason:
+            raise LrsweepError(f"Argument `{name}` must be a writable folder. Received: {name}={folder!r} ({reason})")
 
 
 def check_launch(sweep, name, resume):

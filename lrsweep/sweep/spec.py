@@ -65,6 +65,10 @@ TRAINING_FIELDS = ("subsample", "validation_split", "scale", "model", "model_arg
                    "storage", "checkpoint_seconds")
 
 
+# The largest seed NumPy's generators and Optuna's samplers take.
+MAX_SEED = 2**32 - 1
+
+
 def _field_error(name, rule, value):
     return LrsweepError(f"Argument `{name}` must be {rule}. Received: {name}={value!r}")
 
@@ -161,8 +165,15 @@ def _check_space(fam, space, epochs):
         else:
             param.check(spec)
         checked[name] = spec
+    drawn = {name: spec for name, spec in checked.items() if isinstance(spec, (Range, Choice))}
     for corner in _corners(checked):
-        fam.check(corner, epochs)
+        try:
+            fam.check(corner, epochs)
+        except LrsweepError as e:  # values of a relation (base_lr < max_lr) the user wrote as ranges
+            if not any(f"{name}=" in str(e) for name in drawn):
+                raise
+            ranges = ", ".join(f"{name}={spec}" for name, spec in drawn.items())
+            raise LrsweepError(f"{e}: values the search could draw from {ranges}") from None
     return checked
 
 
@@ -234,8 +245,12 @@ class Sweep:
         if self.confirm_seeds != 0 and (not isinstance(self.confirm_seeds, int) or isinstance(self.confirm_seeds, bool)
                                         or self.confirm_seeds < 2):  # an interval needs two runs
             raise _field_error("confirm_seeds", "0 (no confirmation) or an integer >= 2", self.confirm_seeds)
+        if self.seed > MAX_SEED - self.confirm_seeds:  # NumPy's and Optuna's seeds; confirmation uses seed+1..+K
+            raise _field_error("seed", f"at most 2**32 - 1 - confirm_seeds = {MAX_SEED - self.confirm_seeds} (the "
+                                       f"confirmation runs take seed + 1 ... seed + {self.confirm_seeds})", self.seed)
         _integer("grace_period", self.grace_period, 1)
-        _number("reduction_factor", self.reduction_factor, "> 1", lambda v: v > 1)
+        _number("reduction_factor", self.reduction_factor, ">= 2 (at most the best half of a rung goes on)",
+                lambda v: v >= 2)
         if self.subsample is not None:
             _integer("subsample", self.subsample, 1)
         if self.validation_split is not None:
@@ -249,7 +264,10 @@ class Sweep:
         if not isinstance(self.optimizer_args, Mapping):
             raise _field_error("optimizer_args", "a dict", self.optimizer_args)
         for key in self.optimizer_args:
-            _one_of("optimizer_args", key, OPTIMIZER_ARGS.get(self.optimizer, ()))
+            if not OPTIMIZER_ARGS.get(self.optimizer):
+                raise LrsweepError(f"Argument `optimizer_args` must be empty for optimizer={self.optimizer!r}, which "
+                                   f"takes none here. Received: optimizer_args={dict(self.optimizer_args)!r}")
+            _one_of("optimizer_args", key, OPTIMIZER_ARGS[self.optimizer])
         object.__setattr__(self, "optimizer_args", _checked_optimizer_args(self.optimizer_args))
         _one_of("granularity", self.granularity, GRANULARITIES)
         if self.early_stopping == "auto":  # a search stops its poor trials early; fixed configs run as given
@@ -263,9 +281,11 @@ class Sweep:
             raise _field_error("resources", "a dict with keys 'cpu' and 'gpu'", self.resources)
         _number("resources['cpu']", self.resources.get("cpu", 1), "> 0", lambda v: v > 0)
         _number("resources['gpu']", self.resources.get("gpu", 0), ">= 0", lambda v: v >= 0)
-        for name in ("results", "dataset"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise _field_error(name, "a non-empty string", getattr(self, name))
+        for name in ("results", "dataset", "data_dir", "storage"):
+            value = getattr(self, name)
+            if (value is not None or name in ("results", "dataset")) and (not isinstance(value, str) or not value):
+                raise _field_error(name, "a non-empty string" + (" or None" if name in ("data_dir", "storage") else ""),
+                                   value)
         self.arms  # checks every family and parameter
 
     @property
@@ -378,8 +398,12 @@ class Sweep:
 
 def load_sweep(path):
     """The `SWEEP` of a sweep file; every problem with the file is one LrsweepError line."""
+    if os.path.isdir(path):
+        raise LrsweepError(f"Sweep file {path} is a folder: name the file in it that defines SWEEP")
     if not os.path.isfile(path):
         raise LrsweepError(f"Sweep file not found: {path}")
+    # a YAML or JSON file read as Python fails on its first line: say what a sweep file is
+    python = "" if path.endswith(".py") else " (a sweep file is Python: SWEEP = lrsweep.Sweep(...))"
     module_name = "lrsweep_sweep_" + re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
     # Python source whatever the file's name ends with, as `python FILE` reads it
     spec = importlib.util.spec_from_loader(module_name, importlib.machinery.SourceFileLoader(module_name, path))
@@ -389,11 +413,12 @@ def load_sweep(path):
     except LrsweepError as e:
         raise LrsweepError(f"{path}: {e}") from None
     except SyntaxError as e:
-        raise LrsweepError(f"{path}:{e.lineno}: SyntaxError: {e.msg}") from None
-    except Exception as e:
+        where = path if e.lineno is None else f"{path}:{e.lineno}"
+        raise LrsweepError(f"{where}: SyntaxError: {e.msg}{python}") from None
+    except (Exception, SystemExit) as e:  # sys.exit() in the file, too: it ends nothing but its reading
         frames = [f for f in traceback.extract_tb(e.__traceback__) if os.path.abspath(f.filename) == os.path.abspath(path)]
         where = f"{path}:{frames[-1].lineno}" if frames else path
-        raise LrsweepError(f"{where}: {type(e).__name__}: {e}".replace("\n", " ")) from None
+        raise LrsweepError(f"{where}: {type(e).__name__}: {e}{python}".replace("\n", " ")) from None
     sweep = getattr(module, "SWEEP", None)
     if not isinstance(sweep, Sweep):
         raise LrsweepError(f"{path}: defines no `SWEEP = lrsweep.Sweep(...)`. Received: SWEEP={sweep!r}")

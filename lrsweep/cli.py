@@ -42,6 +42,17 @@ def _output_folder(path):
     return _output(path, folder=True)
 
 
+def _picture_file(path):
+    """A file to draw into, in a format its name ends with that matplotlib writes."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if os.path.splitext(path)[1][1:].lower() not in formats:
+        raise argparse.ArgumentTypeError(f"must end in a picture format matplotlib writes "
+                                         f"({', '.join('.' + k for k in sorted(formats))}). Received: {path!r}")
+    return _output_file(path)
+
+
 LAUNCH_ADDRESS = ("join this Ray cluster (auto, or the head's host:port) instead of starting one; local: start "
                   "one even where RAY_ADDRESS names a cluster")
 JOBS_ADDRESS = ("the cluster's dashboard, http://HOST:8265 (default: RAY_API_SERVER_ADDRESS, else RAY_ADDRESS "
@@ -320,7 +331,8 @@ def cmd_find_lr(args):
 
 def _add_find_lr(p):
     _sweep_data_flags(p, help="the sweep file: its dataset, model and optimizers")
-    p.add_argument("--plot", metavar="F.png", type=_output_file, help="draw loss against rate into this PNG")
+    p.add_argument("--plot", metavar="F.png", type=_picture_file,
+                   help="draw loss against rate into this picture (.png, .svg, .pdf, ...)")
 
 
 def cmd_plot(args):
@@ -379,7 +391,8 @@ def _add_schedule(p):
     p.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (for per-step rates)")
     p.add_argument("--granularity", choices=("epoch", "step"), default="epoch")
     p.add_argument("--csv", action="store_true", help="print `epoch,lr` rows")
-    p.add_argument("--plot", metavar="F.png", type=_output_file, help="draw the curve into this PNG")
+    p.add_argument("--plot", metavar="F.png", type=_picture_file,
+                   help="draw the curve into this picture (.png, .svg, .pdf, ...)")
 
 
 def _add_rank(p):

@@ -8,6 +8,7 @@ TensorFlow start (they are imported inside the handlers that need them).
 import argparse
 import json
 import os
+import re
 import shlex
 import sys
 
@@ -372,8 +373,16 @@ def _add_submit(p):
                    help="return once the job is submitted instead of following its output (as `ray job submit`)")
 
 
+def _job_id(value):
+    """A Ray job's submission id (raysubmit_...) or id: it becomes part of the dashboard's URL."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+        raise argparse.ArgumentTypeError(f"must be a job's submission id, as `submit` printed it (raysubmit_...). "
+                                         f"Received: {value!r}")
+    return value
+
+
 def _add_job(p):
-    p.add_argument("job", metavar="JOB", help="the job's submission id, as `submit` printed it")
+    p.add_argument("job", metavar="JOB", type=_job_id, help="the job's submission id, as `submit` printed it")
     p.add_argument("--address", help=JOBS_ADDRESS)
 
 

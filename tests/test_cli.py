@@ -98,6 +98,8 @@ def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, rep
     (["schedule", "step", "initial_lr=0.1", "drop=0.5", "epochs_drop=2", "--epochs", "5", "--plot", "rates.txt"],
      ["--plot", "rates.txt", ".png", ".svg"]),
     (["find-lr", "sweeps/digits.py", "--plot", "range"], ["--plot", "'range'", ".png"]),
+    (["status", "", "--address", "http://127.0.0.1:9"], ["JOB", "submission id", "''"]),
+    (["logs", "../jobs?x=1", "--address", "http://127.0.0.1:9"], ["JOB", "'../jobs?x=1'"]),
     (["report", "--dataset", "digits", "--out", "tests"], ["--out", "must be a file", "tests"]),
     (["rank", "--results", "README.md"], ["--results", "README.md is a file"]),
     (["validate", "sweeps/digits.py", "--storage", "README.md"], ["storage='README.md'", "not a folder"]),

@@ -229,6 +229,23 @@ def _start_ray(address, dashboard_host, print_fn):
     return context
 
 
+def check_trials_fit(sweep):
+    """On a Ray this launch started (one node, no autoscaler to add more), a trial that asks
+    for more CPUs or GPUs than the node has would never start: Tune and Ray's autoscaler
+    would say so every half minute, forever. A cluster joined may grow, and is left to them."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    if not getattr(node, "head", False):
+        return
+    has = ray.cluster_resources()
+    for kind, wanted in (("CPU", sweep.cpus), ("GPU", sweep.gpus)):
+        if wanted > has.get(kind, 0):
+            raise LrsweepError(f"Argument `resources` asks for {wanted:g} {kind}s per trial, and the Ray this launch "
+                               f"started has {has.get(kind, 0):g} (this machine's): no trial could start. Received: "
+                               f"resources={dict(sweep.resources)!r} (or join a larger cluster with --address)")
+
+
 def stop_ray():
     """`ray.shutdown()`, less the second it spends on the autoscaler's monitor: Ray stops the
     GCS first, the monitor's SIGTERM handler then tries to report to it and is killed a
@@ -334,6 +351,7 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
              f"{sweep.trial_count} trials of up to {sweep.max_epochs} epochs")
 
     _start_ray(address, dashboard_host, print_fn)
+    check_trials_fit(sweep)
     from lrsweep.run import pool
 
     idle = pool.idle_seconds()

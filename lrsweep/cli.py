@@ -54,6 +54,26 @@ def _picture_file(path):
     return _output_file(path)
 
 
+def _listening_address(host):
+    """An address of this machine that a server can listen on, as the dashboard of a Ray
+    that `launch` starts will (Ray's own failure is 50 retries and a traceback, after its
+    start)."""
+    import socket
+
+    try:
+        found = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        found, error = [], getattr(e, "strerror", None) or str(e)
+    for family, kind, proto, _, address in found:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.bind(address)
+            return host
+        except OSError as e:
+            error = e.strerror
+    raise argparse.ArgumentTypeError(f"must be an address of this machine to listen on ({error}). Received: {host!r}")
+
+
 LAUNCH_ADDRESS = ("join this Ray cluster (auto, or the head's host:port) instead of starting one; local: start "
                   "one even where RAY_ADDRESS names a cluster")
 JOBS_ADDRESS = ("the cluster's dashboard, http://HOST:8265 (default: RAY_API_SERVER_ADDRESS, else RAY_ADDRESS "
@@ -79,7 +99,7 @@ def _sweep_flags(p, address=LAUNCH_ADDRESS, dashboard=True):
                                      "folder's tune/); on several nodes a folder every node reaches, or a URI")
     p.add_argument("--address", help=address)
     if dashboard:
-        p.add_argument("--dashboard-host", default="127.0.0.1",
+        p.add_argument("--dashboard-host", default="127.0.0.1", type=_listening_address,
                        help="address the local dashboard binds (default 127.0.0.1)")
 
 

@@ -172,6 +172,23 @@ def test_confirmation_runs_give_a_mean_an_interval_and_a_paired_verdict(tmp_path
     assert unconfirmed.split()[:5] == ["4", "sgd/plateau", "-", "-", "<NA>"]
 
 
+def test_equal_confirmation_means_make_the_first_row_the_leader(tmp_path):
+    """On a small validation set the confirmation runs of two families often score alike
+    (one sample is 0.86 points on ionosphere): the ranking orders them by the search's best
+    value, and the leader the others are tested against is its first row, not whichever
+    family sorts first by name."""
+    root = str(tmp_path)
+    write_rows(root, "trials", "digits", "sweep-a", [trial_row(*row) for row in DIGITS])
+    write_rows(root, "trials", "digits", "sweep-a", [
+        {**trial_row(f"{label}-{seed}", label, "completed", MAX_EPOCHS, 0.1, 0.98, 0.98, 0.1), "stage": "confirm",
+         "seed": seed} for label in ("sgd/cosine", "sgd/step") for seed in (1, 2)])  # search: cosine 0.88, step 0.90
+
+    table = rank(read_frame(root, "trials"))
+
+    assert table[["family", "vs_leader"]].values.tolist()[:2] == [["sgd/step", "leader"], ["sgd/cosine", "tie (p=1)"]]
+    assert format_ranking(table).splitlines()[3].split()[:2] == ["1", "sgd/step"]
+
+
 def test_a_configuration_trained_again_at_each_rung_counts_once_as_its_longest_run(tmp_path):
     """early_stopping="budget": a promoted configuration is stored once per rung; its short
     rung's metric is not the configuration's."""

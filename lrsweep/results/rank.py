@@ -74,18 +74,21 @@ def rank(trials, metric=None, top=TOP):
     table = pd.DataFrame(rows)
     order = ["dataset", "best"]
     if not confirm.empty:
-        table = table.merge(confirmation(confirm, column, mode), on=["dataset", "family"], how="left")
+        searched = table.set_index(["dataset", "family"])["best"]
+        table = table.merge(confirmation(confirm, column, mode, searched), on=["dataset", "family"], how="left")
         order = ["dataset", "confirm_mean", "best"]
     table = table.sort_values(order, ascending=[True] + [mode == "min"] * (len(order) - 1), na_position="last")
     table.insert(1, "rank", table.groupby("dataset").cumcount() + 1)
     return table.reset_index(drop=True)
 
 
-def confirmation(confirm, column, mode, level=0.95):
+def confirmation(confirm, column, mode, searched=None, level=0.95):
     """Per dataset and family, its confirmation runs (failed ones left out): how many, their
     mean, the half-width of the `level` interval of that mean (Student's t), and the verdict
     against the leader (the best mean): a paired t-test over the runs with the same sweep
-    and seed, "tie" where p >= 1 - level (the two cannot be told apart)."""
+    and seed, "tie" where p >= 1 - level (the two cannot be told apart). Equal means (on a
+    small validation set, often) go to the better of `searched` (the search's best value per
+    dataset and family), as the ranking orders them, so that its first row is the leader."""
     from scipy import stats
 
     runs = confirm[(confirm["status"] != "error") & confirm[column].notna()]
@@ -93,7 +96,9 @@ def confirmation(confirm, column, mode, level=0.95):
     for dataset, of_dataset in runs.groupby("dataset", observed=True):
         values = of_dataset.pivot_table(index=["sweep", "seed"], columns="label", values=column, aggfunc="last")
         means = values.mean()
-        leader = means.idxmin() if mode == "min" else means.idxmax()
+        tiebreak = [math.nan if searched is None else searched.get((dataset, label), math.nan) for label in means.index]
+        leader = pd.DataFrame({"mean": means, "searched": tiebreak}, index=means.index).sort_values(
+            ["mean", "searched"], ascending=mode == "min", na_position="last").index[0]
         for label in values.columns:
             own = values[label].dropna()
             n = len(own)

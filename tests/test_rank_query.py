@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 
 import pandas as pd
 import pyarrow as pa
@@ -187,6 +188,49 @@ def test_equal_confirmation_means_make_the_first_row_the_leader(tmp_path):
 
     assert table[["family", "vs_leader"]].values.tolist()[:2] == [["sgd/step", "leader"], ["sgd/cosine", "tie (p=1)"]]
     assert format_ranking(table).splitlines()[3].split()[:2] == ["1", "sgd/step"]
+
+
+def confirm_rows(runs, **fields):
+    """Confirmation runs: (label, seed, status, final value of the metric) each."""
+    return [{**trial_row(f"{label}-{seed}", label, status, MAX_EPOCHS, 0.1, value, value, value), "stage": "confirm",
+             "seed": seed, **fields} for label, seed, status, value in runs]
+
+
+def test_a_family_with_one_confirmation_run_that_succeeded_does_not_lead(tmp_path):
+    """Four of cosine's five runs failed: its one run is no interval, whatever its value,
+    and the leader (and so `best`) is the family whose five runs say so."""
+    root = str(tmp_path)
+    write_rows(root, "trials", "digits", "sweep-a", [trial_row(*row) for row in DIGITS])
+    runs = [("sgd/step", seed, "completed", value) for seed, value in enumerate([0.92, 0.93, 0.94, 0.93, 0.93], 1)]
+    runs += [("sgd/cosine", 1, "completed", 0.97)] + [("sgd/cosine", seed, "error", None) for seed in range(2, 6)]
+    write_rows(root, "trials", "digits", "sweep-a", confirm_rows(runs))
+
+    table = rank(read_frame(root, "trials"))
+
+    assert table[["family", "confirmed", "vs_leader"]].values.tolist()[:2] == [
+        ["sgd/step", 5, "leader"], ["sgd/cosine", 1, "too few runs"]]
+
+
+def test_a_family_whose_confirmation_runs_diverged_does_not_lead_on_the_runs_that_did_not(tmp_path):
+    """A val_loss sweep: a diverged run's loss is NaN or infinite. Leaving those runs out
+    made constant the leader on its one run that did not diverge; they count against it,
+    the rest of the table stays finite, and nothing warns."""
+    root = str(tmp_path)
+    loss = {"metric": "val_loss", "metric_mode": "min"}
+    write_rows(root, "trials", "digits", "sweep-a", [{**trial_row(*row), **loss} for row in DIGITS])
+    runs = [("sgd/step", seed, "completed", value) for seed, value in enumerate([0.10, 0.12, 0.09, 0.11, 0.10], 1)]
+    runs += [("adam/constant", 1, "completed", 0.05)]
+    runs += [("adam/constant", seed, "diverged", value) for seed, value in
+             zip(range(2, 6), [math.nan, math.inf, math.nan, math.inf])]
+    write_rows(root, "trials", "digits", "sweep-a", confirm_rows(runs, **loss))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = rank(read_frame(root, "trials"))
+
+    assert table[["family", "vs_leader"]].values.tolist()[:2] == [
+        ["sgd/step", "leader"], ["adam/constant", "diverged in 4 of 5 runs"]]
+    assert table["confirm_mean"].dropna().map(math.isfinite).all()
 
 
 def test_a_configuration_trained_again_at_each_rung_counts_once_as_its_longest_run(tmp_path):

@@ -76,35 +76,53 @@ def rank(trials, metric=None, top=TOP):
     if not confirm.empty:
         searched = table.set_index(["dataset", "family"])["best"]
         table = table.merge(confirmation(confirm, column, mode, searched), on=["dataset", "family"], how="left")
-        order = ["dataset", "confirm_mean", "best"]
-    table = table.sort_values(order, ascending=[True] + [mode == "min"] * (len(order) - 1), na_position="last")
+        # the families that can lead first (two runs or more, none diverged), the leader at the top
+        table["leads"] = table["leads"].astype("boolean").fillna(False)
+        order = ["dataset", "leads", "confirm_mean", "best"]
+    table = table.sort_values(order, ascending=[key == "dataset" or (key != "leads" and mode == "min") for key in order],
+                              na_position="last")
+    table = table.drop(columns=["leads"], errors="ignore")
     table.insert(1, "rank", table.groupby("dataset").cumcount() + 1)
     return table.reset_index(drop=True)
 
 
 def confirmation(confirm, column, mode, searched=None, level=0.95):
-    """Per dataset and family, its confirmation runs (failed ones left out): how many, their
-    mean, the half-width of the `level` interval of that mean (Student's t), and the verdict
-    against the leader (the best mean): a paired t-test over the runs with the same sweep
-    and seed, "tie" where p >= 1 - level (the two cannot be told apart). Equal means (on a
-    small validation set, often) go to the better of `searched` (the search's best value per
-    dataset and family), as the ranking orders them, so that its first row is the leader."""
+    """Per dataset and family, its confirmation runs: how many have a finite value of the
+    metric, their mean, the half-width of the `level` interval of that mean (Student's t),
+    and the verdict against the leader: a paired t-test over the runs with the same sweep
+    and seed, "tie" where p >= 1 - level (the two cannot be told apart). The leader is the
+    best mean among the families with two runs or more and none diverged; equal means (on a
+    small validation set, often) go to the better of `searched` (the search's best value
+    per dataset and family), as the ranking orders them. A family with a diverged run says
+    in how many (whatever the metric: a diverged loss is NaN, a diverged accuracy is not),
+    one with fewer than two runs says so; neither leads (`leads`). A failed run (`error`) is
+    no evidence either way."""
     from scipy import stats
 
-    runs = confirm[(confirm["status"] != "error") & confirm[column].notna()]
+    runs = confirm[confirm["status"] != "error"]
+    finite = runs[runs[column].astype(float).map(math.isfinite)]
     rows = []
     for dataset, of_dataset in runs.groupby("dataset", observed=True):
-        values = of_dataset.pivot_table(index=["sweep", "seed"], columns="label", values=column, aggfunc="last")
-        means = values.mean()
-        tiebreak = [math.nan if searched is None else searched.get((dataset, label), math.nan) for label in means.index]
-        leader = pd.DataFrame({"mean": means, "searched": tiebreak}, index=means.index).sort_values(
-            ["mean", "searched"], ascending=mode == "min", na_position="last").index[0]
-        for label in values.columns:
+        labels = sorted(of_dataset["label"].unique())
+        values = finite[finite["dataset"] == dataset].pivot_table(
+            index=["sweep", "seed"], columns="label", values=column, aggfunc="last").reindex(columns=labels)
+        diverged = of_dataset[of_dataset["status"] == "diverged"].groupby("label").size().reindex(labels, fill_value=0)
+        ran = of_dataset.groupby("label").size().reindex(labels, fill_value=0)
+        leads = (values.count() >= 2) & (diverged == 0)
+        tiebreak = [math.nan if searched is None else searched.get((dataset, label), math.nan) for label in labels]
+        candidates = pd.DataFrame({"mean": values.mean(), "searched": tiebreak}, index=labels)[leads]
+        leader = candidates.sort_values(["mean", "searched"], ascending=mode == "min",
+                                        na_position="last").index[0] if len(candidates) else None
+        for label in labels:
             own = values[label].dropna()
             n = len(own)
             half = stats.t.ppf((1 + level) / 2, n - 1) * own.std(ddof=1) / math.sqrt(n) if n >= 2 else math.nan
             if label == leader:
                 verdict = "leader"
+            elif diverged[label]:
+                verdict = f"diverged in {diverged[label]} of {ran[label]} runs"
+            elif n < 2 or leader is None:
+                verdict = "too few runs"
             else:
                 pairs = values[[label, leader]].dropna()
                 differences = pairs[label] - pairs[leader]
@@ -114,8 +132,8 @@ def confirmation(confirm, column, mode, searched=None, level=0.95):
                     p = 1.0 if (differences == 0).all() else stats.ttest_rel(pairs[label], pairs[leader]).pvalue
                     verdict = f"{'tie' if p >= 1 - level else 'behind'} (p={p:.2g})"
             rows.append({"dataset": dataset, "family": label, "confirmed": n, "confirm_mean": own.mean(),
-                         "ci95": half, "vs_leader": verdict})
-    return pd.DataFrame(rows, columns=["dataset", "family", "confirmed", "confirm_mean", "ci95", "vs_leader"])
+                         "ci95": half, "vs_leader": verdict, "leads": bool(leads[label])})
+    return pd.DataFrame(rows, columns=["dataset", "family", "confirmed", "confirm_mean", "ci95", "vs_leader", "leads"])
 
 
 def format_ranking(table):

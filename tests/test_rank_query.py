@@ -407,6 +407,41 @@ def test_plot_and_report_draw_the_pictures_and_the_ranking(results, tmp_path):
     assert all(label in page for label in ("sgd/step", "adam/constant", "sgd/cosine", "sgd/plateau"))
 
 
+@pytest.mark.parametrize("command, out", [("plot", "pictures"), ("report", "report.html"), ("best", None),
+                                          ("fit-schedule", None)])
+def test_a_dataset_whose_trials_all_diverged_or_failed_has_nothing_to_draw_or_take(tmp_path, command, out):
+    """plot and report stopped on a matplotlib traceback (a NaN axis limit) after writing
+    two of the pictures; like best and fit-schedule they say in one line that no trial
+    ended with a result, and write nothing."""
+    root = tmp_path / "results"
+    write_rows(str(root), "trials", "digits", "sweep-a", [
+        trial_row("d1", "sgd/step", "diverged", 2, 5.0, 0.1, 0.3, math.nan),
+        trial_row("e1", "sgd/cosine", "error", 0, 0.1, None, None, None)])
+    write_rows(str(root), "epochs", "digits", "sweep-a", [
+        {"trial_id": "d1", "epoch": e, "lr": 5.0, "val_accuracy": 0.1, "loss": math.nan} for e in (1, 2)])
+    output = ["--out", str(tmp_path / out)] if out else []
+    done = lrsweep(command, "--dataset", "digits", "--results", str(root), *output, timeout=120)
+    assert_refused(done, "No trial on dataset 'digits' ended with a result", "dataset='digits'")
+    assert sorted(os.listdir(tmp_path)) == ["results"]
+
+
+def test_best_of_a_diverged_trial_is_json_a_strict_parser_reads(tmp_path):
+    """A diverged trial's loss is infinite: `best --trial` printed `Infinity`, which JSON
+    does not have; it is null, as a NaN already was."""
+    root = tmp_path / "results"
+    row = {**trial_row("d1", "sgd/step", "diverged", 2, 5.0, 0.1, 0.3, math.inf), "metric": "val_loss",
+           "metric_mode": "min", "steps_per_epoch": 10, "granularity": "epoch", "batch_size": 32,
+           "optimizer_args": "{}"}
+    write_rows(str(root), "trials", "digits", "sweep-a", [row])
+    done = lrsweep("best", "--dataset", "digits", "--trial", "d1", "--results", str(root), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    assert json.loads(done.stdout, parse_constant=refuse)["val_loss"] is None
+
+
 @pytest.mark.parametrize("args, named", [
     # a dataset the store does not hold: one line naming those it does
     (["plot", "--dataset", "mnist", "--out", "/tmp/unused"], "dataset='mnist' (the store holds digits, ionosphere)"),

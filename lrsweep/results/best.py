@@ -9,12 +9,13 @@ lrsweep.
 
 import inspect
 import json
+import math
 
 import pandas as pd
 
 from lrsweep.errors import LrsweepError
 from lrsweep.quiet import import_tensorflow
-from lrsweep.results.rank import rank
+from lrsweep.results.rank import leading_trial, rank
 from lrsweep.results.store import dataset_trials
 from lrsweep.schedules.registry import OPTIMIZERS, build_schedule
 
@@ -23,10 +24,7 @@ def trial_row(root, dataset, trial_id=None):
     """The stored row of trial `trial_id` of `dataset`, or of the ranking's best trial."""
     trials = dataset_trials(root, dataset)
     if trial_id is None:
-        ranking = rank(trials)
-        trial_id = ranking["best_trial"].dropna().iloc[0] if ranking["best_trial"].notna().any() else None
-        if trial_id is None:
-            raise LrsweepError(f"No trial on dataset {dataset!r} ended with a result. Received: dataset={dataset!r}")
+        trial_id = leading_trial(rank(trials), dataset)
     chosen = trials[trials["trial_id"] == trial_id]
     if chosen.empty:
         raise LrsweepError(f"Argument `trial` names no trial of dataset {dataset!r}. Received: trial={trial_id!r}")
@@ -56,7 +54,8 @@ def best_config(root, dataset, trial_id=None):
     return {
         "dataset": dataset, "sweep": row["sweep"], "trial_id": row["trial_id"],
         "family": f"{row['optimizer']}/{row['family']}", "params": params,
-        metric: None if row[f"final_{metric}"] != row[f"final_{metric}"] else float(row[f"final_{metric}"]),
+        # JSON has no NaN or Infinity (a diverged trial's loss): null
+        metric: float(row[f"final_{metric}"]) if math.isfinite(row[f"final_{metric}"]) else None,
         "schedule": schedule,
         "optimizer": keras.optimizers.serialize(optimizer),
         "callbacks": [{"class_name": type(c).__name__, "config": _callback_config(c)} for c in callbacks],

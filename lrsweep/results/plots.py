@@ -1,5 +1,7 @@
 """Every picture lrsweep draws (matplotlib, no screen needed)."""
 
+import math
+
 
 def _pyplot():
     import matplotlib
@@ -39,12 +41,15 @@ def _per_epoch(epochs, trial_id, column):
 
 
 def _ranked(root, dataset):
-    """(trials, ranking) of a dataset in the store at `root`; LrsweepError if it has none."""
-    from lrsweep.results.rank import rank
+    """(trials, ranking) of a dataset in the store at `root`; LrsweepError if it has none,
+    or no trial with a result to draw."""
+    from lrsweep.results.rank import leading_trial, rank
     from lrsweep.results.store import dataset_trials
 
     trials = dataset_trials(root, dataset)
-    return trials, rank(trials)
+    table = rank(trials)
+    leading_trial(table, dataset)
+    return trials, table
 
 
 def sweep_pictures(root, dataset, out_dir, ranked=None):
@@ -90,6 +95,7 @@ def sweep_pictures(root, dataset, out_dir, ranked=None):
         ax.barh(shown["family"], shown["best"], color="tab:blue", label="best trial of the search")
     ax.set(xlabel=column, title=f"{dataset}: ranking")
     values = shown[["best"] + (["confirm_mean"] if "confirm_mean" in shown else [])].stack()
+    values = values[values.map(math.isfinite)]
     if len(values):  # bars from zero would hide the differences that matter
         low, high = values.min(), values.max()
         pad = 0.1 * (high - low) or 0.01

@@ -86,6 +86,15 @@ def rank(trials, metric=None, top=TOP):
     return table.reset_index(drop=True)
 
 
+def leading_trial(ranking, dataset):
+    """The best trial of the ranking's first family that has one; LrsweepError if no trial
+    of `dataset` ended with a result (every one diverged or failed)."""
+    if ranking.empty or not ranking["best_trial"].notna().any():
+        raise LrsweepError(f"No trial on dataset {dataset!r} ended with a result (each diverged or failed: "
+                           f"`lrsweep rank` counts them). Received: dataset={dataset!r}")
+    return ranking["best_trial"].dropna().iloc[0]
+
+
 def confirmation(confirm, column, mode, searched=None, level=0.95):
     """Per dataset and family, its confirmation runs: how many have a finite value of the
     metric, their mean, the half-width of the `level` interval of that mean (Student's t),

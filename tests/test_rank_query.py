@@ -425,13 +425,31 @@ def test_a_dataset_whose_trials_all_diverged_or_failed_has_nothing_to_draw_or_ta
     assert sorted(os.listdir(tmp_path)) == ["results"]
 
 
+# What `best` reads of a trial besides trial_row's columns.
+FIT = {"steps_per_epoch": 10, "granularity": "epoch", "batch_size": 32, "optimizer_args": "{}"}
+
+
+@pytest.mark.parametrize("label", ["sgd/constant", "sgd/plateau"])
+def test_best_gives_a_rate_without_a_schedule_as_it_was_drawn(tmp_path, label):
+    """Keras serializes a plain rate from its float32 variable: 0.1 came out as
+    0.10000000149011612 in the JSON and the snippet."""
+    root = tmp_path / "results"
+    row = {**trial_row("c1", "sgd/step", "completed", 10, 0.1, 0.9, 0.9, 0.1), **FIT}
+    row.update(family=label.split("/")[1], params=json.dumps({**FAMILY_PARAMS.get(label, {}), "initial_lr": 0.1}))
+    write_rows(str(root), "trials", "digits", "sweep-a", [row])
+    shown = lrsweep("best", "--dataset", "digits", "--results", str(root), timeout=120)
+    snippet = lrsweep("best", "--dataset", "digits", "--results", str(root), "--python", timeout=120)
+    assert shown.returncode == 0 and snippet.returncode == 0, shown.stderr[-2000:] + snippet.stderr[-2000:]
+    assert json.loads(shown.stdout)["optimizer"]["config"]["learning_rate"] == 0.1
+    assert "keras.optimizers.SGD(learning_rate=0.1," in snippet.stdout
+
+
 def test_best_of_a_diverged_trial_is_json_a_strict_parser_reads(tmp_path):
     """A diverged trial's loss is infinite: `best --trial` printed `Infinity`, which JSON
     does not have; it is null, as a NaN already was."""
     root = tmp_path / "results"
     row = {**trial_row("d1", "sgd/step", "diverged", 2, 5.0, 0.1, 0.3, math.inf), "metric": "val_loss",
-           "metric_mode": "min", "steps_per_epoch": 10, "granularity": "epoch", "batch_size": 32,
-           "optimizer_args": "{}"}
+           "metric_mode": "min", **FIT}
     write_rows(str(root), "trials", "digits", "sweep-a", [row])
     done = lrsweep("best", "--dataset", "digits", "--trial", "d1", "--results", str(root), timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]

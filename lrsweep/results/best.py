@@ -50,6 +50,9 @@ def best_config(root, dataset, trial_id=None):
         learning_rate=learning_rate, **json.loads(row["optimizer_args"]))
     schedule = (keras.optimizers.schedules.serialize(learning_rate)
                 if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule) else None)
+    serialized = keras.optimizers.serialize(optimizer)
+    if schedule is None:  # Keras gives its float32 variable back (0.1 as 0.10000000149011612): the rate as drawn
+        serialized["config"]["learning_rate"] = float(learning_rate)
     metric = row["metric"]
     return {
         "dataset": dataset, "sweep": row["sweep"], "trial_id": row["trial_id"],
@@ -57,7 +60,7 @@ def best_config(root, dataset, trial_id=None):
         # JSON has no NaN or Infinity (a diverged trial's loss): null
         metric: float(row[f"final_{metric}"]) if math.isfinite(row[f"final_{metric}"]) else None,
         "schedule": schedule,
-        "optimizer": keras.optimizers.serialize(optimizer),
+        "optimizer": serialized,
         "callbacks": [{"class_name": type(c).__name__, "config": _callback_config(c)} for c in callbacks],
         "fit": {"epochs": int(row["max_epochs"]), "batch_size": int(row["batch_size"]),
                 "steps_per_epoch": int(row["steps_per_epoch"])},

@@ -106,7 +106,9 @@ def _sweep_flags(p, address=LAUNCH_ADDRESS, dashboard=True):
 def _stored_results(path):
     """A results folder to read from: bad input where it is a file or is not there, which
     would read as an empty store (a URI is taken as it is)."""
-    if "://" not in path and not os.path.isdir(path):
+    from lrsweep.results.store import is_uri
+
+    if not is_uri(path) and not os.path.isdir(path):
         raise argparse.ArgumentTypeError(
             f"must be a results folder, and {os.path.abspath(path)} is "
             f"{'a file' if os.path.exists(path) else 'not there (nothing has been stored there yet)'}. "
@@ -146,7 +148,7 @@ def load_checked_sweep(args, joins=True):
         results=args.results, dataset=args.dataset, data_dir=args.data_dir, num_samples=args.num_samples,
         max_epochs=args.max_epochs, confirm_seeds=args.confirm_seeds, storage=args.storage)
     dataset = checked_dataset(sweep)
-    check_launch(sweep, args.name, args.resume)
+    check_launch(sweep, args.name, args.resume, here=joins)
     return sweep, dataset
 
 
@@ -395,7 +397,7 @@ def _add_submit(p):
 
 def _job_id(value):
     """A Ray job's submission id (raysubmit_...) or id: it becomes part of the dashboard's URL."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", value):  # not . or ..: a URL's dot segments
         raise argparse.ArgumentTypeError(f"must be a job's submission id, as `submit` printed it (raysubmit_...). "
                                          f"Received: {value!r}")
     return value

@@ -101,6 +101,7 @@ def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, rep
     (["status", "", "--address", "http://127.0.0.1:9"], ["JOB", "submission id", "''"]),
     (["launch", "sweeps/digits.py", "--dashboard-host", "999.1.1.1"], ["--dashboard-host", "'999.1.1.1'", "listen on"]),
     (["logs", "../jobs?x=1", "--address", "http://127.0.0.1:9"], ["JOB", "'../jobs?x=1'"]),
+    (["status", "..", "--address", "http://127.0.0.1:9"], ["JOB", "'..'"]),  # /api/jobs/.. is the job list
     (["report", "--dataset", "digits", "--out", "tests"], ["--out", "must be a file", "tests"]),
     (["rank", "--results", "README.md"], ["--results", "README.md is a file"]),
     (["validate", "sweeps/digits.py", "--storage", "README.md"], ["storage='README.md'", "not a folder"]),

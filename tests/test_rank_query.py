@@ -207,8 +207,26 @@ def test_a_family_with_one_confirmation_run_that_succeeded_does_not_lead(tmp_pat
 
     table = rank(read_frame(root, "trials"))
 
-    assert table[["family", "confirmed", "vs_leader"]].values.tolist()[:2] == [
-        ["sgd/step", 5, "leader"], ["sgd/cosine", 1, "too few runs"]]
+    assert table[["family", "confirmed", "vs_leader"]].values.tolist()[0] == ["sgd/step", 5, "leader"]
+    assert table.set_index("family").loc["sgd/cosine", ["confirmed", "vs_leader"]].tolist() == [1, "too few runs"]
+
+
+def test_where_no_family_can_lead_the_search_orders_the_ranking(tmp_path):
+    """Cosine's one run that finished and step's five, one of them diverged: neither leads,
+    so neither confirmation mean orders the rows (cosine's 0.97 put it first, and best took
+    it); the search's best values do (step 0.90, cosine 0.88)."""
+    root = str(tmp_path)
+    write_rows(root, "trials", "digits", "sweep-a", [trial_row(*row) for row in DIGITS])
+    runs = [("sgd/step", seed, "completed", 0.92) for seed in range(1, 5)] + [("sgd/step", 5, "diverged", 0.1)]
+    runs += [("sgd/cosine", 1, "completed", 0.97)] + [("sgd/cosine", seed, "error", None) for seed in range(2, 6)]
+    write_rows(root, "trials", "digits", "sweep-a", confirm_rows(runs))
+
+    table = rank(read_frame(root, "trials"))
+
+    assert table["family"].tolist()[:3] == ["adam/constant", "sgd/step", "sgd/cosine"]  # unconfirmed 0.95 first
+    verdicts = table.set_index("family")["vs_leader"]
+    assert (verdicts["sgd/step"], verdicts["sgd/cosine"]) == ("diverged in 1 of 5 runs", "too few runs")
+    assert "leader" not in verdicts.dropna().tolist()
 
 
 def test_a_family_whose_confirmation_runs_diverged_does_not_lead_on_the_runs_that_did_not(tmp_path):
@@ -324,7 +342,9 @@ def test_query_never_writes_and_refuses_what_is_not_one_query(tmp_path):
     before = open(stored, "rb").read()
     copy = f"COPY (SELECT 'oops' AS x) TO '{stored}' (FORMAT PARQUET)"
     attach = f"ATTACH '{tmp_path / 'other.db'}'"
-    for sql in [copy, f"SELECT 1; {copy}", "CREATE TABLE kept AS SELECT 1", attach, "", "-- a note"]:
+    pivot_copy = f"COPY (PIVOT trials ON status USING count(*)) TO '{stored}' (FORMAT PARQUET)"  # DuckDB: MULTI
+    for sql in [copy, f"SELECT 1; {copy}", "CREATE TABLE kept AS SELECT 1", attach, "", "-- a note", pivot_copy,
+                f"/* pivot */ {pivot_copy}"]:
         assert_refused(lrsweep("query", sql, "--results", str(root)), "sql=", "one query that reads")
     assert open(stored, "rb").read() == before and sorted(os.listdir(tmp_path)) == ["results"]
     pivot = lrsweep("query", "PIVOT (SELECT family, status FROM trials) ON status USING count(*) ORDER BY family",
@@ -507,5 +527,11 @@ def test_a_folder_that_cannot_be_listed_is_skipped_with_one_warning(tmp_path):
             assert done.stderr.splitlines() == [f"lrsweep: warning: skipping {locked}: cannot be listed "
                                                 f"({done.stderr.split('cannot be listed (')[1].splitlines()[0]}"]
             assert "digits" in done.stdout and "ionosphere" not in done.stdout, done.stdout
+        table = tmp_path / "trials"  # the table's own folder: nothing can be answered, and it says so
+        table.chmod(0)
+        done = subprocess.run([*prefix, sys.executable, "-m", "lrsweep", "rank", "--results", str(tmp_path)],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert_refused(done, f"Cannot list the store's folder {table}")
     finally:
         locked.chmod(0o755)
+        (tmp_path / "trials").chmod(0o755)

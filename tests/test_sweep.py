@@ -2,6 +2,7 @@
 value; the search space, sampled by a real Optuna TPE study, stays inside each family's
 ranges and never mixes families."""
 
+import pathlib
 import pickle
 
 import optuna
@@ -53,7 +54,7 @@ GOOD = {"name": "s", "families": STEP, "max_epochs": 20}
     ({"checkpoint_seconds": "60"}, ["checkpoint_seconds='60'"]),
     ({"data_dir": 123}, ["data_dir=123"]),
     ({"storage": ""}, ["storage=''"]),
-    ({"reduction_factor": 1.0000000001}, ["reduction_factor=1.0000000001", ">= 2"]),
+    ({"reduction_factor": 1.0000000001}, ["reduction_factor=1.0000000001", "one rung per epoch"]),
     ({"seed": 2**32 - 3}, ["seed=4294967293", "seed + 5"]),
     ({"optimizer": "adam", "optimizer_args": {"momentum": 0.9}}, ["optimizer='adam'", "optimizer_args={'momentum': 0.9}"]),
 ], ids=["name", "max_epochs", "num_samples", "batch_size", "unknown-family", "unknown-param", "range-out-of-bounds",
@@ -115,6 +116,15 @@ def test_parameters_not_given_take_the_family_defaults_and_validate_names_them(t
     done = lrsweep("validate", str(path))
     assert done.returncode == 0, done.stderr
     assert "(defaults: mode=triangular, gamma=1.0)" in done.stdout
+
+
+def test_a_reduction_factor_below_2_makes_its_rungs_and_paths_are_taken_as_strings():
+    """Ray's ASHA takes any factor above 1 (one that makes more rungs than epochs is refused
+    above); a pathlib.Path is a folder as well as a string is."""
+    sweep = Sweep(**{**GOOD, "reduction_factor": 1.5, "storage": pathlib.Path("/tmp/tune"),
+                     "data_dir": pathlib.Path("tests/data")})
+    assert sweep.rungs == [1, 2, 3, 4, 6, 8, 12, 18]
+    assert (sweep.storage, sweep.data_dir) == ("/tmp/tune", "tests/data")
 
 
 def test_with_overrides_checks_again():

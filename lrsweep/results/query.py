@@ -1,6 +1,8 @@
 """SQL over the store: DuckDB, with the tables `trials`, `epochs` and `lr_range`, each the
 latest record of its key (as every lrsweep reader sees them)."""
 
+import re
+
 import duckdb
 import pyarrow as pa
 
@@ -8,6 +10,8 @@ from lrsweep.errors import LrsweepError
 from lrsweep.results import store
 
 FORMATS = ("table", "csv", "json")
+# The words a reading query begins with (a PIVOT anywhere in one makes DuckDB's statement MULTI).
+READING = ("SELECT", "FROM", "WITH", "PIVOT", "UNPIVOT", "VALUES", "DESCRIBE", "SHOW", "SUMMARIZE")
 
 
 def connect(root, direct=True):
@@ -56,7 +60,11 @@ def check_sql(sql):
     except duckdb.Error as e:
         raise LrsweepError(f"Argument `sql` is not a query DuckDB can run: {str(e).splitlines()[0]}. "
                            f"Received: sql={sql!r}") from None
-    if len(statements) != 1 or statements[0].type not in (duckdb.StatementType.SELECT, duckdb.StatementType.MULTI):
+    # DuckDB makes any statement holding a PIVOT a MULTI one (CREATE TYPE ..., then it): the
+    # query itself must begin as a reading one, not COPY (PIVOT ...) TO
+    first = re.match(r"[\s(]*([A-Za-z]*)", re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.S)).group(1).upper()
+    multi = statements and statements[0].type == duckdb.StatementType.MULTI and first in READING
+    if len(statements) != 1 or not (statements[0].type == duckdb.StatementType.SELECT or multi):
         found = ", ".join(s.type.name for s in statements) or "none"
         raise LrsweepError(f"Argument `sql` must be one query that reads (SELECT, FROM, WITH, DESCRIBE, SHOW, "
                            f"SUMMARIZE, PIVOT; the store is never written here). Received: sql={sql!r} "

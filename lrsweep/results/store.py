@@ -157,13 +157,38 @@ def write_rows(root, table, dataset, sweep, rows):
 
 
 def _listing(fs, folder):
-    """The entries of `folder` in name order; one that cannot be listed (its permissions)
-    gets a warning and lists nothing. A folder not there lists nothing."""
+    """The entries of `folder` in name order (a folder not there lists nothing);
+    LrsweepError if it cannot be listed (permissions, an object store's credentials)."""
     try:
         return sorted(fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)), key=lambda i: i.path)
     except OSError as e:
-        warn(f"skipping {folder}: cannot be listed ({str(e).splitlines()[0]})")
-        return []
+        raise LrsweepError(f"Cannot list the store's folder {folder}: {str(e).splitlines()[0]}") from None
+
+
+def _entries(fs, root):
+    """Every entry below a table's folder `root`, in name order, in one recursive listing
+    (one request of an object store). Where that fails, folder by folder, down to the
+    sweeps' folders: one that cannot be listed gets a warning and lists nothing, `root`
+    itself LrsweepError."""
+    try:
+        return sorted(fs.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=True)),
+                      key=lambda i: i.path)
+    except OSError:
+        pass
+    entries, pending = [], [root]
+    while pending:
+        folder = pending.pop()
+        try:
+            found = _listing(fs, folder)
+        except LrsweepError as e:
+            if folder == root:
+                raise
+            warn(f"skipping {folder}: cannot be listed ({str(e).split(': ', 1)[1]})")
+            continue
+        entries += found
+        pending += [i.path for i in found  # dataset=D and sweep=S: what a foreign folder holds is never read
+                    if i.type == pafs.FileType.Directory and i.path.count("/") - root.count("/") < 3]
+    return sorted(entries, key=lambda i: i.path)
 
 
 def _foreign(info, table):
@@ -173,45 +198,43 @@ def _foreign(info, table):
     warn(f"skipping {info.path}: {what}")
 
 
-def _partitions(fs, folder, key, table):
-    """The folders `key=VALUE` in `folder`; every other entry gets a warning."""
-    found = []
-    for info in _listing(fs, folder):
-        if info.type == pafs.FileType.Directory and info.base_name.startswith(f"{key}=") \
-                and len(info.base_name) > len(key) + 1:
-            found.append(info.path)
-        else:
-            _foreign(info, table)
-    return found
-
-
 def table_files(fs, base, table):
     """The readable files of a table, `<table>/dataset=D/sweep=S/*.parquet`; every other
-    file or folder in its folders gets one warning and is left alone, but for our own
-    temporary files (`write_rows`)."""
-    found = []
+    file or folder in its folders gets one warning and is left alone (what a foreign folder
+    holds is not read), but for our own temporary files (`write_rows`)."""
+    root = f"{base}/{table}"
+    found, foreign = [], []
     expected = SCHEMAS[table]
-    for dataset_folder in _partitions(fs, f"{base}/{table}", "dataset", table):
-        for sweep_folder in _partitions(fs, dataset_folder, "sweep", table):
-            for info in _listing(fs, sweep_folder):
-                if info.base_name.startswith(".part-") and info.base_name.endswith(".parquet.tmp"):
-                    continue
-                if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
-                    _foreign(info, table)
-                    continue
-                try:
-                    schema = pq.read_schema(fs.open_input_file(info.path))
-                except Exception as e:
-                    warn(f"skipping {info.path}: not a readable Parquet file ({str(e).splitlines()[0]})")
-                    continue
-                wrong = [f.name for f in expected
-                         if (schema.get_field_index(f.name) < 0 and f.name not in LATER_COLUMNS[table])
-                         or (schema.get_field_index(f.name) >= 0 and schema.field(f.name).type != f.type)]
-                if wrong:
-                    warn(f"skipping {info.path}: not an lrsweep {table} file (columns missing or mistyped: "
-                         f"{', '.join(wrong[:5])})")
-                    continue
-                found.append(info.path)
+    for info in _entries(fs, root):
+        relative = info.path[len(root) + 1:]
+        if any(relative.startswith(f"{folder}/") for folder in foreign):
+            continue
+        parts = relative.split("/")
+        if len(parts) < 3:  # dataset=D, then sweep=S: folders, each with a value
+            key, name = ("dataset", "sweep")[len(parts) - 1], parts[-1]
+            if info.type != pafs.FileType.Directory or not name.startswith(f"{key}=") or name == f"{key}=":
+                _foreign(info, table)
+                foreign.append(relative)
+            continue
+        if info.base_name.startswith(".part-") and info.base_name.endswith(".parquet.tmp"):
+            continue
+        if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
+            _foreign(info, table)
+            foreign.append(relative)
+            continue
+        try:
+            schema = pq.read_schema(fs.open_input_file(info.path))
+        except Exception as e:
+            warn(f"skipping {info.path}: not a readable Parquet file ({str(e).splitlines()[0]})")
+            continue
+        wrong = [f.name for f in expected
+                 if (schema.get_field_index(f.name) < 0 and f.name not in LATER_COLUMNS[table])
+                 or (schema.get_field_index(f.name) >= 0 and schema.field(f.name).type != f.type)]
+        if wrong:
+            warn(f"skipping {info.path}: not an lrsweep {table} file (columns missing or mistyped: "
+                 f"{', '.join(wrong[:5])})")
+            continue
+        found.append(info.path)
     return found
 
 

@@ -40,18 +40,19 @@ def storage_path(sweep):
     return storage if store.is_uri(storage) else os.path.abspath(storage)
 
 
-def check_results(sweep):
-    """The sweep's results folder, and its `storage` if it names one, can be written (or
-    made); else bad input, before Ray."""
-    for name in ("results", "storage"):
+def check_results(sweep, storage=True):
+    """The sweep's results folder, and its `storage` if it names one (and `storage`), can be
+    written (or made); else bad input, before Ray."""
+    for name in ("results", "storage") if storage else ("results",):
         folder = getattr(sweep, name)
         reason = folder and store.check_writable(folder)
         if reason:
             raise LrsweepError(f"Argument `{name}` must be a writable folder. Received: {name}={folder!r} ({reason})")
 
 
-def check_launch(sweep, name, resume):
-    """Bad input that only launching can find, answered before Ray starts."""
+def check_launch(sweep, name, resume, here=True):
+    """Bad input that only launching can find, answered before Ray starts. `here`: the run's
+    storage is on this machine (`submit`'s is on the cluster's head)."""
     from lrsweep.run.pool import idle_seconds
 
     idle_seconds()
@@ -60,7 +61,7 @@ def check_launch(sweep, name, resume):
         if re.search(r"-(confirm|rung[0-9]+)$", name):
             raise LrsweepError(f"Argument `name` must not end in -confirm or -rung<k>: Tune keeps the later stages "
                                f"of a run under those names. Received: name={name!r}")
-    check_results(sweep)
+    check_results(sweep, storage=here)
     if name is not None and not resume and (store.sweep_exists(sweep.results, name) or any(
             _tune_state_exists(f"{storage_path(sweep)}/{experiment}") for experiment in _stage_experiments(sweep, name))):
         raise LrsweepError(f"Argument `name` names a sweep the store or Tune's storage already holds. Received: "

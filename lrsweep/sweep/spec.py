@@ -249,8 +249,12 @@ class Sweep:
             raise _field_error("seed", f"at most 2**32 - 1 - confirm_seeds = {MAX_SEED - self.confirm_seeds} (the "
                                        f"confirmation runs take seed + 1 ... seed + {self.confirm_seeds})", self.seed)
         _integer("grace_period", self.grace_period, 1)
-        _number("reduction_factor", self.reduction_factor, ">= 2 (at most the best half of a rung goes on)",
-                lambda v: v >= 2)
+        _number("reduction_factor", self.reduction_factor, "> 1", lambda v: v > 1)
+        rungs = math.log(self.max_epochs / self.grace_period) / math.log(self.reduction_factor) + 1  # as Ray's ASHA
+        if rungs > self.max_epochs:
+            raise LrsweepError(f"Argument `reduction_factor` must make at most one rung per epoch: it makes {rungs:.0f} "
+                               f"rungs for max_epochs={self.max_epochs}, grace_period={self.grace_period}. Received: "
+                               f"reduction_factor={self.reduction_factor!r}")
         if self.subsample is not None:
             _integer("subsample", self.subsample, 1)
         if self.validation_split is not None:
@@ -282,6 +286,8 @@ class Sweep:
         _number("resources['cpu']", self.resources.get("cpu", 1), "> 0", lambda v: v > 0)
         _number("resources['gpu']", self.resources.get("gpu", 0), ">= 0", lambda v: v >= 0)
         for name in ("results", "dataset", "data_dir", "storage"):
+            if name != "dataset" and isinstance(getattr(self, name), os.PathLike):  # a pathlib.Path
+                object.__setattr__(self, name, os.fspath(getattr(self, name)))
             value = getattr(self, name)
             if (value is not None or name in ("results", "dataset")) and (not isinstance(value, str) or not value):
                 raise _field_error(name, "a non-empty string" + (" or None" if name in ("data_dir", "storage") else ""),

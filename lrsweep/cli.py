@@ -60,10 +60,11 @@ def _listening_address(host):
     start)."""
     import socket
 
+    found, error = [], "no address"
     try:
         found = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as e:
-        found, error = [], getattr(e, "strerror", None) or str(e)
+        error = getattr(e, "strerror", None) or str(e)
     for family, kind, proto, _, address in found:
         try:
             with socket.socket(family, kind, proto) as probe:

@@ -76,15 +76,15 @@ def rank(trials, metric=None, top=TOP):
     if not confirm.empty:
         searched = table.set_index(["dataset", "family"])["best"]
         table = table.merge(confirmation(confirm, column, mode, searched), on=["dataset", "family"], how="left")
-        # the leader, then the families that can lead (two runs or more, none diverged) by their
-        # mean, then the rest (and all, where none can lead) in the search's order
-        for flag in ("leader", "leads"):
-            table[flag] = table[flag].astype("boolean").fillna(False)
+        # the families that can lead (two runs or more, none diverged) by their mean, equal means
+        # by the search's best value as `confirmation` picks the leader, so that it comes first;
+        # then the rest (and all, where none can lead) in the search's order
+        table["leads"] = table["leads"].astype("boolean").fillna(False)
         table["by_mean"] = table["confirm_mean"].where(table["leads"])
-        order = ["dataset", "leader", "leads", "by_mean", "best"]
+        order = ["dataset", "leads", "by_mean", "best"]
     table = table.sort_values(order, ascending=[key == "dataset" or (key in ("by_mean", "best") and mode == "min")
                                                 for key in order], na_position="last")
-    table = table.drop(columns=["leader", "leads", "by_mean"], errors="ignore")
+    table = table.drop(columns=["leads", "by_mean"], errors="ignore")
     table.insert(1, "rank", table.groupby("dataset").cumcount() + 1)
     return table.reset_index(drop=True)
 
@@ -107,7 +107,7 @@ def confirmation(confirm, column, mode, searched=None, level=0.95):
     small validation set, often) go to the better of `searched` (the search's best value
     per dataset and family), as the ranking orders them. A family with a diverged run says
     in how many (whatever the metric: a diverged loss is NaN, a diverged accuracy is not),
-    one with fewer than two runs says so; neither leads (`leads`; the one that does: `leader`).
+    one with fewer than two runs says so; neither can lead (`leads`).
     A failed run (`error`) is no evidence either way."""
     from scipy import stats
 
@@ -144,9 +144,8 @@ def confirmation(confirm, column, mode, searched=None, level=0.95):
                     p = 1.0 if (differences == 0).all() else stats.ttest_rel(pairs[label], pairs[leader]).pvalue
                     verdict = f"{'tie' if p >= 1 - level else 'behind'} (p={p:.2g})"
             rows.append({"dataset": dataset, "family": label, "confirmed": n, "confirm_mean": own.mean(),
-                         "ci95": half, "vs_leader": verdict, "leads": bool(leads[label]), "leader": label == leader})
-    return pd.DataFrame(rows, columns=["dataset", "family", "confirmed", "confirm_mean", "ci95", "vs_leader", "leads",
-                                       "leader"])
+                         "ci95": half, "vs_leader": verdict, "leads": bool(leads[label])})
+    return pd.DataFrame(rows, columns=["dataset", "family", "confirmed", "confirm_mean", "ci95", "vs_leader", "leads"])
 
 
 def format_ranking(table):

@@ -156,11 +156,18 @@ def write_rows(root, table, dataset, sweep, rows):
     return f"{folder}/{name}"
 
 
+def _list(fs, folder, recursive=False):
+    """The entries of `folder` (all below it: `recursive`) in name order; a folder not there
+    lists nothing; OSError where it cannot be listed."""
+    return sorted(fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True, recursive=recursive)),
+                  key=lambda i: i.path)
+
+
 def _listing(fs, folder):
-    """The entries of `folder` in name order (a folder not there lists nothing);
-    LrsweepError if it cannot be listed (permissions, an object store's credentials)."""
+    """`_list` of `folder`; LrsweepError if it cannot be listed (permissions, an object
+    store's credentials)."""
     try:
-        return sorted(fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)), key=lambda i: i.path)
+        return _list(fs, folder)
     except OSError as e:
         raise LrsweepError(f"Cannot list the store's folder {folder}: {str(e).splitlines()[0]}") from None
 
@@ -171,20 +178,20 @@ def _entries(fs, root):
     sweeps' folders: one that cannot be listed gets a warning and lists nothing, `root`
     itself LrsweepError."""
     try:
-        return sorted(fs.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=True)),
-                      key=lambda i: i.path)
+        return _list(fs, root, recursive=True)
     except OSError:
         pass
     entries, pending = [], [root]
     while pending:
         folder = pending.pop()
-        try:
-            found = _listing(fs, folder)
-        except LrsweepError as e:
-            if folder == root:
-                raise
-            warn(f"skipping {folder}: cannot be listed ({str(e).split(': ', 1)[1]})")
-            continue
+        if folder == root:
+            found = _listing(fs, root)
+        else:
+            try:
+                found = _list(fs, folder)
+            except OSError as e:
+                warn(f"skipping {folder}: cannot be listed ({str(e).splitlines()[0]})")
+                continue
         entries += found
         pending += [i.path for i in found  # dataset=D and sweep=S: what a foreign folder holds is never read
                     if i.type == pafs.FileType.Directory and i.path.count("/") - root.count("/") < 3]

@@ -250,9 +250,9 @@ class Sweep:
                                        f"confirmation runs take seed + 1 ... seed + {self.confirm_seeds})", self.seed)
         _integer("grace_period", self.grace_period, 1)
         _number("reduction_factor", self.reduction_factor, "> 1", lambda v: v > 1)
-        rungs = math.log(self.max_epochs / self.grace_period) / math.log(self.reduction_factor) + 1  # as Ray's ASHA
-        if rungs > self.max_epochs:
-            raise LrsweepError(f"Argument `reduction_factor` must make at most one rung per epoch: it makes {rungs:.0f} "
+        if self._rung_count > self.max_epochs:
+            raise LrsweepError(f"Argument `reduction_factor` must make at most one rung per epoch: it makes "
+                               f"{self._rung_count:.0f} "
                                f"rungs for max_epochs={self.max_epochs}, grace_period={self.grace_period}. Received: "
                                f"reduction_factor={self.reduction_factor!r}")
         if self.subsample is not None:
@@ -285,13 +285,13 @@ class Sweep:
             raise _field_error("resources", "a dict with keys 'cpu' and 'gpu'", self.resources)
         _number("resources['cpu']", self.resources.get("cpu", 1), "> 0", lambda v: v > 0)
         _number("resources['gpu']", self.resources.get("gpu", 0), ">= 0", lambda v: v >= 0)
-        for name in ("results", "dataset", "data_dir", "storage"):
-            if name != "dataset" and isinstance(getattr(self, name), os.PathLike):  # a pathlib.Path
-                object.__setattr__(self, name, os.fspath(getattr(self, name)))
+        for name, required in (("results", True), ("dataset", True), ("data_dir", False), ("storage", False)):
             value = getattr(self, name)
-            if (value is not None or name in ("results", "dataset")) and (not isinstance(value, str) or not value):
-                raise _field_error(name, "a non-empty string" + (" or None" if name in ("data_dir", "storage") else ""),
-                                   value)
+            if name != "dataset" and isinstance(value, os.PathLike):  # a pathlib.Path
+                value = os.fspath(value)
+                object.__setattr__(self, name, value)
+            if (required or value is not None) and (not isinstance(value, str) or not value):
+                raise _field_error(name, "a non-empty string" + ("" if required else " or None"), value)
         self.arms  # checks every family and parameter
 
     @property
@@ -354,11 +354,16 @@ class Sweep:
         return self.num_samples if self.configs is None else len(self.configs)
 
     @property
+    def _rung_count(self):
+        """How many rungs Ray's ASHA makes (`_Bracket`'s MAX_RUNGS), before rounding down."""
+        return math.log(self.max_epochs / self.grace_period) / math.log(self.reduction_factor) + 1
+
+    @property
     def rungs(self):
         """The epochs at which early stopping judges a trial: `grace_period *
         reduction_factor ** k` up to `max_epochs` (the formula of Ray's ASHA `_Bracket`),
         rounded up to the epoch that reaches them."""
-        count = int(math.log(self.max_epochs / self.grace_period) / math.log(self.reduction_factor) + 1)
+        count = int(self._rung_count)
         return sorted({math.ceil(self.grace_period * self.reduction_factor ** k) for k in range(max(count, 0))})
 
     @property

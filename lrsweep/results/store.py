@@ -150,10 +150,20 @@ def write_rows(root, table, dataset, sweep, rows):
         with fs.open_output_stream(f"{folder}/{name}") as out:
             pq.write_table(data, out)
     else:
-        temporary = f"{folder}/.{name}.tmp"
+        temporary = f"{folder}/{_temporary_name(name)}"
         pq.write_table(data, temporary)
         os.replace(temporary, f"{folder}/{name}")
     return f"{folder}/{name}"
+
+
+def _temporary_name(name):
+    """Where `write_rows` writes a file before renaming it to `name`: hidden, and no .parquet."""
+    return f".{name}.tmp"
+
+
+def _is_temporary(base_name):
+    """A file name of `_temporary_name` of one of `write_rows`' files."""
+    return base_name.startswith(".part-") and base_name.endswith(".parquet.tmp")
 
 
 def _list(fs, folder, recursive=False):
@@ -223,7 +233,7 @@ def table_files(fs, base, table):
                 _foreign(info, table)
                 foreign.append(relative)
             continue
-        if info.base_name.startswith(".part-") and info.base_name.endswith(".parquet.tmp"):
+        if _is_temporary(info.base_name):
             continue
         if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
             _foreign(info, table)

@@ -292,6 +292,20 @@ def test_each_dataset_is_ranked_by_its_own_sweeps_metric(tmp_path):
     assert "dataset digits: final_val_accuracy per trial, higher is better" in text
 
 
+def test_a_dataset_swept_for_two_metrics_is_ranked_by_the_more_common_one_with_a_warning(tmp_path, capsys):
+    """A user swept ionosphere for accuracy, then once for loss: `rank` says which it ranks by."""
+    root = str(tmp_path)
+    write_rows(root, "trials", "ionosphere", "for-accuracy", [trial_row(*row) for row in IONOSPHERE])
+    write_rows(root, "trials", "ionosphere", "for-loss", [{**trial_row(*row), "trial_id": f"loss-{row[0]}",
+                                                            "metric": "val_loss", "metric_mode": "min"}
+                                                           for row in IONOSPHERE[:1]])
+    table = rank(read_frame(root, "trials"))
+    assert set(table["metric"]) == {"final_val_accuracy"}
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and "ionosphere" in warning and "ranked by val_accuracy" in warning
+    assert f"(trials: val_accuracy {len(IONOSPHERE)}, val_loss 1)" in warning
+
+
 def test_query_aggregates_over_the_latest_records(results):
     frame = query(results, "SELECT family, count(*) AS n, max(final_val_accuracy) AS top FROM trials "
                            "WHERE dataset = 'digits' GROUP BY family ORDER BY n DESC, family")

@@ -7,16 +7,23 @@ import math
 import pandas as pd
 
 from lrsweep.errors import LrsweepError
-from lrsweep.results.store import LOGS
+from lrsweep.results.store import LOGS, warn
 
 TOP = 3
 
 
 def metric_column(trials, metric=None):
     """(column, mode) the ranking orders by: `final_<metric>` of each trial by default, the
-    sweep's own metric when none is named; `best_...`/`final_...` columns as named."""
+    sweep's own metric when none is named (the most common one, with a warning, where a
+    dataset's sweeps differ); `best_...`/`final_...` columns as named."""
     if metric is None:
         metric = trials["metric"].mode().iloc[0] if len(trials) else "val_accuracy"
+        counts = trials["metric"].value_counts()
+        if len(counts) > 1:
+            datasets = ", ".join(sorted(trials["dataset"].astype(str).unique()))
+            warn(f"the sweeps of dataset {datasets} optimise different metrics (trials: "
+                 f"{', '.join(f'{name} {n}' for name, n in counts.items())}): ranked by {metric}, the most "
+                 f"common; --metric names another")
     column = metric if metric.startswith(("best_", "final_")) else f"final_{metric}"
     if column.split("_", 1)[1] not in LOGS:
         valid = ", ".join(LOGS)

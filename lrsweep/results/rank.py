@@ -23,7 +23,7 @@ def metric_column(trials, metric=None):
             datasets = ", ".join(sorted(trials["dataset"].astype(str).unique()))
             warn(f"the sweeps of dataset {datasets} optimise different metrics (trials: "
                  f"{', '.join(f'{name} {n}' for name, n in counts.items())}): ranked by {metric}, the most "
-                 f"common; --metric names another")
+                 f"common (`lrsweep rank --metric M` ranks by another)")
     column = metric if metric.startswith(("best_", "final_")) else f"final_{metric}"
     if column.split("_", 1)[1] not in LOGS:
         valid = ", ".join(LOGS)

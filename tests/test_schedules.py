@@ -12,6 +12,7 @@ import pytest
 
 from lrsweep.errors import LrsweepError
 from lrsweep.schedules import FAMILIES, build_schedule, check_schedule
+from lrsweep.schedules.curves import ProgressSchedule
 from lrsweep.schedules.preview import epoch_rates
 from tests.reference import plateau_rates, rate
 
@@ -72,6 +73,21 @@ def test_family_follows_its_formula(family, granularity):
     for step in range(0, EPOCHS * spe, 3):
         t = step / spe if granularity == "step" else step // spe
         assert float(schedule(step)) == pytest.approx(rate(family, full, t, EPOCHS), rel=1e-5, abs=1e-9), step
+
+
+@pytest.mark.parametrize("family", [f for f in EXAMPLES if f != "plateau" and isinstance(
+    build_schedule(f, EXAMPLES[f], steps_per_epoch=70001, epochs=300)[0], ProgressSchedule)])
+def test_an_epochs_rate_holds_from_its_first_step_past_2_to_the_24_steps(family):
+    """An ImageNet-sized run (70,001 steps per epoch, 300 epochs: 21 million steps), where a
+    float32 step is no longer exact: each epoch's first step has that epoch's rate. (Keras'
+    own classes, which lrsweep trains on where they are exact, compute in float32 as a plain
+    Keras script does, and are left out.)"""
+    spe, epochs = 70001, 300
+    schedule, _ = build_schedule(family, EXAMPLES[family], steps_per_epoch=spe, epochs=epochs)
+    full = check_schedule(family, EXAMPLES[family], epochs)
+    for epoch in (239, 240, 241, 299):
+        expected = rate(family, full, epoch, epochs)
+        assert float(schedule(keras.Variable(epoch * spe, dtype="int64"))) == pytest.approx(expected, rel=1e-5), epoch
 
 
 @pytest.mark.parametrize("family", [f for f in EXAMPLES if f != "plateau"])

@@ -41,9 +41,10 @@ class ProgressSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.granularity = granularity
 
     def __call__(self, step):
-        t = ops.cast(step, "float32") / self.steps_per_epoch
-        if self.granularity == "epoch":
-            t = ops.floor(t)
+        if self.granularity == "epoch":  # in integers: float32 holds steps exactly only to 2**24
+            t = ops.cast(ops.floor_divide(ops.cast(step, "int64"), self.steps_per_epoch), "float32")
+        else:
+            t = ops.cast(step, "float32") / self.steps_per_epoch
         return ops.cast(self.rate(t), "float32")
 
     def rate(self, t):

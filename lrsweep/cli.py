@@ -239,6 +239,8 @@ def _schedule_params(family, pairs):
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise LrsweepError(f"Schedule parameters are written name=value. Received: {pair!r}")
+        if key in params:
+            raise LrsweepError(f"Schedule parameter `{key}` is given twice. Received: {key}={params[key]!r} and {pair}")
         params[key] = family.param(key).parse(value)
     return params
 

@@ -188,6 +188,10 @@ def test_builtin_keras_classes_where_they_are_exact():
     ("plateau", {"initial_lr": 0.1, "patience": 0}, ["patience", "0"]),
     ("plateau", {"initial_lr": 0.1, "min_lr": -0.1}, ["min_lr", "-0.1"]),
     ("nope", {}, ["nope", "constant", "one_cycle"]),
+    ("constant", {"initial_lr": 10 ** 400}, ["initial_lr", "1000000"]),  # past a float, in a sweep file
+    ("cyclical", {"base_lr": 10 ** 400, "max_lr": 0.1, "step_size": 2}, ["base_lr", "1000000"]),
+    ("constant", {"initial_lr": 1e-320}, ["initial_lr", "1e-320", "float32"]),  # Keras would train at 0
+    ("constant", {"initial_lr": 1e39}, ["initial_lr", "1e+39", "float32"]),  # ... at inf
 ])
 def test_bad_parameters_name_the_field_and_the_value(family, params, words):
     with pytest.raises(LrsweepError) as info:
@@ -196,6 +200,15 @@ def test_bad_parameters_name_the_field_and_the_value(family, params, words):
     assert "\n" not in message
     for word in words:
         assert word in message
+
+
+def test_numpy_numbers_are_the_numbers_they_are():
+    """A sweep file that computes its values with numpy (np.int64 from np.arange, np.float32)."""
+    full = check_schedule("step", {"initial_lr": np.float32(0.5), "drop": np.float64(0.5), "epochs_drop": np.int64(2)},
+                          EPOCHS)
+    assert full["epochs_drop"] == 2 and type(full["epochs_drop"]) is int and type(full["initial_lr"]) is float
+    with pytest.raises(LrsweepError, match="epochs_drop"):
+        check_schedule("step", {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": np.float64(2.0)}, EPOCHS)
 
 
 def test_parameters_are_checked_without_keras():

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from lrsweep.errors import LrsweepError
-from lrsweep.schedules.registry import FAMILIES
+from lrsweep.schedules.registry import FAMILIES, RATE_RULE
 
 # `plateau`'s rate follows the validation loss: no curve of the epoch to fit. What a
 # plateau trial did is a trace like any other, and `step` fits it.
@@ -34,7 +34,7 @@ TINY = 1e-30
 # (pct_start in [6e-6, 0.999994], div >= 1.0001), so a printed fit is a valid command line.
 _LOG = (math.log, math.exp, -np.inf, np.inf)
 SPACES = {
-    "a rate > 0": _LOG,
+    RATE_RULE: _LOG,
     "> 0": _LOG,
     ">= 0": (lambda v: v, lambda x: x, 0.0, np.inf),
     "in (0, 1)": (lambda v: math.log(v / (1 - v)), lambda x: 1 / (1 + math.exp(-x)), -12.0, 12.0),

@@ -8,6 +8,8 @@ Adding a family: one class (or composition) in `curves.py` and one line in `FAMI
 """
 
 import math
+import numbers
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -38,36 +40,58 @@ class Param:
         return self.default is REQUIRED
 
     def parse(self, text):
-        """The value of `name=text` on a command line."""
+        """The value of `name=text` on a command line (bad input named as typed: 1e400, not inf)."""
         if self.kind is str:
             return text
         try:
             number = float(text)
         except ValueError:
             raise LrsweepError(self.message(text)) from None
+        if not math.isfinite(number):
+            raise LrsweepError(self.message(text))
         if self.kind is int and number.is_integer():
             return int(number)
         return number
 
     def check(self, value):
-        """`value` if it is of the right type and within bounds, else LrsweepError."""
+        """`value` if it is of the right type and within bounds, else LrsweepError. Numbers
+        of numpy's types count as the numbers they are."""
         if self.kind is str:
             ok = isinstance(value, str) and value in self.choices
         elif self.kind is int:
-            ok = isinstance(value, int) and not isinstance(value, bool) and self.test(value)
+            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and self.test(int(value))
         else:
-            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-                  and math.isfinite(value) and self.test(value))
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and _finite(value) and self.test(value)
         if not ok:
             raise LrsweepError(self.message(value))
-        return float(value) if self.kind is float else value
+        return float(value) if self.kind is float else int(value) if self.kind is int else value
 
     def message(self, value):
         return f"Argument `{self.name}` must be {self.rule}. Received: {self.name}={value!r}"
 
 
+def _finite(value):
+    """A finite number, as a float (an int past 1e308 is not)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _float32(value):
+    """`value` as the float32 Keras trains with: 0 below 1.4e-45, inf past 3.4e38."""
+    try:
+        return struct.unpack("f", struct.pack("f", value))[0]
+    except OverflowError:
+        return math.inf
+
+
+# A rate is a float32 variable in Keras: one that float32 rounds to 0 or infinity would train at that.
+RATE_RULE = "a rate > 0 that float32 holds (1.4e-45 to 3.4e38)"
+
+
 def rate(name, default=REQUIRED):
-    return Param(name, float, "a rate > 0", lambda v: v > 0, default)
+    return Param(name, float, RATE_RULE, lambda v: 0 < _float32(v) < math.inf, default)
 
 
 def positive(name, default=REQUIRED):

@@ -145,12 +145,22 @@ def load_checked_sweep(args, joins=True):
         check_address(args.address)
     from lrsweep.sweep.spec import load_sweep
 
-    sweep = load_sweep(args.sweep).with_overrides(
-        results=args.results, dataset=args.dataset, data_dir=args.data_dir, num_samples=args.num_samples,
-        max_epochs=args.max_epochs, confirm_seeds=args.confirm_seeds, storage=args.storage)
-    dataset = checked_dataset(sweep)
+    flags = {"dataset": args.dataset, "num_samples": args.num_samples, "max_epochs": args.max_epochs,
+             "confirm_seeds": args.confirm_seeds}
+    sweep = load_sweep(args.sweep).with_overrides(results=args.results, data_dir=args.data_dir, storage=args.storage,
+                                                  **flags)
     check_launch(sweep, args.name, args.resume, here=joins)
-    return sweep, dataset
+    if args.resume and joins:  # submit's run is on the cluster, where its launch does this
+        from lrsweep.run.driver import storage_path
+        from lrsweep.run.resume import resumed_sweep
+
+        sweep, taken = resumed_sweep(sweep, f"{storage_path(sweep)}/{args.name}", args.name,
+                                     {flag for flag, value in flags.items() if value is not None})
+        if taken:
+            print(f"resuming {args.name} as it was launched: "
+                  f"{', '.join(f'{field}={value!r}' for field, value in taken.items())} (not the sweep file's)",
+                  flush=True)
+    return sweep, checked_dataset(sweep)
 
 
 def cmd_validate(args):
@@ -166,24 +176,36 @@ def cmd_launch(args):
     sweep, dataset = load_checked_sweep(args)
     from lrsweep.results.rank import format_ranking, rank
     from lrsweep.results.store import read_frame
-    from lrsweep.run.driver import launch, stop_ray
+    from lrsweep.run.driver import launch, run_name, stop_ray, storage_path, tune_state_exists
 
-    name, dataset_name, status = launch(sweep, name=args.name, address=args.address, resume=args.resume,
-                                        dashboard_host=args.dashboard_host, print_fn=lambda s: print(s, flush=True))
-    trials = read_frame(sweep.results, "trials", dataset_name)
-    print()
-    print(format_ranking(rank(trials[trials["sweep"] == name])))
-    elsewhere = "" if sweep.results == "results" else f" --results {shlex.quote(sweep.results)}"
-    print(f"\nstored under {sweep.results.rstrip('/')}/{{trials,epochs}}/dataset={dataset_name}/sweep={name}; "
-          f"all sweeps on {dataset_name}: lrsweep rank --dataset {dataset_name}{elsewhere}", flush=True)
-    if status == 130:
-        again = [a for a in args.argv if a != "--resume"]  # the user's own command, to run again
-        if "--name" not in again and not any(a.startswith("--name=") for a in again):
-            again += ["--name", name]
-        print(f"interrupted before every trial ran; this finishes it: lrsweep {shlex.join(again)} --resume",
-              flush=True)
-    stop_ray()  # now, not at exit, where Ray first sleeps half a second for late log lines
+    name = run_name(sweep, args.name)
+    try:
+        name, dataset_name, status = launch(sweep, name=name, address=args.address, resume=args.resume,
+                                            dashboard_host=args.dashboard_host,
+                                            print_fn=lambda s: print(s, flush=True))
+        trials = read_frame(sweep.results, "trials", dataset_name)
+        print()
+        print(format_ranking(rank(trials[trials["sweep"] == name])))
+        elsewhere = "" if sweep.results == "results" else f" --results {shlex.quote(sweep.results)}"
+        print(f"\nstored under {sweep.results.rstrip('/')}/{{trials,epochs}}/dataset={dataset_name}/sweep={name}; "
+              f"all sweeps on {dataset_name}: lrsweep rank --dataset {dataset_name}{elsewhere}", flush=True)
+        if status == 130:
+            print(f"interrupted before every trial ran; {_finish_hint(args, name)}", flush=True)
+        stop_ray()  # now, not at exit, where Ray first sleeps half a second for late log lines
+    except KeyboardInterrupt:  # a second Ctrl-C, which Tune's first offers to skip its saving and cleanup
+        resumable = tune_state_exists(f"{storage_path(sweep)}/{name}")
+        print(f"lrsweep: interrupted{'; what ended is stored; ' + _finish_hint(args, name) if resumable else ''}",
+              file=sys.stderr, flush=True)
+        return 130
     return status
+
+
+def _finish_hint(args, name):
+    """The user's own launch command, made to resume run `name`."""
+    again = [a for a in args.argv if a != "--resume"]
+    if "--name" not in again and not any(a.startswith("--name=") for a in again):
+        again += ["--name", name]
+    return f"this finishes it: lrsweep {shlex.join(again)} --resume"
 
 
 def cmd_submit(args):

@@ -9,6 +9,7 @@ import glob
 import json
 import math
 import os
+import pathlib
 import shutil
 import signal
 import subprocess
@@ -292,11 +293,15 @@ def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_ses
     assert (stored[trials["trial_id"]].to_numpy() == trials["epochs"].to_numpy()).all()
 
 
-def long_sweep(folder):
-    """A sweep file of one digits trial of 300 epochs that saves a checkpoint every second."""
+def long_sweep(folder, search=False):
+    """A sweep file of one digits trial of 300 epochs that saves a checkpoint every second:
+    a fixed configuration, or (`search`) Optuna's one draw of a search, with no checkpoint."""
     sweep = folder / "long.py"
-    sweep.write_text("from lrsweep import Sweep\nSWEEP = Sweep(name='long', dataset='digits', max_epochs=300, "
-                     "checkpoint_seconds=1, configs=[{'family': 'constant', 'initial_lr': 0.01}])\n")
+    trials = ("families={'constant': {'initial_lr': Range(0.01, 0.02)}}, num_samples=1, confirm_seeds=0, "
+              "early_stopping=None, checkpoint_seconds=None" if search else
+              "configs=[{'family': 'constant', 'initial_lr': 0.01}], checkpoint_seconds=1")
+    sweep.write_text(f"from lrsweep import Range, Sweep\nSWEEP = Sweep(name='long', dataset='digits', max_epochs=300, "
+                     f"{trials})\n")
     return sweep
 
 
@@ -402,9 +407,10 @@ def stored(results, table):
     return lambda: bool(store_files(results, table))
 
 
-def ctrl_c_launch(results, ready, *args, sweep="sweeps/ionosphere.py"):
+def ctrl_c_launch(results, ready, *args, sweep="sweeps/ionosphere.py", again=None):
     """`launch sweeps/ionosphere.py` (or `sweep`) stopped by SIGINT (as a terminal sends
-    Ctrl-C) once `ready()` holds; returns its exit status, stdout and stderr."""
+    Ctrl-C) once `ready()` holds, and again `again` seconds later if given; returns its exit
+    status, stdout and stderr."""
     command = [sys.executable, "-m", "lrsweep", "launch", sweep, "--data-dir", TEST_DATA,
                "--results", str(results), *args]
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -415,6 +421,9 @@ def ctrl_c_launch(results, ready, *args, sweep="sweeps/ionosphere.py"):
             assert driver.poll() is None and time.time() < deadline, "the launch ended before it could be stopped"
             time.sleep(0.2)
         driver.send_signal(signal.SIGINT)
+        if again is not None:
+            time.sleep(again)
+            driver.send_signal(signal.SIGINT)
         stdout, stderr = driver.communicate(timeout=120)
     finally:
         if driver.poll() is None:
@@ -436,6 +445,36 @@ def test_ctrl_c_stops_the_launch_with_status_130_and_says_how_to_finish_it(ray_s
     assert "rank" in stdout and "confirming" not in stdout
     last = stdout.strip().splitlines()[-1]
     assert "--resume" in last and "--name stopped" in last
+
+
+def test_a_second_ctrl_c_still_says_how_to_finish_the_run(ray_session, tmp_path):
+    """Tune's first Ctrl-C says "Press CTRL+C again to skip": the second stops the launch
+    where it is, before its ranking. It exits 130 all the same, and its last line still
+    gives the command that finishes the run (the trials that ended are stored)."""
+    results = tmp_path / "results"
+    returncode, stdout, stderr = ctrl_c_launch(results, stored(results, "trials"),
+                                               "--num-samples", "60", "--max-epochs", "8", "--name", "twice",
+                                               "--address", ray_session, again=0.3)
+    assert returncode == 130, stdout[-2000:] + stderr[-2000:]
+    last = (stdout + stderr).strip().splitlines()[-1]
+    assert "this finishes it: lrsweep launch" in last and "--name twice" in last and last.endswith("--resume")
+    assert len(read_frame(str(results), "trials")) > 0
+
+
+def test_a_search_trial_trained_again_on_resume_reports_again_without_a_warning(ray_session, tmp_path):
+    """Ctrl-C while a search's one trial runs, with no checkpoint: `--resume` trains it again
+    from its first epoch, which reports to Optuna the epochs it already has; Optuna keeps the
+    first report of each, and its warning about each is no news to the user."""
+    results = tmp_path / "results"
+    sweep = long_sweep(tmp_path, search=True)
+    args = ["--name", "again", "--address", ray_session]
+    returncode, stdout, stderr = ctrl_c_launch(results, stored(results, "epochs"), *args, sweep=str(sweep))
+    assert returncode == 130, stdout[-2000:] + stderr[-2000:]
+    done = lrsweep("launch", str(sweep), "--data-dir", TEST_DATA, "--results", str(results), *args, "--resume",
+                   timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "is already reported" not in done.stderr, done.stderr[-3000:]
+    assert read_frame(str(results), "trials")["epochs"].tolist() == [300]
 
 
 def test_ctrl_c_during_the_last_trials_of_a_search_still_stops_the_launch(ray_session, tmp_path):
@@ -612,6 +651,55 @@ def test_a_name_the_store_holds_is_refused_without_resume(ionosphere_results):
                    "--name", "iono-test", timeout=60)
     assert_refused(done, "iono-test")
     assert sorted(p.name for p in (results / "trials/dataset=ionosphere/sweep=iono-test").iterdir()) == before
+
+
+def test_a_resume_goes_on_with_the_settings_the_run_was_launched_with(ionosphere_results, tmp_path):
+    """The fixture's run was launched with --num-samples 6 --max-epochs 6 --confirm-seeds 0.
+    A `--resume` that leaves those flags out (forgotten after a kill) goes on with the run's
+    own, and says so; one that gives another value, or a sweep file changed since, would mix
+    settings with Tune's saved search (it trained 30-epoch trials as `early_stopped` of 60,
+    then asked for `--resume` forever): refused, naming the setting, the run's value and the
+    one received, before Ray starts, and nothing is touched."""
+    results = ionosphere_results[0]
+    files = store_files(results)
+    tune_files = sorted(p.name for p in (results / "tune" / "iono-test").iterdir())
+    resume = ["--data-dir", TEST_DATA, "--results", str(results), "--name", "iono-test", "--resume"]
+    done = lrsweep("validate", "sweeps/ionosphere.py", *resume, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[0] == ("resuming iono-test as it was launched: num_samples=6, max_epochs=6, "
+                                           "confirm_seeds=0 (not the sweep file's)")
+    assert "6 trials" in done.stdout
+    refused = lrsweep("launch", "sweeps/ionosphere.py", *resume, "--max-epochs", "30", timeout=60)
+    assert_refused(refused, "`max_epochs` (--max-epochs)", "'iono-test' was launched with, 6,", "max_epochs=30")
+    edited = tmp_path / "ionosphere.py"
+    edited.write_text((pathlib.Path(REPO) / "sweeps" / "ionosphere.py").read_text().replace("batch_size=28",
+                                                                                          "batch_size=64"))
+    refused = lrsweep("launch", str(edited), *resume, timeout=60)
+    assert_refused(refused, "`batch_size`", "launched with, 28,", "batch_size=64")
+    assert store_files(results) == files
+    assert sorted(p.name for p in (results / "tune" / "iono-test").iterdir()) == tune_files
+
+
+def test_a_run_another_launch_is_running_is_refused(ray_session, tmp_path):
+    """A `--resume` of a run while its launch still runs it (a second shell) trained its
+    trials twice beside the first, both writing to the store: refused, naming the process
+    that runs it. (The lock goes with that process however it ends: the kill tests resume at
+    once.)"""
+    results = tmp_path / "results"
+    args = ["launch", str(long_sweep(tmp_path)), "--results", str(results), "--name", "busy", "--address", ray_session]
+    first = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: first.poll() is not None or (results / "tune" / "busy" / "tuner.pkl").exists(), 180,
+                 "the first launch did not start its run in 180 s")
+        assert first.poll() is None, "the first launch ended before the second"
+        second = lrsweep(*args, "--resume", timeout=60)
+        assert_refused(second, "name='busy'", "another launch is running now", f"process {first.pid} on")
+        assert first.poll() is None
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
 
 
 def test_resuming_a_run_that_ended_trains_nothing_and_says_so(ray_session, ionosphere_results, tmp_path):

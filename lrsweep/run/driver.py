@@ -16,6 +16,7 @@ import time
 
 from lrsweep.errors import LrsweepError
 from lrsweep.results import store
+from lrsweep.run import resume as run_files
 from lrsweep.sweep.spec import check_name
 
 # Ray Tune's own per-trial JSON/CSV/TensorBoard logs duplicate the store at a cost per
@@ -63,14 +64,14 @@ def check_launch(sweep, name, resume, here=True):
                                f"of a run under those names. Received: name={name!r}")
     check_results(sweep, storage=here)
     if name is not None and not resume and (store.sweep_exists(sweep.results, name) or any(
-            _tune_state_exists(f"{storage_path(sweep)}/{experiment}") for experiment in _stage_experiments(sweep, name))):
+            tune_state_exists(f"{storage_path(sweep)}/{experiment}") for experiment in _stage_experiments(sweep, name))):
         raise LrsweepError(f"Argument `name` names a sweep the store or Tune's storage already holds. Received: "
                            f"name={name!r} (pass --resume to continue it, or choose another name)")
     if resume:
         if name is None:
             raise LrsweepError("Argument `resume` needs --name, the sweep to continue. Received: name=None")
         path = f"{storage_path(sweep)}/{name}"
-        if not _tune_state_exists(path):
+        if not tune_state_exists(path):
             raise LrsweepError(f"Argument `name` names no sweep that can be resumed. Received: name={name!r} "
                                f"(no Tune state in {path})")
         for experiment in _stage_experiments(sweep, name):  # each stage is restored on its own
@@ -82,7 +83,7 @@ def check_launch(sweep, name, resume, here=True):
                                    f"launch again under another name)")
 
 
-def _tune_state_exists(path):
+def tune_state_exists(path):
     """Ray's `Tuner.can_restore(path)` without importing Ray (`validate --resume` starts
     neither Ray nor TensorFlow): the experiment folder holds Tune's `tuner.pkl`. The one
     test of a resumable experiment, for the check and for the restore itself."""
@@ -345,8 +346,16 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     """Run `sweep`; returns (run name, dataset name, exit status: 0; 1 if some trial ended in
     error; 130 if it was stopped with Ctrl-C before every trial ran, in the search, a rung or
     the confirmation runs)."""
-    check_launch(sweep, name, resume)
     name = run_name(sweep, name)
+    folder = f"{storage_path(sweep)}/{name}"
+    with run_files.holding(folder, name):
+        check_launch(sweep, name, resume)  # again: another launch may have taken the name since the first check
+        if not resume:
+            run_files.save_settings(folder, sweep)
+        return _launch(sweep, name, address, resume, dashboard_host, print_fn)
+
+
+def _launch(sweep, name, address, resume, dashboard_host, print_fn):
     data = sweep_data(sweep)
     print_fn(f"sweep {name}: {data.name} ({len(data.x_train)} training rows, validation: {data.validation}), "
              f"{sweep.trial_count} trials of up to {sweep.max_epochs} epochs")
@@ -432,7 +441,7 @@ def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, 
     with it); returns (trials that ended in error, whether every trial ran: not so after
     a Ctrl-C). `param_space` holds values every trial's config gets besides the searcher's."""
     path = f"{storage_path(sweep)}/{experiment}"
-    if resume and _tune_state_exists(path):
+    if resume and tune_state_exists(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(

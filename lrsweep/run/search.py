@@ -48,6 +48,10 @@ def search_algorithm(sweep):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # multivariate TPE
+    # A resumed trial goes on from its checkpoint and reports again the epochs after it that
+    # Optuna already has; Optuna keeps the first report of each, as it should, and warns
+    warnings.filterwarnings("ignore", message="The reported value is ignored because this `step=",
+                            category=UserWarning)
     # group=True: TPE models each family's parameters together, as the conditional space they are.
     sampler = optuna.samplers.TPESampler(seed=sweep.seed, multivariate=True, group=True,
                                          n_startup_trials=min(10, max(2, sweep.num_samples // 3)))

@@ -1,0 +1,121 @@
+"""What a run keeps in its Tune folder (`<storage>/<run name>`) beside Tune's own state: the
+settings it was launched with, so that `--resume` goes on with them, and a lock, so that
+one launch at a time runs it. Plain Python: `validate --resume` reads the settings without
+Ray or TensorFlow."""
+
+import contextlib
+import json
+import os
+import socket
+
+from lrsweep.errors import LrsweepError
+from lrsweep.results import store
+
+SETTINGS_FILE = "lrsweep-launch.json"
+LOCK_FILE = ".lrsweep-lock"
+
+# What makes a run the run it is: its trials, its search, its early stopping, its
+# confirmation runs. Tune's saved state holds the search and the scheduler as they were
+# launched, so a resume on other settings would mix the two. (Where the data's local copy
+# sits, the checkpoint interval and the retries may change.)
+RUN_FIELDS = ("families", "configs", "dataset", "subsample", "validation_split", "scale", "model", "model_args",
+              "optimizer", "optimizer_args", "batch_size", "max_epochs", "granularity", "num_samples", "seed",
+              "early_stopping", "grace_period", "reduction_factor", "metric", "mode", "resources", "confirm_seeds")
+# The settings a launch flag sets (--dataset, --num-samples, --max-epochs, --confirm-seeds):
+# a resume without the flag takes the run's.
+FLAG_FIELDS = ("dataset", "num_samples", "max_epochs", "confirm_seeds")
+
+
+def _plain(value):
+    """`value` as JSON data, what is not JSON (a Range, a Choice) by its repr."""
+    return json.loads(json.dumps(value, default=repr, sort_keys=True))
+
+
+def run_settings(sweep):
+    """The RUN_FIELDS of `sweep` as JSON data, a dataset file's path made absolute."""
+    settings = {name: getattr(sweep, name) for name in RUN_FIELDS}
+    return _plain({**settings, "dataset": sweep.training_settings()["dataset"]})
+
+
+def save_settings(folder, sweep):
+    """Keep `sweep`'s run settings in the run's Tune folder (made if need be)."""
+    fs, base = store.filesystem(folder)
+    fs.create_dir(base, recursive=True)
+    with fs.open_output_stream(f"{base}/{SETTINGS_FILE}") as out:
+        out.write(json.dumps(run_settings(sweep), sort_keys=True, indent=1).encode())
+
+
+def _saved_settings(folder):
+    """The settings the run in `folder` was launched with; None for a run launched before
+    lrsweep kept them, or one whose file cannot be read (a resume then takes the sweep as given)."""
+    fs, base = store.filesystem(folder)
+    try:
+        with fs.open_input_stream(f"{base}/{SETTINGS_FILE}") as stream:
+            saved = json.loads(stream.read())
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def _shown(value, limit=160):
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def resumed_sweep(sweep, folder, name, flagged):
+    """The sweep a `--resume` of run `name` (Tune folder `folder`) goes on with: as launched.
+    A setting the command line leaves to the sweep file (not in `flagged`) comes from the
+    run where they differ; any other difference, a flag's or the sweep file's, is bad input
+    naming the setting, the run's value and the one received. Returns (sweep, {setting: the
+    run's value} taken from the run)."""
+    saved = _saved_settings(folder)
+    if saved is None:
+        return sweep, {}
+    current = run_settings(sweep)
+    taken = {field: saved[field] for field in FLAG_FIELDS
+             if field not in flagged and field in saved and saved[field] != current[field]}
+    if taken:
+        sweep = sweep.with_overrides(**taken)
+        current = run_settings(sweep)
+    differ = [field for field in RUN_FIELDS if field in saved and saved[field] != current[field]]
+    if differ:
+        field = differ[0]
+        flag = f" (--{field.replace('_', '-')})" if field in FLAG_FIELDS else ""
+        more = f"; also {', '.join(differ[1:])}" if len(differ) > 1 else ""
+        raise LrsweepError(f"Argument `{field}`{flag} must be what run {name!r} was launched with, "
+                           f"{_shown(saved[field])}, to resume it: Tune's saved search and early stopping go on "
+                           f"with that{more}. Received: {field}={_shown(current[field])}")
+    return sweep, taken
+
+
+@contextlib.contextmanager
+def holding(folder, name):
+    """Hold run `name`'s lock (a file in its Tune folder `folder`, made if need be) while the
+    block runs; the system drops it however the process ends, so that a killed launch's run
+    can be resumed at once. LrsweepError where another launch holds it. No lock on s3:// or
+    gs://, which have none, nor where the filesystem refuses one."""
+    import fcntl
+
+    if store.is_uri(folder):
+        yield
+        return
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, LOCK_FILE), "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "a process"
+            raise LrsweepError(f"Argument `name` names a run that another launch is running now ({holder}): wait "
+                               f"for it to end, or stop it, then --resume it. Received: name={name!r}") from None
+        except OSError:  # a filesystem without locks
+            yield
+            return
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"process {os.getpid()} on {socket.gethostname()}")
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -12,7 +12,7 @@ import re
 import shlex
 import sys
 
-from lrsweep.errors import LrsweepError
+from lrsweep.errors import LrsweepError, StoreWriteError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -197,6 +197,11 @@ def cmd_launch(args):
         print(f"lrsweep: interrupted{'; what ended is stored; ' + _finish_hint(args, name) if resumable else ''}",
               file=sys.stderr, flush=True)
         return 130
+    except StoreWriteError as e:  # the run failed, not the input: exit 1
+        print(f"lrsweep: error: {e}; the run stopped, and once the store can be written again "
+              f"{_finish_hint(args, name)}", file=sys.stderr, flush=True)
+        stop_ray()
+        return 1
     return status
 
 

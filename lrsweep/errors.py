@@ -1,4 +1,5 @@
-"""The one error type for bad input: `__main__` prints it as one line and exits 2."""
+"""The one error type for bad input, which `__main__` prints as one line and exits 2; and the
+store that cannot be written mid-run, which `launch` prints as one line and exits 1."""
 
 
 class LrsweepError(ValueError):
@@ -7,3 +8,9 @@ class LrsweepError(ValueError):
     The message names the field and the value it got, in Keras' words:
     ``Argument `epochs_drop` must be an integer >= 1. Received: epochs_drop=0``.
     """
+
+
+class StoreWriteError(OSError):
+    """The results store cannot be written as a launch runs (a full disk, a folder made
+    read-only or replaced by a file, an object store's credentials gone): the run stops,
+    what Tune saved goes on with `--resume` once the store can be written."""

@@ -702,6 +702,40 @@ def test_a_run_another_launch_is_running_is_refused(ray_session, tmp_path):
         first.wait()
 
 
+def test_a_store_that_cannot_be_written_mid_run_stops_it_in_one_line_and_resumes(ray_session, tmp_path):
+    """The store's folder goes away under a running launch (here a file takes the place of
+    its epochs folder; a full disk or a revoked credential alike): the run stops with exit 1
+    and one line naming the store and the error, and the command that finishes the run
+    (it was two tracebacks of Tune's). Once the folder is back, that command does."""
+    results = tmp_path / "results"
+    folder = results / "epochs" / "dataset=ionosphere" / "sweep=unwritable"
+    args = ["launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(results), "--num-samples",
+            "30", "--max-epochs", "30", "--confirm-seeds", "0", "--name", "unwritable", "--address", ray_session]
+    driver = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: driver.poll() is not None or store_files(results, "epochs"), 180, "no epoch stored in 180 s")
+        assert driver.poll() is None, "the launch ended before its store went away"
+        folder.rename(tmp_path / "kept")
+        folder.write_text("not a folder")
+        stdout, stderr = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 1, stdout[-2000:] + stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"lrsweep: error: cannot write the epochs table of the store {results}: ")
+    assert "sweep=unwritable" in last and "--name unwritable" in last and last.endswith(" --resume")
+    folder.unlink()
+    (tmp_path / "kept").rename(folder)
+    done = lrsweep(*args, "--resume", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials, epochs = read_frame(str(results), "trials"), read_frame(str(results), "epochs")
+    assert len(trials) >= 30 and trials["trial_id"].is_unique
+    assert not epochs.duplicated(["trial_id", "epoch"]).any()
+
+
 def test_resuming_a_run_that_ended_trains_nothing_and_says_so(ray_session, ionosphere_results, tmp_path):
     """`--resume` of a run whose trials all ended: no trial trains again, nothing is
     written, and the output says the trials ended before (not "stored 0 trials")."""

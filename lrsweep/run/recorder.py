@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 import pyarrow.fs as pafs
 from ray import tune
 
+from lrsweep.errors import StoreWriteError
 from lrsweep.results import store
 from lrsweep.results.store import LOGS
 from lrsweep.run.trial import arm_of
@@ -293,7 +294,12 @@ class Recorder(tune.Callback):
     def flush(self):
         started = time.perf_counter()
         for table, rows in self.pending.items():
-            if store.write_rows(self.results, table, self.dataset, self.sweep_name, rows):
+            try:
+                written = store.write_rows(self.results, table, self.dataset, self.sweep_name, rows)
+            except OSError as e:  # Tune would print it as a traceback, twice (its state's save, then its cleanup)
+                raise StoreWriteError(f"cannot write the {table} table of the store {self.results}: "
+                                      f"{str(e).splitlines()[0]}") from None
+            if written:
                 self.written[table] += len(rows)
                 self.written["files"] += 1
             rows.clear()

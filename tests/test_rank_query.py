@@ -190,6 +190,25 @@ def test_equal_confirmation_means_make_the_first_row_the_leader(tmp_path):
     assert format_ranking(table).splitlines()[3].split()[:2] == ["1", "sgd/step"]
 
 
+@pytest.mark.parametrize("runs, verdict", [(2, "tie (p=0.5)"), (6, "behind (p=0.031)")])
+def test_runs_one_sample_behind_the_leaders_each_time_are_behind_only_with_enough_runs(tmp_path, runs, verdict):
+    """Each of cosine's runs one validation sample (of 116) below step's of the same seed: no
+    variance for the t-test, which said "behind (p=0)" after two runs, with a RuntimeWarning.
+    The sign test's exact p: two runs cannot tell, six can."""
+    root = str(tmp_path)
+    write_rows(root, "trials", "digits", "sweep-a", [trial_row(*row) for row in DIGITS])
+    step = [0.9138, 0.9224, 0.9310, 0.9224, 0.9138, 0.9310][:runs]
+    write_rows(root, "trials", "digits", "sweep-a", confirm_rows(
+        [("sgd/step", seed, "completed", value) for seed, value in enumerate(step, 1)]
+        + [("sgd/cosine", seed, "completed", value - 1 / 116) for seed, value in enumerate(step, 1)]))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = rank(read_frame(root, "trials")).set_index("family")
+
+    assert table.loc["sgd/step", "vs_leader"] == "leader" and table.loc["sgd/cosine", "vs_leader"] == verdict
+
+
 def confirm_rows(runs, **fields):
     """Confirmation runs: (label, seed, status, final value of the metric) each."""
     return [{**trial_row(f"{label}-{seed}", label, status, MAX_EPOCHS, 0.1, value, value, value), "stage": "confirm",

@@ -4,6 +4,7 @@
 import json
 import math
 
+import numpy as np
 import pandas as pd
 
 from lrsweep.errors import LrsweepError
@@ -148,11 +149,23 @@ def confirmation(confirm, column, mode, searched=None, level=0.95):
                 if len(pairs) < 2:
                     verdict = "too few runs"
                 else:
-                    p = 1.0 if (differences == 0).all() else stats.ttest_rel(pairs[label], pairs[leader]).pvalue
+                    p = _paired_p(differences, pairs[label], pairs[leader], stats)
                     verdict = f"{'tie' if p >= 1 - level else 'behind'} (p={p:.2g})"
             rows.append({"dataset": dataset, "family": label, "confirmed": n, "confirm_mean": own.mean(),
                          "ci95": half, "vs_leader": verdict, "leads": bool(leads[label])})
     return pd.DataFrame(rows, columns=["dataset", "family", "confirmed", "confirm_mean", "ci95", "vs_leader", "leads"])
+
+
+def _paired_p(differences, runs, leader_runs, stats):
+    """The p-value of a family's runs against the leader's, paired by seed: the t-test's; 1
+    where every pair is equal. Where every pair differs by the same amount (one validation
+    sample each time, on a small set) the t-test has no variance to work with and says p=0
+    whatever the number of runs: the sign test's exact p instead (two runs: 0.5)."""
+    if (differences == 0).all():
+        return 1.0
+    if np.allclose(differences, differences.iloc[0], rtol=1e-9, atol=1e-12):
+        return stats.binomtest(int((differences > 0).sum()), len(differences)).pvalue
+    return stats.ttest_rel(runs, leader_runs).pvalue
 
 
 def format_ranking(table):

@@ -407,10 +407,10 @@ def stored(results, table):
     return lambda: bool(store_files(results, table))
 
 
-def ctrl_c_launch(results, ready, *args, sweep="sweeps/ionosphere.py", again=None):
+def ctrl_c_launch(results, ready, *args, sweep="sweeps/ionosphere.py", again=None, sent=signal.SIGINT):
     """`launch sweeps/ionosphere.py` (or `sweep`) stopped by SIGINT (as a terminal sends
-    Ctrl-C) once `ready()` holds, and again `again` seconds later if given; returns its exit
-    status, stdout and stderr."""
+    Ctrl-C; or `sent`) once `ready()` holds, and again `again` seconds later if given;
+    returns its exit status, stdout and stderr."""
     command = [sys.executable, "-m", "lrsweep", "launch", sweep, "--data-dir", TEST_DATA,
                "--results", str(results), *args]
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -420,10 +420,10 @@ def ctrl_c_launch(results, ready, *args, sweep="sweeps/ionosphere.py", again=Non
         while not ready():
             assert driver.poll() is None and time.time() < deadline, "the launch ended before it could be stopped"
             time.sleep(0.2)
-        driver.send_signal(signal.SIGINT)
+        driver.send_signal(sent)
         if again is not None:
             time.sleep(again)
-            driver.send_signal(signal.SIGINT)
+            driver.send_signal(sent)
         stdout, stderr = driver.communicate(timeout=120)
     finally:
         if driver.poll() is None:
@@ -431,14 +431,16 @@ def ctrl_c_launch(results, ready, *args, sweep="sweeps/ionosphere.py", again=Non
     return driver.returncode, stdout, stderr
 
 
-def test_ctrl_c_stops_the_launch_with_status_130_and_says_how_to_finish_it(ray_session, tmp_path):
-    """Ctrl-C (SIGINT to the driver, as a terminal sends it): the trials stored so far stay,
-    the ranking of what ran is printed, no confirmation starts, the exit status is 130, and
-    the last line is the command that finishes the run."""
+@pytest.mark.parametrize("sent", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_the_launch_with_status_130_and_says_how_to_finish_it(ray_session, tmp_path, sent):
+    """Ctrl-C (SIGINT to the driver, as a terminal sends it), or SIGTERM (`kill`, `timeout`,
+    `ray job stop`, a container's stop; it exited 1 with none of this): the trials stored so
+    far stay, the ranking of what ran is printed, no confirmation starts, the exit status is
+    130, and the last line is the command that finishes the run."""
     results = tmp_path / "results"
     returncode, stdout, stderr = ctrl_c_launch(results, stored(results, "trials"),
                                                "--num-samples", "60", "--max-epochs", "8", "--name", "stopped",
-                                               "--address", ray_session)
+                                               "--address", ray_session, sent=sent)
     assert returncode == 130, stderr[-2000:]
     trials = read_frame(str(results), "trials")
     assert 0 < len(trials) < 60 and (trials["stage"] == "search").all()

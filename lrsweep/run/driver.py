@@ -231,6 +231,19 @@ def _start_ray(address, dashboard_host, print_fn):
     return context
 
 
+def _stop_on_sigterm():
+    """SIGTERM (`timeout`, `kill`, `ray job stop`, a container's stop) stops the launch as
+    Ctrl-C does: Tune saves its state, what ended is stored, and the launch says how to
+    finish the run. `ray.init` makes it exit the driver at once (sys.exit), which stored
+    nothing of the trials Tune had not yet saved as ended. A second one skips Tune's last
+    save, as a second Ctrl-C does."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+
+
 def check_trials_fit(sweep):
     """On a Ray this launch started (one node, no autoscaler to add more), a trial that asks
     for more CPUs or GPUs than the node has would never start: Tune and Ray's autoscaler
@@ -361,6 +374,7 @@ def _launch(sweep, name, address, resume, dashboard_host, print_fn):
              f"{sweep.trial_count} trials of up to {sweep.max_epochs} epochs")
 
     _start_ray(address, dashboard_host, print_fn)
+    _stop_on_sigterm()
     check_trials_fit(sweep)
     from lrsweep.run import pool
 

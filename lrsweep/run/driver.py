@@ -232,9 +232,9 @@ def _start_ray(address, dashboard_host, print_fn):
 
 
 def _stop_on_sigterm():
-    """SIGTERM (`timeout`, `kill`, `ray job stop`, a container's stop) stops the launch as
-    Ctrl-C does: Tune saves its state, what ended is stored, and the launch says how to
-    finish the run. `ray.init` makes it exit the driver at once (sys.exit), which stored
+    """SIGTERM (`timeout`, `kill`, a container's stop; `ray job stop`, which kills the job
+    3 s later) stops the launch as Ctrl-C does: Tune saves its state, what ended is stored,
+    and the launch says how to finish the run. `ray.init` makes it exit the driver at once (sys.exit), which stored
     nothing of the trials Tune had not yet saved as ended. A second one skips Tune's last
     save, as a second Ctrl-C does."""
     import signal

@@ -24,7 +24,7 @@ def metric_column(trials, metric=None):
             datasets = ", ".join(sorted(trials["dataset"].astype(str).unique()))
             warn(f"the sweeps of dataset {datasets} optimise different metrics (trials: "
                  f"{', '.join(f'{name} {n}' for name, n in counts.items())}): ranked by {metric}, the most "
-                 f"common (`lrsweep rank --metric M` ranks by another)")
+                 f"common (of equals, the first by name; `lrsweep rank --metric M` ranks by another)")
     column = metric if metric.startswith(("best_", "final_")) else f"final_{metric}"
     if column.split("_", 1)[1] not in LOGS:
         valid = ", ".join(LOGS)
@@ -163,7 +163,8 @@ def _paired_p(differences, runs, leader_runs, stats):
     whatever the number of runs: the sign test's exact p instead (two runs: 0.5)."""
     if (differences == 0).all():
         return 1.0
-    if np.allclose(differences, differences.iloc[0], rtol=1e-9, atol=1e-12):
+    # the metrics are float32: one sample behind each time differs in the last bits
+    if np.ptp(differences.to_numpy()) <= 1e-6 * max(1.0, float(np.abs(differences).max())):
         return stats.binomtest(int((differences > 0).sum()), len(differences)).pvalue
     return stats.ttest_rel(runs, leader_runs).pvalue
 

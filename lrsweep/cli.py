@@ -189,9 +189,6 @@ def cmd_launch(args):
         elsewhere = "" if sweep.results == "results" else f" --results {shlex.quote(sweep.results)}"
         print(f"\nstored under {sweep.results.rstrip('/')}/{{trials,epochs}}/dataset={dataset_name}/sweep={name}; "
               f"all sweeps on {dataset_name}: lrsweep rank --dataset {dataset_name}{elsewhere}", flush=True)
-        if status == 130:
-            print(f"interrupted before every trial ran; {_finish_hint(args, name)}", flush=True)
-        stop_ray()  # now, not at exit, where Ray first sleeps half a second for late log lines
     except KeyboardInterrupt:  # a second Ctrl-C, which Tune's first offers to skip its saving and cleanup
         resumable = tune_state_exists(f"{storage_path(sweep)}/{name}")
         print(f"lrsweep: interrupted{'; what ended is stored; ' + _finish_hint(args, name) if resumable else ''}",
@@ -202,6 +199,14 @@ def cmd_launch(args):
               f"{_finish_hint(args, name)}", file=sys.stderr, flush=True)
         stop_ray()
         return 1
+    if status == 130:
+        print(f"interrupted before every trial ran; {_finish_hint(args, name)}", flush=True)
+    try:
+        stop_ray()  # now, not at exit, where Ray first sleeps half a second for late log lines
+    except KeyboardInterrupt:  # the run had ended (or stopped) and is stored: Ray stops at exit
+        print(f"lrsweep: interrupted{'; ' + _finish_hint(args, name) if status == 130 else ''}", file=sys.stderr,
+              flush=True)
+        return 130
     return status
 
 
@@ -526,6 +531,9 @@ def main(argv=None):
     except LrsweepError as e:
         print(f"lrsweep: error: {e}", file=sys.stderr)
         return 2
+    except StoreWriteError as e:  # fit-schedule --confirm's launch: the run failed, not the input
+        print(f"lrsweep: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("lrsweep: interrupted", file=sys.stderr)
         return 130

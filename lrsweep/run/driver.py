@@ -360,6 +360,7 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     error; 130 if it was stopped with Ctrl-C before every trial ran, in the search, a rung or
     the confirmation runs)."""
     name = run_name(sweep, name)
+    check_name("name", name)  # before its folder is made
     folder = f"{storage_path(sweep)}/{name}"
     with run_files.holding(folder, name):
         check_launch(sweep, name, resume)  # again: another launch may have taken the name since the first check

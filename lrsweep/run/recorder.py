@@ -298,7 +298,7 @@ class Recorder(tune.Callback):
                 written = store.write_rows(self.results, table, self.dataset, self.sweep_name, rows)
             except OSError as e:  # Tune would print it as a traceback, twice (its state's save, then its cleanup)
                 raise StoreWriteError(f"cannot write the {table} table of the store {self.results}: "
-                                      f"{str(e).splitlines()[0]}") from None
+                                      f"{(str(e) or repr(e)).splitlines()[0]}") from None
             if written:
                 self.written[table] += len(rows)
                 self.written["files"] += 1

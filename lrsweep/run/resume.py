@@ -17,7 +17,8 @@ LOCK_FILE = ".lrsweep-lock"
 # What makes a run the run it is: its trials, its search, its early stopping, its
 # confirmation runs. Tune's saved state holds the search and the scheduler as they were
 # launched, so a resume on other settings would mix the two. (Where the data's local copy
-# sits, the checkpoint interval and the retries may change.)
+# sits and the checkpoint interval may change; the retries are Tune's saved ones whatever
+# the sweep file says.)
 RUN_FIELDS = ("families", "configs", "dataset", "subsample", "validation_split", "scale", "model", "model_args",
               "optimizer", "optimizer_args", "batch_size", "max_epochs", "granularity", "num_samples", "seed",
               "early_stopping", "grace_period", "reduction_factor", "metric", "mode", "resources", "confirm_seeds")
@@ -32,9 +33,11 @@ def _plain(value):
 
 
 def run_settings(sweep):
-    """The RUN_FIELDS of `sweep` as JSON data, a dataset file's path made absolute."""
+    """The RUN_FIELDS of `sweep` as JSON data, a dataset file's path made absolute; no
+    num_samples for fixed configs (which run as given)."""
     settings = {name: getattr(sweep, name) for name in RUN_FIELDS}
-    return _plain({**settings, "dataset": sweep.training_settings()["dataset"]})
+    return _plain({**settings, "dataset": sweep.training_settings()["dataset"],
+                   "num_samples": sweep.num_samples if sweep.configs is None else None})
 
 
 def save_settings(folder, sweep):
@@ -47,19 +50,50 @@ def save_settings(folder, sweep):
 
 def _saved_settings(folder):
     """The settings the run in `folder` was launched with; None for a run launched before
-    lrsweep kept them, or one whose file cannot be read (a resume then takes the sweep as given)."""
+    lrsweep kept them, or (with a warning) one whose file cannot be read: a resume then
+    takes the sweep as given."""
     fs, base = store.filesystem(folder)
+    path = f"{base}/{SETTINGS_FILE}"
     try:
-        with fs.open_input_stream(f"{base}/{SETTINGS_FILE}") as stream:
+        with fs.open_input_stream(path) as stream:
             saved = json.loads(stream.read())
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None
-    return saved if isinstance(saved, dict) else None
+    except (OSError, ValueError) as e:
+        saved = e
+    if not isinstance(saved, dict):
+        store.warn(f"cannot read {path} ({saved}): the run's settings are not checked, and the sweep goes on "
+                   f"with the sweep file's and the flags'")
+        return None
+    return saved
 
 
-def _shown(value, limit=160):
-    text = json.dumps(value, sort_keys=True)
-    return text if len(text) <= limit else text[:limit] + "..."
+def _difference(saved, current, where=""):
+    """(where, saved, current) of the first place `saved` and `current` differ, down into
+    mappings and lists (a family's parameter, a config's value), or None."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current)):
+            found = _difference(saved.get(key), current.get(key), f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
+        for k, (a, b) in enumerate(zip(saved, current)):
+            found = _difference(a, b, f"{where}[{k}]")
+            if found:
+                return found
+        return None
+    return None if saved == current else (where, saved, current)
+
+
+def _data_file(dataset):
+    """A csv:/npz: dataset by its file's name (and options), which names its partition in
+    the store: the file may have moved since the launch."""
+    prefix, colon, path = dataset.partition(":") if isinstance(dataset, str) else ("", "", "")
+    if not colon or prefix not in ("csv", "npz"):
+        return dataset
+    body, question, options = path.partition("?")
+    return f"{prefix}:{os.path.basename(body)}{question}{options}"
 
 
 def resumed_sweep(sweep, folder, name, flagged):
@@ -73,18 +107,22 @@ def resumed_sweep(sweep, folder, name, flagged):
         return sweep, {}
     current = run_settings(sweep)
     taken = {field: saved[field] for field in FLAG_FIELDS
-             if field not in flagged and field in saved and saved[field] != current[field]}
+             if field not in flagged and saved.get(field) is not None and saved[field] != current[field]}
     if taken:
         sweep = sweep.with_overrides(**taken)
         current = run_settings(sweep)
-    differ = [field for field in RUN_FIELDS if field in saved and saved[field] != current[field]]
+    same = {"dataset": _data_file}
+    differ = [field for field in RUN_FIELDS if field in saved
+              and same.get(field, lambda v: v)(saved[field]) != same.get(field, lambda v: v)(current[field])]
     if differ:
         field = differ[0]
+        where, was, now = _difference(saved[field], current[field]) or ("", saved[field], current[field])
         flag = f" (--{field.replace('_', '-')})" if field in FLAG_FIELDS else ""
         more = f"; also {', '.join(differ[1:])}" if len(differ) > 1 else ""
-        raise LrsweepError(f"Argument `{field}`{flag} must be what run {name!r} was launched with, "
-                           f"{_shown(saved[field])}, to resume it: Tune's saved search and early stopping go on "
-                           f"with that{more}. Received: {field}={_shown(current[field])}")
+        raise LrsweepError(f"Argument `{field}{where}`{flag} must be what run {name!r} was launched with, "
+                           f"{json.dumps(was)}, to resume it (Tune's saved state goes on with the run's settings; "
+                           f"another value makes another run: launch it under another name){more}. Received: "
+                           f"{field}{where}={json.dumps(now)}")
     return sweep, taken
 
 
@@ -103,19 +141,21 @@ def holding(folder, name):
     with open(os.path.join(folder, LOCK_FILE), "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "a process"
             raise LrsweepError(f"Argument `name` names a run that another launch is running now ({holder}): wait "
                                f"for it to end, or stop it, then --resume it. Received: name={name!r}") from None
         except OSError:  # a filesystem without locks
-            yield
-            return
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"process {os.getpid()} on {socket.gethostname()}")
-        lock.flush()
+            locked = False
+        if locked:
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"process {os.getpid()} on {socket.gethostname()}")
+            lock.flush()
         try:
             yield
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(lock, fcntl.LOCK_UN)

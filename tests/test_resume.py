@@ -1,0 +1,82 @@
+"""What `--resume` checks of a run's saved settings (`lrsweep.run.resume`), on real files;
+the launches that save and read them run in test_end_to_end."""
+
+import argparse
+
+import pytest
+
+from lrsweep import Choice, LrsweepError, Range, Sweep
+from lrsweep.run.jobs import launch_command
+from lrsweep.run.resume import SETTINGS_FILE, resumed_sweep, save_settings
+
+SEARCH = Sweep(name="s", dataset="csv:/data/launched/ionosphere.csv", max_epochs=9, num_samples=12,
+               families={"step": {"initial_lr": Range(0.01, 0.5, log=True), "drop": 0.5, "epochs_drop": Choice(5, 10)},
+                         "exponential": {"initial_lr": 0.1, "k": Range(0.005, 0.2, log=True)}})
+
+
+def saved(folder, sweep=SEARCH):
+    save_settings(str(folder), sweep)
+    return str(folder)
+
+
+def test_a_setting_no_flag_gives_is_the_runs_and_one_a_flag_gives_must_be(tmp_path):
+    folder = saved(tmp_path)
+    forgot = SEARCH.with_overrides(max_epochs=50, num_samples=40)  # the sweep file's, the flags forgotten
+    sweep, taken = resumed_sweep(forgot, folder, "run", flagged=set())
+    assert (sweep.max_epochs, sweep.num_samples, taken) == (9, 12, {"num_samples": 12, "max_epochs": 9})
+    with pytest.raises(LrsweepError, match=r"^Argument `max_epochs` \(--max-epochs\) must be what run 'run' was "
+                                           r"launched with, 9, .* Received: max_epochs=50$"):
+        resumed_sweep(forgot, folder, "run", flagged={"max_epochs"})
+
+
+def test_a_family_changed_in_the_sweep_file_is_named_down_to_its_parameter(tmp_path):
+    folder = saved(tmp_path)
+    edited = Sweep(**{**SEARCH.__dict__, "families": {**SEARCH.families, "exponential": {
+        "initial_lr": 0.1, "k": Range(0.005, 0.3, log=True)}}})
+    with pytest.raises(LrsweepError) as info:
+        resumed_sweep(edited, folder, "run", flagged=set())
+    message = str(info.value)
+    assert message.startswith("Argument `families['exponential']['k']` must be what run 'run' was launched with, ")
+    assert "high=0.2" in message and message.endswith("Received: families['exponential']['k']=\"Range(low=0.005, "
+                                                      "high=0.3, log=True)\"")
+
+
+def test_fixed_configs_run_as_given_whatever_num_samples_says(tmp_path):
+    configs = Sweep(name="c", configs=[{"family": "constant", "initial_lr": 0.1}], max_epochs=3)
+    folder = saved(tmp_path, configs)
+    sweep, taken = resumed_sweep(configs.with_overrides(results="results"), folder, "run", flagged=set())
+    assert taken == {} and sweep.configs == configs.configs
+    edited = Sweep(**{**configs.__dict__, "num_samples": 5})  # a field that does nothing for configs
+    assert resumed_sweep(edited, folder, "run", flagged=set())[1] == {}
+
+
+def test_a_data_file_that_moved_is_the_same_run_and_another_file_is_not(tmp_path):
+    folder = saved(tmp_path)
+    moved = SEARCH.with_overrides(dataset="csv:/data/now/ionosphere.csv")
+    assert resumed_sweep(moved, folder, "run", flagged={"dataset"})[0].dataset == "csv:/data/now/ionosphere.csv"
+    other = SEARCH.with_overrides(dataset="csv:/data/launched/sonar.csv")
+    with pytest.raises(LrsweepError, match=r"`dataset` \(--dataset\).*sonar.csv"):
+        resumed_sweep(other, folder, "run", flagged={"dataset"})
+
+
+def test_settings_that_cannot_be_read_are_not_checked_and_say_so(tmp_path, capsys):
+    (tmp_path / SETTINGS_FILE).write_text('{"max_epochs": 9')  # cut short
+    sweep, taken = resumed_sweep(SEARCH.with_overrides(max_epochs=50), str(tmp_path), "run", flagged={"max_epochs"})
+    assert sweep.max_epochs == 50 and taken == {}
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and SETTINGS_FILE in warning and "not checked" in warning
+
+
+def test_a_submitted_resume_leaves_the_dataset_to_the_run(tmp_path, monkeypatch):
+    """`submit --resume` without --dataset: the job's launch takes the run's dataset. The
+    sweep file's (a relative path made absolute for the job) would read as a --dataset the
+    user gave, and be refused where the run was launched with another."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "s.py").write_text("")
+    sweep = Sweep(name="s", dataset="csv:data/d.csv", configs=[{"family": "constant", "initial_lr": 0.1}])
+    args = argparse.Namespace(dataset=None, data_dir=None, storage=None, num_samples=None, max_epochs=None,
+                              confirm_seeds=None, name="run1", resume=True)
+    command, _ = launch_command("s.py", sweep, args)
+    assert "--dataset" not in command and command[-3:] == ["--name", "run1", "--resume"]
+    command, _ = launch_command("s.py", sweep, argparse.Namespace(**{**vars(args), "resume": False}))
+    assert command[command.index("--dataset") + 1] == f"csv:{tmp_path}/data/d.csv"

@@ -266,14 +266,14 @@ def cmd_logs(args):
 
 
 def _schedule_params(family, pairs):
-    params = {}
+    params, given = {}, {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise LrsweepError(f"Schedule parameters are written name=value. Received: {pair!r}")
         if key in params:
-            raise LrsweepError(f"Schedule parameter `{key}` is given twice. Received: {key}={params[key]!r} and {pair}")
-        params[key] = family.param(key).parse(value)
+            raise LrsweepError(f"Schedule parameter `{key}` is given twice. Received: {given[key]} and {pair}")
+        params[key], given[key] = family.param(key).parse(value), pair
     return params
 
 

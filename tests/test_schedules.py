@@ -88,6 +88,11 @@ def test_an_epochs_rate_holds_from_its_first_step_past_2_to_the_24_steps(family)
     for epoch in (239, 240, 241, 299):
         expected = rate(family, full, epoch, epochs)
         assert float(schedule(keras.Variable(epoch * spe, dtype="int64"))) == pytest.approx(expected, rel=1e-5), epoch
+    # early_stopping="budget": a rung of 100 epochs runs the 300-epoch schedule three epochs per epoch
+    rung, _ = build_schedule(family, EXAMPLES[family], steps_per_epoch=spe, epochs=epochs, over=100)
+    for epoch in (79, 80, 81, 99):
+        expected = rate(family, full, 3 * epoch, epochs)
+        assert float(rung(keras.Variable(epoch * spe, dtype="int64"))) == pytest.approx(expected, rel=1e-5), epoch
 
 
 @pytest.mark.parametrize("family", [f for f in EXAMPLES if f != "plateau"])
@@ -188,10 +193,12 @@ def test_builtin_keras_classes_where_they_are_exact():
     ("plateau", {"initial_lr": 0.1, "patience": 0}, ["patience", "0"]),
     ("plateau", {"initial_lr": 0.1, "min_lr": -0.1}, ["min_lr", "-0.1"]),
     ("nope", {}, ["nope", "constant", "one_cycle"]),
-    ("constant", {"initial_lr": 10 ** 400}, ["initial_lr", "1000000"]),  # past a float, in a sweep file
+    ("constant", {"initial_lr": 10 ** 400}, ["initial_lr", "1000000", "(401 digits)"]),  # past a float
     ("cyclical", {"base_lr": 10 ** 400, "max_lr": 0.1, "step_size": 2}, ["base_lr", "1000000"]),
     ("constant", {"initial_lr": 1e-320}, ["initial_lr", "1e-320", "float32"]),  # Keras would train at 0
     ("constant", {"initial_lr": 1e39}, ["initial_lr", "1e+39", "float32"]),  # ... at inf
+    ("polynomial", {"initial_lr": 0.1, "power": 1.0, "end_lr": 1e39}, ["end_lr", "1e+39", "3.4e38"]),  # nan
+    ("plateau", {"initial_lr": 0.1, "min_lr": 1e39}, ["min_lr", "1e+39", "float32"]),
 ])
 def test_bad_parameters_name_the_field_and_the_value(family, params, words):
     with pytest.raises(LrsweepError) as info:

@@ -303,3 +303,18 @@ def test_early_stopping_rungs_a_resume_cannot_take_back_warn_and_stay_empty(stat
     kept.set_state(state)
     assert "early-stopping rungs of the run could not be restored" in capsys.readouterr().err
     assert kept.get_state() == {"rungs": [[(milestone, {}) for milestone in (9, 3, 1)]]}  # 20 epochs, grace 1, factor 3
+
+
+def test_numpy_numbers_in_a_search_space_are_the_numbers_they_are():
+    """A sweep file that builds its ranges with numpy (np.int64 from np.arange, np.float32):
+    Optuna and the stored JSON get Python's numbers."""
+    import json
+
+    import numpy as np
+
+    sweep = Sweep(name="np", families={"step": {"initial_lr": Choice(*np.float32([0.1, 0.2])), "drop": np.float64(0.5),
+                                                "epochs_drop": Range(np.int64(2), np.int64(5))}}, max_epochs=10)
+    space = sweep.arms["sgd/step"].space
+    assert [type(v) for v in space["initial_lr"].values] == [float, float] and type(space["drop"]) is float
+    assert (type(space["epochs_drop"].low), type(space["epochs_drop"].high)) == (int, int)
+    json.dumps({name: getattr(spec, "values", spec) for name, spec in space.items() if not isinstance(spec, Range)})

@@ -210,8 +210,9 @@ class Stretched(keras.optimizers.schedules.LearningRateSchedule):
         self.schedule, self.epochs, self.over = schedule, epochs, over
 
     def __call__(self, step):
-        # Multiplied first: an exact whole number of inner epochs stays exact in float32.
-        return self.schedule(ops.cast(step, "float32") * self.epochs / self.over)
+        # In float64, multiplied first: an exact whole number of inner epochs stays exact
+        # (float32 holds steps exactly only to 2**24)
+        return self.schedule(ops.cast(step, "float64") * self.epochs / self.over)
 
     def get_config(self):
         return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "epochs": self.epochs,

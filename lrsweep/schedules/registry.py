@@ -62,12 +62,18 @@ class Param:
             ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and self.test(int(value))
         else:
             ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and _finite(value) and self.test(value)
+            if ok and abs(_float32(value)) == math.inf:  # Keras would train at infinity (end_lr, min_lr)
+                raise LrsweepError(f"Argument `{self.name}` must be {self.rule}, and at most 3.4e38 (Keras trains "
+                                   f"in float32). Received: {self.name}={value!r}")
         if not ok:
             raise LrsweepError(self.message(value))
         return float(value) if self.kind is float else int(value) if self.kind is int else value
 
     def message(self, value):
-        return f"Argument `{self.name}` must be {self.rule}. Received: {self.name}={value!r}"
+        shown = repr(value)
+        if isinstance(value, int) and len(shown) > 30:  # 10**400 in a sweep file
+            shown = f"{shown[:12]}... ({len(shown)} digits)"
+        return f"Argument `{self.name}` must be {self.rule}. Received: {self.name}={shown}"
 
 
 def _finite(value):

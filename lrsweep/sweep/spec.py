@@ -5,6 +5,7 @@ import importlib.machinery
 import importlib.util
 import itertools
 import math
+import numbers
 import os
 import re
 import sys
@@ -147,7 +148,8 @@ def _check_space(fam, space, epochs):
         if isinstance(spec, Range):
             if param.kind is str:
                 raise LrsweepError(f"Argument `{name}` takes Choice(...) or a value, not a Range. Received: {name}={spec}")
-            if param.kind is int and not all(isinstance(v, int) for v in (spec.low, spec.high)):
+            if param.kind is int and not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                             for v in (spec.low, spec.high)):
                 raise _field_error(name, "a Range of integers", spec)
             for v in (spec.low, spec.high):
                 param.check(v)
@@ -155,15 +157,14 @@ def _check_space(fam, space, epochs):
                 raise LrsweepError(f"A log Range of `{name}` must have low > 0. Received: {name}={spec}")
             if not spec.low <= spec.high:
                 raise LrsweepError(f"Range of `{name}` must have low <= high. Received: {name}={spec}")
-            if param.kind is float:
-                spec = Range(float(spec.low), float(spec.high), spec.log)
+            if param.kind in (float, int):  # Python's numbers, numpy's too, for Optuna and JSON
+                spec = Range(param.kind(spec.low), param.kind(spec.high), spec.log)
         elif isinstance(spec, Choice):
             if not spec.values:
                 raise LrsweepError(f"Choice of `{name}` is empty. Received: {name}=Choice()")
-            for v in spec.values:
-                param.check(v)
+            spec = Choice(*(param.check(v) for v in spec.values))
         else:
-            param.check(spec)
+            spec = param.check(spec)
         checked[name] = spec
     drawn = {name: spec for name, spec in checked.items() if isinstance(spec, (Range, Choice))}
     for corner in _corners(checked):

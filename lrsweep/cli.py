@@ -189,10 +189,15 @@ def cmd_launch(args):
         elsewhere = "" if sweep.results == "results" else f" --results {shlex.quote(sweep.results)}"
         print(f"\nstored under {sweep.results.rstrip('/')}/{{trials,epochs}}/dataset={dataset_name}/sweep={name}; "
               f"all sweeps on {dataset_name}: lrsweep rank --dataset {dataset_name}{elsewhere}", flush=True)
-    except KeyboardInterrupt:  # a second Ctrl-C, which Tune's first offers to skip its saving and cleanup
+    except KeyboardInterrupt:  # a second Ctrl-C, which Tune's first offers to skip its saving and cleanup; or one
+        # before Tune ran (Ray starting)
         resumable = tune_state_exists(f"{storage_path(sweep)}/{name}")
         print(f"lrsweep: interrupted{'; what ended is stored; ' + _finish_hint(args, name) if resumable else ''}",
               file=sys.stderr, flush=True)
+        try:  # now: at exit, a Ray this launch started leaves its agents running if another Ctrl-C stops it
+            stop_ray()
+        except KeyboardInterrupt:
+            pass
         return 130
     except StoreWriteError as e:  # the run failed, not the input: exit 1
         print(f"lrsweep: error: {e}; the run stopped, and once the store can be written again "

@@ -232,11 +232,14 @@ def _start_ray(address, dashboard_host, print_fn):
 
 
 def _stop_on_sigterm():
-    """SIGTERM (`timeout`, `kill`, a container's stop; `ray job stop`, which kills the job
-    3 s later) stops the launch as Ctrl-C does: Tune saves its state, what ended is stored,
-    and the launch says how to finish the run. `ray.init` makes it exit the driver at once (sys.exit), which stored
-    nothing of the trials Tune had not yet saved as ended. A second one skips Tune's last
-    save, as a second Ctrl-C does."""
+    """SIGTERM to the launch's process (`kill PID`, `timeout --foreground`, a container's
+    stop; `ray job stop`, which kills the job 3 s later) stops the launch as Ctrl-C does:
+    Tune saves its state, what ended is stored, and the launch says how to finish the run.
+    `ray.init` makes it exit the driver at once (sys.exit), which stored nothing of the
+    trials Tune had not yet saved as ended. A second one skips Tune's last save, as a second
+    Ctrl-C does. (A SIGTERM to the whole process group, as plain `timeout` sends it, also
+    reaches the services of a Ray this launch started, which block SIGINT but not SIGTERM,
+    and they end at once.)"""
     import signal
     import threading
 
@@ -391,7 +394,8 @@ def _launch(sweep, name, address, resume, dashboard_host, print_fn):
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     # Tune's closing lines list unfinished trials and point to its own Tuner.restore: the
     # progress lines name errors, and after a Ctrl-C the launch's last line gives `--resume`.
-    logging.getLogger("ray.tune.tune").addFilter(_not_tunes_restore_hint)
+    logging.getLogger("ray.tune.tune").addFilter(_not_said_better)
+    logging.getLogger("ray.tune.execution.tune_controller").addFilter(_not_said_better)
     from ray import tune
 
     keep_registered_trainables()
@@ -446,8 +450,12 @@ def _launch(sweep, name, address, resume, dashboard_host, print_fn):
     return name, dataset_name, 130 if not finished else 1 if errors else 0
 
 
-def _not_tunes_restore_hint(record):
-    return not record.getMessage().startswith(("Experiment has been interrupted", "Trials did not complete"))
+def _not_said_better(record):
+    """Not Tune's lines that lrsweep's own say better: its closing pointer to Tuner.restore,
+    and its warning of a store that cannot be written (the launch's error line names it)."""
+    message = record.getMessage()
+    return not (message.startswith(("Experiment has been interrupted", "Trials did not complete"))
+                or message.startswith("Trial controller checkpointing failed: cannot write the"))
 
 
 def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, scheduler, recorder, param_space=None):

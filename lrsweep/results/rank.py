@@ -18,8 +18,8 @@ def metric_column(trials, metric=None):
     sweep's own metric when none is named (the most common one, with a warning, where a
     dataset's sweeps differ); `best_...`/`final_...` columns as named."""
     if metric is None:
-        metric = trials["metric"].mode().iloc[0] if len(trials) else "val_accuracy"
-        counts = trials["metric"].value_counts()
+        counts = trials["metric"].value_counts().sort_index()  # of equals, idxmax takes the first by name
+        metric = counts.idxmax() if len(counts) else "val_accuracy"
         if len(counts) > 1:
             datasets = ", ".join(sorted(trials["dataset"].astype(str).unique()))
             warn(f"the sweeps of dataset {datasets} optimise different metrics (trials: "
@@ -149,18 +149,20 @@ def confirmation(confirm, column, mode, searched=None, level=0.95):
                 if len(pairs) < 2:
                     verdict = "too few runs"
                 else:
-                    p = _paired_p(differences, pairs[label], pairs[leader], stats)
+                    p = _paired_p(differences, pairs[label], pairs[leader])
                     verdict = f"{'tie' if p >= 1 - level else 'behind'} (p={p:.2g})"
             rows.append({"dataset": dataset, "family": label, "confirmed": n, "confirm_mean": own.mean(),
                          "ci95": half, "vs_leader": verdict, "leads": bool(leads[label])})
     return pd.DataFrame(rows, columns=["dataset", "family", "confirmed", "confirm_mean", "ci95", "vs_leader", "leads"])
 
 
-def _paired_p(differences, runs, leader_runs, stats):
+def _paired_p(differences, runs, leader_runs):
     """The p-value of a family's runs against the leader's, paired by seed: the t-test's; 1
     where every pair is equal. Where every pair differs by the same amount (one validation
     sample each time, on a small set) the t-test has no variance to work with and says p=0
     whatever the number of runs: the sign test's exact p instead (two runs: 0.5)."""
+    from scipy import stats
+
     if (differences == 0).all():
         return 1.0
     # the metrics are float32: one sample behind each time differs in the last bits

@@ -96,6 +96,11 @@ def _data_file(dataset):
     return f"{prefix}:{os.path.basename(body)}{question}{options}"
 
 
+def _compared(field, value):
+    """What of a setting's value must be the run's: all of it, but of a data file its name."""
+    return _data_file(value) if field == "dataset" else value
+
+
 def resumed_sweep(sweep, folder, name, flagged):
     """The sweep a `--resume` of run `name` (Tune folder `folder`) goes on with: as launched.
     A setting the command line leaves to the sweep file (not in `flagged`) comes from the
@@ -111,9 +116,8 @@ def resumed_sweep(sweep, folder, name, flagged):
     if taken:
         sweep = sweep.with_overrides(**taken)
         current = run_settings(sweep)
-    same = {"dataset": _data_file}
     differ = [field for field in RUN_FIELDS if field in saved
-              and same.get(field, lambda v: v)(saved[field]) != same.get(field, lambda v: v)(current[field])]
+              and _compared(field, saved[field]) != _compared(field, current[field])]
     if differ:
         field = differ[0]
         where, was, now = _difference(saved[field], current[field]) or ("", saved[field], current[field])

@@ -75,8 +75,11 @@ def _listening_address(host):
     raise argparse.ArgumentTypeError(f"must be an address of this machine to listen on ({error}). Received: {host!r}")
 
 
-LAUNCH_ADDRESS = ("join this Ray cluster (auto, or the head's host:port) instead of starting one; local: start "
-                  "one even where RAY_ADDRESS names a cluster")
+NODE_ADDRESS = ("join this Ray cluster (auto, or the head's host:port) instead of starting one; local: start "
+                "one even where RAY_ADDRESS names a cluster")
+LAUNCH_ADDRESS = ("join this Ray cluster (auto, or the head's host:port; or ray://HEAD:10001, Ray Client, to run "
+                  "the launch on the head node from this terminal) instead of starting one; local: start one even "
+                  "where RAY_ADDRESS names a cluster")
 JOBS_ADDRESS = ("the cluster's dashboard, http://HOST:8265 (default: RAY_API_SERVER_ADDRESS, else RAY_ADDRESS "
                 "if it is an http:// one, else this machine's)")
 
@@ -138,11 +141,14 @@ def checked_dataset(sweep):
 
 def load_checked_sweep(args, joins=True):
     """The sweep file with the command-line flags applied, every input checked; no Ray, no
-    TensorFlow. `joins`: `--address` is a Ray cluster to join (not submit's dashboard)."""
+    TensorFlow. `joins`: `--address` is a Ray cluster to join (not submit's dashboard);
+    through Ray Client (ray://) the run is on the cluster's head node, as submit's is."""
+    from lrsweep.run.client import client_address
     from lrsweep.run.driver import check_address, check_launch
 
     if joins:
-        check_address(args.address)
+        check_address(args.address, client=True)
+        joins = not client_address(args.address)
     from lrsweep.sweep.spec import load_sweep
 
     flags = {"dataset": args.dataset, "num_samples": args.num_samples, "max_epochs": args.max_epochs,
@@ -173,6 +179,10 @@ def cmd_validate(args):
 
 
 def cmd_launch(args):
+    from lrsweep.run.client import client_address
+
+    if client_address(args.address):
+        return _launch_through_client(args, client_address(args.address))
     sweep, dataset = load_checked_sweep(args)
     from lrsweep.results.rank import format_ranking, rank
     from lrsweep.results.store import read_frame
@@ -215,9 +225,25 @@ def cmd_launch(args):
     return status
 
 
+def _launch_through_client(args, address):
+    from lrsweep.run import client, jobs
+    from lrsweep.run.driver import sweep_data
+
+    sweep, _ = load_checked_sweep(args)
+    sweep_data(sweep, offline=True)  # what the launch would refuse in the data, refused here
+    command, results = jobs.launch_command(args.sweep, sweep, args)
+    print(f"launching on the head node of {address} through Ray Client: {shlex.join(command)}\n"
+          f"results: {results} (on the head node); Ctrl-C stops the launch as it would stop one here\n", flush=True)
+    return client.run(command, results, address, args.argv)
+
+
 def _finish_hint(args, name):
-    """The user's own launch command, made to resume run `name`."""
-    again = [a for a in args.argv if a != "--resume"]
+    """The user's own launch command, made to resume run `name` (through Ray Client, the
+    command typed on the client's machine)."""
+    from lrsweep.run.client import TYPED
+
+    typed = json.loads(os.environ[TYPED]) if TYPED in os.environ else args.argv
+    again = [a for a in typed if a != "--resume"]
     if "--name" not in again and not any(a.startswith("--name=") for a in again):
         again += ["--name", name]
     return f"this finishes it: lrsweep {shlex.join(again)} --resume"
@@ -494,7 +520,7 @@ def _add_fit_schedule(p):
                    help="train the closest fit again as the trial trained, with its sweep's seed and "
                         "--confirm-seeds more, and compare it with the trial's own schedule")
     p.add_argument("--confirm-seeds", type=int, default=5, metavar="K", help="seeds beyond the sweep's (default 5)")
-    p.add_argument("--address", help=LAUNCH_ADDRESS)
+    p.add_argument("--address", help=NODE_ADDRESS)
 
 
 COMMANDS = {

@@ -81,7 +81,9 @@ def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, rep
                                                                            "lrsweep submit"]),
     (["validate", "sweeps/digits.py", "--address", "head-node"], ["address='head-node'", "host:port"]),
     (["fit-schedule", "--dataset", "digits", "--confirm", "--address", "head:99999"], ["address='head:99999'"]),
-    (["launch", "sweeps/digits.py", "--address", "ray://head:10001"], ["ray://head:10001", "lrsweep submit"]),
+    (["fit-schedule", "--dataset", "digits", "--confirm", "--address", "ray://head:10001"],
+     ["address='ray://head:10001'", "--address auto"]),
+    (["launch", "sweeps/digits.py", "--address", "ray://head"], ["address='ray://head'", "ray://HEAD:10001"]),
     (["launch", "sweeps/digits.py", "--name", "mine-confirm"], ["name", "mine-confirm", "-confirm"]),
     (["validate", "sweeps/digits.py", "--name", "mine-rung2"], ["name", "mine-rung2", "-rung"]),
     (["schedule", "step", "initial_lr=0.1", "drop=1.5", "epochs_drop=10", "--epochs", "5"], ["drop", "1.5"]),
@@ -115,12 +117,22 @@ def test_bad_flags_and_parameters_are_one_line(args, words):
     assert_refused(cli(*args), *words)
 
 
-@pytest.mark.parametrize("value", ["ray://head:10001", "head-node"])
+@pytest.mark.parametrize("value", ["ray://head", "head-node"])
 @pytest.mark.parametrize("address", [[], ["--address", "auto"]])  # ray.init("auto") reads RAY_ADDRESS too
 def test_a_ray_address_in_the_environment_that_launch_cannot_join_is_one_line(value, address):
     done = subprocess.run([sys.executable, "-c", PROBE, "launch", "sweeps/digits.py", *address], cwd=REPO,
                           capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": value})
     assert_refused(done, "RAY_ADDRESS", repr(value), "--address local")
+
+
+@pytest.mark.parametrize("address, env", [(["--address", "ray://head:10001"], {}),
+                                          ([], {"RAY_ADDRESS": "ray://head:10001"})])
+def test_validate_takes_the_ray_client_address_a_launch_would_run_through(address, env):
+    """Checked as the launch would check it, without connecting: no Ray, no TensorFlow."""
+    done = subprocess.run([sys.executable, "-c", PROBE, "validate", "sweeps/digits.py", *address], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("sweep digits:") and done.stdout.strip().endswith("imported:")
 
 
 @pytest.mark.parametrize("value", ["soon", "0"])

@@ -7,6 +7,7 @@ signalling that group: `ray stop` would also stop the Ray the other tests share.
 
 import os
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -46,14 +47,16 @@ def free_port():
 
 
 @pytest.fixture(scope="module")
-def dashboard(tmp_path_factory):
-    port = free_port()
+def head(tmp_path_factory):
+    """The cluster's addresses: its dashboard's (for the job commands) and its Ray Client
+    server's (ray://, for `launch`)."""
+    port, client_port, gcs_port = free_port(), free_port(), free_port()
     bin_dir = os.path.dirname(sys.executable)
     # The job's entrypoint runs `python` from the cluster's PATH: this environment's.
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "RAY_USAGE_STATS_ENABLED": "0"}
-    head = subprocess.Popen([os.path.join(bin_dir, "ray"), "start", "--head", "--block", f"--port={free_port()}",
+    head = subprocess.Popen([os.path.join(bin_dir, "ray"), "start", "--head", "--block", f"--port={gcs_port}",
                              f"--dashboard-port={port}", f"--dashboard-agent-listen-port={free_port()}",
-                             "--num-cpus=2", "--disable-usage-stats"],
+                             f"--ray-client-server-port={client_port}", "--num-cpus=2", "--disable-usage-stats"],
                             cwd=tmp_path_factory.mktemp("head"), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -69,13 +72,18 @@ def dashboard(tmp_path_factory):
                 if time.time() > deadline or head.poll() is not None:
                     raise RuntimeError("the test cluster's dashboard did not come up")
                 time.sleep(1)
-        yield url
+        yield {"dashboard": url, "client": f"ray://127.0.0.1:{client_port}", "gcs": f"127.0.0.1:{gcs_port}"}
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops what it started
         try:
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def dashboard(head):
+    return head["dashboard"]
 
 
 def test_a_submitted_sweep_runs_as_a_job_that_submit_follows_to_its_end(dashboard, tmp_path):
@@ -166,3 +174,50 @@ def test_submit_of_a_job_that_fails_on_the_cluster_exits_1_and_says_why(dashboar
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "not in a job" in done.stdout  # the launch's one line, as the job printed it
     assert done.stderr.startswith("lrsweep: raysubmit_") and "FAILED" in done.stderr
+
+
+def test_a_launch_through_ray_client_runs_on_the_head_and_takes_ctrl_c_as_one_here(head, tmp_path):
+    """`launch --address ray://...` prints the launch's output as it comes; Ctrl-C stops
+    the launch on the head as it stops one here (what ended stored and ranked, exit 130)
+    and the resume command it prints, the one typed here, finishes the run there."""
+    results = tmp_path / "results"
+    typed = ["launch", "sweeps/ionosphere.py", "--address", head["client"], "--data-dir", TEST_DATA,
+             "--num-samples", "40", "--max-epochs", "30", "--confirm-seeds", "0", "--results", str(results)]
+    launch = subprocess.Popen([sys.executable, "-m", "lrsweep", *typed], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        lines = []
+        for line in launch.stdout:  # until the first trial has ended on the head
+            lines.append(line)
+            if " 1/40 " in line:
+                launch.send_signal(signal.SIGINT)
+                break
+        out, err = launch.communicate(timeout=180)
+    finally:
+        if launch.poll() is None:
+            launch.kill()
+    out = "".join(lines) + out
+    assert launch.returncode == 130, err[-2000:]
+    assert "through Ray Client" in out and "(on the head node)" in out
+    assert "lrsweep rank --dataset ionosphere" in out  # what ended, ranked on the head
+    hint = out.strip().splitlines()[-1]
+    assert hint.startswith("interrupted before every trial ran; this finishes it: lrsweep launch "), out[-2000:]
+    again = shlex.split(hint.split("this finishes it: lrsweep ", 1)[1])
+    assert again[:len(typed)] == typed and again[-1] == "--resume"
+    stopped = pd.read_parquet(results / "trials")
+    assert 1 <= len(stopped) < 40
+    finished = lrsweep(*again, env={"RAY_USAGE_STATS_ENABLED": "0"}, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    trials = pd.read_parquet(results / "trials")
+    assert len(trials) == 40 and trials["trial_id"].is_unique and trials["sweep"].nunique() == 1
+    assert set(trials["node"]) == _node_ids(head["gcs"])  # the cluster's one node, the head
+
+
+def _node_ids(gcs):
+    code = ("import sys, ray\nfrom lrsweep.run.driver import use_token_if_present\nuse_token_if_present()\n"
+            "ray.init(address=sys.argv[1], logging_level='ERROR')\nprint(*(n['NodeID'] for n in ray.nodes()))")
+    done = subprocess.run([sys.executable, "-c", code, gcs], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return set(done.stdout.split())

@@ -140,39 +140,40 @@ def _damaged_tune_state(path):
     return None
 
 
-def check_address(address):
+def check_address(address, client=False):
     """`--address` is one that `ray.init` joins from a node: auto, local or host:port (the
-    head's GCS port); else bad input, before Ray starts. Not ray:// (Ray Client): Tune then
-    runs the experiment on the head node, its callbacks with it, so the store would be
-    written there, the progress printed there, and this driver's Ctrl-C, resume and ranking
-    would not reach it (and the Ray Client server of Ray 2.60 here failed to start a
-    session for lrsweep's driver). A Ray job runs the whole launch on the head instead.
+    head's GCS port); else bad input, before Ray starts. With `client` (launch and validate),
+    also ray://host:port, a Ray Client server: `lrsweep.run.client` runs the launch on the
+    head node through it. Elsewhere not: Tune would run the experiment on the head node, its
+    callbacks with it, so the store would be written there while this command reads its own.
     The same of RAY_ADDRESS where the launch would join it: without `--address`, and with
     `--address auto`, which `ray.init` replaces with RAY_ADDRESS."""
     if address:
-        _check_one("address", address)
+        _check_one("address", address, client)
     from_env = _env_address()
     if (not address or address == "auto") and from_env is not None:
-        _check_one("RAY_ADDRESS", from_env)
+        _check_one("RAY_ADDRESS", from_env, client)
 
 
-def _check_one(named, address):
+def _check_one(named, address, client):
     if address in ("auto", "local"):
         return
     argument, unset = (("Argument `address`", "") if named == "address" else
                        ("Environment variable `RAY_ADDRESS`", "; unset it, or pass --address local for a Ray of "
                                                               "this launch's own"))
-    if address.startswith("ray://"):
-        raise LrsweepError(f"{argument} cannot be a Ray Client address (ray://): the sweep would run on the head "
-                           f"node, out of this command's reach; run it there as a Ray job: lrsweep submit SWEEP.py "
-                           f"--address http://HEAD:8265{unset}. Received: {named}={address!r}")
-    port = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):([0-9]+)", address)
+    through_client = address.startswith("ray://")
+    if through_client and not client:
+        raise LrsweepError(f"{argument} cannot be a Ray Client address (ray://) here: this command reads what its "
+                           f"trials store, and through Ray Client they would run and store on the head node; run it "
+                           f"on a node of the cluster with --address auto{unset}. Received: {named}={address!r}")
+    port = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):([0-9]+)", address.removeprefix("ray://"))
     if port and 0 < int(port.group(2)) < 65536:
         return
     dashboard = (" (an http:// address is the dashboard's: `lrsweep submit` takes it to run the sweep as a Ray job)"
                  if address.startswith(("http://", "https://")) else "")
-    raise LrsweepError(f"{argument} must be auto or host:port (the head node's port, 6379 by default, IPv6 in "
-                       f"brackets){unset}. Received: {named}={address!r}{dashboard}")
+    client_form = ", ray://HEAD:10001 (Ray Client)" if client else ""
+    raise LrsweepError(f"{argument} must be auto, host:port (the head node's port, 6379 by default, IPv6 in "
+                       f"brackets){client_form}{unset}. Received: {named}={address!r}{dashboard}")
 
 
 def _env_address():

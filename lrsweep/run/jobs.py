@@ -84,17 +84,22 @@ def launch_command(sweep_path, sweep, args):
     return command, results
 
 
-def submit(command, results, client):
-    """Submit the launch as a Ray job through `client` (`jobs_client`); returns its id."""
+def runtime_env(results):
+    """The current folder as the launch's working directory on the cluster, without what
+    `EXCLUDES` names and the results folder; the trainers' idle time is the launching
+    shell's setting, here this one's."""
     excludes = EXCLUDES + ([os.path.relpath(results)] if not is_uri(results)
                            and not os.path.relpath(results).startswith(os.pardir) else [])
-    # the trainers' idle time is the launching shell's setting, here this one's
     env = {name: os.environ[name] for name in ("LRSWEEP_TRAINER_IDLE_SECONDS",) if name in os.environ}
-    runtime_env = {"working_dir": os.getcwd(), "excludes": excludes, **({"env_vars": env} if env else {})}
+    return {"working_dir": os.getcwd(), "excludes": excludes, **({"env_vars": env} if env else {})}
+
+
+def submit(command, results, client):
+    """Submit the launch as a Ray job through `client` (`jobs_client`); returns its id."""
     deadline = time.time() + AGENT_WAIT_SECONDS
     while True:
         try:
-            return client.submit_job(entrypoint=shlex.join(command), runtime_env=runtime_env,
+            return client.submit_job(entrypoint=shlex.join(command), runtime_env=runtime_env(results),
                                      metadata={"lrsweep": "launch"})
         except RuntimeError as e:  # a cluster just started answers before its job agent is up
             if "No available agent" not in str(e) or time.time() > deadline:

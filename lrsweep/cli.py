@@ -227,14 +227,15 @@ def cmd_launch(args):
 
 def _launch_through_client(args, address):
     from lrsweep.run import client, jobs
-    from lrsweep.run.driver import sweep_data
+    from lrsweep.run.driver import run_name, sweep_data
 
     sweep, _ = load_checked_sweep(args)
     sweep_data(sweep, offline=True)  # what the launch would refuse in the data, refused here
+    args.name = run_name(sweep, args.name)  # named here: the run can be resumed whatever becomes of this command
     command, results = jobs.launch_command(args.sweep, sweep, args)
     print(f"launching on the head node of {address} through Ray Client: {shlex.join(command)}\n"
           f"results: {results} (on the head node); Ctrl-C stops the launch as it would stop one here\n", flush=True)
-    return client.run(command, results, address, args.argv)
+    return client.run(command, results, address, args.argv, _finish_hint(args, args.name))
 
 
 def _finish_hint(args, name):

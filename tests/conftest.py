@@ -1,5 +1,6 @@
 """One Ray instance for the whole test session (starting Ray takes 5-9 s), shut down at the end."""
 
+import json
 import os
 import subprocess
 import sys
@@ -33,6 +34,17 @@ def assert_refused(done, *words, stdout=""):
     for word in words:
         assert word in lines[0], (word, lines[0])
     assert done.stdout == stdout, done.stdout[-2000:]
+
+
+def tune_finished(experiment):
+    """The trials that Tune's experiment state, as saved in folder `experiment`, holds done
+    (`--resume` does not run them again), and whether a saved state was there to read."""
+    saved = sorted(experiment.glob("experiment_state-*.json"))
+    try:
+        trials = [json.loads(state) for state, _ in json.loads(saved[-1].read_text())["trial_data"]]
+    except (IndexError, ValueError, OSError):  # none yet, or caught mid-copy
+        return set(), False
+    return {trial["trial_id"] for trial in trials if trial["status"] == "TERMINATED"}, True
 
 
 def wait_for(condition, seconds, what, every=0.5):

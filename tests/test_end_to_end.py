@@ -24,7 +24,7 @@ from lrsweep import Choice, Range, Sweep
 from lrsweep.results.rank import rank
 from lrsweep.results.store import read_frame
 from lrsweep.run.driver import launch
-from tests.conftest import REPO, TEST_DATA, assert_refused, lrsweep, trainers, wait_for
+from tests.conftest import REPO, TEST_DATA, assert_refused, lrsweep, trainers, tune_finished, wait_for
 from tests.reference import rate
 
 ONE_PER_FAMILY = [
@@ -225,17 +225,6 @@ def test_a_diverging_schedule_ends_diverged_and_the_sweep_goes_on(ray_session, t
     assert trials.loc[trials["family"] == "step", "status"].iloc[0] == "completed"
 
 
-def _tune_finished(experiment):
-    """The trials that Tune's experiment state, as saved in folder `experiment`, holds done
-    (`--resume` does not run them again), and whether a saved state was there to read."""
-    saved = sorted(experiment.glob("experiment_state-*.json"))
-    try:
-        trials = [json.loads(state) for state, _ in json.loads(saved[-1].read_text())["trial_data"]]
-    except (IndexError, ValueError, OSError):  # none yet, or caught mid-copy
-        return set(), False
-    return {trial["trial_id"] for trial in trials if trial["status"] == "TERMINATED"}, True
-
-
 def sigkill_launch(args, ready, settle, every=0.1, tune_saves_every=1):
     """`python -m lrsweep ARGS`, with Tune saving its state every `tune_saves_every` seconds,
     killed with SIGKILL (its whole process group: a real kill, no chance to flush) `settle`
@@ -271,9 +260,9 @@ def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_ses
     # the first saved state with a trial done: some trials stored, more running. Tune copies its
     # state file by file: kill once the copy is over (a kill mid-copy: the test of a state cut
     # short), but well within the 2 s the Recorder may hold reports.
-    sigkill_launch(args, lambda: _tune_finished(results / "tune" / "killed")[0], settle=0.3, every=0.02)
+    sigkill_launch(args, lambda: tune_finished(results / "tune" / "killed")[0], settle=0.3, every=0.02)
     slots = trainers(1)  # the killed launch's trainers go on with its trials until they see it died
-    finished, saved = _tune_finished(results / "tune" / "killed")  # the state as the kill left it
+    finished, saved = tune_finished(results / "tune" / "killed")  # the state as the kill left it
     before = read_frame(str(results), "trials")
     assert saved and finished <= set(before["trial_id"])
     assert 0 < len(before) < 24

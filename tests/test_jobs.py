@@ -20,7 +20,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, TEST_DATA, assert_refused, lrsweep
+from tests.conftest import REPO, TEST_DATA, assert_refused, lrsweep, tune_finished, wait_for
 
 
 _GIVEN = set()
@@ -212,6 +212,53 @@ def test_a_launch_through_ray_client_runs_on_the_head_and_takes_ctrl_c_as_one_he
     trials = pd.read_parquet(results / "trials")
     assert len(trials) == 40 and trials["trial_id"].is_unique and trials["sweep"].nunique() == 1
     assert set(trials["node"]) == _node_ids(head["gcs"])  # the cluster's one node, the head
+
+
+def test_a_launch_through_ray_client_whose_client_is_killed_stops_on_the_head_as_on_ctrl_c(head, tmp_path):
+    """A client killed with SIGKILL (its connection lost, as when a laptop sleeps): once
+    Ray Client gives up on it (here after 3 s, Ray's default 30), the launch on the head
+    stops as on Ctrl-C, not killed with its actor: Tune saves its state with every trial
+    stored as ended, and the run, named in the first line, is resumed through ray://."""
+    results = tmp_path / "results"
+    client = subprocess.Popen([sys.executable, "-m", "lrsweep", "launch", "sweeps/ionosphere.py", "--address",
+                               head["client"], "--data-dir", TEST_DATA, "--num-samples", "100", "--max-epochs", "30",
+                               "--confirm-seeds", "0", "--results", str(results)], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True,
+                              env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_CLIENT_RECONNECT_GRACE_PERIOD": "3"})
+    try:
+        name = shlex.split(client.stdout.readline())[-1]  # the launch command, with the run's --name
+        while " 1/100 " not in client.stdout.readline():
+            assert client.poll() is None
+    finally:
+        client.kill()
+        client.wait()
+    launch = f"lrsweep launch sweeps/ionosphere.py --results {results}"  # as the actor on the head runs it
+    pid = int(subprocess.run(["pgrep", "-f", launch], capture_output=True, text=True).stdout)
+    with open(f"/proc/{pid}/stat") as f:
+        actor = int(f.read().rsplit(")", 1)[1].split()[1])  # its parent: the actor's worker
+    alive = time.time()
+
+    def actor_ended():
+        nonlocal alive
+        now = time.time()
+        if os.path.exists(f"/proc/{actor}"):
+            alive = now
+        return alive != now
+
+    wait_for(actor_ended, 120, "Ray Client kept the session of a killed client", every=0.05)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), 120, "the launch on the head did not stop")
+    saves = list((results / "tune" / name).glob("experiment_state-*.json"))
+    assert max(save.stat().st_mtime for save in saves) > alive  # Tune saved its state after the actor ended
+    stored = pd.read_parquet(results / "trials")
+    finished, saved = tune_finished(results / "tune" / name)
+    assert saved and 1 <= len(stored) < 100
+    assert set(stored["trial_id"]) == finished  # every trial stored as Tune's last save holds it
+    again = lrsweep("launch", "sweeps/ionosphere.py", "--address", head["client"], "--data-dir", TEST_DATA,
+                    "--results", str(results), "--name", name, "--resume", env={"RAY_USAGE_STATS_ENABLED": "0"},
+                    timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    trials = pd.read_parquet(results / "trials")
+    assert len(trials) == 100 and trials["trial_id"].is_unique
 
 
 def _node_ids(gcs):

@@ -7,12 +7,14 @@ current folder is uploaded as its working directory (as `submit` uploads it), an
 `Launch`, an actor on the head node, runs the launch command in it as a Ray job's
 supervisor runs its entrypoint: RAY_ADDRESS the cluster's, output unbuffered. This command
 prints the launch's output as it comes, passes Ctrl-C (and SIGTERM) on to it, which then
-stops as a launch on this machine stops, and exits with its exit status. The results and
-Tune's state are written on the head node, at the paths this folder gives them.
+stops as a launch on this machine stops, and exits with its exit status. The data, the
+results and Tune's state are read and written on the head node, at the paths this folder
+gives them.
 
-If this command's connection ends (the machine sleeps, the network drops), Ray Client
-ends its session: the actor ends, and the launch, whose death signal is SIGTERM, stops as
-on Ctrl-C, resumable with `--resume`.
+If this command's connection ends (the machine sleeps, the network drops, the command is
+killed), Ray Client ends its session after its grace period and the actor ends with it;
+the launch, whose parent-death signal is SIGTERM, then stops as on Ctrl-C, resumable with
+`--resume` under the name this command gave it.
 """
 
 import codecs
@@ -45,11 +47,12 @@ def client_address(address):
     return None
 
 
-def _launch_process():
+def _launch_process(parent):
     """In the launch's process before it runs: Ctrl-C raises KeyboardInterrupt (a Ray
     worker ignores and blocks SIGINT, and children keep both, so Python would give them no
-    handler and the signal would never come), and SIGTERM comes when the thread that started it ends, which
-    lives as long as the launch or its actor (Linux's parent-death signal)."""
+    handler and the signal would never come), and SIGTERM comes when the thread that started
+    it ends, which lives as long as the launch or its actor (Linux's parent-death signal;
+    at once if the actor has already ended)."""
     import ctypes
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -57,55 +60,64 @@ def _launch_process():
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except (AttributeError, OSError):  # not Linux: the launch outlives a lost connection
-        pass
+        return
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Launch:
-    """On the head node, in the uploaded working directory: the launch command's process
-    and its output, kept until the client reads it."""
+    """On the head node, in the uploaded working directory: the launch command's process.
+    Its output goes to files of its own (unlinked), read from as the client asks, so that
+    it can still print when nobody reads: when the actor ends, the launch goes on to stop
+    as on Ctrl-C. (Its process is in a session of its own and, for the actor's worker, not
+    a child to kill as it exits: RAY_kill_child_processes_on_worker_exit is off for it.)"""
 
     def __init__(self, command, typed):
+        import tempfile
+
         import ray
 
         env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PYTHONUNBUFFERED": "1",
                TYPED: json.dumps(typed)}
-        self._output = {"stdout": [], "stderr": []}
+        self._files = {name: tempfile.TemporaryFile() for name in ("stdout", "stderr")}
+        self._read = dict.fromkeys(self._files, 0)
         self._returncode = None
-        self._changed = threading.Condition()
+        self._ended = threading.Event()
         started = threading.Event()
         threading.Thread(target=self._run, args=([sys.executable, *command[1:]], env, started), daemon=True).start()
         started.wait()
+        if self._process is None:
+            raise RuntimeError("the launch's process did not start")
 
     def _run(self, command, env, started):
-        self._process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         start_new_session=True, preexec_fn=_launch_process)
-        started.set()
-        pumps = [threading.Thread(target=self._pump, args=(name,), daemon=True) for name in self._output]
-        for pump in pumps:
-            pump.start()
-        returncode = self._process.wait()
-        for pump in pumps:
-            pump.join()
-        with self._changed:
-            self._returncode = returncode
-            self._changed.notify_all()
-
-    def _pump(self, name):
-        stream = getattr(self._process, name)
-        while chunk := os.read(stream.fileno(), 65536):
-            with self._changed:
-                self._output[name].append(chunk)
-                self._changed.notify_all()
+        try:
+            self._process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                                             preexec_fn=lambda parent=os.getpid(): _launch_process(parent),
+                                             **self._files)
+        except BaseException:
+            self._process = None
+            raise
+        finally:
+            started.set()
+        self._returncode = self._process.wait()
+        self._ended.set()
 
     def read(self, seconds):
         """(stdout, stderr, exit status): the output since the last read, waiting up to
         `seconds` for some; the exit status once the launch has ended and its output is read."""
-        with self._changed:
-            self._changed.wait_for(lambda: any(self._output.values()) or self._returncode is not None, seconds)
-            out, err = (b"".join(self._output[name]) for name in ("stdout", "stderr"))
-            for chunks in self._output.values():
-                chunks.clear()
-            return out, err, self._returncode
+        for _ in range(max(1, round(seconds / 0.05))):
+            ended = self._ended.is_set()
+            out, err = (self._new(name) for name in ("stdout", "stderr"))
+            if out or err or ended:
+                return out, err, (self._returncode if ended else None)
+            self._ended.wait(0.05)
+        return b"", b"", None
+
+    def _new(self, name):
+        fd = self._files[name].fileno()
+        data = os.pread(fd, os.fstat(fd).st_size - self._read[name], self._read[name])
+        self._read[name] += len(data)
+        return data
 
     def interrupt(self):
         """Ctrl-C, as the terminal gives it to a launch."""
@@ -113,50 +125,75 @@ class Launch:
             self._process.send_signal(signal.SIGINT)
 
 
-def run(command, results, address, typed):
+def run(command, results, address, typed, hint):
     """Run the launch `command` (`jobs.launch_command`) on the head node of the cluster at
     `address` (ray://) through Ray Client; print its output; returns its exit status.
     `typed`: the arguments of this command, which the launch gives back in its resume
-    command."""
+    command; `hint`: that command, for when the connection is lost."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from lrsweep.run import jobs
     from lrsweep.run.driver import use_token_if_present
 
-    # Ray's notice that tokens are on, as it turns them on for a client; the launch's own lines say how to sign in
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    # Ray's notice that tokens are on, as it turns them on for a client (the launch's own
+    # lines say how to sign in); its log of a connection lost, which the line below says
+    for name in ("ray._private.authentication.authentication_token_setup", "ray.util.client.dataclient",
+                 "ray.util.client.logsclient"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     use_token_if_present()
     # Ray's own advice on the timeout; the error below names the address
     warnings.filterwarnings("ignore", message="Ray Client connection timed out")
     try:
         ray.init(address, runtime_env=jobs.runtime_env(results), log_to_driver=False, logging_level="ERROR")
     except ConnectionError as e:
-        raise LrsweepError(f"Argument `address` reaches no Ray Client server ({str(e).splitlines()[0]}; `ray start "
-                           f"--head` serves one on port 10001). Received: address={address!r}") from None
-    head = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    launch = ray.remote(num_cpus=0, max_concurrency=2)(Launch).options(scheduling_strategy=head).remote(
-        command, typed)
+        raise LrsweepError(f"Argument `address` gave no Ray Client session ({str(e).splitlines()[0].rstrip(':')}; "
+                           f"`ray start --head` serves Ray Client on port 10001). Received: address={address!r}") from None
     # Ctrl-C and SIGTERM are the launch's: each is passed on as the next read returns. (As
     # an exception here, a KeyboardInterrupt is lost wherever Ray Client's objects take it.)
     signals = []
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda signum, frame: signals.append(signum))
-    returncode = None
-    decoders = {stream: codecs.getincrementaldecoder("utf-8")("replace") for stream in (sys.stdout, sys.stderr)}
+    head = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    launch = ray.remote(num_cpus=0, max_concurrency=2)(Launch).options(
+        scheduling_strategy=head, runtime_env={"env_vars": {"RAY_kill_child_processes_on_worker_exit": "false"}}
+    ).remote(command, typed)
+    returncode, unread = None, False
+    streams = {sys.stdout: codecs.getincrementaldecoder("utf-8")("replace"),
+               sys.stderr: codecs.getincrementaldecoder("utf-8")("replace")}
     while returncode is None:
         try:
             out, err, returncode = ray.get(launch.read.remote(READ_SECONDS))
         except (ray.exceptions.RayError, ConnectionError) as e:
-            print(f"lrsweep: error: lost the launch on {address} ({str(e).splitlines()[0]}); it stops as on Ctrl-C, "
-                  f"and --resume finishes it", file=sys.stderr, flush=True)
+            print(f"lrsweep: error: lost the connection to the launch on {address} ({type(e).__name__}); there it "
+                  f"stops as on Ctrl-C, and once it has, {hint}", file=sys.stderr, flush=True)
             return 1
         for data, stream in ((out, sys.stdout), (err, sys.stderr)):
-            if data:
-                stream.write(decoders[stream].decode(data))
-                stream.flush()
+            _write(stream, streams, data, final=returncode is not None)
+        if sys.stdout not in streams and not unread:  # nobody reads this command's output (`| head`): stop
+            unread = True
+            signals.append(signal.SIGPIPE)
         for _ in range(len(signals)):
             signals.pop()
             launch.interrupt.remote()
     ray.shutdown()
+    if returncode < 0:  # a signal ended it on the head (a kill -9, the machine's memory)
+        print(f"lrsweep: error: the launch on {address} was ended by {signal.Signals(-returncode).name}; {hint}",
+              file=sys.stderr, flush=True)
+        return 128 - returncode
     return returncode
+
+
+def _write(stream, decoders, data, final):
+    """Write `data` to `stream` (decoded as UTF-8 across reads), unless it is gone: a
+    stream that cannot be written is dropped from `decoders`."""
+    if stream not in decoders:
+        return
+    try:
+        text = decoders[stream].decode(data, final=final)
+        if text:
+            stream.write(text)
+            stream.flush()
+    except BrokenPipeError:
+        del decoders[stream]
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())  # no second error as Python flushes it at exit

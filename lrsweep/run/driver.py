@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 
 from lrsweep.errors import LrsweepError
@@ -53,7 +54,8 @@ def check_results(sweep, storage=True):
 
 def check_launch(sweep, name, resume, here=True):
     """Bad input that only launching can find, answered before Ray starts. `here`: the run's
-    storage is on this machine (`submit`'s is on the cluster's head)."""
+    storage is on this machine (`submit`'s, and a launch's through Ray Client, is on the
+    cluster's head node)."""
     from lrsweep.run.pool import idle_seconds
 
     idle_seconds()
@@ -62,14 +64,16 @@ def check_launch(sweep, name, resume, here=True):
         if re.search(r"-(confirm|rung[0-9]+)$", name):
             raise LrsweepError(f"Argument `name` must not end in -confirm or -rung<k>: Tune keeps the later stages "
                                f"of a run under those names. Received: name={name!r}")
-    check_results(sweep, storage=here)
+    if resume and name is None:
+        raise LrsweepError("Argument `resume` needs --name, the sweep to continue. Received: name=None")
+    if not here:  # the store and Tune's state are on the cluster's head node, where the launch checks them
+        return
+    check_results(sweep)
     if name is not None and not resume and (store.sweep_exists(sweep.results, name) or any(
             tune_state_exists(f"{storage_path(sweep)}/{experiment}") for experiment in _stage_experiments(sweep, name))):
         raise LrsweepError(f"Argument `name` names a sweep the store or Tune's storage already holds. Received: "
                            f"name={name!r} (pass --resume to continue it, or choose another name)")
     if resume:
-        if name is None:
-            raise LrsweepError("Argument `resume` needs --name, the sweep to continue. Received: name=None")
         path = f"{storage_path(sweep)}/{name}"
         if not tune_state_exists(path):
             raise LrsweepError(f"Argument `name` names no sweep that can be resumed. Received: name={name!r} "
@@ -252,9 +256,11 @@ def check_trials_fit(sweep):
     """On a Ray this launch started (one node, no autoscaler to add more), a trial that asks
     for more CPUs or GPUs than the node has would never start: Tune and Ray's autoscaler
     would say so every half minute, forever. A cluster joined may grow, and is left to them."""
-    import ray
-
-    node = getattr(ray._private.worker, "_global_node", None)
+    ray = sys.modules.get("ray")
+    try:
+        node = getattr(ray._private.worker, "_global_node", None)
+    except AttributeError:  # Ray not imported, or an import of it that a Ctrl-C cut short: no Ray started
+        return
     if not getattr(node, "head", False):
         return
     has = ray.cluster_resources()
@@ -271,9 +277,11 @@ def stop_ray():
     second later (Ray 2.60). A Ray this process started has no autoscaled nodes for its
     monitor to clean up, so the monitor is killed first, at once. A driver that joined a
     running cluster owns no monitor, and leaves the cluster's alone."""
-    import ray
-
-    node = getattr(ray._private.worker, "_global_node", None)
+    ray = sys.modules.get("ray")
+    try:
+        node = getattr(ray._private.worker, "_global_node", None)
+    except AttributeError:  # Ray not imported, or an import of it that a Ctrl-C cut short: no Ray started
+        return
     kill_monitor = getattr(node, "kill_monitor", None)
     if kill_monitor is not None and getattr(node, "head", False):
         kill_monitor(check_alive=False)

@@ -66,8 +66,8 @@ def launch_command(sweep_path, sweep, args):
     """The `launch` command line the job runs in its working directory (the current folder)."""
     relative = os.path.relpath(os.path.abspath(sweep_path))
     if relative.startswith(os.pardir):
-        raise LrsweepError(f"Argument `SWEEP.py` must lie in the current folder, which the job takes as its working "
-                           f"directory. Received: SWEEP.py={sweep_path!r}")
+        raise LrsweepError(f"Argument `SWEEP.py` must lie in the current folder, which is uploaded to the cluster "
+                           f"as the launch's working directory. Received: SWEEP.py={sweep_path!r}")
     results = sweep.results if is_uri(sweep.results) else os.path.abspath(sweep.results)
     command = ["python", "-m", "lrsweep", "launch", relative, "--results", results]
     # The data and Tune's state as this folder names them, not as the job's copy of it would

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -396,19 +397,21 @@ def stored(results, table):
     return lambda: bool(store_files(results, table))
 
 
-def ctrl_c_launch(results, ready, *args, sweep="sweeps/ionosphere.py", again=None, sent=signal.SIGINT):
+def ctrl_c_launch(results, ready, *args, sweep="sweeps/ionosphere.py", again=None, sent=signal.SIGINT, env=None,
+                  every=0.2):
     """`launch sweeps/ionosphere.py` (or `sweep`) stopped by SIGINT (as a terminal sends
-    Ctrl-C; or `sent`) once `ready()` holds, and again `again` seconds later if given;
-    returns its exit status, stdout and stderr."""
+    Ctrl-C; or `sent`) once `ready()` holds (asked every `every` seconds), and again `again`
+    seconds later if given; returns its exit status, stdout and stderr. `env` adds to the
+    environment."""
     command = [sys.executable, "-m", "lrsweep", "launch", sweep, "--data-dir", TEST_DATA,
                "--results", str(results), *args]
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True)
+                              start_new_session=True, env={**os.environ, **(env or {})})
     try:
         deadline = time.time() + 180
         while not ready():
             assert driver.poll() is None and time.time() < deadline, "the launch ended before it could be stopped"
-            time.sleep(0.2)
+            time.sleep(every)
         driver.send_signal(sent)
         if again is not None:
             time.sleep(again)
@@ -502,6 +505,41 @@ def test_a_trial_stopped_by_ctrl_c_goes_on_from_its_checkpoint_on_resume(ray_ses
     assert sorted(epochs["epoch"]) == list(range(1, 301))
     assert started < epochs.loc[epochs["epoch"] == 1, "end_time"].iloc[0] < stopped  # not trained again
     assert not list(results.glob("tune/*/*/checkpoint_*"))
+
+
+def test_ctrl_c_while_the_launchs_own_ray_starts_leaves_none_of_its_processes(tmp_path):
+    """Ctrl-C as soon as the raylet has started Ray's agents, before `ray.init` returns (a
+    window of about 2 s here): the launch stops, exit 130, and so does every process of the
+    Ray it was starting (its dashboard and runtime-env agents were left running, with
+    parent 1)."""
+    ray_dir = tempfile.mkdtemp(prefix="lrsweep-ray-", dir="/tmp")  # short: Ray's socket paths live in it
+    mark = f"RAY_TMPDIR={ray_dir}".encode()
+
+    def processes(*named):
+        """The processes of the launch's Ray (and the launch), or those whose command line
+        holds one of `named`."""
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as environ, open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                    line = cmdline.read()
+                    if mark in environ.read().split(b"\0") and (not named or any(n in line for n in named)):
+                        found.append(int(pid))
+            except OSError:  # ended meanwhile
+                pass
+        return found
+
+    try:
+        returncode, stdout, stderr = ctrl_c_launch(
+            tmp_path / "results", lambda: processes(b"dashboard/agent.py", b"runtime_env/agent"), "--num-samples", "2",
+            "--max-epochs", "8", "--address", "local", env={"RAY_TMPDIR": ray_dir}, every=0.02)
+        assert returncode == 130, stderr[-2000:]
+        assert "lrsweep: interrupted" in stderr
+        wait_for(lambda: not processes(), 30, "processes of the launch's Ray were left running")
+    finally:
+        for pid in processes():
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 def test_ctrl_c_before_any_trial_started_says_what_it_stored_and_how_to_finish(ray_session, tmp_path):

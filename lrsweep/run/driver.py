@@ -8,6 +8,7 @@ CPU trials train on warm trainers that outlive the launch (`pool`). The driver n
 imports TensorFlow.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -226,14 +227,44 @@ def _start_ray(address, dashboard_host, print_fn):
     # per CPU): on two cores they took CPU from the processes importing TensorFlow, and a
     # cold launch's first epoch came 2-3 s later (benchmarks/README.md).
     own = {"_system_config": {"prestart_worker_first_driver": False}} if address == "local" else {}
-    context = ray.init(address=address, include_dashboard=True, dashboard_host=dashboard_host,
-                       configure_logging=True, logging_level="WARNING", log_to_driver=True,
-                       ignore_reinit_error=True, **own)
+    with _ctrl_c_after_start(address == "local"):
+        context = ray.init(address=address, include_dashboard=True, dashboard_host=dashboard_host,
+                           configure_logging=True, logging_level="WARNING", log_to_driver=True,
+                           ignore_reinit_error=True, **own)
     url = context.dashboard_url
     if url:
         url = url if url.startswith("http") else f"http://{url}"
         print_fn(f"Ray dashboard: {url}  (sign in with the token that `ray get-auth-token` prints)")
     return context
+
+
+@contextlib.contextmanager
+def _ctrl_c_after_start(own):
+    """A Ctrl-C while a Ray of the launch's `own` starts comes once `ray.init` has returned,
+    where `stop_ray` stops every process of it: in the middle of `ray.init` (after the
+    raylet had started its agents) it left the dashboard's and the runtime environments'
+    agents running. A second Ctrl-C comes at once. (A Python handler, not a blocked signal:
+    Ray's threads, which a blocked signal would reach instead, never run it.)"""
+    import signal
+    import threading
+
+    if not own or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+
+    def later(signum, frame):
+        if caught:
+            raise KeyboardInterrupt
+        caught.append(signum)
+
+    previous = signal.signal(signal.SIGINT, later)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _stop_on_sigterm():

@@ -52,22 +52,30 @@ def connect(root, direct=True):
     return con
 
 
-def check_sql(sql):
+def check_sql(sql, received=None):
     """`sql` is one statement that reads: a query never writes (DuckDB's COPY ... TO could
-    overwrite a stored file), and says so before it runs. PIVOT counts as reading."""
+    overwrite a stored file), and says so before it runs. PIVOT counts as reading, and so
+    does EXPLAIN [ANALYZE] of a statement that reads (ANALYZE runs it). `received`: the SQL
+    as given, of which `sql` is the part explained."""
+    received = sql if received is None else received
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as e:
         raise LrsweepError(f"Argument `sql` is not a query DuckDB can run: {str(e).splitlines()[0]}. "
-                           f"Received: sql={sql!r}") from None
+                           f"Received: sql={received!r}") from None
+    uncommented = re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.S)
+    explained = re.fullmatch(r"\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(.*)", uncommented, flags=re.S | re.I)
+    if len(statements) == 1 and statements[0].type == duckdb.StatementType.EXPLAIN and explained:
+        return check_sql(explained.group(1), received)
     # DuckDB makes any statement holding a PIVOT a MULTI one (CREATE TYPE ..., then it): the
     # query itself must begin as a reading one, not COPY (PIVOT ...) TO
-    first = re.match(r"[\s(]*([A-Za-z]*)", re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.S)).group(1).upper()
+    first = re.match(r"[\s(]*([A-Za-z]*)", uncommented).group(1).upper()
     multi = statements and statements[0].type == duckdb.StatementType.MULTI and first in READING
     if len(statements) != 1 or not (statements[0].type == duckdb.StatementType.SELECT or multi):
         found = ", ".join(s.type.name for s in statements) or "none"
         raise LrsweepError(f"Argument `sql` must be one query that reads (SELECT, FROM, WITH, DESCRIBE, SHOW, "
-                           f"SUMMARIZE, PIVOT; the store is never written here). Received: sql={sql!r} "
+                           f"SUMMARIZE, PIVOT, or EXPLAIN of one; the store is never written here). "
+                           f"Received: sql={received!r} "
                            f"(statements: {found})")
 
 
@@ -87,6 +95,8 @@ def query(root, sql):
 
 
 def format_frame(frame, fmt):
+    if fmt == "table" and list(frame.columns) == ["explain_key", "explain_value"]:  # EXPLAIN: DuckDB's drawing
+        return "\n".join(f"{key}:\n{value.rstrip()}" for key, value in frame.itertuples(index=False))
     if fmt == "csv":
         return frame.to_csv(index=False).rstrip("\n")
     if fmt == "json":

@@ -34,6 +34,8 @@ READ_SECONDS = 0.5
 _PR_SET_PDEATHSIG = 1
 # The launch's environment variable holding the arguments its resume command gives back (JSON).
 TYPED = "LRSWEEP_TYPED_ARGUMENTS"
+# Ray's setting that a worker SIGKILLs its child processes as it exits: off for the actor.
+KILLS_CHILDREN = "RAY_kill_child_processes_on_worker_exit"
 
 
 def client_address(address):
@@ -76,9 +78,12 @@ class Launch:
         import tempfile
 
         import ray
+        from ray._private.ray_constants import RAY_INTERNAL_FLAGS
 
-        env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PYTHONUNBUFFERED": "1",
-               TYPED: json.dumps(typed)}
+        # the actor's environment less what Ray gives its workers alone, as a job's supervisor passes it on
+        env = {name: value for name, value in os.environ.items() if name not in (*RAY_INTERNAL_FLAGS, KILLS_CHILDREN)}
+        env.update({"RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PYTHONUNBUFFERED": "1",
+                    TYPED: json.dumps(typed)})
         self._files = {name: tempfile.TemporaryFile() for name in ("stdout", "stderr")}
         self._read = dict.fromkeys(self._files, 0)
         self._returncode = None
@@ -156,7 +161,7 @@ def run(command, results, address, typed, hint):
         signal.signal(signum, lambda signum, frame: signals.append(signum))
     head = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     launch = ray.remote(num_cpus=0, max_concurrency=2)(Launch).options(
-        scheduling_strategy=head, runtime_env={"env_vars": {"RAY_kill_child_processes_on_worker_exit": "false"}}
+        scheduling_strategy=head, runtime_env={"env_vars": {KILLS_CHILDREN: "false"}}
     ).remote(command, typed)
     returncode, unread = None, False
     streams = {sys.stdout: codecs.getincrementaldecoder("utf-8")("replace"),

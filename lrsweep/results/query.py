@@ -63,13 +63,16 @@ def check_sql(sql, received=None):
     except duckdb.Error as e:
         raise LrsweepError(f"Argument `sql` is not a query DuckDB can run: {str(e).splitlines()[0]}. "
                            f"Received: sql={received!r}") from None
-    uncommented = re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.S)
-    explained = re.fullmatch(r"\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?(.*)", uncommented, flags=re.S | re.I)
-    if len(statements) == 1 and statements[0].type == duckdb.StatementType.EXPLAIN and explained:
-        return check_sql(explained.group(1), received)
+    # the words as DuckDB reads them (a comment may hold another), comments left out
+    tokens = duckdb.tokenize(sql)
+    words = [(start, sql[start:end].strip()) for (start, kind), end in
+             zip(tokens, [start for start, _ in tokens[1:]] + [len(sql)]) if kind != duckdb.token_type.comment]
+    if len(statements) == 1 and statements[0].type == duckdb.StatementType.EXPLAIN and words[0][1].upper() == "EXPLAIN":
+        explained = words[2:] if len(words) > 1 and words[1][1].upper() in ("ANALYZE", "ANALYSE") else words[1:]
+        return check_sql(sql[explained[0][0]:] if explained else "", received)
     # DuckDB makes any statement holding a PIVOT a MULTI one (CREATE TYPE ..., then it): the
     # query itself must begin as a reading one, not COPY (PIVOT ...) TO
-    first = re.match(r"[\s(]*([A-Za-z]*)", uncommented).group(1).upper()
+    first = next((word.upper() for _, word in words if word.strip("(")), "")
     multi = statements and statements[0].type == duckdb.StatementType.MULTI and first in READING
     if len(statements) != 1 or not (statements[0].type == duckdb.StatementType.SELECT or multi):
         found = ", ".join(s.type.name for s in statements) or "none"

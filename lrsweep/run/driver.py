@@ -287,11 +287,9 @@ def check_trials_fit(sweep):
     """On a Ray this launch started (one node, no autoscaler to add more), a trial that asks
     for more CPUs or GPUs than the node has would never start: Tune and Ray's autoscaler
     would say so every half minute, forever. A cluster joined may grow, and is left to them."""
-    ray = sys.modules.get("ray")
-    try:
-        node = getattr(ray._private.worker, "_global_node", None)
-    except AttributeError:  # Ray not imported, or an import of it that a Ctrl-C cut short: no Ray started
-        return
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
     if not getattr(node, "head", False):
         return
     has = ray.cluster_resources()

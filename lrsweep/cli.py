@@ -58,21 +58,13 @@ def _listening_address(host):
     """An address of this machine that a server can listen on, as the dashboard of a Ray
     that `launch` starts will (Ray's own failure is 50 retries and a traceback, after its
     start)."""
-    import socket
+    from lrsweep.run.jobs import not_this_machine
 
-    found, error = [], "no address"
-    try:
-        found = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as e:
-        error = getattr(e, "strerror", None) or str(e)
-    for family, kind, proto, _, address in found:
-        try:
-            with socket.socket(family, kind, proto) as probe:
-                probe.bind(address)
-            return host
-        except OSError as e:
-            error = e.strerror
-    raise argparse.ArgumentTypeError(f"must be an address of this machine to listen on ({error}). Received: {host!r}")
+    error = not_this_machine(host)
+    if error:
+        raise argparse.ArgumentTypeError(f"must be an address of this machine to listen on ({error}). "
+                                         f"Received: {host!r}")
+    return host
 
 
 NODE_ADDRESS = ("join this Ray cluster (auto, or the head's host:port) instead of starting one; local: start "
@@ -139,23 +131,26 @@ def checked_dataset(sweep):
     return dataset
 
 
-def load_checked_sweep(args, joins=True):
+def load_checked_sweep(args, joins=True, head=None):
     """The sweep file with the command-line flags applied, every input checked; no Ray, no
-    TensorFlow. `joins`: `--address` is a Ray cluster to join (not submit's dashboard);
-    through Ray Client (ray://) the run is on the cluster's head node, as submit's is."""
+    TensorFlow. `joins`: `--address` is a Ray cluster to join (not submit's dashboard).
+    `head`: the address of the cluster whose head node holds the run (submit's; a ray://
+    one), whose store and Tune state are checked here only if it is this machine."""
     from lrsweep.run.client import client_address
     from lrsweep.run.driver import check_address, check_launch
+    from lrsweep.run.jobs import on_this_machine
 
     if joins:
         check_address(args.address, client=True)
-        joins = not client_address(args.address)
+        head = client_address(args.address)
+        joins = not head
     from lrsweep.sweep.spec import load_sweep
 
     flags = {"dataset": args.dataset, "num_samples": args.num_samples, "max_epochs": args.max_epochs,
              "confirm_seeds": args.confirm_seeds}
     sweep = load_sweep(args.sweep).with_overrides(results=args.results, data_dir=args.data_dir, storage=args.storage,
                                                   **flags)
-    check_launch(sweep, args.name, args.resume, here=joins)
+    check_launch(sweep, args.name, args.resume, here=joins or on_this_machine(head))
     if args.resume and joins:  # submit's run is on the cluster, where its launch does this
         from lrsweep.run.driver import storage_path
         from lrsweep.run.resume import resumed_sweep
@@ -255,7 +250,7 @@ def cmd_submit(args):
     from lrsweep.run.driver import sweep_data
 
     address = jobs.jobs_address(args.address)
-    sweep, _ = load_checked_sweep(args, joins=False)
+    sweep, _ = load_checked_sweep(args, joins=False, head=address)
     sweep_data(sweep, offline=True)  # what the launch would refuse in the data, refused before the job
     command, results = jobs.launch_command(args.sweep, sweep, args)
     client = jobs.jobs_client(address)

@@ -49,22 +49,29 @@ def client_address(address):
     return None
 
 
-def _launch_process(parent):
+def _prctl():
+    """Linux's prctl, looked up before a fork (not in a child of a threaded process); None
+    elsewhere, where the launch outlives a lost connection."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (AttributeError, OSError):
+        return None
+
+
+def _launch_process(parent, prctl):
     """In the launch's process before it runs: Ctrl-C raises KeyboardInterrupt (a Ray
     worker ignores and blocks SIGINT, and children keep both, so Python would give them no
     handler and the signal would never come), and SIGTERM comes when the thread that started
     it ends, which lives as long as the launch or its actor (Linux's parent-death signal;
     at once if the actor has already ended)."""
-    import ctypes
-
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (AttributeError, OSError):  # not Linux: the launch outlives a lost connection
-        return
-    if os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGTERM)
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Launch:
@@ -97,7 +104,8 @@ class Launch:
     def _run(self, command, env, started):
         try:
             self._process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
-                                             preexec_fn=lambda parent=os.getpid(): _launch_process(parent),
+                                             preexec_fn=lambda parent=os.getpid(), prctl=_prctl():
+                                             _launch_process(parent, prctl),
                                              **self._files)
         except BaseException:
             self._process = None
@@ -136,7 +144,6 @@ def run(command, results, address, typed, hint):
     `typed`: the arguments of this command, which the launch gives back in its resume
     command; `hint`: that command, for when the connection is lost."""
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from lrsweep.run import jobs
     from lrsweep.run.driver import use_token_if_present
@@ -154,25 +161,48 @@ def run(command, results, address, typed, hint):
     except ConnectionError as e:
         raise LrsweepError(f"Argument `address` gave no Ray Client session ({str(e).splitlines()[0].rstrip(':')}; "
                            f"`ray start --head` serves Ray Client on port 10001). Received: address={address!r}") from None
+    except RuntimeError as e:  # the server's refusal: another version of Ray or Python there, say
+        print(f"lrsweep: error: {address} took no Ray Client session: {str(e).splitlines()[0]}", file=sys.stderr,
+              flush=True)
+        return 1
     # Ctrl-C and SIGTERM are the launch's: each is passed on as the next read returns. (As
     # an exception here, a KeyboardInterrupt is lost wherever Ray Client's objects take it.)
     signals = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda signum, frame: signals.append(signum))
+    previous = {signum: signal.signal(signum, lambda signum, frame: signals.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _relay(ray, command, typed, address, hint, signals)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        ray.shutdown()
+
+
+def _relay(ray, command, typed, address, hint, signals):
+    """Start the launch on the head node and write its output here until it ends; returns
+    its exit status."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     head = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     launch = ray.remote(num_cpus=0, max_concurrency=2)(Launch).options(
         scheduling_strategy=head, runtime_env={"env_vars": {KILLS_CHILDREN: "false"}}
     ).remote(command, typed)
-    returncode, unread = None, False
+    returncode, unread, started = None, False, False
     streams = {sys.stdout: codecs.getincrementaldecoder("utf-8")("replace"),
                sys.stderr: codecs.getincrementaldecoder("utf-8")("replace")}
     while returncode is None:
         try:
             out, err, returncode = ray.get(launch.read.remote(READ_SECONDS))
         except (ray.exceptions.RayError, ConnectionError) as e:
-            print(f"lrsweep: error: lost the connection to the launch on {address} ({type(e).__name__}); there it "
-                  f"stops as on Ctrl-C, and once it has, {hint}", file=sys.stderr, flush=True)
+            if not started:  # the actor failed to start (its runtime environment, its constructor)
+                cause = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+                print(f"lrsweep: error: the launch did not start on the head node of {address}: {cause}",
+                      file=sys.stderr, flush=True)
+            else:
+                print(f"lrsweep: error: lost the connection to the launch on {address} ({type(e).__name__}); there "
+                      f"it stops as on Ctrl-C, and once it has, {hint}", file=sys.stderr, flush=True)
             return 1
+        started = True
         for data, stream in ((out, sys.stdout), (err, sys.stderr)):
             _write(stream, streams, data, final=returncode is not None)
         if sys.stdout not in streams and not unread:  # nobody reads this command's output (`| head`): stop
@@ -181,11 +211,15 @@ def run(command, results, address, typed, hint):
         for _ in range(len(signals)):
             signals.pop()
             launch.interrupt.remote()
-    ray.shutdown()
+    if returncode == -signal.SIGINT:  # a Ctrl-C before the launch could take it: nothing ran
+        print("lrsweep: interrupted", file=sys.stderr, flush=True)
+        return 130
     if returncode < 0:  # a signal ended it on the head (a kill -9, the machine's memory)
         print(f"lrsweep: error: the launch on {address} was ended by {signal.Signals(-returncode).name}; {hint}",
               file=sys.stderr, flush=True)
         return 128 - returncode
+    if unread and returncode:  # its last line, the resume command, went to the closed stdout
+        print(f"lrsweep: the launch stopped as this command's output was closed; {hint}", file=sys.stderr, flush=True)
     return returncode
 
 

@@ -56,7 +56,7 @@ def check_results(sweep, storage=True):
 def check_launch(sweep, name, resume, here=True):
     """Bad input that only launching can find, answered before Ray starts. `here`: the run's
     storage is on this machine (`submit`'s, and a launch's through Ray Client, is on the
-    cluster's head node)."""
+    cluster's head node: checked there, unless that is this machine)."""
     from lrsweep.run.pool import idle_seconds
 
     idle_seconds()

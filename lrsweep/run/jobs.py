@@ -15,6 +15,7 @@ import os
 import shlex
 import sys
 import time
+import urllib.parse
 
 from lrsweep.errors import LrsweepError
 from lrsweep.results.store import is_uri
@@ -26,6 +27,32 @@ EXCLUDES = [".git", ".venv", "venv", "__pycache__", ".pytest_cache"]
 AGENT_WAIT_SECONDS = 60
 # The job's outcomes, as `logs --follow` and `status` answer them in their exit status.
 EXIT_STATUS = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 1}
+
+
+def not_this_machine(host):
+    """Why `host` is not an address of this machine (one a server here can listen on), or
+    None if it is."""
+    import socket
+
+    found, error = [], "no address"
+    try:
+        found = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        error = getattr(e, "strerror", None) or str(e)
+    for family, kind, proto, _, address in found:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.bind(address)
+            return None
+        except OSError as e:
+            error = e.strerror
+    return error
+
+
+def on_this_machine(address):
+    """Whether the cluster at `address` (http://HOST:PORT, ray://HOST:PORT) has its head
+    node on this machine, where its launch reads and writes the paths given here."""
+    return not not_this_machine(urllib.parse.urlsplit(address).hostname or "")
 
 
 def jobs_address(address):

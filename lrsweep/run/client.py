@@ -25,12 +25,15 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import warnings
 
 from lrsweep.errors import LrsweepError
 
 # How long one `read` waits on the head for output before it answers with none.
 READ_SECONDS = 0.5
+# How many times to ask for a session whose start failed on the head.
+SESSION_ATTEMPTS = 3
 _PR_SET_PDEATHSIG = 1
 # The launch's environment variable holding the arguments its resume command gives back (JSON).
 TYPED = "LRSWEEP_TYPED_ARGUMENTS"
@@ -156,15 +159,26 @@ def run(command, results, address, typed, hint):
     use_token_if_present()
     # Ray's own advice on the timeout; the error below names the address
     warnings.filterwarnings("ignore", message="Ray Client connection timed out")
-    try:
-        ray.init(address, runtime_env=jobs.runtime_env(results), log_to_driver=False, logging_level="ERROR")
-    except ConnectionError as e:
-        raise LrsweepError(f"Argument `address` gave no Ray Client session ({str(e).splitlines()[0].rstrip(':')}; "
-                           f"`ray start --head` serves Ray Client on port 10001). Received: address={address!r}") from None
-    except RuntimeError as e:  # the server's refusal: another version of Ray or Python there, say
-        print(f"lrsweep: error: {address} took no Ray Client session: {str(e).splitlines()[0]}", file=sys.stderr,
-              flush=True)
-        return 1
+    for attempt in range(1, SESSION_ATTEMPTS + 1):
+        try:
+            ray.init(address, runtime_env=jobs.runtime_env(results), log_to_driver=False, logging_level="ERROR")
+            break
+        except ConnectionAbortedError as e:  # the server answered, but the session it starts for a client did not
+            # start (its process, on a busy head: seen on two cores); Ray Client itself does not try again
+            if attempt == SESSION_ATTEMPTS:
+                print(f"lrsweep: error: {address} did not start a Ray Client session in {SESSION_ATTEMPTS} tries "
+                      f"({str(e).splitlines()[0].rstrip(':')}; the head's ray_client_server*.err say why)",
+                      file=sys.stderr, flush=True)
+                return 1
+            time.sleep(2)
+        except ConnectionError as e:
+            raise LrsweepError(f"Argument `address` gave no Ray Client session ({str(e).splitlines()[0].rstrip(':')}; "
+                               f"`ray start --head` serves Ray Client on port 10001). Received: address={address!r}"
+                               ) from None
+        except RuntimeError as e:  # the server's refusal: another version of Ray or Python there, say
+            print(f"lrsweep: error: {address} took no Ray Client session: {str(e).splitlines()[0]}", file=sys.stderr,
+                  flush=True)
+            return 1
     # Ctrl-C and SIGTERM are the launch's: each is passed on as the next read returns. (As
     # an exception here, a KeyboardInterrupt is lost wherever Ray Client's objects take it.)
     signals = []

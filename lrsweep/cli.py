@@ -176,8 +176,9 @@ def cmd_validate(args):
 def cmd_launch(args):
     from lrsweep.run.client import client_address
 
-    if client_address(args.address):
-        return _launch_through_client(args, client_address(args.address))
+    through = client_address(args.address)
+    if through:
+        return _launch_through_client(args, through)
     sweep, dataset = load_checked_sweep(args)
     from lrsweep.results.rank import format_ranking, rank
     from lrsweep.results.store import read_frame

@@ -166,8 +166,7 @@ def _check_one(named, address, client):
     argument, unset = (("Argument `address`", "") if named == "address" else
                        ("Environment variable `RAY_ADDRESS`", "; unset it, or pass --address local for a Ray of "
                                                               "this launch's own"))
-    through_client = address.startswith("ray://")
-    if through_client and not client:
+    if address.startswith("ray://") and not client:
         raise LrsweepError(f"{argument} cannot be a Ray Client address (ray://) here: this command reads what its "
                            f"trials store, and through Ray Client they would run and store on the head node; run it "
                            f"on a node of the cluster with --address auto{unset}. Received: {named}={address!r}")

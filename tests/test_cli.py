@@ -165,6 +165,16 @@ def test_validate_shows_the_resolved_sweep_with_overrides():
     assert done.stdout.strip().endswith("imported:")
 
 
+def test_a_quick_try_of_a_sweep_file_with_max_epochs_1_is_a_sweep_it_can_run():
+    """The README's quick try: the cosine warm-ups of 2 epochs that digits.py allows cannot
+    be drawn in a 1-epoch trial, and are left out with a warning, not refused."""
+    done = cli("validate", "sweeps/digits.py", "--max-epochs", "1")
+    assert done.returncode == 0, done.stderr
+    assert "up to 1 per trial" in done.stdout and "warmup_epochs {0}," in done.stdout
+    assert done.stderr.strip() == ("lrsweep: warning: max_epochs=1: families['cosine'] draws `warmup_epochs` from "
+                                   "{0} instead of {0, 2} (it must be < max_epochs)")
+
+
 @pytest.mark.parametrize("command", ["validate", "submit"])
 @pytest.mark.parametrize("rows, words", [
     ("a,b,label\n1,2,0\n3,x,1\n", ["line 3", "'b'", "'x'"]),

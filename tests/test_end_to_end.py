@@ -5,6 +5,7 @@ it as a Ray job's entrypoint would (RAY_ADDRESS), and the sweep-file tests with 
 as a user's second sweep on a running cluster would.
 """
 
+import dataclasses
 import glob
 import json
 import math
@@ -25,6 +26,7 @@ from lrsweep import Choice, Range, Sweep
 from lrsweep.results.rank import rank
 from lrsweep.results.store import read_frame
 from lrsweep.run.driver import launch
+from lrsweep.sweep.spec import load_sweep
 from tests.conftest import REPO, TEST_DATA, assert_refused, lrsweep, trainers, tune_finished, wait_for
 from tests.reference import rate
 
@@ -125,13 +127,14 @@ def test_search_with_early_stopping(ray_session, tmp_path):
 
 
 def test_a_grace_period_as_long_as_the_trials_stops_none_of_them(ray_session, tmp_path):
-    """`--max-epochs 1` on a sweep file whose ASHA grace period is 2: a quick trial run of
-    the file, every trial to its one epoch (Ray's ASHA refuses a grace period beyond max_t)."""
-    sweep = Sweep(name="short", dataset="digits", subsample=200, max_epochs=1, num_samples=3, grace_period=2,
-                  confirm_seeds=0, results=str(tmp_path), families={"adam": {"initial_lr": Range(1e-3, 1e-2)}})
+    """`--max-epochs 1` on the default sweep file (ASHA's grace period 2, a cosine warm-up of
+    2 epochs among its choices): a quick trial run of the file, every trial to its one epoch
+    (Ray's ASHA refuses a grace period beyond max_t)."""
+    sweep = dataclasses.replace(load_sweep(os.path.join(REPO, "sweeps", "digits.py")), subsample=200)
+    sweep = sweep.with_overrides(max_epochs=1, num_samples=6, confirm_seeds=0, results=str(tmp_path))
     assert launch(sweep, print_fn=lambda line: None)[2] == 0
     trials = pd.read_parquet(tmp_path / "trials")
-    assert len(trials) == 3 and (trials["status"] == "completed").all() and (trials["epochs"] == 1).all()
+    assert len(trials) == 6 and (trials["status"] == "completed").all() and (trials["epochs"] == 1).all()
 
 
 def most_at_once(trials):

@@ -59,6 +59,15 @@ def test_a_data_file_that_moved_is_the_same_run_and_another_file_is_not(tmp_path
         resumed_sweep(other, folder, "run", flagged={"dataset"})
 
 
+def test_a_run_launched_with_max_epochs_that_narrowed_its_space_resumes_without_the_flag(tmp_path):
+    """`--max-epochs 2` left the cosine warm-ups of 2 out of the run's space: a `--resume`
+    without the flag takes the run's max_epochs, and the same space with it."""
+    file = Sweep(name="s", max_epochs=20, families={"cosine": {"initial_lr": 0.1, "warmup_epochs": Choice(0, 2)}})
+    folder = saved(tmp_path, file.with_overrides(max_epochs=2))
+    sweep, taken = resumed_sweep(file, folder, "run", flagged=set())
+    assert taken == {"max_epochs": 2} and sweep.arms["sgd/cosine"].space["warmup_epochs"] == Choice(0)
+
+
 def test_settings_that_cannot_be_read_are_not_checked_and_say_so(tmp_path, capsys):
     (tmp_path / SETTINGS_FILE).write_text('{"max_epochs": 9')  # cut short
     sweep, taken = resumed_sweep(SEARCH.with_overrides(max_epochs=50), str(tmp_path), "run", flagged={"max_epochs"})

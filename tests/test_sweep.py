@@ -130,9 +130,34 @@ def test_a_reduction_factor_below_2_makes_its_rungs_and_paths_are_taken_as_strin
 def test_with_overrides_checks_again():
     with pytest.raises(LrsweepError, match="max_epochs=0"):
         Sweep(**GOOD).with_overrides(max_epochs=0)
-    warm = Sweep(name="s", families={"cosine": {"initial_lr": 0.1, "warmup_epochs": Choice(0, 5)}}, max_epochs=20)
+    fixed = Sweep(name="s", families={"cosine": {"initial_lr": 0.1, "warmup_epochs": 5}}, max_epochs=20)
     with pytest.raises(LrsweepError, match="warmup_epochs=5"):
-        warm.with_overrides(max_epochs=5)
+        fixed.with_overrides(max_epochs=5)
+
+
+@pytest.mark.parametrize("warmup, epochs, within", [
+    (Choice(0, 2), 1, Choice(0)), (Choice(0, 5, 3), 4, Choice(0, 3)), (Range(0, 6), 4, Range(0, 3)),
+    (Range(1, 8, log=True), 2, Range(1, 1, log=True)),
+])
+def test_max_epochs_from_the_command_line_narrows_what_must_stay_below_it(warmup, epochs, within, capsys):
+    """`--max-epochs 1`, a quick try of a sweep file whose cosine warms up for 2 epochs
+    (sweeps/digits.py): the warm-ups the search could draw at or past max_epochs are left
+    out, and a warning says so; the sweep file's own max_epochs allows no such value."""
+    space = {"cosine": {"initial_lr": 0.1, "warmup_epochs": warmup}, "step": STEP["step"]}
+    sweep = Sweep(name="s", families=space, max_epochs=20).with_overrides(max_epochs=epochs)
+    assert sweep.arms["sgd/cosine"].space["warmup_epochs"] == within
+    assert sweep.arms["sgd/step"].space == Sweep(**GOOD).arms["sgd/step"].space
+    warning = capsys.readouterr().err.strip()
+    assert warning.count("\n") == 0 and "families['cosine']" in warning and f"max_epochs={epochs}" in warning
+    assert f"warmup_epochs` from {within} instead of {warmup}" in warning
+    with pytest.raises(LrsweepError, match="warmup_epochs"):
+        Sweep(name="s", families=space, max_epochs=epochs)
+
+
+def test_max_epochs_that_leaves_no_value_below_it_is_bad_input_naming_the_values():
+    sweep = Sweep(name="s", families={"cosine": {"initial_lr": 0.1, "warmup_epochs": Choice(3, 5)}}, max_epochs=20)
+    with pytest.raises(LrsweepError, match=r"warmup_epochs=3.*warmup_epochs=\{3, 5\}"):
+        sweep.with_overrides(max_epochs=2)
 
 
 def test_with_overrides_applies_values_and_leaves_none_alone():

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from lrsweep.errors import LrsweepError
-from lrsweep.results.store import LOGS, warn
+from lrsweep.errors import LrsweepError, warn
+from lrsweep.results.store import LOGS
 
 TOP = 3
 

@@ -16,7 +16,6 @@ This module never imports Ray: rank, query and their tests run on Parquet files 
 """
 
 import os
-import sys
 import time
 import uuid
 
@@ -26,7 +25,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from lrsweep.errors import LrsweepError
+from lrsweep.errors import LrsweepError, warn
 from lrsweep.results import LOGS
 from lrsweep.schedules.registry import FAMILIES
 
@@ -76,17 +75,6 @@ LATER_COLUMNS = {"trials": {"gpu_ids", "budget", "training_settings", "resumed_f
 # The record a reader keeps is the latest `written` per key.
 KEYS = {"trials": ("dataset", "sweep", "trial_id"), "epochs": ("dataset", "sweep", "trial_id", "epoch"),
         "lr_range": ("dataset", "sweep", "optimizer", "step")}
-
-
-_warned = set()
-
-
-def warn(message):
-    """Once per command: a command reading a table twice (`epochs` reads `trials` too) names
-    a bad file once."""
-    if message not in _warned:
-        _warned.add(message)
-        print(f"lrsweep: warning: {message}", file=sys.stderr)
 
 
 def is_uri(path):

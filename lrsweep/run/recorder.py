@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 import pyarrow.fs as pafs
 from ray import tune
 
-from lrsweep.errors import StoreWriteError
+from lrsweep.errors import StoreWriteError, warn
 from lrsweep.results import store
 from lrsweep.results.store import LOGS
 from lrsweep.run.trial import arm_of
@@ -72,7 +72,7 @@ def _drop_checkpoints(trial):
     try:
         _delete_checkpoint_folders(fs, folder)
     except OSError as e:  # storage out of reach: the checkpoints stay, the sweep goes on
-        store.warn(f"could not delete the checkpoints of trial {trial.trial_id} in {folder}: {e}")
+        warn(f"could not delete the checkpoints of trial {trial.trial_id} in {folder}: {e}")
         return
     manager = trial.run_metadata.checkpoint_manager
     manager._checkpoint_results, manager._latest_checkpoint_result = [], None
@@ -100,7 +100,7 @@ def _drop_checkpoints_of_lost_trials(trials):
                     and info.base_name not in known):
                 _delete_checkpoint_folders(fs, info.path)
     except OSError as e:
-        store.warn(f"could not delete the checkpoints of trials run again after a kill, in {experiment}: {e}")
+        warn(f"could not delete the checkpoints of trials run again after a kill, in {experiment}: {e}")
 
 
 def _forget_deleted_checkpoints(trial):

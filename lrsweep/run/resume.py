@@ -8,7 +8,7 @@ import json
 import os
 import socket
 
-from lrsweep.errors import LrsweepError
+from lrsweep.errors import LrsweepError, warn
 from lrsweep.results import store
 
 SETTINGS_FILE = "lrsweep-launch.json"
@@ -62,8 +62,8 @@ def _saved_settings(folder):
     except (OSError, ValueError) as e:
         saved = e
     if not isinstance(saved, dict):
-        store.warn(f"cannot read {path} ({saved}): the run's settings are not checked, and the sweep goes on "
-                   f"with the sweep file's and the flags'")
+        warn(f"cannot read {path} ({saved}): the run's settings are not checked, and the sweep goes on "
+             f"with the sweep file's and the flags'")
         return None
     return saved
 

@@ -9,7 +9,7 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
-from lrsweep.results.store import warn
+from lrsweep.errors import warn
 from lrsweep.sweep.space import SearchSpace, trial_config
 
 

@@ -135,7 +135,7 @@ def _around(p, value, count, epochs):
 
 
 def _valid_count(p, v, count, epochs):
-    return p.test(v) and v <= max(count, 1) and (p.name != "warmup_epochs" or v < epochs)
+    return p.test(v) and v <= max(count, 1) and (not p.below_epochs or v < epochs)
 
 
 def _matters(name, param, fixed):

@@ -34,6 +34,7 @@ class Param:
     test: Callable[[Any], bool]
     default: Any = REQUIRED
     choices: tuple = ()
+    below_epochs: bool = False  # a count of epochs that must be < the schedule's (warmup_epochs < E)
 
     @property
     def required(self):
@@ -112,8 +113,8 @@ def open_unit(name, default=REQUIRED):
     return Param(name, float, "in (0, 1)", lambda v: 0 < v < 1, default)
 
 
-def count(name, minimum=1, default=REQUIRED):
-    return Param(name, int, f"an integer >= {minimum}", lambda v: v >= minimum, default)
+def count(name, minimum=1, default=REQUIRED, below_epochs=False):
+    return Param(name, int, f"an integer >= {minimum}", lambda v: v >= minimum, default, below_epochs=below_epochs)
 
 
 def above_one(name, default=REQUIRED):
@@ -161,6 +162,9 @@ class Family:
                                    f"Received: {', '.join(params) or 'no parameters'}")
             else:
                 full[p.name] = p.default
+            if p.below_epochs and not full[p.name] < epochs:
+                raise LrsweepError(f"Argument `{p.name}` must be < the number of epochs ({epochs}). "
+                                   f"Received: {p.name}={full[p.name]!r}")
         self.relations(full, epochs)
         return full
 
@@ -171,12 +175,6 @@ def _less(low, high):
             raise LrsweepError(f"Argument `{low}` must be < `{high}`. "
                                f"Received: {low}={p[low]!r}, {high}={p[high]!r}")
     return relation
-
-
-def _warmup_before_end(p, epochs):
-    if not p["warmup_epochs"] < epochs:
-        raise LrsweepError(f"Argument `warmup_epochs` must be < the number of epochs ({epochs}). "
-                           f"Received: warmup_epochs={p['warmup_epochs']!r}")
 
 
 # The builders import Keras only when called.
@@ -253,9 +251,8 @@ FAMILIES = {f.name: f for f in (
     Family("polynomial", (rate("initial_lr"), positive("power"), non_negative("end_lr", 0.0)),
            _polynomial, "(initial_lr - end_lr) * (1 - e / E) ** power + end_lr"),
     Family("cosine", (rate("initial_lr"), Param("alpha", float, "in [0, 1)", lambda v: 0 <= v < 1, 0.0),
-                      count("warmup_epochs", minimum=0, default=0)),
-           _cosine, "linear warm-up over warmup_epochs, then cosine from initial_lr to alpha * initial_lr",
-           _warmup_before_end),
+                      count("warmup_epochs", minimum=0, default=0, below_epochs=True)),
+           _cosine, "linear warm-up over warmup_epochs, then cosine from initial_lr to alpha * initial_lr"),
     Family("cyclical", (rate("base_lr"), rate("max_lr"), count("step_size"),
                         one_of("mode", ("triangular", "triangular2", "exp_range"), "triangular"),
                         Param("gamma", float, "in (0, 1]", lambda v: 0 < v <= 1, 1.0)),

@@ -13,7 +13,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from lrsweep.errors import LrsweepError
+from lrsweep.errors import LrsweepError, warn
 from lrsweep.models import check_model
 from lrsweep.schedules.registry import ADAPTIVE_OPTIMIZERS, GRANULARITIES, OPTIMIZERS, family
 
@@ -137,6 +137,35 @@ def _corners(space):
         else:
             options.append((spec,))
     return [dict(zip(names, combo)) for combo in itertools.product(*options)]
+
+
+def _within_epochs(families, epochs):
+    """`families` for `epochs` given on the command line (`--max-epochs 2`, a quick try):
+    the values of an epoch count that must be below it (`warmup_epochs`) that are not are
+    left out of its Choice or Range, with a warning. Where none is left, the space stays as
+    the file has it, and the check names the parameter."""
+    narrowed = {}
+    for key, space in families.items():
+        try:
+            fam = family(parse_arm_label(key)[1])
+            counts = {name: spec for name, spec in space.items() if fam.param(name).below_epochs}
+        except (LrsweepError, AttributeError):  # not a family's space: the check of the sweep says so
+            counts = {}
+        space = dict(space) if counts else space
+        for name, spec in counts.items():
+            if isinstance(spec, Choice) and all(isinstance(v, numbers.Real) for v in spec.values):
+                fit = [v for v in spec.values if v < epochs]
+                within = Choice(*fit) if fit else spec
+            elif isinstance(spec, Range) and isinstance(spec.low, numbers.Real) and spec.low < epochs <= spec.high:
+                within = Range(spec.low, epochs - 1, spec.log)
+            else:
+                within = spec
+            if within != spec:
+                warn(f"max_epochs={epochs}: families[{key!r}] draws `{name}` from {within} instead of {spec} "
+                     f"(it must be < max_epochs)")
+                space[name] = within
+        narrowed[key] = space
+    return narrowed
 
 
 def _check_space(fam, space, epochs):
@@ -405,6 +434,9 @@ class Sweep:
         if "num_samples" in changes and self.configs is not None:
             raise LrsweepError(f"Argument `num_samples` sets how many trials a search samples; this sweep runs its "
                                f"fixed configs as given ({len(self.configs)}). Received: num_samples={changes['num_samples']!r}")
+        epochs = changes.get("max_epochs")
+        if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1 and isinstance(self.families, Mapping):
+            changes["families"] = _within_epochs(self.families, epochs)
         return dataclasses.replace(self, **changes) if changes else self
 
 

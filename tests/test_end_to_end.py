@@ -458,6 +458,26 @@ def test_a_second_ctrl_c_still_says_how_to_finish_the_run(ray_session, tmp_path)
     assert len(read_frame(str(results), "trials")) > 0
 
 
+def test_a_run_whose_results_folder_moved_resumes_into_it(ray_session, tmp_path):
+    """A stopped run's folder moved (renamed, or copied to another machine) with its Tune
+    state inside (the default `storage`): `--resume --results NEW` stores the rest of the
+    run there, beside the trials that moved, and writes nothing where the run began (Tune's
+    restored state held that launch's Recorder, which wrote there)."""
+    results, moved = tmp_path / "results", tmp_path / "moved"
+    args = ["--num-samples", "30", "--max-epochs", "8", "--confirm-seeds", "0", "--name", "moving",
+            "--address", ray_session]
+    returncode, stdout, stderr = ctrl_c_launch(results, stored(results, "trials"), *args)
+    assert returncode == 130, stdout[-2000:] + stderr[-2000:]
+    before = len(read_frame(str(results), "trials"))
+    results.rename(moved)
+    done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(moved), *args,
+                   "--resume", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not results.exists()
+    trials = read_frame(str(moved), "trials")
+    assert len(trials) == 30 > before and trials["trial_id"].is_unique
+
+
 def test_a_search_trial_trained_again_on_resume_reports_again_without_a_warning(ray_session, tmp_path):
     """Ctrl-C while a search's one trial runs, with no checkpoint: `--resume` trains it again
     from its first epoch, which reports to Optuna the epochs it already has; Optuna keeps the

@@ -59,6 +59,16 @@ def test_a_data_file_that_moved_is_the_same_run_and_another_file_is_not(tmp_path
         resumed_sweep(other, folder, "run", flagged={"dataset"})
 
 
+def test_retries_changed_in_the_sweep_file_are_refused(tmp_path):
+    """Tune's saved state keeps each trial's retries (`max_failures`): the sweep file's new
+    value would not reach them."""
+    folder = saved(tmp_path)
+    edited = Sweep(**{**SEARCH.__dict__, "max_failures": 5})
+    with pytest.raises(LrsweepError, match=r"^Argument `max_failures` must be what run 'run' was launched with, 2, "
+                                           r".* Received: max_failures=5$"):
+        resumed_sweep(edited, folder, "run", flagged=set())
+
+
 def test_a_run_launched_with_max_epochs_that_narrowed_its_space_resumes_without_the_flag(tmp_path):
     """`--max-epochs 2` left the cosine warm-ups of 2 out of the run's space: a `--resume`
     without the flag takes the run's max_epochs, and the same space with it."""

@@ -503,6 +503,7 @@ def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, 
     path = f"{storage_path(sweep)}/{experiment}"
     if resume and tune_state_exists(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        _record_here(tuner, recorder)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -523,6 +524,17 @@ def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, 
     # scheduler) done; a Ctrl-C stops the running trials TERMINATED all the same, not done.
     ended = [result.error is not None or bool(result.metrics and result.metrics.get("done")) for result in grid]
     return grid.num_errors, len(grid) == num_samples and all(ended)
+
+
+def _record_here(tuner, recorder):
+    """The Recorder of a restored stage is the one Tune pickled with it, which writes where
+    the run was launched: into the store of the launch that started it (a run whose results
+    folder has moved since, `--results` given another, wrote there, and the ranking read
+    here) and with its settings (the data's local copy). This launch's `recorder` takes its
+    place; Tune gives it the restored one's state (by position) as the stage starts."""
+    run_config = tuner._local_tuner.get_run_config()  # Tuner.restore takes no callbacks
+    run_config.callbacks = [recorder if isinstance(callback, type(recorder)) else callback
+                            for callback in run_config.callbacks]
 
 
 def _search_trials(sweep, name, dataset):

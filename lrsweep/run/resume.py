@@ -16,12 +16,13 @@ LOCK_FILE = ".lrsweep-lock"
 
 # What makes a run the run it is: its trials, its search, its early stopping, its
 # confirmation runs. Tune's saved state holds the search and the scheduler as they were
-# launched, so a resume on other settings would mix the two. (Where the data's local copy
-# sits and the checkpoint interval may change; the retries are Tune's saved ones whatever
-# the sweep file says.)
+# launched, so a resume on other settings would mix the two; each trial keeps its retries
+# (`max_failures`) in it too. (Where the data's local copy sits and the checkpoint interval
+# may change.)
 RUN_FIELDS = ("families", "configs", "dataset", "subsample", "validation_split", "scale", "model", "model_args",
               "optimizer", "optimizer_args", "batch_size", "max_epochs", "granularity", "num_samples", "seed",
-              "early_stopping", "grace_period", "reduction_factor", "metric", "mode", "resources", "confirm_seeds")
+              "early_stopping", "grace_period", "reduction_factor", "metric", "mode", "resources", "confirm_seeds",
+              "max_failures")
 # The settings a launch flag sets (--dataset, --num-samples, --max-epochs, --confirm-seeds):
 # a resume without the flag takes the run's.
 FLAG_FIELDS = ("dataset", "num_samples", "max_epochs", "confirm_seeds")

@@ -13,6 +13,8 @@ for _name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS"):
     os.environ.pop(_name, None)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from lrsweep import errors  # noqa: E402  (after the environment above)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_DATA = os.path.join(REPO, "tests", "data")
 
@@ -55,6 +57,13 @@ def wait_for(condition, seconds, what, every=0.5):
     while not condition():
         assert time.time() < deadline, what
         time.sleep(every)
+
+
+@pytest.fixture(autouse=True)
+def each_test_a_command():
+    """lrsweep says each warning once per command (`errors.warn`); a test is a command of
+    its own, however many ran before it in this process."""
+    errors._warned.clear()
 
 
 @pytest.fixture(scope="session")

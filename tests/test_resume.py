@@ -76,6 +76,9 @@ def test_a_run_launched_with_max_epochs_that_narrowed_its_space_resumes_without_
     folder = saved(tmp_path, file.with_overrides(max_epochs=2))
     sweep, taken = resumed_sweep(file, folder, "run", flagged=set())
     assert taken == {"max_epochs": 2} and sweep.arms["sgd/cosine"].space["warmup_epochs"] == Choice(0)
+    with pytest.raises(LrsweepError, match=r"^Argument `max_epochs` \(--max-epochs\) must be what run 'run' was "
+                                           r"launched with, 2, .*; also families\. Received: max_epochs=20$"):
+        resumed_sweep(file, folder, "run", flagged={"max_epochs"})
 
 
 def test_settings_that_cannot_be_read_are_not_checked_and_say_so(tmp_path, capsys):

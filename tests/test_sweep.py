@@ -152,6 +152,9 @@ def test_max_epochs_from_the_command_line_narrows_what_must_stay_below_it(warmup
     assert f"warmup_epochs` from {within} instead of {warmup}" in warning
     with pytest.raises(LrsweepError, match="warmup_epochs"):
         Sweep(name="s", families=space, max_epochs=epochs)
+    with pytest.raises(LrsweepError, match="batch_size=0"):  # bad input is one line, no warning before it
+        Sweep(name="s", families=space, max_epochs=20).with_overrides(max_epochs=epochs, batch_size=0)
+    assert capsys.readouterr().err == ""
 
 
 def test_max_epochs_that_leaves_no_value_below_it_is_bad_input_naming_the_values():

@@ -532,6 +532,8 @@ def _record_here(tuner, recorder):
     folder has moved since, `--results` given another, wrote there, and the ranking read
     here) and with its settings (the data's local copy). This launch's `recorder` takes its
     place; Tune gives it the restored one's state (by position) as the stage starts."""
+    if tuner._local_tuner is None:  # Tune on a cluster's head through Ray Client (the API's ray://; the CLI's
+        return  # ray:// runs this launch there)
     run_config = tuner._local_tuner.get_run_config()  # Tuner.restore takes no callbacks
     run_config.callbacks = [recorder if isinstance(callback, type(recorder)) else callback
                             for callback in run_config.callbacks]

@@ -117,8 +117,10 @@ def resumed_sweep(sweep, folder, name, flagged):
     if taken:
         sweep = sweep.with_overrides(**taken)
         current = run_settings(sweep)
-    differ = [field for field in RUN_FIELDS if field in saved
-              and _compared(field, saved[field]) != _compared(field, current[field])]
+    # a flag's setting first: --max-epochs also narrows `families` (`Sweep.with_overrides`)
+    differ = sorted((field for field in RUN_FIELDS if field in saved
+                     and _compared(field, saved[field]) != _compared(field, current[field])),
+                    key=lambda field: field not in FLAG_FIELDS)
     if differ:
         field = differ[0]
         where, was, now = _difference(saved[field], current[field]) or ("", saved[field], current[field])

@@ -142,9 +142,9 @@ def _corners(space):
 def _within_epochs(families, epochs):
     """`families` for `epochs` given on the command line (`--max-epochs 2`, a quick try):
     the values of an epoch count that must be below it (`warmup_epochs`) that are not are
-    left out of its Choice or Range, with a warning. Where none is left, the space stays as
-    the file has it, and the check names the parameter."""
-    narrowed = {}
+    left out of its Choice or Range; returns them and the warnings that say so. Where none
+    is left, the space stays as the file has it, and the check names the parameter."""
+    narrowed, notes = {}, []
     for key, space in families.items():
         try:
             fam = family(parse_arm_label(key)[1])
@@ -161,11 +161,11 @@ def _within_epochs(families, epochs):
             else:
                 within = spec
             if within != spec:
-                warn(f"max_epochs={epochs}: families[{key!r}] draws `{name}` from {within} instead of {spec} "
-                     f"(it must be < max_epochs)")
+                notes.append(f"max_epochs={epochs}: families[{key!r}] draws `{name}` from {within} instead of "
+                             f"{spec} (it must be < max_epochs)")
                 space[name] = within
         narrowed[key] = space
-    return narrowed
+    return narrowed, notes
 
 
 def _check_space(fam, space, epochs):
@@ -434,10 +434,13 @@ class Sweep:
         if "num_samples" in changes and self.configs is not None:
             raise LrsweepError(f"Argument `num_samples` sets how many trials a search samples; this sweep runs its "
                                f"fixed configs as given ({len(self.configs)}). Received: num_samples={changes['num_samples']!r}")
-        epochs = changes.get("max_epochs")
+        epochs, notes = changes.get("max_epochs"), []
         if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1 and isinstance(self.families, Mapping):
-            changes["families"] = _within_epochs(self.families, epochs)
-        return dataclasses.replace(self, **changes) if changes else self
+            changes["families"], notes = _within_epochs(self.families, epochs)
+        sweep = dataclasses.replace(self, **changes) if changes else self
+        for note in notes:  # once the sweep is good: bad input is one line
+            warn(note)
+        return sweep
 
 
 def load_sweep(path):

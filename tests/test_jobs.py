@@ -206,11 +206,12 @@ def test_a_launch_through_ray_client_runs_on_the_head_and_takes_ctrl_c_as_one_he
     again = shlex.split(hint.split("this finishes it: lrsweep ", 1)[1])
     assert again[:len(typed)] == typed and again[-1] == "--resume"
     stopped = pd.read_parquet(results / "trials")
-    assert 1 <= len(stopped) < 40
+    assert 1 <= len(stopped) < 40  # the trial that ended is stored; the run is not over
     finished = lrsweep(*again, env={"RAY_USAGE_STATS_ENABLED": "0"}, timeout=300)
     assert finished.returncode == 0, finished.stderr[-2000:]
     trials = pd.read_parquet(results / "trials")
     assert len(trials) == 40 and trials["trial_id"].is_unique and trials["sweep"].nunique() == 1
+    assert set(stopped["trial_id"]) <= set(trials["trial_id"])  # what the stopped launch stored stays
     assert set(trials["node"]) == _node_ids(head["gcs"])  # the cluster's one node, the head
 
 

@@ -1,7 +1,6 @@
 """SQL over the store: DuckDB, with the tables `trials`, `epochs` and `lr_range`, each the
 latest record of its key (as every lrsweep reader sees them)."""
 
-
 import duckdb
 import pyarrow as pa
 

@@ -78,8 +78,12 @@ def _field_error(name, rule, value):
 CONFIRM_SEEDS = 5
 
 
+def _whole(value, minimum):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 def _integer(name, value, minimum):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    if not _whole(value, minimum):
         raise _field_error(name, f"an integer >= {minimum}", value)
 
 
@@ -140,23 +144,21 @@ def _corners(space):
 
 
 def _within_epochs(families, epochs):
-    """`families` for `epochs` given on the command line (`--max-epochs 2`, a quick try):
-    the values of an epoch count that must be below it (`warmup_epochs`) that are not are
-    left out of its Choice or Range; returns them and the warnings that say so. Where none
-    is left, the space stays as the file has it, and the check names the parameter."""
+    """`families` (checked: the sweep's own) for `epochs` given on the command line
+    (`--max-epochs 2`, a quick try): the values of an epoch count that must be below it
+    (`warmup_epochs`) that are not are left out of its Choice or Range; returns them and
+    the warnings that say so. Where none is left, the space stays as the file has it, and
+    the check names the parameter."""
     narrowed, notes = {}, []
     for key, space in families.items():
-        try:
-            fam = family(parse_arm_label(key)[1])
-            counts = {name: spec for name, spec in space.items() if fam.param(name).below_epochs}
-        except (LrsweepError, AttributeError):  # not a family's space: the check of the sweep says so
-            counts = {}
-        space = dict(space) if counts else space
-        for name, spec in counts.items():
-            if isinstance(spec, Choice) and all(isinstance(v, numbers.Real) for v in spec.values):
+        fam, space = family(parse_arm_label(key)[1]), dict(space)
+        for name, spec in list(space.items()):
+            if not fam.param(name).below_epochs:
+                continue
+            if isinstance(spec, Choice):
                 fit = [v for v in spec.values if v < epochs]
                 within = Choice(*fit) if fit else spec
-            elif isinstance(spec, Range) and isinstance(spec.low, numbers.Real) and spec.low < epochs <= spec.high:
+            elif isinstance(spec, Range) and spec.low < epochs <= spec.high:
                 within = Range(spec.low, epochs - 1, spec.log)
             else:
                 within = spec
@@ -435,7 +437,7 @@ class Sweep:
             raise LrsweepError(f"Argument `num_samples` sets how many trials a search samples; this sweep runs its "
                                f"fixed configs as given ({len(self.configs)}). Received: num_samples={changes['num_samples']!r}")
         epochs, notes = changes.get("max_epochs"), []
-        if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1 and isinstance(self.families, Mapping):
+        if _whole(epochs, 1) and self.families is not None:  # a bad max_epochs is named by the check below
             changes["families"], notes = _within_epochs(self.families, epochs)
         sweep = dataclasses.replace(self, **changes) if changes else self
         for note in notes:  # once the sweep is good: bad input is one line

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import sys
 
 from lrsweep.errors import LrsweepError, StoreWriteError
@@ -550,6 +551,18 @@ def parser():
 
 
 def main(argv=None):
+    """The command in `argv` (by default the program's own arguments); returns its exit
+    status. As the program, once that status is known a Ctrl-C no longer changes it: Python
+    gives SIGINT back to the system as it exits, and a launch's second Ctrl-C coming then
+    (Tune's first ended the run quickly) killed it with the signal instead of exit 130."""
+    try:
+        return _command(argv)
+    finally:
+        if argv is None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _command(argv):
     # TensorFlow's start-up chatter is not the program's output.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:

@@ -401,14 +401,16 @@ def stored(results, table):
 
 
 def ctrl_c_launch(results, ready, *args, sweep="sweeps/ionosphere.py", again=None, sent=signal.SIGINT, env=None,
-                  every=0.2):
+                  every=0.2, merged=False, until_exit=False):
     """`launch sweeps/ionosphere.py` (or `sweep`) stopped by SIGINT (as a terminal sends
     Ctrl-C; or `sent`) once `ready()` holds (asked every `every` seconds), and again `again`
-    seconds later if given; returns its exit status, stdout and stderr. `env` adds to the
+    seconds later if given (and every `again` seconds until it exits if `until_exit`); returns its exit status, stdout and stderr (None if `merged`
+    into stdout, in the order written, as a terminal shows them). `env` adds to the
     environment."""
     command = [sys.executable, "-m", "lrsweep", "launch", sweep, "--data-dir", TEST_DATA,
                "--results", str(results), *args]
-    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT if merged else subprocess.PIPE, text=True,
                               start_new_session=True, env={**os.environ, **(env or {})})
     try:
         deadline = time.time() + 180
@@ -416,9 +418,11 @@ def ctrl_c_launch(results, ready, *args, sweep="sweeps/ionosphere.py", again=Non
             assert driver.poll() is None and time.time() < deadline, "the launch ended before it could be stopped"
             time.sleep(every)
         driver.send_signal(sent)
-        if again is not None:
+        while again is not None and driver.poll() is None:
             time.sleep(again)
             driver.send_signal(sent)
+            if not until_exit:
+                break
         stdout, stderr = driver.communicate(timeout=120)
     finally:
         if driver.poll() is None:
@@ -446,15 +450,49 @@ def test_ctrl_c_stops_the_launch_with_status_130_and_says_how_to_finish_it(ray_s
 
 def test_a_second_ctrl_c_still_says_how_to_finish_the_run(ray_session, tmp_path):
     """Tune's first Ctrl-C says "Press CTRL+C again to skip": the second stops the launch
-    where it is, before its ranking. It exits 130 all the same, and its last line still
-    gives the command that finishes the run (the trials that ended are stored)."""
+    where it is, before its ranking, or comes as it exits, Tune's first having ended the
+    run at once (it was killed by the signal there). It exits 130 all the same, and its last
+    line still gives the command that finishes the run (the trials that ended are stored)."""
+    results = tmp_path / "results"
+    returncode, output, _ = ctrl_c_launch(results, stored(results, "trials"),
+                                          "--num-samples", "60", "--max-epochs", "8", "--name", "twice",
+                                          "--address", ray_session, again=0.3, merged=True)
+    assert returncode == 130, output[-4000:]
+    last = output.strip().splitlines()[-1]
+    assert "this finishes it: lrsweep launch" in last and "--name twice" in last and last.endswith("--resume")
+    assert len(read_frame(str(results), "trials")) > 0
+
+
+def test_a_launch_whose_client_is_gone_stops_once_however_often_linux_says_so(ray_session, tmp_path):
+    """A launch run through Ray Client gets its parent-death signal (`client.PARENT_ENDED`)
+    when its actor ends, once for each thread of the actor's worker Linux passes it on to:
+    sent as SIGTERM, the second skipped Tune's last save, the launch stopped as on a second
+    Ctrl-C. However often the signal comes, it stops as on one Ctrl-C: exit 130, the command
+    that finishes the run last, and Tune's last save holding every stored trial as ended."""
+    from lrsweep.run.client import PARENT_ENDED
+
     results = tmp_path / "results"
     returncode, stdout, stderr = ctrl_c_launch(results, stored(results, "trials"),
-                                               "--num-samples", "60", "--max-epochs", "8", "--name", "twice",
-                                               "--address", ray_session, again=0.3)
-    assert returncode == 130, stdout[-2000:] + stderr[-2000:]
-    last = (stdout + stderr).strip().splitlines()[-1]
-    assert "this finishes it: lrsweep launch" in last and "--name twice" in last and last.endswith("--resume")
+                                               "--num-samples", "60", "--max-epochs", "8", "--name", "orphan",
+                                               "--address", ray_session, sent=PARENT_ENDED, again=0.01,
+                                               until_exit=True)
+    assert returncode == 130, stderr[-2000:]
+    last = stdout.strip().splitlines()[-1]
+    assert "this finishes it" in last and "--name orphan" in last and last.endswith("--resume"), stdout[-2000:]
+    finished, saved = tune_finished(results / "tune" / "orphan")
+    assert saved and set(read_frame(str(results), "trials")["trial_id"]) == finished
+
+
+def test_ctrl_c_pressed_again_and_again_exits_130_and_keeps_what_is_stored(ray_session, tmp_path):
+    """Ctrl-C held down (every 0.1 s until the launch has exited): some come as the launch
+    exits, where one killed it with the signal instead of exit 130. Its output still gives
+    the command that finishes the run, and what ended is stored."""
+    results = tmp_path / "results"
+    returncode, output, _ = ctrl_c_launch(results, stored(results, "trials"),
+                                          "--num-samples", "60", "--max-epochs", "8", "--name", "held",
+                                          "--address", ray_session, again=0.1, until_exit=True, merged=True)
+    assert returncode == 130, output[-4000:]
+    assert "this finishes it: lrsweep launch" in output and "--name held" in output, output[-4000:]
     assert len(read_frame(str(results), "trials")) > 0
 
 

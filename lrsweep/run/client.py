@@ -13,8 +13,8 @@ gives them.
 
 If this command's connection ends (the machine sleeps, the network drops, the command is
 killed), Ray Client ends its session after its grace period and the actor ends with it;
-the launch, whose parent-death signal is SIGTERM, then stops as on Ctrl-C, resumable with
-`--resume` under the name this command gave it.
+the launch, whose parent-death signal is `PARENT_ENDED`, then stops as on Ctrl-C, resumable
+with `--resume` under the name this command gave it.
 """
 
 import codecs
@@ -35,6 +35,11 @@ READ_SECONDS = 0.5
 # How many times to ask for a session whose start failed on the head.
 SESSION_ATTEMPTS = 3
 _PR_SET_PDEATHSIG = 1
+# The launch's parent-death signal, which it takes once, whenever it comes: not SIGTERM,
+# whose second coming skips Tune's last save (as a second Ctrl-C does), since Linux sends it
+# again for each thread of the actor's worker it passes the launch on to as that worker ends
+# (two in one of eight lost connections on this machine; `driver._stop_on_sigterm`).
+PARENT_ENDED = signal.SIGUSR2
 # The launch's environment variable holding the arguments its resume command gives back (JSON).
 TYPED = "LRSWEEP_TYPED_ARGUMENTS"
 # Ray's setting that a worker SIGKILLs its child processes as it exits: off for the actor.
@@ -66,15 +71,16 @@ def _prctl():
 def _launch_process(parent, prctl):
     """In the launch's process before it runs: Ctrl-C raises KeyboardInterrupt (a Ray
     worker ignores and blocks SIGINT, and children keep both, so Python would give them no
-    handler and the signal would never come), and SIGTERM comes when the thread that started
-    it ends, which lives as long as the launch or its actor (Linux's parent-death signal;
-    at once if the actor has already ended)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    handler and the signal would never come), and PARENT_ENDED comes when the thread that
+    started it ends, which lives as long as the launch or its actor (Linux's parent-death
+    signal; at once if the actor has already ended)."""
+    for signum in (signal.SIGINT, PARENT_ENDED):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, PARENT_ENDED})
     if prctl is not None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        prctl(_PR_SET_PDEATHSIG, PARENT_ENDED)
         if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), PARENT_ENDED)
 
 
 class Launch:

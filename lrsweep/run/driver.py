@@ -274,12 +274,23 @@ def _stop_on_sigterm():
     trials Tune had not yet saved as ended. A second one skips Tune's last save, as a second
     Ctrl-C does. (A SIGTERM to the whole process group, as plain `timeout` sends it, also
     reaches the services of a Ray this launch started, which block SIGINT but not SIGTERM,
-    and they end at once.)"""
+    and they end at once.)
+
+    A launch run through Ray Client stops the same way when its actor ends, on the first of
+    the parent-death signals Linux may send it (`client.PARENT_ENDED`); the others are
+    ignored."""
     import signal
     import threading
 
+    from lrsweep.run.client import PARENT_ENDED
+
+    def parent_ended(signum, frame):
+        signal.signal(signum, signal.SIG_IGN)
+        signal.raise_signal(signal.SIGINT)
+
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+        signal.signal(PARENT_ENDED, parent_ended)
 
 
 def check_trials_fit(sweep):

@@ -198,28 +198,41 @@ def cmd_launch(args):
               f"all sweeps on {dataset_name}: lrsweep rank --dataset {dataset_name}{elsewhere}", flush=True)
     except KeyboardInterrupt:  # a second Ctrl-C, which Tune's first offers to skip its saving and cleanup; or one
         # before Tune ran (Ray starting)
+        _ignore_ctrl_c()  # the launch has stopped: another (one held down) would leave a Ray it started running
+        # and cut its last line short
         resumable = tune_state_exists(f"{storage_path(sweep)}/{name}")
-        print(f"lrsweep: interrupted{'; what ended is stored; ' + _finish_hint(args, name) if resumable else ''}",
-              file=sys.stderr, flush=True)
-        try:  # now: at exit, a Ray this launch started leaves its agents running if another Ctrl-C stops it
-            stop_ray()
-        except KeyboardInterrupt:
-            pass
+        try:
+            stop_ray()  # before the last line, which Ray's late log lines would otherwise follow
+        finally:
+            print(f"lrsweep: interrupted{'; what ended is stored; ' + _finish_hint(args, name) if resumable else ''}",
+                  file=sys.stderr, flush=True)
         return 130
     except StoreWriteError as e:  # the run failed, not the input: exit 1
-        print(f"lrsweep: error: {e}; the run stopped, and once the store can be written again "
-              f"{_finish_hint(args, name)}", file=sys.stderr, flush=True)
-        stop_ray()
+        try:
+            stop_ray()
+        finally:
+            print(f"lrsweep: error: {e}; the run stopped, and once the store can be written again "
+                  f"{_finish_hint(args, name)}", file=sys.stderr, flush=True)
         return 1
-    if status == 130:
-        print(f"interrupted before every trial ran; {_finish_hint(args, name)}", flush=True)
+    stopped = status == 130
     try:
-        stop_ray()  # now, not at exit, where Ray first sleeps half a second for late log lines
+        stop_ray()  # now, not at exit, where Ray first sleeps half a second for late log lines; before the last line
     except KeyboardInterrupt:  # the run had ended (or stopped) and is stored: Ray stops at exit
-        print(f"lrsweep: interrupted{'; ' + _finish_hint(args, name) if status == 130 else ''}", file=sys.stderr,
-              flush=True)
-        return 130
+        _ignore_ctrl_c()
+        print("lrsweep: interrupted as Ray stopped; it stops as this command exits", file=sys.stderr, flush=True)
+        status = 130
+    if stopped:
+        print(f"interrupted before every trial ran; {_finish_hint(args, name)}", flush=True)
     return status
+
+
+def _ignore_ctrl_c():
+    """From here on the command ends as it is: a Ctrl-C (SIGINT) no longer changes its output
+    or its exit status."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _launch_through_client(args, address):
@@ -559,7 +572,7 @@ def main(argv=None):
         return _command(argv)
     finally:
         if argv is None:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            _ignore_ctrl_c()
 
 
 def _command(argv):

@@ -284,9 +284,13 @@ def _stop_on_sigterm():
 
     from lrsweep.run.client import PARENT_ENDED
 
+    ended = []
+
     def parent_ended(signum, frame):
-        signal.signal(signum, signal.SIG_IGN)
-        signal.raise_signal(signal.SIGINT)
+        if not ended:  # (a signal coming as the handler starts runs it again, before it could ignore them)
+            ended.append(signum)
+            signal.signal(signum, signal.SIG_IGN)
+            signal.raise_signal(signal.SIGINT)
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))

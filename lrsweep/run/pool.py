@@ -86,7 +86,8 @@ class _Run:
         `CHECK_CLAIMANT_SECONDS`, or `now`): a killed launch must not keep its trainers busy."""
         if not self.stopped and (now or time.time() - self.checked >= CHECK_CLAIMANT_SECONDS):
             self.checked = time.time()
-            self.stopped = not _alive(self.claimant)
+            if not _alive(self.claimant):  # only ever set: a `stop` while Ray answers stands
+                self.stopped = True
         return self.stopped
 
 

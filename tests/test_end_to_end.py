@@ -404,9 +404,9 @@ def ctrl_c_launch(results, ready, *args, sweep="sweeps/ionosphere.py", again=Non
                   every=0.2, merged=False, until_exit=False):
     """`launch sweeps/ionosphere.py` (or `sweep`) stopped by SIGINT (as a terminal sends
     Ctrl-C; or `sent`) once `ready()` holds (asked every `every` seconds), and again `again`
-    seconds later if given (and every `again` seconds until it exits if `until_exit`); returns its exit status, stdout and stderr (None if `merged`
-    into stdout, in the order written, as a terminal shows them). `env` adds to the
-    environment."""
+    seconds later if given (and every `again` seconds until it exits if `until_exit`);
+    returns its exit status, stdout and stderr (None if `merged` into stdout, in the order
+    written, as a terminal shows them). `env` adds to the environment."""
     command = [sys.executable, "-m", "lrsweep", "launch", sweep, "--data-dir", TEST_DATA,
                "--results", str(results), *args]
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
@@ -664,6 +664,13 @@ def test_ionosphere_sweep_from_the_command_line_ranks(ionosphere_results):
     check_lr_column(trials[trials["status"] != "diverged"], epochs)
 
 
+def wait_for_its_ray_to_end(ray_dir):
+    """Wait until no process of the Ray kept in `ray_dir` runs (the raylet's agents may end
+    a moment after the launch: Ray waits a second for the raylet alone); fail after 30 s."""
+    wait_for(lambda: not [command for command in command_lines() if ray_dir in command], 30,
+             "the launch left processes of its Ray running")
+
+
 def command_lines():
     """The command line of every process on this machine (Linux's /proc)."""
     lines = []
@@ -707,9 +714,7 @@ def test_a_launch_that_starts_its_own_ray_leaves_no_process_of_it(tmp_path):
                    glob.glob(os.path.join(ray_dir, "**", "python-core-worker-*.log"), recursive=True)}
         # a trainer per trial slot of the machine's two CPUs, a Tune actor per trial at most
         assert 0 < len(workers) <= 4, workers
-        # (the raylet's agents may end a moment after it: Ray waits a second for the raylet alone)
-        wait_for(lambda: not [command for command in command_lines() if ray_dir in command], 30,
-                 "the launch left processes of its Ray running")
+        wait_for_its_ray_to_end(ray_dir)
     finally:
         subprocess.run(["rm", "-rf", ray_dir])
 
@@ -731,9 +736,7 @@ def test_a_trial_larger_than_the_ray_the_launch_started_is_refused_not_waited_fo
         assert done.stderr.splitlines() == [line for line in done.stderr.splitlines() if line.startswith(
             "lrsweep: error: Argument `resources` asks for 1024 CPUs per trial, and the Ray this launch started has ")]
         assert len(done.stderr.splitlines()) == 1 and "resources={'cpu': 1024}" in done.stderr
-        # (the raylet's agents may end a moment after it: Ray waits a second for the raylet alone)
-        wait_for(lambda: not [command for command in command_lines() if ray_dir in command], 30,
-                 "the launch left processes of its Ray running")
+        wait_for_its_ray_to_end(ray_dir)
     finally:
         subprocess.run(["rm", "-rf", ray_dir])
 

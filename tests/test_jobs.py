@@ -207,6 +207,8 @@ def test_a_launch_through_ray_client_runs_on_the_head_and_takes_ctrl_c_as_one_he
     assert again[:len(typed)] == typed and again[-1] == "--resume"
     stopped = pd.read_parquet(results / "trials")
     assert 1 <= len(stopped) < 40  # the trial that ended is stored; the run is not over
+    ended, saved = tune_finished(results / "tune" / again[again.index("--name") + 1])
+    assert saved and set(stopped["trial_id"]) == ended  # what the resume skips is what is stored
     finished = lrsweep(*again, env={"RAY_USAGE_STATS_ENABLED": "0"}, timeout=300)
     assert finished.returncode == 0, finished.stderr[-2000:]
     trials = pd.read_parquet(results / "trials")

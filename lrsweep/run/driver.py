@@ -289,7 +289,7 @@ def _stop_on_sigterm():
     def parent_ended(signum, frame):
         if not ended:  # (a signal coming as the handler starts runs it again, before it could ignore them)
             ended.append(signum)
-            signal.signal(signum, signal.SIG_IGN)
+            signal.signal(signum, signal.SIG_IGN)  # ignored also as Python exits, where it resets its own handlers
             signal.raise_signal(signal.SIGINT)
 
     if threading.current_thread() is threading.main_thread():

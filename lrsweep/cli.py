@@ -13,7 +13,7 @@ import shlex
 import signal
 import sys
 
-from lrsweep.errors import LrsweepError, StoreWriteError
+from lrsweep.errors import LrsweepError, StoreWriteError, checking
 
 
 class _Parser(argparse.ArgumentParser):
@@ -132,11 +132,22 @@ def checked_dataset(sweep):
     return dataset
 
 
-def load_checked_sweep(args, joins=True, head=None):
-    """The sweep file with the command-line flags applied, every input checked; no Ray, no
-    TensorFlow. `joins`: `--address` is a Ray cluster to join (not submit's dashboard).
-    `head`: the address of the cluster whose head node holds the run (submit's; a ray://
-    one), whose store and Tune state are checked here only if it is this machine."""
+def load_checked_sweep(args, joins=True, head=None, download=False, warn=True):
+    """(sweep, its `DatasetRef`, its data): the sweep file with the command-line flags
+    applied, every input checked, the data read as launch reads it (what it would refuse in
+    the data, a cell that is not a number, one class, too few rows, refused here; None where
+    it would be downloaded, unless `download`); no Ray, no TensorFlow (but for a download,
+    through Keras). Warnings come once
+    every check has passed: bad input is one line (`errors.checking`; `warn=False`: left to
+    the launch this command hands the input on to). `joins`: `--address` is a Ray cluster to
+    join (not submit's dashboard). `head`: the address of the cluster whose head node holds
+    the run (submit's; a ray:// one), whose store and Tune state are checked here only if it
+    is this machine."""
+    with checking(say=warn):
+        return _checked_sweep(args, joins, head, download)
+
+
+def _checked_sweep(args, joins, head, download):
     from lrsweep.run.client import client_address
     from lrsweep.run.driver import check_address, check_launch
     from lrsweep.run.jobs import on_this_machine
@@ -162,16 +173,16 @@ def load_checked_sweep(args, joins=True, head=None):
             print(f"resuming {args.name} as it was launched: "
                   f"{', '.join(f'{field}={value!r}' for field, value in taken.items())} (not the sweep file's)",
                   flush=True)
-    return sweep, checked_dataset(sweep)
+    from lrsweep.run.driver import sweep_data
+
+    dataset = checked_dataset(sweep)
+    return sweep, dataset, sweep_data(sweep, offline=not download)
 
 
 def cmd_validate(args):
-    from lrsweep.run.driver import sweep_data
     from lrsweep.sweep.describe import describe
 
-    sweep, dataset = load_checked_sweep(args)
-    # read as launch reads it (a cell that is not a number, one class, too few rows), but never downloaded
-    print(describe(sweep, dataset, sweep_data(sweep, offline=True)))
+    print(describe(*load_checked_sweep(args)))
 
 
 def cmd_launch(args):
@@ -180,14 +191,14 @@ def cmd_launch(args):
     through = client_address(args.address)
     if through:
         return _launch_through_client(args, through)
-    sweep, dataset = load_checked_sweep(args)
+    sweep, _, data = load_checked_sweep(args, download=True)
     from lrsweep.results.rank import format_ranking, rank
     from lrsweep.results.store import read_frame
     from lrsweep.run.driver import launch, run_name, stop_ray, storage_path, tune_state_exists
 
     name = run_name(sweep, args.name)
     try:
-        name, dataset_name, status = launch(sweep, name=name, address=args.address, resume=args.resume,
+        name, dataset_name, status = launch(sweep, name=name, address=args.address, resume=args.resume, data=data,
                                             dashboard_host=args.dashboard_host,
                                             print_fn=lambda s: print(s, flush=True))
         trials = read_frame(sweep.results, "trials", dataset_name)
@@ -237,10 +248,9 @@ def _ignore_ctrl_c():
 
 def _launch_through_client(args, address):
     from lrsweep.run import client, jobs
-    from lrsweep.run.driver import run_name, sweep_data
+    from lrsweep.run.driver import run_name
 
-    sweep, _ = load_checked_sweep(args)
-    sweep_data(sweep, offline=True)  # what the launch would refuse in the data, refused here
+    sweep, _, _ = load_checked_sweep(args)
     args.name = run_name(sweep, args.name)  # named here: the run can be resumed whatever becomes of this command
     command, results = jobs.launch_command(args.sweep, sweep, args)
     print(f"launching on the head node of {address} through Ray Client: {shlex.join(command)}\n"
@@ -262,11 +272,10 @@ def _finish_hint(args, name):
 
 def cmd_submit(args):
     from lrsweep.run import jobs
-    from lrsweep.run.driver import sweep_data
 
     address = jobs.jobs_address(args.address)
-    sweep, _ = load_checked_sweep(args, joins=False, head=address)
-    sweep_data(sweep, offline=True)  # what the launch would refuse in the data, refused before the job
+    # a job followed gives the warnings in its output, which follows
+    sweep, _, _ = load_checked_sweep(args, joins=False, head=address, warn=args.no_wait)
     command, results = jobs.launch_command(args.sweep, sweep, args)
     client = jobs.jobs_client(address)
     try:

@@ -2,6 +2,9 @@
 store that cannot be written mid-run, which `launch` prints as one line and exits 1; and
 the one-line warning, for what goes on but the user should know."""
 
+import contextlib
+import json
+import os
 import sys
 
 
@@ -19,12 +22,55 @@ class StoreWriteError(OSError):
     what Tune saved goes on with `--resume` once the store can be written."""
 
 
-_warned = set()
+# The environment variable of a launch that runs for a command which has given these
+# warnings (JSON, a list): a launch through Ray Client, whose output that command prints.
+SAID = "LRSWEEP_WARNINGS_SAID"
+
+
+def _said_before():
+    """The warnings the command this launch runs for has given (`SAID`)."""
+    try:
+        said = json.loads(os.environ.get(SAID) or "[]")
+    except ValueError:
+        said = []
+    return {message for message in said if isinstance(message, str)} if isinstance(said, list) else set()
+
+
+_warned = _said_before()
+_held = None  # the warnings of a command checking its input, said once all of it passed
 
 
 def warn(message):
     """One line on stderr, once per command: a command reading a table twice (`epochs` reads
     `trials` too) names a bad file once."""
-    if message not in _warned:
-        _warned.add(message)
-        print(f"lrsweep: warning: {message}", file=sys.stderr)
+    if message in _warned:
+        return
+    if _held is not None:
+        if message not in _held:
+            _held.append(message)
+        return
+    _warned.add(message)
+    print(f"lrsweep: warning: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def checking(say=True):
+    """Hold back the warnings given within (a `--max-epochs` that narrows a range) until the
+    block ends; then say them, unless it ended with an error, which is then the command's one
+    line (bad input found after a warning: a dataset file that is not there). `say=False`:
+    leave them to the run the command hands its input on to, which checks it again and says
+    them where this command prints them (a followed `submit`: the job's output)."""
+    global _held
+    outer, _held = _held, []
+    try:
+        yield
+        held = _held
+    finally:
+        _held = outer
+    for message in held if say else ():
+        warn(message)
+
+
+def said():
+    """The warnings this command has given (`SAID`)."""
+    return sorted(_warned)

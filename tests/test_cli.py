@@ -175,17 +175,22 @@ def test_a_quick_try_of_a_sweep_file_with_max_epochs_1_is_a_sweep_it_can_run():
                                    "{0} instead of {0, 2} (it must be < max_epochs)")
 
 
-@pytest.mark.parametrize("command", ["validate", "submit"])
+@pytest.mark.parametrize("command", ["validate", "launch", "submit"])
 @pytest.mark.parametrize("rows, words", [
     ("a,b,label\n1,2,0\n3,x,1\n", ["line 3", "'b'", "'x'"]),
     ("a,b,label\n1,2,0\n3,4,0\n", ["'label'", "1 class"]),
 ])
-def test_validate_and_submit_read_the_data_as_launch_does(tmp_path, command, rows, words):
+def test_validate_launch_and_submit_refuse_bad_data_in_one_line_before_anything_runs(tmp_path, command, rows, words):
     """What launch would refuse in the data itself is refused before a sweep is run or
-    submitted, not only a file that is missing (submit: before it reaches any cluster)."""
+    submitted, not only a file that is missing (submit: before it reaches any cluster); the
+    quick try's warning (`--max-epochs 1` leaves out digits.py's 2-epoch warm-ups) is not
+    given as well: bad input is one line."""
     data = tmp_path / "mine.csv"
     data.write_text(rows)
-    assert_refused(cli(command, "sweeps/digits.py", "--dataset", f"csv:{data}"), str(data), *words)
+    done = cli(command, "sweeps/digits.py", "--dataset", f"csv:{data}", "--max-epochs", "1",
+               "--results", str(tmp_path / "results"))
+    assert_refused(done, str(data), *words)
+    assert not (tmp_path / "results").exists()
 
 
 def test_validate_does_not_download_a_dataset(tmp_path):

@@ -95,10 +95,14 @@ def test_a_submitted_sweep_runs_as_a_job_that_submit_follows_to_its_end(dashboar
     data.mkdir()
     shutil.copy(os.path.join(TEST_DATA, "ionosphere.csv"), data)
     done = lrsweep("submit", "sweeps/ionosphere.py", "--address", dashboard, "--data-dir", os.path.relpath(data, REPO),
-                   "--storage", os.path.relpath(tmp_path / "state", REPO), "--num-samples", "2", "--max-epochs", "6",
+                   "--storage", os.path.relpath(tmp_path / "state", REPO), "--num-samples", "2", "--max-epochs", "5",
                    "--confirm-seeds", "0", "--results", str(results), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr == ""
+    # The warning of a --max-epochs too short for ionosphere.py's 5-epoch cosine warm-ups: once, in
+    # the job's output (kept for `logs`), not also from the checks before the job
+    warning = "lrsweep: warning: max_epochs=5: families['cosine'] draws `warmup_epochs` from {0} instead of {0, 5}"
+    assert done.stdout.count(warning) == 1, done.stdout[-2000:]
     job = done.stdout.split()[1]
     assert job.startswith("raysubmit_")
     assert "1/2" in done.stdout and "2/2" in done.stdout  # the progress lines
@@ -109,7 +113,8 @@ def test_a_submitted_sweep_runs_as_a_job_that_submit_follows_to_its_end(dashboar
     assert len(trials) == 2 and set(trials["status"]) <= {"completed", "early_stopped"}
     assert (tmp_path / "state" / trials["sweep"].iloc[0]).is_dir()  # Tune's state, for --resume
     # the whole log once more, without following
-    assert "2/2" in lrsweep("logs", job, "--address", dashboard, timeout=60).stdout
+    logs = lrsweep("logs", job, "--address", dashboard, timeout=60).stdout
+    assert "2/2" in logs and warning in logs
 
 
 def test_submit_no_wait_returns_with_the_job_that_logs_follows(dashboard, tmp_path):
@@ -118,9 +123,12 @@ def test_submit_no_wait_returns_with_the_job_that_logs_follows(dashboard, tmp_pa
 
     results = tmp_path / "results"
     done = lrsweep("submit", "sweeps/ionosphere.py", "--address", dashboard, "--data-dir", TEST_DATA, "--no-wait",
-                   "--num-samples", "1", "--max-epochs", "6", "--confirm-seeds", "0", "--results", str(results),
+                   "--num-samples", "1", "--max-epochs", "5", "--confirm-seeds", "0", "--results", str(results),
                    env={"LRSWEEP_TRAINER_IDLE_SECONDS": "120"}, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+    # the quick try's warning, here, where nothing else would show it now; and in the job's log
+    warning = "lrsweep: warning: max_epochs=5: families['cosine'] draws `warmup_epochs` from {0} instead of {0, 5}"
+    assert done.stderr.count(warning) == 1, done.stderr[-2000:]
     job = done.stdout.split()[1]
     assert job.startswith("raysubmit_") and f"lrsweep logs {job} --follow" in done.stdout
     runtime_env = jobs_client(dashboard).get_job_info(job).runtime_env
@@ -129,6 +137,7 @@ def test_submit_no_wait_returns_with_the_job_that_logs_follows(dashboard, tmp_pa
     followed = lrsweep("logs", job, "--follow", "--address", dashboard, timeout=300)
     assert followed.returncode == 0, followed.stderr[-2000:]
     assert "1/1" in followed.stdout and "lrsweep rank --dataset ionosphere" in followed.stdout
+    assert followed.stdout.count(warning) == 1
     assert len(pd.read_parquet(results / "trials")) == 1
 
 
@@ -215,6 +224,20 @@ def test_a_launch_through_ray_client_runs_on_the_head_and_takes_ctrl_c_as_one_he
     assert len(trials) == 40 and trials["trial_id"].is_unique and trials["sweep"].nunique() == 1
     assert set(stopped["trial_id"]) <= set(trials["trial_id"])  # what the stopped launch stored stays
     assert set(trials["node"]) == _node_ids(head["gcs"])  # the cluster's one node, the head
+
+
+def test_a_quick_try_through_ray_client_warns_once(head, tmp_path):
+    """The warning of a `--max-epochs` too short for some of the sweep's values (ionosphere.py's
+    5-epoch cosine warm-ups) is printed by the checks here, and not again by the launch on the
+    head node, whose output this command prints."""
+    done = lrsweep("launch", "sweeps/ionosphere.py", "--address", head["client"], "--data-dir", TEST_DATA,
+                   "--num-samples", "1", "--max-epochs", "2", "--confirm-seeds", "0", "--results",
+                   str(tmp_path / "results"), env={"RAY_USAGE_STATS_ENABLED": "0"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    warning = "lrsweep: warning: max_epochs=2: families['cosine'] draws `warmup_epochs` from {0} instead of {0, 5}"
+    assert done.stderr.count(warning) == 1, done.stderr[-2000:]
+    assert "lrsweep rank --dataset ionosphere" in done.stdout  # it ran on the head, to its end
+    assert len(pd.read_parquet(tmp_path / "results" / "trials")) == 1
 
 
 def test_a_launch_through_ray_client_whose_client_is_killed_stops_on_the_head_as_on_ctrl_c(head, tmp_path):

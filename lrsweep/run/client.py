@@ -5,7 +5,8 @@ Ray Tune runs an experiment on the head node when its driver connects through Ra
 lrsweep runs the whole launch there, the store's writes and the ranking with it. The
 current folder is uploaded as its working directory (as `submit` uploads it), and
 `Launch`, an actor on the head node, runs the launch command in it as a Ray job's
-supervisor runs its entrypoint: RAY_ADDRESS the cluster's, output unbuffered. This command
+supervisor runs its entrypoint: RAY_ADDRESS the cluster's, output unbuffered (and the
+warnings this command has printed in `errors.SAID`, not to be given twice). This command
 prints the launch's output as it comes, passes Ctrl-C (and SIGTERM) on to it, which then
 stops as a launch on this machine stops, and exits with its exit status. The data, the
 results and Tune's state are read and written on the head node, at the paths this folder
@@ -28,7 +29,7 @@ import threading
 import time
 import warnings
 
-from lrsweep.errors import LrsweepError
+from lrsweep.errors import SAID, LrsweepError, said
 
 # How long one `read` waits on the head for output before it answers with none.
 READ_SECONDS = 0.5
@@ -88,9 +89,10 @@ class Launch:
     Its output goes to files of its own (unlinked), read from as the client asks, so that
     it can still print when nobody reads: when the actor ends, the launch goes on to stop
     as on Ctrl-C. (Its process is in a session of its own and, for the actor's worker, not
-    a child to kill as it exits: RAY_kill_child_processes_on_worker_exit is off for it.)"""
+    a child to kill as it exits: RAY_kill_child_processes_on_worker_exit is off for it.)
+    `said`: the warnings the client has printed, which the launch does not give again."""
 
-    def __init__(self, command, typed):
+    def __init__(self, command, typed, said):
         import tempfile
 
         import ray
@@ -99,7 +101,7 @@ class Launch:
         # the actor's environment less what Ray gives its workers alone, as a job's supervisor passes it on
         env = {name: value for name, value in os.environ.items() if name not in (*RAY_INTERNAL_FLAGS, KILLS_CHILDREN)}
         env.update({"RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PYTHONUNBUFFERED": "1",
-                    TYPED: json.dumps(typed)})
+                    TYPED: json.dumps(typed), SAID: json.dumps(said)})
         self._files = {name: tempfile.TemporaryFile() for name in ("stdout", "stderr")}
         self._read = dict.fromkeys(self._files, 0)
         self._returncode = None
@@ -206,7 +208,7 @@ def _relay(ray, command, typed, address, hint, signals):
     head = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     launch = ray.remote(num_cpus=0, max_concurrency=2)(Launch).options(
         scheduling_strategy=head, runtime_env={"env_vars": {KILLS_CHILDREN: "false"}}
-    ).remote(command, typed)
+    ).remote(command, typed, said())  # the warnings printed here, which it does not give again
     returncode, unread, started = None, False, False
     streams = {sys.stdout: codecs.getincrementaldecoder("utf-8")("replace"),
                sys.stderr: codecs.getincrementaldecoder("utf-8")("replace")}

@@ -410,10 +410,10 @@ def trial_arrays(data):
             "num_classes": data.num_classes}
 
 
-def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.0.0.1", print_fn=print):
+def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.0.0.1", print_fn=print, data=None):
     """Run `sweep`; returns (run name, dataset name, exit status: 0; 1 if some trial ended in
     error; 130 if it was stopped with Ctrl-C before every trial ran, in the search, a rung or
-    the confirmation runs)."""
+    the confirmation runs). `data`: the sweep's `sweep_data`, if already read."""
     name = run_name(sweep, name)
     check_name("name", name)  # before its folder is made
     folder = f"{storage_path(sweep)}/{name}"
@@ -421,11 +421,10 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
         check_launch(sweep, name, resume)  # again: another launch may have taken the name since the first check
         if not resume:
             run_files.save_settings(folder, sweep)
-        return _launch(sweep, name, address, resume, dashboard_host, print_fn)
+        return _launch(sweep, name, address, resume, dashboard_host, print_fn, data if data is not None else sweep_data(sweep))
 
 
-def _launch(sweep, name, address, resume, dashboard_host, print_fn):
-    data = sweep_data(sweep)
+def _launch(sweep, name, address, resume, dashboard_host, print_fn, data):
     print_fn(f"sweep {name}: {data.name} ({len(data.x_train)} training rows, validation: {data.validation}), "
              f"{sweep.trial_count} trials of up to {sweep.max_epochs} epochs")
 

@@ -7,6 +7,7 @@ import pytest
 
 from lrsweep import Choice, LrsweepError, Range, Sweep
 from lrsweep.run.jobs import launch_command
+from lrsweep.results.store import write_rows
 from lrsweep.run.resume import SETTINGS_FILE, resumed_sweep, save_settings
 
 SEARCH = Sweep(name="s", dataset="csv:/data/launched/ionosphere.csv", max_epochs=9, num_samples=12,
@@ -57,6 +58,26 @@ def test_a_data_file_that_moved_is_the_same_run_and_another_file_is_not(tmp_path
     other = SEARCH.with_overrides(dataset="csv:/data/launched/sonar.csv")
     with pytest.raises(LrsweepError, match=r"`dataset` \(--dataset\).*sonar.csv"):
         resumed_sweep(other, folder, "run", flagged={"dataset"})
+
+
+def test_a_resume_into_another_results_folder_than_the_one_holding_the_runs_trials_is_refused(tmp_path):
+    """Where the run's trials are still in the folder it was launched with, a resume storing
+    elsewhere would split the run (its ranking and confirmation runs read one folder); a
+    folder moved (the old one gone, or holding none of the run) or copied (both hold it) is
+    the run's."""
+    launched, elsewhere = tmp_path / "results", tmp_path / "elsewhere"
+    folder = saved(tmp_path / "tune", SEARCH.with_overrides(results=str(launched)))
+    write_rows(str(launched), "trials", "ionosphere", "run", [{"trial_id": "a", "status": "completed"}])
+    with pytest.raises(LrsweepError, match=rf"^Argument `results` must be the folder that holds the trials run 'run' "
+                                           rf"has stored, '{launched}', .* Received: results='{elsewhere}'$"):
+        resumed_sweep(SEARCH.with_overrides(results=str(elsewhere)), folder, "run", flagged=set())
+    assert resumed_sweep(SEARCH.with_overrides(results=str(launched)), folder, "run", flagged=set())[1] == {}
+    assert resumed_sweep(SEARCH.with_overrides(results=str(launched)), folder, "another", flagged=set())[1] == {}
+    write_rows(str(elsewhere), "trials", "ionosphere", "run", [{"trial_id": "a", "status": "completed"}])  # copied
+    assert resumed_sweep(SEARCH.with_overrides(results=str(elsewhere)), folder, "run", flagged=set())[1] == {}
+    launched.rename(tmp_path / "moved")
+    moved = SEARCH.with_overrides(results=str(tmp_path / "moved"))
+    assert resumed_sweep(moved, folder, "run", flagged=set())[1] == {}
 
 
 def test_retries_changed_in_the_sweep_file_are_refused(tmp_path):

@@ -41,12 +41,19 @@ def run_settings(sweep):
                    "num_samples": sweep.num_samples if sweep.configs is None else None})
 
 
+def _results_folder(sweep):
+    """The sweep's results folder as the settings keep it: absolute, unless a URI."""
+    return sweep.results if store.is_uri(sweep.results) else os.path.abspath(os.path.expanduser(sweep.results))
+
+
 def save_settings(folder, sweep):
-    """Keep `sweep`'s run settings in the run's Tune folder (made if need be)."""
+    """Keep `sweep`'s run settings in the run's Tune folder (made if need be), and the
+    results folder its trials are stored in."""
     fs, base = store.filesystem(folder)
     fs.create_dir(base, recursive=True)
+    settings = {**run_settings(sweep), "results": _results_folder(sweep)}
     with fs.open_output_stream(f"{base}/{SETTINGS_FILE}") as out:
-        out.write(json.dumps(run_settings(sweep), sort_keys=True, indent=1).encode())
+        out.write(json.dumps(settings, sort_keys=True, indent=1).encode())
 
 
 def _saved_settings(folder):
@@ -130,7 +137,26 @@ def resumed_sweep(sweep, folder, name, flagged):
                            f"{json.dumps(was)}, to resume it (Tune's saved state goes on with the run's settings; "
                            f"another value makes another run: launch it under another name){more}. Received: "
                            f"{field}{where}={json.dumps(now)}")
+    _check_results_folder(saved.get("results"), sweep, name)
     return sweep, taken
+
+
+def _check_results_folder(launched, sweep, name):
+    """A resume stores what it trains in its own results folder. Another one than the run's
+    while the run's trials are still in the run's (not moved, not copied) would split the
+    run: its ranking and confirmation runs read the trials of one folder. Bad input then."""
+    given = _results_folder(sweep)
+    if not isinstance(launched, str) or launched == given:
+        return
+    try:
+        split = store.sweep_exists(launched, name) and not store.sweep_exists(given, name)
+    except (OSError, LrsweepError):  # a folder that cannot be listed from here (an object store's credentials)
+        return
+    if split:
+        raise LrsweepError(f"Argument `results` must be the folder that holds the trials run {name!r} has stored, "
+                           f"{launched!r}, to resume it (what the resume trains is stored in its results, and the "
+                           f"run's ranking and confirmation runs read one folder; to go on elsewhere, move the folder "
+                           f"there first). Received: results={sweep.results!r}")
 
 
 @contextlib.contextmanager

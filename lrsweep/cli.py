@@ -191,7 +191,7 @@ def cmd_launch(args):
     through = client_address(args.address)
     if through:
         return _launch_through_client(args, through)
-    sweep, _, data = load_checked_sweep(args, download=True)
+    sweep, _, *data = load_checked_sweep(args, download=True)  # [data], which launch takes out
     from lrsweep.results.rank import format_ranking, rank
     from lrsweep.results.store import read_frame
     from lrsweep.run.driver import launch, run_name, stop_ray, storage_path, tune_state_exists

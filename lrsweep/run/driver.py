@@ -413,7 +413,8 @@ def trial_arrays(data):
 def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.0.0.1", print_fn=print, data=None):
     """Run `sweep`; returns (run name, dataset name, exit status: 0; 1 if some trial ended in
     error; 130 if it was stopped with Ctrl-C before every trial ran, in the search, a rung or
-    the confirmation runs). `data`: the sweep's `sweep_data`, if already read."""
+    the confirmation runs). `data`: the sweep's `sweep_data` as the checks read it, in a list
+    that this takes it out of: the object store's copy is to be the only one the run keeps."""
     name = run_name(sweep, name)
     check_name("name", name)  # before its folder is made
     folder = f"{storage_path(sweep)}/{name}"
@@ -421,7 +422,7 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
         check_launch(sweep, name, resume)  # again: another launch may have taken the name since the first check
         if not resume:
             run_files.save_settings(folder, sweep)
-        return _launch(sweep, name, address, resume, dashboard_host, print_fn, data if data is not None else sweep_data(sweep))
+        return _launch(sweep, name, address, resume, dashboard_host, print_fn, data.pop() if data else sweep_data(sweep))
 
 
 def _launch(sweep, name, address, resume, dashboard_host, print_fn, data):

@@ -719,6 +719,45 @@ def test_a_launch_that_starts_its_own_ray_leaves_no_process_of_it(tmp_path):
         subprocess.run(["rm", "-rf", ray_dir])
 
 
+def _launch_memory_while_training(ray_session, tmp_path, rows):
+    """The private resident memory (bytes; not the object store's shared memory it maps) of a
+    `launch` process at its largest once its one trial, on an npz of `rows` rows of 1000
+    float32 features, has trained an epoch: from then to its exit, sampled every 0.1 s."""
+    data = tmp_path / f"rows{rows}.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.random((rows, 1000), dtype=np.float32), y=rng.integers(0, 2, rows))
+    sweep = tmp_path / f"rows{rows}.py"
+    sweep.write_text(f"from lrsweep import Sweep\nSWEEP = Sweep(name='mem', dataset='npz:{data}', validation_split=0.1, "
+                     f"max_epochs=8, early_stopping=None, confirm_seeds=0, batch_size=1000, "
+                     f"configs=[{{'family': 'constant', 'initial_lr': 0.01}}])\n")
+    results = tmp_path / f"results{rows}"
+    launch = subprocess.Popen([sys.executable, "-m", "lrsweep", "launch", str(sweep), "--results", str(results),
+                               "--address", ray_session], cwd=REPO, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    samples = []
+    while launch.poll() is None:
+        try:
+            with open(f"/proc/{launch.pid}/status") as f:
+                rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssAnon:"))
+            samples.append((time.time(), rss))
+        except (OSError, StopIteration):  # it ended as we looked
+            pass
+        time.sleep(0.1)
+    assert launch.returncode == 0, launch.stderr.read()[-2000:]
+    first = read_frame(str(results), "epochs")["end_time"].min().timestamp()
+    return max(rss for t, rss in samples if t >= first)
+
+
+def test_a_launch_lets_its_copy_of_the_dataset_go_once_the_object_store_holds_it(ray_session, tmp_path):
+    """The trials read the dataset zero-copy out of Ray's object store, the one copy a node
+    holds: the launch's own process, which read it, keeps none once they train (a CIFAR-10 of
+    600 MB would otherwise be held twice on the driver's node). With a 240 MB dataset it is
+    no larger than with a tiny one, give or take a quarter of the dataset."""
+    rows = 60_000
+    tiny, large = (_launch_memory_while_training(ray_session, tmp_path, n) for n in (300, rows))
+    assert large - tiny < rows * 1000 * 4 / 4, (tiny, large)
+
+
 def test_a_trial_larger_than_the_ray_the_launch_started_is_refused_not_waited_for(tmp_path):
     """A trial asking for more CPUs than this machine has could never start on the Ray the
     launch starts (one node, nothing to add more): Tune and the autoscaler said so every

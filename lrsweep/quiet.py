@@ -37,6 +37,16 @@ def import_tensorflow():
             tf.config.set_visible_devices([], "GPU")
 
 
+def import_keras():
+    """Keras (and TensorFlow) imported without TensorFlow's start-up lines, for a download
+    through Keras' utilities; the devices are left alone (`find-lr` trains on them in this
+    process)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with quiet_stderr():
+        import keras
+    return keras
+
+
 def _drop_exits(unraisable, _previous=None):
     if not issubclass(unraisable.exc_type, SystemExit):
         (_previous or sys.__unraisablehook__)(unraisable)

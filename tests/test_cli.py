@@ -193,6 +193,24 @@ def test_validate_launch_and_submit_refuse_bad_data_in_one_line_before_anything_
     assert not (tmp_path / "results").exists()
 
 
+def test_a_launch_whose_download_fails_says_so_in_one_line_before_ray_starts(tmp_path):
+    """The real Keras download fails (from a port no server listens on, so that the test
+    does not depend on the machine being offline): one line on stderr, TensorFlow's start-up
+    lines (which Keras' import brings) kept out, nothing stored, Ray not started."""
+    code = ("import sys\nimport lrsweep.data.tables\n"
+            "lrsweep.data.tables.IONOSPHERE_URL = 'http://127.0.0.1:9/ionosphere.data'\n"
+            "from lrsweep.cli import main\ncode = main(sys.argv[1:])\n"
+            "print('ray imported:', 'ray' in sys.modules)\nsys.exit(code)\n")
+    done = subprocess.run([sys.executable, "-c", code, "launch", "sweeps/ionosphere.py", "--results",
+                           str(tmp_path / "results")], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "KERAS_HOME": str(tmp_path / "keras")})
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lrsweep: error: Could not download dataset ionosphere"), lines
+    assert done.stdout.strip().endswith("ray imported: False")
+    assert not (tmp_path / "results").exists()
+
+
 def test_validate_does_not_download_a_dataset(tmp_path):
     done = subprocess.run([sys.executable, "-c", PROBE, "validate", "sweeps/cifar.py"], cwd=REPO, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "KERAS_HOME": str(tmp_path)})

@@ -16,6 +16,7 @@ import numpy as np
 
 from lrsweep.data.prepare import Arrays, one_line, read_bytes, read_npz_arrays
 from lrsweep.errors import LrsweepError
+from lrsweep.quiet import import_keras
 
 IDX_FILES = (
     "train-images-idx3-ubyte.gz",
@@ -128,7 +129,7 @@ def load_digits():
 
 def download(name):
     """`keras.datasets.<name>.load_data()`, which downloads once and caches the files."""
-    import keras
+    keras = import_keras()
 
     try:
         (x, y), (x_test, y_test) = getattr(keras.datasets, name).load_data()

@@ -8,6 +8,7 @@ import numpy as np
 
 from lrsweep.data.prepare import Arrays, one_line, read_bytes, read_npz_arrays
 from lrsweep.errors import LrsweepError
+from lrsweep.quiet import import_keras
 
 IONOSPHERE_FILES = ("ionosphere.data", "ionosphere.csv")
 IONOSPHERE_URL = (
@@ -41,7 +42,7 @@ def read_ionosphere(paths):
 
 def download_ionosphere():
     """The UCI file through `keras.utils.get_file`, which downloads it once and caches it."""
-    import keras
+    keras = import_keras()
 
     try:
         path = keras.utils.get_file("ionosphere.data", origin=IONOSPHERE_URL)

@@ -2,6 +2,7 @@
 the launches that save and read them run in test_end_to_end."""
 
 import argparse
+import re
 
 import pytest
 
@@ -61,21 +62,30 @@ def test_a_data_file_that_moved_is_the_same_run_and_another_file_is_not(tmp_path
 
 
 def test_a_resume_into_another_results_folder_than_the_one_holding_the_runs_trials_is_refused(tmp_path):
-    """Where the run's trials are still in the folder it was launched with, a resume storing
-    elsewhere would split the run (its ranking and confirmation runs read one folder); a
-    folder moved (the old one gone, or holding none of the run) or copied (both hold it) is
-    the run's."""
+    """Where the run's folder holds trials of the run that the folder given does not, a
+    resume storing there would split the run (its ranking and confirmation runs read one
+    folder); a folder moved (the old one gone) or copied (holding them all) is the run's, and
+    the folder a resume stored into is the run's from then on."""
     launched, elsewhere = tmp_path / "results", tmp_path / "elsewhere"
-    folder = saved(tmp_path / "tune", SEARCH.with_overrides(results=str(launched)))
+    into = {folder: SEARCH.with_overrides(results=str(folder)) for folder in (launched, elsewhere)}
+    folder = saved(tmp_path / "tune", into[launched])
     write_rows(str(launched), "trials", "ionosphere", "run", [{"trial_id": "a", "status": "completed"}])
-    with pytest.raises(LrsweepError, match=rf"^Argument `results` must be the folder that holds the trials run 'run' "
-                                           rf"has stored, '{launched}', .* Received: results='{elsewhere}'$"):
-        resumed_sweep(SEARCH.with_overrides(results=str(elsewhere)), folder, "run", flagged=set())
-    assert resumed_sweep(SEARCH.with_overrides(results=str(launched)), folder, "run", flagged=set())[1] == {}
-    assert resumed_sweep(SEARCH.with_overrides(results=str(launched)), folder, "another", flagged=set())[1] == {}
+
+    def refused(to, holds, missing):
+        with pytest.raises(LrsweepError, match=rf"^Argument `results` must be a folder holding the trials run 'run' "
+                                               rf"has stored, as \"{re.escape(str(holds))}\" does \({missing} of them "
+                                               rf"not in this one\), .* Received: results=\"{re.escape(str(to))}\"$"):
+            resumed_sweep(into[to], folder, "run", flagged=set())
+
+    refused(elsewhere, launched, 1)
+    assert resumed_sweep(into[launched], folder, "run", flagged=set())[1] == {}
+    assert resumed_sweep(into[elsewhere], folder, "another", flagged=set())[1] == {}  # the check is the run's
     write_rows(str(elsewhere), "trials", "ionosphere", "run", [{"trial_id": "a", "status": "completed"}])  # copied
-    assert resumed_sweep(SEARCH.with_overrides(results=str(elsewhere)), folder, "run", flagged=set())[1] == {}
-    launched.rename(tmp_path / "moved")
+    assert resumed_sweep(into[elsewhere], folder, "run", flagged=set())[1] == {}
+    save_settings(folder, into[elsewhere])  # as the resume into it keeps it, which then stores trial b
+    write_rows(str(elsewhere), "trials", "ionosphere", "run", [{"trial_id": "b", "status": "completed"}])
+    refused(launched, elsewhere, 1)  # the folder copied from lacks b
+    elsewhere.rename(tmp_path / "moved")
     moved = SEARCH.with_overrides(results=str(tmp_path / "moved"))
     assert resumed_sweep(moved, folder, "run", flagged=set())[1] == {}
 

@@ -420,8 +420,7 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     folder = f"{storage_path(sweep)}/{name}"
     with run_files.holding(folder, name):
         check_launch(sweep, name, resume)  # again: another launch may have taken the name since the first check
-        if not resume:
-            run_files.save_settings(folder, sweep)
+        run_files.save_settings(folder, sweep)  # on a resume too: the results folder it stores into is the run's now
         return _launch(sweep, name, address, resume, dashboard_host, print_fn, data.pop() if data else sweep_data(sweep))
 
 

@@ -8,6 +8,9 @@ import json
 import os
 import socket
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from lrsweep.errors import LrsweepError, warn
 from lrsweep.results import store
 
@@ -42,13 +45,14 @@ def run_settings(sweep):
 
 
 def _results_folder(sweep):
-    """The sweep's results folder as the settings keep it: absolute, unless a URI."""
-    return sweep.results if store.is_uri(sweep.results) else os.path.abspath(os.path.expanduser(sweep.results))
+    """The sweep's results folder as the settings keep it: absolute (as the store takes it),
+    unless a URI."""
+    return sweep.results if store.is_uri(sweep.results) else os.path.abspath(sweep.results)
 
 
 def save_settings(folder, sweep):
     """Keep `sweep`'s run settings in the run's Tune folder (made if need be), and the
-    results folder its trials are stored in."""
+    results folder its trials are stored in (a resume's, from then on)."""
     fs, base = store.filesystem(folder)
     fs.create_dir(base, recursive=True)
     settings = {**run_settings(sweep), "results": _results_folder(sweep)}
@@ -142,21 +146,30 @@ def resumed_sweep(sweep, folder, name, flagged):
 
 
 def _check_results_folder(launched, sweep, name):
-    """A resume stores what it trains in its own results folder. Another one than the run's
-    while the run's trials are still in the run's (not moved, not copied) would split the
-    run: its ranking and confirmation runs read the trials of one folder. Bad input then."""
+    """A resume stores what it trains in its own results folder. Another one than the run's,
+    lacking trials the run's holds (not moved there, not copied), would split the run: its
+    ranking and confirmation runs read the trials of one folder. Bad input then."""
     given = _results_folder(sweep)
     if not isinstance(launched, str) or launched == given:
         return
     try:
-        split = store.sweep_exists(launched, name) and not store.sweep_exists(given, name)
-    except (OSError, LrsweepError):  # a folder that cannot be listed from here (an object store's credentials)
+        missing = _run_trials(launched, name) - _run_trials(given, name)
+    except (OSError, LrsweepError, pa.ArrowException):  # a folder that cannot be read from here (credentials)
         return
-    if split:
-        raise LrsweepError(f"Argument `results` must be the folder that holds the trials run {name!r} has stored, "
-                           f"{launched!r}, to resume it (what the resume trains is stored in its results, and the "
-                           f"run's ranking and confirmation runs read one folder; to go on elsewhere, move the folder "
-                           f"there first). Received: results={sweep.results!r}")
+    if missing:
+        raise LrsweepError(f"Argument `results` must be a folder holding the trials run {name!r} has stored, as "
+                           f"{json.dumps(launched)} does ({len(missing)} of them not in this one), to resume it: what "
+                           f"the resume trains is stored in its results, and the run's ranking and confirmation runs "
+                           f"read one folder (to go on elsewhere, move or copy the folder there first). Received: "
+                           f"results={json.dumps(sweep.results)}")
+
+
+def _run_trials(root, name):
+    """The ids of the trials of run `name` that the store at `root` holds (none where it is not)."""
+    if not store.sweep_exists(root, name):
+        return set()
+    trials = store.read_table(root, "trials")
+    return set(trials.filter(pc.equal(trials["sweep"], name))["trial_id"].to_pylist())
 
 
 @contextlib.contextmanager

@@ -11,17 +11,25 @@ import sys
 
 @contextlib.contextmanager
 def quiet_stderr():
-    """File descriptor 2 goes to /dev/null inside the block (Python's own errors raised in
-    it still print, after the block)."""
+    """What is written to file descriptor 2 inside the block is kept back, and written out
+    after it only if the block raises: an import that fails has often said why there first
+    (NumPy's ABI, a missing library), and the exception alone would not."""
+    import tempfile
+
     sys.stderr.flush()
     saved = os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with tempfile.TemporaryFile() as kept:
+        os.dup2(kept.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            kept.seek(0)
+            os.write(2, kept.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def import_tensorflow():

@@ -211,6 +211,21 @@ def test_a_launch_whose_download_fails_says_so_in_one_line_before_ray_starts(tmp
     assert not (tmp_path / "results").exists()
 
 
+def test_start_up_lines_are_kept_quiet_but_not_what_a_failing_import_said(tmp_path):
+    """TensorFlow's start-up lines go to file descriptor 2 from C++, and lrsweep silences them
+    as it imports (`quiet.quiet_stderr`); an import that fails there has often written why
+    (NumPy's ABI, a missing library) before it raised, and that still reaches the user."""
+    (tmp_path / "chatty.py").write_text("import os\nos.write(2, b'I0000 start-up line\\n')\n")
+    (tmp_path / "broken.py").write_text("import os\nos.write(2, b'compiled against another NumPy\\n')\n"
+                                        "raise ImportError('numpy.core.multiarray failed to import')\n")
+    code = "from lrsweep.quiet import quiet_stderr\nwith quiet_stderr():\n    import chatty\nwith quiet_stderr():\n    import broken\n"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 1
+    assert "start-up line" not in done.stderr
+    assert "compiled against another NumPy" in done.stderr and "failed to import" in done.stderr
+
+
 def test_validate_does_not_download_a_dataset(tmp_path):
     done = subprocess.run([sys.executable, "-c", PROBE, "validate", "sweeps/cifar.py"], cwd=REPO, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "KERAS_HOME": str(tmp_path)})

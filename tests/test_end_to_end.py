@@ -730,22 +730,30 @@ def _launch_memory_while_training(ray_session, tmp_path, rows):
     sweep.write_text(f"from lrsweep import Sweep\nSWEEP = Sweep(name='mem', dataset='npz:{data}', validation_split=0.1, "
                      f"max_epochs=8, early_stopping=None, confirm_seeds=0, batch_size=1000, "
                      f"configs=[{{'family': 'constant', 'initial_lr': 0.01}}])\n")
-    results = tmp_path / f"results{rows}"
-    launch = subprocess.Popen([sys.executable, "-m", "lrsweep", "launch", str(sweep), "--results", str(results),
-                               "--address", ray_session], cwd=REPO, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
-    samples = []
-    while launch.poll() is None:
-        try:
-            with open(f"/proc/{launch.pid}/status") as f:
-                rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssAnon:"))
-            samples.append((time.time(), rss))
-        except (OSError, StopIteration):  # it ended as we looked
-            pass
-        time.sleep(0.1)
-    assert launch.returncode == 0, launch.stderr.read()[-2000:]
+    results, errors = tmp_path / f"results{rows}", tmp_path / f"stderr{rows}"
+    with open(errors, "w") as stderr:
+        launch = subprocess.Popen([sys.executable, "-m", "lrsweep", "launch", str(sweep), "--results", str(results),
+                                   "--address", ray_session], cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr,
+                                  env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    samples, deadline = [], time.time() + 300
+    try:
+        while launch.poll() is None and time.time() < deadline:
+            try:
+                with open(f"/proc/{launch.pid}/status") as f:
+                    rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("RssAnon:"))
+                samples.append((time.time(), rss))
+            except (OSError, StopIteration):  # it ended as we looked
+                pass
+            time.sleep(0.1)
+    finally:
+        if launch.poll() is None:
+            launch.kill()
+        launch.wait()
+    assert launch.returncode == 0, errors.read_text()[-2000:]
     first = read_frame(str(results), "epochs")["end_time"].min().timestamp()
-    return max(rss for t, rss in samples if t >= first)
+    trained = [rss for t, rss in samples if t >= first]
+    assert trained, "the launch ended before it could be looked at once it had trained an epoch"
+    return max(trained)
 
 
 def test_a_launch_lets_its_copy_of_the_dataset_go_once_the_object_store_holds_it(ray_session, tmp_path):

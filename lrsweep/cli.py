@@ -137,12 +137,11 @@ def load_checked_sweep(args, joins=True, head=None, download=False, warn=True):
     applied, every input checked, the data read as launch reads it (what it would refuse in
     the data, a cell that is not a number, one class, too few rows, refused here; None where
     it would be downloaded, unless `download`); no Ray, no TensorFlow (but for a download,
-    through Keras). Warnings come once
-    every check has passed: bad input is one line (`errors.checking`; `warn=False`: left to
-    the launch this command hands the input on to). `joins`: `--address` is a Ray cluster to
-    join (not submit's dashboard). `head`: the address of the cluster whose head node holds
-    the run (submit's; a ray:// one), whose store and Tune state are checked here only if it
-    is this machine."""
+    through Keras). Warnings come once every check has passed: bad input is one line
+    (`errors.checking`; `warn=False`: left to the launch this command hands the input on
+    to). `joins`: `--address` is a Ray cluster to join (not submit's dashboard). `head`: the
+    address of the cluster whose head node holds the run (submit's; a ray:// one), whose
+    store and Tune state are checked here only if it is this machine."""
     with checking(say=warn):
         return _checked_sweep(args, joins, head, download)
 

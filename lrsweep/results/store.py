@@ -243,21 +243,23 @@ def table_files(fs, base, table):
     return found
 
 
-def read_table(root, table, dataset=None):
+def read_table(root, table, dataset=None, sweep=None):
     """A table of the store as one pyarrow Table, with `dataset` and `sweep` columns, the
-    latest record of each key only; `dataset` limits it to one dataset."""
+    latest record of each key only; `dataset` limits it to one dataset, `sweep` to one run."""
     fs, base = filesystem(root)
     schema = SCHEMAS[table].append(pa.field("dataset", pa.string())).append(pa.field("sweep", pa.string()))
     files = table_files(fs, base, table)
     if dataset is not None:
         files = [f for f in files if f"/dataset={dataset}/" in f]
+    if sweep is not None:
+        files = [f for f in files if f"/sweep={sweep}/" in f]
     try:
         data = ds.dataset(files, schema=schema, format="parquet", filesystem=fs, partitioning=PARTITIONING,
                           partition_base_dir=f"{base}/{table}").to_table()
     except (OSError, pa.ArrowException):
         data = _read_one_by_one(fs, base, table, files, schema)
     if table == "epochs":
-        return current_attempts(data, read_table(root, "trials", dataset))
+        return current_attempts(data, read_table(root, "trials", dataset, sweep))
     return latest(data, KEYS[table])
 
 

@@ -421,7 +421,9 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     with run_files.holding(folder, name):
         check_launch(sweep, name, resume)  # again: another launch may have taken the name since the first check
         run_files.save_settings(folder, sweep)  # on a resume too: the results folder it stores into is the run's now
-        return _launch(sweep, name, address, resume, dashboard_host, print_fn, data.pop() if data else sweep_data(sweep))
+        # the data as an argument only: a name here would keep it beside the object store's copy
+        return _launch(sweep, name, address, resume, dashboard_host, print_fn,
+                       data.pop() if data else sweep_data(sweep))
 
 
 def _launch(sweep, name, address, resume, dashboard_host, print_fn, data):

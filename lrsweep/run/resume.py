@@ -9,7 +9,6 @@ import os
 import socket
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from lrsweep.errors import LrsweepError, warn
 from lrsweep.results import store
@@ -166,10 +165,7 @@ def _check_results_folder(launched, sweep, name):
 
 def _run_trials(root, name):
     """The ids of the trials of run `name` that the store at `root` holds (none where it is not)."""
-    if not store.sweep_exists(root, name):
-        return set()
-    trials = store.read_table(root, "trials")
-    return set(trials.filter(pc.equal(trials["sweep"], name))["trial_id"].to_pylist())
+    return set(store.read_table(root, "trials", sweep=name)["trial_id"].to_pylist())
 
 
 @contextlib.contextmanager

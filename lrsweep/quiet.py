@@ -12,8 +12,9 @@ import sys
 @contextlib.contextmanager
 def quiet_stderr():
     """What is written to file descriptor 2 inside the block is kept back, and written out
-    after it only if the block raises: an import that fails has often said why there first
-    (NumPy's ABI, a missing library), and the exception alone would not."""
+    after it only if the block raises an error: an import that fails has often said why
+    there first (NumPy's ABI, a missing library), and the exception alone would not. Not on
+    Ctrl-C or an exit (Ray's SIGTERM to a worker), which stop an import that was going well."""
     import tempfile
 
     sys.stderr.flush()
@@ -22,7 +23,7 @@ def quiet_stderr():
         os.dup2(kept.fileno(), 2)
         try:
             yield
-        except BaseException:
+        except Exception:
             os.dup2(saved, 2)
             kept.seek(0)
             os.write(2, kept.read())

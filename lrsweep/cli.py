@@ -164,9 +164,11 @@ def _checked_sweep(args, joins, head, download):
     check_launch(sweep, args.name, args.resume, here=joins or on_this_machine(head))
     if args.resume and joins:  # submit's run is on the cluster, where its launch does this
         from lrsweep.run.driver import storage_path
-        from lrsweep.run.resume import resumed_sweep
+        from lrsweep.run.resume import check_not_running, resumed_sweep
 
-        sweep, taken = resumed_sweep(sweep, f"{storage_path(sweep)}/{args.name}", args.name,
+        folder = f"{storage_path(sweep)}/{args.name}"
+        check_not_running(folder, args.name)  # before anything else about the run, and before its data is read
+        sweep, taken = resumed_sweep(sweep, folder, args.name,
                                      {flag for flag, value in flags.items() if value is not None})
         if taken:
             print(f"resuming {args.name} as it was launched: "

@@ -827,8 +827,9 @@ def test_a_resume_goes_on_with_the_settings_the_run_was_launched_with(ionosphere
 def test_a_run_another_launch_is_running_is_refused(ray_session, tmp_path):
     """A `--resume` of a run while its launch still runs it (a second shell) trained its
     trials twice beside the first, both writing to the store: refused, naming the process
-    that runs it. (The lock goes with that process however it ends: the kill tests resume at
-    once.)"""
+    that runs it, before anything else about the run is checked and before the data is read
+    (a resume on another dataset is refused for running, not for its dataset). (The lock
+    goes with that process however it ends: the kill tests resume at once.)"""
     results = tmp_path / "results"
     args = ["launch", str(long_sweep(tmp_path)), "--results", str(results), "--name", "busy", "--address", ray_session]
     first = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=REPO, stdout=subprocess.DEVNULL,
@@ -839,6 +840,8 @@ def test_a_run_another_launch_is_running_is_refused(ray_session, tmp_path):
         assert first.poll() is None, "the first launch ended before the second"
         second = lrsweep(*args, "--resume", timeout=60)
         assert_refused(second, "name='busy'", "another launch is running now", f"process {first.pid} on")
+        elsewhere = lrsweep(*args, "--resume", "--dataset", "ionosphere", "--data-dir", TEST_DATA, timeout=60)
+        assert_refused(elsewhere, "name='busy'", "another launch is running now", f"process {first.pid} on")
         assert first.poll() is None
     finally:
         if first.poll() is None:

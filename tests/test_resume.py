@@ -9,7 +9,7 @@ import pytest
 from lrsweep import Choice, LrsweepError, Range, Sweep
 from lrsweep.run.jobs import launch_command
 from lrsweep.results.store import write_rows
-from lrsweep.run.resume import SETTINGS_FILE, resumed_sweep, save_settings
+from lrsweep.run.resume import LOCK_FILE, SETTINGS_FILE, check_not_running, holding, resumed_sweep, save_settings
 
 SEARCH = Sweep(name="s", dataset="csv:/data/launched/ionosphere.csv", max_epochs=9, num_samples=12,
                families={"step": {"initial_lr": Range(0.01, 0.5, log=True), "drop": 0.5, "epochs_drop": Choice(5, 10)},
@@ -133,3 +133,18 @@ def test_a_submitted_resume_leaves_the_dataset_to_the_run(tmp_path, monkeypatch)
     assert "--dataset" not in command and command[-3:] == ["--name", "run1", "--resume"]
     command, _ = launch_command("s.py", sweep, argparse.Namespace(**{**vars(args), "resume": False}))
     assert command[command.index("--dataset") + 1] == f"csv:{tmp_path}/data/d.csv"
+
+
+def test_a_run_another_launch_holds_is_refused_before_the_launch_and_nothing_is_written(tmp_path):
+    """`check_not_running`, which a launch's checks ask before its data is read, answers as
+    the launch's own lock (`holding`) would, and leaves the lock file as the holder wrote it."""
+    folder = str(tmp_path / "run")
+    check_not_running(folder, "run")  # never launched: nothing to hold, nothing made
+    assert not (tmp_path / "run").exists()
+    with holding(folder, "run"):
+        written = (tmp_path / "run" / LOCK_FILE).read_text()
+        with pytest.raises(LrsweepError, match=rf"^Argument `name` names a run that another launch is running now "
+                                               rf"\({re.escape(written)}\): .* Received: name='run'$"):
+            check_not_running(folder, "run")
+    check_not_running(folder, "run")  # the launch has ended
+    assert (tmp_path / "run" / LOCK_FILE).read_text() == written

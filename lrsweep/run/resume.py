@@ -62,7 +62,7 @@ def save_settings(folder, sweep):
 def _saved_settings(folder):
     """The settings the run in `folder` was launched with; None for a run launched before
     lrsweep kept them, or (with a warning) one whose file cannot be read: a resume then
-    takes the sweep as given."""
+    takes the sweep as given (and keeps its settings, `save_settings`)."""
     fs, base = store.filesystem(folder)
     path = f"{base}/{SETTINGS_FILE}"
     try:
@@ -74,7 +74,7 @@ def _saved_settings(folder):
         saved = e
     if not isinstance(saved, dict):
         warn(f"cannot read {path} ({saved}): the run's settings are not checked, and the sweep goes on "
-             f"with the sweep file's and the flags'")
+             f"with the sweep file's and the flags', which the launch keeps as the run's from then on")
         return None
     return saved
 
@@ -181,16 +181,7 @@ def holding(folder, name):
         return
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, LOCK_FILE), "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            locked = True
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "a process"
-            raise LrsweepError(f"Argument `name` names a run that another launch is running now ({holder}): wait "
-                               f"for it to end, or stop it, then --resume it. Received: name={name!r}") from None
-        except OSError:  # a filesystem without locks
-            locked = False
+        locked = _lock(lock, name)
         if locked:
             lock.seek(0)
             lock.truncate()
@@ -201,3 +192,38 @@ def holding(folder, name):
         finally:
             if locked:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def check_not_running(folder, name):
+    """LrsweepError where another launch runs run `name` now (holds the lock `holding`
+    takes): said before a launch reads its data, which can take a while and hundreds of MB.
+    Nothing made or written."""
+    import fcntl
+
+    if store.is_uri(folder):
+        return
+    try:
+        lock = open(os.path.join(folder, LOCK_FILE))
+    except OSError:  # never launched here (or unreadable: the launch's own hold decides)
+        return
+    with lock:
+        if _lock(lock, name):
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _lock(lock, name):
+    """Lock the open lock file `lock` of run `name` without waiting: True, or False on a
+    filesystem without locks; LrsweepError, naming the holder it wrote, where another
+    launch holds it."""
+    import fcntl
+
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "a process"
+        raise LrsweepError(f"Argument `name` names a run that another launch is running now ({holder}): wait "
+                           f"for it to end, or stop it, then --resume it. Received: name={name!r}") from None
+    except OSError:  # a filesystem without locks
+        return False

@@ -106,6 +106,25 @@ def test_read_table_limits_to_one_dataset(tmp_path):
     assert set(table["dataset"].to_pylist()) == {"ionosphere"}
 
 
+def test_a_read_of_one_run_or_dataset_opens_no_file_of_the_others(tmp_path, capsys):
+    """`read_table(dataset=, sweep=)` (a resume's check of its run, `rank --dataset`) reads
+    the files of the part it asks for only: on an object store each file read is a request,
+    and a bad file of another run is no concern of this one's."""
+    write_rows(str(tmp_path), "trials", "digits", "s1", TRIALS[:1])
+    write_rows(str(tmp_path), "trials", "digits", "s2", TRIALS[1:])
+    write_rows(str(tmp_path), "trials", "ionosphere", "s1", TRIALS[1:2])
+    junk = tmp_path / "trials" / "dataset=digits" / "sweep=s2" / "part-junk.parquet"
+    junk.write_text("not parquet")
+    capsys.readouterr()
+    assert read_table(str(tmp_path), "trials", sweep="s1")["trial_id"].to_pylist() == ["t1", "t2"]
+    assert read_table(str(tmp_path), "trials", dataset="digits", sweep="s1")["trial_id"].to_pylist() == ["t1"]
+    assert read_table(str(tmp_path), "trials", dataset="ionosphere")["trial_id"].to_pylist() == ["t2"]
+    assert capsys.readouterr().err == ""
+    assert sorted(read_table(str(tmp_path), "trials", dataset="digits")["trial_id"].to_pylist()) == ["t1", "t2", "t3",
+                                                                                                     "t4"]
+    assert str(junk) in capsys.readouterr().err
+
+
 def test_a_trial_written_twice_reads_back_once_the_later_record(tmp_path):
     write_rows(str(tmp_path), "trials", "digits", "s1", [{**TRIALS[0], "status": "early_stopped", "epochs": 3}])
     write_rows(str(tmp_path), "trials", "digits", "s1", [TRIALS[1]])

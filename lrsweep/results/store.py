@@ -203,10 +203,11 @@ def _foreign(info, table):
     warn(f"skipping {info.path}: {what}")
 
 
-def table_files(fs, base, table):
-    """The readable files of a table, `<table>/dataset=D/sweep=S/*.parquet`; every other
-    file or folder in its folders gets one warning and is left alone (what a foreign folder
-    holds is not read), but for our own temporary files (`write_rows`)."""
+def table_files(fs, base, table, dataset=None, sweep=None):
+    """The readable files of a table, `<table>/dataset=D/sweep=S/*.parquet` (of `dataset`,
+    of `sweep`, where given: the other files are neither read nor judged); every other file
+    or folder in its folders gets one warning and is left alone (what a foreign folder holds
+    is not read), but for our own temporary files (`write_rows`)."""
     root = f"{base}/{table}"
     found, foreign = [], []
     expected = SCHEMAS[table]
@@ -221,7 +222,8 @@ def table_files(fs, base, table):
                 _foreign(info, table)
                 foreign.append(relative)
             continue
-        if _is_temporary(info.base_name):
+        if _is_temporary(info.base_name) or (dataset is not None and parts[0] != f"dataset={dataset}") or (
+                sweep is not None and parts[1] != f"sweep={sweep}"):
             continue
         if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
             _foreign(info, table)
@@ -248,11 +250,7 @@ def read_table(root, table, dataset=None, sweep=None):
     latest record of each key only; `dataset` limits it to one dataset, `sweep` to one run."""
     fs, base = filesystem(root)
     schema = SCHEMAS[table].append(pa.field("dataset", pa.string())).append(pa.field("sweep", pa.string()))
-    files = table_files(fs, base, table)
-    if dataset is not None:
-        files = [f for f in files if f"/dataset={dataset}/" in f]
-    if sweep is not None:
-        files = [f for f in files if f"/sweep={sweep}/" in f]
+    files = table_files(fs, base, table, dataset, sweep)
     try:
         data = ds.dataset(files, schema=schema, format="parquet", filesystem=fs, partitioning=PARTITIONING,
                           partition_base_dir=f"{base}/{table}").to_table()

@@ -247,13 +247,13 @@ def test_a_launch_through_ray_client_whose_client_is_killed_stops_on_the_head_as
     stored as ended, and the run, named in the first line, is resumed through ray://."""
     results = tmp_path / "results"
     client = subprocess.Popen([sys.executable, "-m", "lrsweep", "launch", "sweeps/ionosphere.py", "--address",
-                               head["client"], "--data-dir", TEST_DATA, "--num-samples", "200", "--max-epochs", "30",
+                               head["client"], "--data-dir", TEST_DATA, "--num-samples", "100", "--max-epochs", "30",
                                "--confirm-seeds", "0", "--results", str(results)], cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True,
                               env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_CLIENT_RECONNECT_GRACE_PERIOD": "3"})
     try:
         name = shlex.split(client.stdout.readline())[-1]  # the launch command, with the run's --name
-        while " 1/200 " not in client.stdout.readline():
+        while " 1/100 " not in client.stdout.readline():
             assert client.poll() is None
     finally:
         client.kill()
@@ -277,14 +277,14 @@ def test_a_launch_through_ray_client_whose_client_is_killed_stops_on_the_head_as
     assert max(save.stat().st_mtime for save in saves) > alive  # Tune saved its state after the actor ended
     stored = pd.read_parquet(results / "trials")
     finished, saved = tune_finished(results / "tune" / name)
-    assert saved and 1 <= len(stored) < 200  # stopped before its end
+    assert saved and 1 <= len(stored) < 100  # stopped before its end (13 of 200 here)
     assert set(stored["trial_id"]) == finished  # every trial stored as Tune's last save holds it
     again = lrsweep("launch", "sweeps/ionosphere.py", "--address", head["client"], "--data-dir", TEST_DATA,
                     "--results", str(results), "--name", name, "--resume", env={"RAY_USAGE_STATS_ENABLED": "0"},
                     timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     trials = pd.read_parquet(results / "trials")
-    assert len(trials) == 200 and trials["trial_id"].is_unique
+    assert len(trials) == 100 and trials["trial_id"].is_unique
 
 
 def _node_ids(gcs):

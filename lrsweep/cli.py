@@ -33,7 +33,10 @@ def _output(path, folder):
         above = os.path.dirname(above)
     if not os.path.isdir(above):
         raise argparse.ArgumentTypeError(f"cannot be written: {above} is a file. Received: {path!r}")
-    return path
+    if not os.access(above, os.W_OK | os.X_OK) or (os.path.exists(full) and not os.access(full, os.W_OK)):
+        raise argparse.ArgumentTypeError(f"cannot be written: {full if os.path.exists(full) else above} is not "
+                                         f"writable. Received: {path!r}")
+    return os.path.expanduser(path)  # --out=~/x: the shell leaves that ~ to the command
 
 
 def _output_file(path):
@@ -105,6 +108,8 @@ def _stored_results(path):
     would read as an empty store (a URI is taken as it is)."""
     from lrsweep.results.store import is_uri
 
+    if not is_uri(path):
+        path = os.path.expanduser(path)  # --results=~/x: the shell leaves that ~ to the command
     if not is_uri(path) and not os.path.isdir(path):
         raise argparse.ArgumentTypeError(
             f"must be a results folder, and {os.path.abspath(path)} is "
@@ -365,11 +370,15 @@ def cmd_schedule(args):
 
 
 def cmd_rank(args):
-    from lrsweep.results.rank import format_ranking, rank
+    from lrsweep.results.rank import format_ranking, rank, ranked_column
     from lrsweep.results.store import dataset_trials, read_frame
 
-    # a dataset the store does not hold is bad input (a typo); an empty store is not
-    trials = read_frame(args.results, "trials") if args.dataset is None else dataset_trials(args.results, args.dataset)
+    if args.metric is not None:
+        ranked_column(args.metric)  # bad input, whatever the store holds (even nothing)
+    with checking():  # a warning (a foreign file) only once the input is taken: bad input is one line
+        # a dataset the store does not hold is bad input (a typo); an empty store is not
+        trials = (read_frame(args.results, "trials") if args.dataset is None
+                  else dataset_trials(args.results, args.dataset))
     print(format_ranking(rank(trials, args.metric)))
 
 
@@ -382,7 +391,8 @@ def cmd_query(args):
 def cmd_best(args):
     from lrsweep.results.best import best_config, python_snippet
 
-    config = best_config(args.results, args.dataset, trial_id=args.trial)
+    with checking():  # a warning (a foreign file) only once the input is taken: bad input is one line
+        config = best_config(args.results, args.dataset, trial_id=args.trial)
     print(python_snippet(config) if args.python else json.dumps(config, indent=2))
 
 
@@ -591,7 +601,12 @@ def _command(argv):
     try:
         args = parser().parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)
-        return args.handler(args) or 0
+        status = args.handler(args) or 0
+        sys.stdout.flush()  # here, where a reader gone is caught below, not as Python exits
+        return status
+    except BrokenPipeError:  # the reader of its output stopped reading (| head): what it read is what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python flushes it
+        return 141  # as SIGPIPE would end it (128 + 13), which Python ignores
     except LrsweepError as e:
         print(f"lrsweep: error: {e}", file=sys.stderr)
         return 2

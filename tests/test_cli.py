@@ -232,6 +232,19 @@ def test_start_up_lines_are_kept_quiet_but_not_what_a_failing_import_said(tmp_pa
     assert "compiled against another NumPy" in done.stderr and "failed to import" in done.stderr
 
 
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path):
+    """`lrsweep query ... | head` (or `schedule --csv`, `best`): the reader closes the pipe,
+    and the command ended in a BrokenPipeError traceback; it stops quietly with the status a
+    process SIGPIPE ends has, 141, as `cat` would."""
+    command = subprocess.Popen([sys.executable, "-m", "lrsweep", "query", "SELECT range AS n FROM range(1000000)",
+                                "--format", "csv", "--results", str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert command.stdout.readline() == "n\n"
+    command.stdout.close()
+    assert command.wait(timeout=120) == 141
+    assert command.stderr.read() == ""
+
+
 def test_validate_does_not_download_a_dataset(tmp_path):
     done = subprocess.run([sys.executable, "-c", PROBE, "validate", "sweeps/cifar.py"], cwd=REPO, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "KERAS_HOME": str(tmp_path)})

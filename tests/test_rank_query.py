@@ -6,6 +6,7 @@ import io
 import json
 import math
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -576,3 +577,49 @@ def test_a_folder_that_cannot_be_listed_is_skipped_with_one_warning(tmp_path):
     finally:
         locked.chmod(0o755)
         (tmp_path / "trials").chmod(0o755)
+
+
+def test_a_metric_that_does_not_exist_is_refused_before_the_store_is_read(tmp_path):
+    """`rank --metric f1` on an empty store said "no trials in the store" and exit 0, and on a
+    store with a foreign file gave its warning before the error line."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_refused(lrsweep("rank", "--metric", "f1", "--results", str(empty)), "metric='f1'")
+    root = tmp_path / "results"
+    write_rows(str(root), "trials", "digits", "sweep-a", [trial_row(*row) for row in DIGITS])
+    (root / "trials" / "dataset=digits" / "notes.txt").write_text("x")
+    for args in (["rank", "--metric", "f1"], ["rank", "--dataset", "mnist"], ["best", "--dataset", "mnist"],
+                 ["best", "--dataset", "digits", "--trial", "nope"]):
+        assert_refused(lrsweep(*args, "--results", str(root)), args[-1])
+    ranked = lrsweep("rank", "--results", str(root))  # taken: the warning comes
+    assert ranked.returncode == 0 and "skipping" in ranked.stderr and "notes.txt" in ranked.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"),
+                    reason="root writes into any folder, and setpriv is not there to take that from it")
+def test_an_out_that_cannot_be_written_is_refused_before_the_store_is_read(results, tmp_path):
+    """`report --out` (and `plot`'s) in a folder this user cannot write ended in a
+    PermissionError traceback after reading the store; `--out=~/...`, where the shell leaves
+    the ~ alone, wrote into a folder named ~."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    for args in (["report", "--out", str(locked / "r.html")], ["plot", "--out", str(locked / "pictures")]):
+        done = subprocess.run([*prefix, sys.executable, "-m", "lrsweep", *args, "--dataset", "digits", "--results",
+                               results], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert_refused(done, "--out", str(locked), "not writable")
+    home = tmp_path / "home"
+    home.mkdir()
+    done = lrsweep("report", "--dataset", "digits", "--results", results, "--out=~/r.html", env={"HOME": str(home)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (home / "r.html").exists() and not (pathlib.Path(REPO) / "~").exists()
+
+
+def test_a_query_over_a_store_below_a_key_value_folder_reads_its_own_partitions(results, tmp_path):
+    """DuckDB takes every key=value folder of a file's path as a partition column: a store
+    kept under /data/dataset=mnist/ read every trial as mnist's."""
+    below = tmp_path / "dataset=mnist" / "sweep=old" / "store"
+    shutil.copytree(results, below)
+    sql = "SELECT dataset, sweep, count(*) AS n FROM trials GROUP BY ALL ORDER BY ALL"
+    assert query(str(below), sql).to_dict("records") == query(results, sql).to_dict("records")

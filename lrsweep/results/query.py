@@ -16,9 +16,13 @@ def connect(root, direct=True):
     """A DuckDB connection with a view per table. DuckDB reads the Parquet files itself
     (in parallel, only the columns a query needs); files the store reader would skip are
     left out, with its warning. `direct=False` hands DuckDB the tables as pyarrow reads
-    them instead, which finds and skips a file whose data (not footer) is damaged."""
+    them instead, which finds and skips a file whose data (not footer) is damaged (and
+    reads the partitions from the table's folder down)."""
     con = duckdb.connect()
     fs, base = store.filesystem(root)
+    # DuckDB takes every key=value folder of a file's path as a partition column: one above
+    # the store (results under /data/dataset=mnist/) would give wrong `dataset` values there
+    direct = direct and not any("=" in folder for folder in base.split("/"))
     for table, keys in store.KEYS.items():
         files = [] if store.is_uri(root) or not direct else store.table_files(fs, base, table)
         if files:

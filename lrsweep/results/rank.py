@@ -25,6 +25,12 @@ def metric_column(trials, metric=None):
             warn(f"the sweeps of dataset {datasets} optimise different metrics (trials: "
                  f"{', '.join(f'{name} {n}' for name, n in counts.items())}): ranked by {metric}, the most "
                  f"common (of equals, the first by name; `lrsweep rank --metric M` ranks by another)")
+    return ranked_column(metric)
+
+
+def ranked_column(metric):
+    """(column, mode) of a metric named (`rank --metric`): `final_<metric>`, or the
+    `best_...`/`final_...` column named; LrsweepError for another name."""
     column = metric if metric.startswith(("best_", "final_")) else f"final_{metric}"
     if column.split("_", 1)[1] not in LOGS:
         valid = ", ".join(LOGS)

@@ -277,6 +277,8 @@ def test_csv_bad_cells(tmp_path):
     path = write_csv(tmp_path / "one.csv", ["f1", "y"], [[1, "a"], [2, "a"]])
     raises(r"has 1 class \(a\): a classifier needs at least 2", load_dataset, f"csv:{path}")
     raises(r"no column target='nope'. Its columns: f1, y", load_dataset, f"csv:{path}?target=nope")
+    path = write_csv(tmp_path / "blank.csv", ["f1", "y"], [[1, "a"], [2, ""], [3, "b"]])
+    raises(r"blank.csv line 3 has no label in column 'y'", load_dataset, f"csv:{path}")
 
 
 def test_npz_with_x_val(tmp_path):
@@ -306,6 +308,14 @@ def test_npz_bad_contents(tmp_path):
     raises("both x_val and y_val or neither. It holds: x, x_val, y", load_dataset, f"npz:{tmp_path / 'a.npz'}")
     np.savez(tmp_path / "b.npz", features=np.zeros((4, 2)))
     raises("holds no array x", check_dataset, f"npz:{tmp_path / 'b.npz'}")
+    x = np.zeros((5, 2, 2))
+    x[3, 1, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x, y=np.arange(5) % 2)
+    raises(r"nan.npz array x holds nan in row 3: features must be finite numbers", load_dataset,
+           f"npz:{tmp_path / 'nan.npz'}")
+    np.savez(tmp_path / "inf.npz", x=np.zeros((4, 2)), y=np.arange(4) % 2, x_val=np.full((2, 2), -np.inf),
+             y_val=np.arange(2))
+    raises(r"inf.npz array x_val holds -inf in row 0", load_dataset, f"npz:{tmp_path / 'inf.npz'}")
     (tmp_path / "c.npz").write_bytes(b"not a zip")
     raises(r"c.npz is not a readable .npz file", check_dataset, f"npz:{tmp_path / 'c.npz'}")
 
@@ -343,12 +353,31 @@ def test_test_split_is_not_subsampled(tmp_path):
     assert len(data.x_train) == 40 and len(data.x_val) == 100
 
 
-@pytest.mark.parametrize("n, fraction, train", [(200, 0.2, 160), (10, 0.25, 7), (100, 0.33, 67), (3, 0.5, 1)])
+@pytest.mark.parametrize("n, fraction, train", [(200, 0.2, 160), (10, 0.25, 7), (100, 0.33, 67), (7, 0.5, 3)])
 def test_split_rule(numbered_csv, n, fraction, train):
     """floor(n * (1 - f)) rows train, as in Keras' train_validation_split."""
     data = load_dataset(f"csv:{numbered_csv}", subsample=n, scale="none", validation_split=fraction)
     assert train == math.floor(n * (1 - fraction)) and len(data.x_train) == train
     np.testing.assert_array_equal(rows_of(data)[train:], data.x_val[:, 0])
+
+
+def test_a_split_that_leaves_training_one_class_is_refused_and_one_class_short_warned(tmp_path, capsys):
+    """A file sorted by label: the last rows held out for validation are the last class, and
+    every trial would train on the others (one class: nothing to learn at all). The same for
+    an npz whose labels are all one class, which its classes list did not show."""
+    path = write_csv(tmp_path / "sorted.csv", ["f1", "y"], [[i, "x"] for i in range(8)] + [[8, "y"], [9, "y"]])
+    raises(r"sorted's 8 training rows hold one class \(x\) once its last 2 are held out for validation \(rows "
+           r"keep the file's order: shuffle a file sorted by label\): .* Received: validation_split=0.2",
+           load_dataset, f"csv:{path}", validation_split=0.2)
+    path = write_csv(tmp_path / "three.csv", ["f1", "y"], [[i, label] for i, label in enumerate("aaaabbbbccc")])
+    capsys.readouterr()
+    data = load_dataset(f"csv:{path}", validation_split=0.25)
+    assert len(data.x_train) == 8 and data.num_classes == 3
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and "1 class(es) that its training rows do not (c)" in warning
+    np.savez(tmp_path / "zeros.npz", x=np.zeros((6, 2)), y=np.zeros(6), x_val=np.zeros((2, 2)), y_val=np.ones(2))
+    raises(r"zeros's 6 training rows hold one class \(0\): .* Received: validation_split=None", load_dataset,
+           f"npz:{tmp_path / 'zeros.npz'}", validation_split=None)
 
 
 def test_split_too_small_and_bad(numbered_csv):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lrsweep.errors import LrsweepError
+from lrsweep.errors import LrsweepError, warn
 
 SCALES = ("auto", "none", "unit", "standard")
 
@@ -142,6 +142,7 @@ def prepare(ref, arrays, *, auto_scale, subsample, validation_split, scale, seed
             )
         x_train, y_train, x_val, y_val = x[:split_at], y[:split_at], x[split_at:], y[split_at:]
         validation = f"split {validation_split:g} (last {len(x_val)} of {len(x)} rows)"
+    _check_classes(ref, arrays.classes, y_train, y_val, validation_split)
 
     x_train, x_val = _scale(
         auto_scale if scale == "auto" else scale, arrays.max_value, x_train, x_val
@@ -152,6 +153,22 @@ def prepare(ref, arrays, *, auto_scale, subsample, validation_split, scale, seed
         x_val=x_val, y_val=y_val.astype(np.int64),
         num_classes=len(arrays.classes), classes=list(arrays.classes), validation=validation,
     )
+
+
+def _check_classes(ref, classes, y_train, y_val, validation_split):
+    """Training rows of one class teach nothing: bad input. A class the validation rows hold
+    and the training rows lack (a file sorted by label, split at its end) is warned of."""
+    split = "" if validation_split is None else (f" once its last {len(y_val)} are held out for validation (rows "
+                                                 f"keep the file's order: shuffle a file sorted by label)")
+    trained = np.unique(y_train)
+    if len(trained) < 2:
+        raise LrsweepError(f"Dataset {ref.name}'s {len(y_train)} training rows hold one class "
+                           f"({classes[trained[0]]}){split}: a classifier needs at least 2. "
+                           f"Received: validation_split={validation_split!r}")
+    unseen = np.setdiff1d(np.unique(y_val), trained)
+    if len(unseen):
+        warn(f"dataset {ref.name}: its validation rows hold {len(unseen)} class(es) that its training rows do not "
+             f"({', '.join(str(classes[i]) for i in unseen[:5])}){split}: no trial can learn them")
 
 
 def _scale(scale, max_value, x_train, x_val):

@@ -101,6 +101,10 @@ def read_csv(path, target=None):
     features = [i for i in range(len(header)) if i != label]
     x = _numbers(path, rows, features, header)
     labels = np.array([row[label].strip() for _, row in rows])
+    if not all(labels):
+        line = rows[int(np.argmin(labels.astype(bool)))][0]
+        raise LrsweepError(f"Dataset file {path} line {line} has no label in column {header[label]!r}: every row "
+                           f"needs its class")
     y, classes = encode_labels(labels, f"Dataset file {path} column {header[label]!r}")
     return Arrays(x, y, None, None, classes)
 
@@ -119,6 +123,8 @@ def read_npz(path):
         if x_name in arrays:
             arrays[y_name] = _npz_labels(path, arrays, x_name, y_name)
     x, x_val = arrays["x"], arrays.get("x_val")
+    for name in ("x", "x_val"):
+        _check_finite(path, name, arrays.get(name))
     if x_val is not None and x_val.shape[1:] != x.shape[1:]:
         raise LrsweepError(
             f"Dataset file {path} arrays x and x_val differ in shape: {x.shape} and {x_val.shape}"
@@ -131,6 +137,22 @@ def read_npz(path):
     encoded, classes = encode_labels(np.concatenate(labels), f"Dataset file {path} array y")
     y, y_val = encoded[:len(x)], (None if x_val is None else encoded[len(x):])
     return Arrays(x, y, x_val, y_val, classes, test_name="x_val/y_val")
+
+
+def _check_finite(path, name, x, values_at_once=1 << 22):
+    """A float array of a user's npz holds no NaN or infinity, which a csv cell may not hold
+    either (every trial would diverge); checked some rows at a time (about `values_at_once`
+    values), as the array may be most of memory."""
+    if x is None or x.dtype.kind != "f" or not len(x):
+        return
+    rows_at_once = max(1, values_at_once // (x.size // len(x) or 1))
+    for start in range(0, len(x), rows_at_once):
+        bad = ~np.isfinite(x[start:start + rows_at_once]).reshape(min(rows_at_once, len(x) - start), -1).all(axis=1)
+        if bad.any():
+            row = start + int(np.argmax(bad))
+            value = x[row].reshape(-1)[~np.isfinite(x[row].reshape(-1))][0]
+            raise LrsweepError(f"Dataset file {path} array {name} holds {value} in row {row}: features must be "
+                               f"finite numbers")
 
 
 def npz_kind(path):

@@ -335,14 +335,14 @@ def _schedule_params(family, pairs):
 
 
 def cmd_schedule(args):
-    from lrsweep.schedules.registry import check_schedule, family
+    from lrsweep.schedules.registry import COUNT_MAX, check_schedule, family
 
     fam = family(args.family)
     params = _schedule_params(fam, args.params)
     if args.epochs < 1:
         raise LrsweepError(f"Argument `epochs` must be an integer >= 1. Received: epochs={args.epochs}")
-    if args.steps_per_epoch is not None and args.steps_per_epoch < 1:
-        raise LrsweepError(f"Argument `steps_per_epoch` must be an integer >= 1. "
+    if args.steps_per_epoch is not None and not 1 <= args.steps_per_epoch <= COUNT_MAX:
+        raise LrsweepError(f"Argument `steps_per_epoch` must be an integer from 1 to {COUNT_MAX}. "
                            f"Received: steps_per_epoch={args.steps_per_epoch}")
     full = check_schedule(args.family, params, args.epochs, args.granularity)
     if args.steps_per_epoch is None and (args.granularity == "step" or full.get("decay_unit") == "step"):

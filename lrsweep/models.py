@@ -56,6 +56,20 @@ def check_model_input(name, dataset):
                            f"images). Received: model='cnn'")
 
 
+def check_model_shape(name, args, input_shape):
+    """A `cnn`'s poolings each halve its images: no more of them than the images' side allows
+    (Keras' error, in every trial, was that an output size would be zero)."""
+    if name != "cnn":
+        return
+    filters = check_model(name, args)["filters"]
+    side = min(input_shape[:2])
+    if side < 2 ** len(filters):
+        most = side.bit_length() - 1
+        raise LrsweepError(f"Argument `filters` must list at most {most} layer(s) for images of "
+                           f"{input_shape[0]}x{input_shape[1]}: each halves them (max pooling). "
+                           f"Received: filters={filters!r}")
+
+
 def build_model(name, args, input_shape, num_classes):
     """A Keras model for `input_shape` inputs; binary tasks end in one sigmoid unit."""
     import keras

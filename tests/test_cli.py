@@ -54,6 +54,10 @@ def assert_refused(done, *words):
     (("max_epochs=3)", "max_epochs=3"), ["mine.py", "SyntaxError"]),
     (("max_epochs=3", "max_epochs=3, validation_split=None"), ["digits", "validation_split=None"]),
     (("max_epochs=3", 'max_epochs=3, model="cnn", dataset="ionosphere"'), ["model='cnn'", "ionosphere"]),
+    # Keras' errors in every trial: a step count past int64, a fourth pooling of 8x8 digits
+    (('"epochs_drop": 2', '"epochs_drop": 2**62'), ["epochs_drop", "2147483647"]),
+    (("max_epochs=3", 'max_epochs=3, model="cnn", model_args={"filters": (8, 8, 8, 8)}'),
+     ["filters=(8, 8, 8, 8)", "at most 3", "8x8"]),
 ])
 @pytest.mark.parametrize("command", ["validate", "launch"])
 def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, replace, words):
@@ -93,6 +97,9 @@ def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, rep
      ["initial_lr", "twice", "0.1", "initial_lr=5"]),
     (["schedule", "step", "initial_lr=0.1", "drop=0.5", "epochs_drop=1e400", "--epochs", "5"], ["epochs_drop", "1e400"]),
     (["schedule", "step", "initial_lr=0.1", "drop=0.5", "epochs_drop=10", "--epochs", "0"], ["epochs", "0"]),
+    (["schedule", "step", "initial_lr=0.1", "drop=0.5", "epochs_drop=1e30", "--epochs", "5"], ["epochs_drop", "31 digits"]),
+    (["schedule", "step", "initial_lr=0.1", "drop=0.5", "epochs_drop=3", "--epochs", "5", "--steps-per-epoch",
+      str(10**19), "--granularity", "step"], ["steps_per_epoch", str(10**19)]),
     (["schedule", "time_based", "initial_lr=0.1", "decay=0.01", "decay_unit=step", "--epochs", "5"],
      ["steps_per_epoch"]),
     (["schedule", "cosine", "initial_lr=0.1", "warmup_epochs=5", "--epochs", "5"], ["warmup_epochs", "5"]),

@@ -398,10 +398,14 @@ def sweep_data(sweep, offline=False):
     """The sweep's dataset as its trials see it: loaded, subsampled, split and scaled
     (`offline`: None where it would be downloaded)."""
     from lrsweep.data import load_dataset
+    from lrsweep.models import check_model_shape
 
-    return load_dataset(sweep.dataset, data_dir=sweep.data_dir, subsample=sweep.subsample,
+    data = load_dataset(sweep.dataset, data_dir=sweep.data_dir, subsample=sweep.subsample,
                         validation_split=sweep.validation_split, scale=sweep.scale, seed=sweep.seed,
                         offline=offline)
+    if data is not None:
+        check_model_shape(sweep.model, sweep.model_args, data.input_shape)
+    return data
 
 
 def trial_arrays(data):

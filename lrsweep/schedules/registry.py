@@ -113,8 +113,14 @@ def open_unit(name, default=REQUIRED):
     return Param(name, float, "in (0, 1)", lambda v: 0 < v < 1, default)
 
 
+# The largest count of epochs or steps a parameter may give: Keras' step counter is an int64,
+# and a step is epochs times steps per epoch (each at most this).
+COUNT_MAX = 2**31 - 1
+
+
 def count(name, minimum=1, default=REQUIRED, below_epochs=False):
-    return Param(name, int, f"an integer >= {minimum}", lambda v: v >= minimum, default, below_epochs=below_epochs)
+    return Param(name, int, f"an integer from {minimum} to {COUNT_MAX}", lambda v: minimum <= v <= COUNT_MAX, default,
+                 below_epochs=below_epochs)
 
 
 def above_one(name, default=REQUIRED):

@@ -623,3 +623,14 @@ def test_a_query_over_a_store_below_a_key_value_folder_reads_its_own_partitions(
     shutil.copytree(results, below)
     sql = "SELECT dataset, sweep, count(*) AS n FROM trials GROUP BY ALL ORDER BY ALL"
     assert query(str(below), sql).to_dict("records") == query(results, sql).to_dict("records")
+
+
+def test_the_ranking_picture_shows_each_confirmation_interval_whole():
+    """ranking.png's x-axis took the best values and the confirmation means only: the
+    leader's 95% interval ran off the picture."""
+    from lrsweep.results.plots import ranking_limits
+
+    table = pd.DataFrame({"best": [0.90, 0.88], "confirm_mean": [0.89, 0.87], "ci95": [0.05, math.inf]})
+    low, high = ranking_limits(table)
+    assert low < 0.84 and high > 0.94
+    assert ranking_limits(pd.DataFrame({"best": [math.nan]})) is None

@@ -94,14 +94,29 @@ def sweep_pictures(root, dataset, out_dir, ranked=None):
     else:
         ax.barh(shown["family"], shown["best"], color="tab:blue", label="best trial of the search")
     ax.set(xlabel=column, title=f"{dataset}: ranking")
-    values = shown[["best"] + (["confirm_mean"] if "confirm_mean" in shown else [])].stack()
-    values = values[values.map(math.isfinite)]
-    if len(values):  # bars from zero would hide the differences that matter
-        low, high = values.min(), values.max()
-        pad = 0.1 * (high - low) or 0.01
-        ax.set_xlim(low - pad, high + pad)
+    limits = ranking_limits(shown)
+    if limits:  # bars from zero would hide the differences that matter
+        ax.set_xlim(*limits)
     _finish(plt, fig, ax, paths["ranking"])
     return list(paths.values())
+
+
+def ranking_limits(table):
+    """The x-axis of the ranking picture: around every best value, confirmation mean and 95%
+    interval of `table` (a ranking), padded; None where it holds no finite value."""
+    import pandas as pd
+
+    parts = [table["best"]]
+    if "confirm_mean" in table:  # the intervals' ends too, or the widest is cut off
+        ci95 = table["ci95"].fillna(0) if "ci95" in table else 0
+        parts += [table["confirm_mean"] - ci95, table["confirm_mean"] + ci95]
+    values = pd.concat(parts, ignore_index=True).dropna()
+    values = values[values.map(math.isfinite)]
+    if not len(values):
+        return None
+    low, high = values.min(), values.max()
+    pad = 0.1 * (high - low) or 0.01
+    return low - pad, high + pad
 
 
 def _finish(plt, fig, ax, path):

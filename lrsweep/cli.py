@@ -108,14 +108,15 @@ def _stored_results(path):
     would read as an empty store (a URI is taken as it is)."""
     from lrsweep.results.store import is_uri
 
-    if not is_uri(path):
-        path = os.path.expanduser(path)  # --results=~/x: the shell leaves that ~ to the command
-    if not is_uri(path) and not os.path.isdir(path):
+    if is_uri(path):
+        return path
+    folder = os.path.expanduser(path)  # --results=~/x: the shell leaves that ~ to the command
+    if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(
-            f"must be a results folder, and {os.path.abspath(path)} is "
-            f"{'a file' if os.path.exists(path) else 'not there (nothing has been stored there yet)'}. "
+            f"must be a results folder, and {os.path.abspath(folder)} is "
+            f"{'a file' if os.path.exists(folder) else 'not there (nothing has been stored there yet)'}. "
             f"Received: {path!r}")
-    return path
+    return folder
 
 
 def _results_flag(p):
@@ -335,15 +336,14 @@ def _schedule_params(family, pairs):
 
 
 def cmd_schedule(args):
-    from lrsweep.schedules.registry import COUNT_MAX, check_schedule, family
+    from lrsweep.schedules.registry import check_schedule, count, family
 
     fam = family(args.family)
     params = _schedule_params(fam, args.params)
     if args.epochs < 1:
         raise LrsweepError(f"Argument `epochs` must be an integer >= 1. Received: epochs={args.epochs}")
-    if args.steps_per_epoch is not None and not 1 <= args.steps_per_epoch <= COUNT_MAX:
-        raise LrsweepError(f"Argument `steps_per_epoch` must be an integer from 1 to {COUNT_MAX}. "
-                           f"Received: steps_per_epoch={args.steps_per_epoch}")
+    if args.steps_per_epoch is not None:
+        count("steps_per_epoch").check(args.steps_per_epoch)  # a schedule parameter's own bounds
     full = check_schedule(args.family, params, args.epochs, args.granularity)
     if args.steps_per_epoch is None and (args.granularity == "step" or full.get("decay_unit") == "step"):
         raise LrsweepError("Argument `steps_per_epoch` is needed when the rate changes every step. "

@@ -150,7 +150,8 @@ def _check_finite(path, name, x, values_at_once=1 << 22):
         bad = ~np.isfinite(x[start:start + rows_at_once]).reshape(min(rows_at_once, len(x) - start), -1).all(axis=1)
         if bad.any():
             row = start + int(np.argmax(bad))
-            value = x[row].reshape(-1)[~np.isfinite(x[row].reshape(-1))][0]
+            values = x[row].reshape(-1)
+            value = values[~np.isfinite(values)][0]
             raise LrsweepError(f"Dataset file {path} array {name} holds {value} in row {row}: features must be "
                                f"finite numbers")
 

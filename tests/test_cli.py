@@ -157,6 +157,16 @@ def test_a_results_folder_under_a_file_is_refused_before_anything_runs(tmp_path)
     assert blocker.read_text() == ""
 
 
+def test_a_results_folder_given_from_home_is_the_one_under_home(tmp_path):
+    """--results=~/x (the shell leaves that ~ to the command), or results="~/x" in a sweep
+    file, is the folder under the home, as the reading commands take it: not ./~/x."""
+    (tmp_path / "a-file").write_text("")
+    done = subprocess.run([sys.executable, "-c", PROBE, "validate", "sweeps/digits.py", "--results=~/a-file/results"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)})
+    assert_refused(done, "results", str(tmp_path / "a-file"))
+    assert not os.path.exists(os.path.join(REPO, "~"))
+
+
 def test_a_sweep_file_is_python_whatever_its_name_ends_with(tmp_path):
     done = cli("validate", sweep_file(tmp_path, GOOD, name="mine.sweep"))
     assert done.returncode == 0 and done.stdout.startswith("sweep mine:"), done.stderr

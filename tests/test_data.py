@@ -256,6 +256,25 @@ def test_csv_string_labels(tmp_path):
     np.testing.assert_array_equal(data.x_val, [[7, 8], [9, 10]])
 
 
+def test_a_csv_without_a_header_row_is_warned_of(tmp_path, capsys):
+    """The UCI ionosphere file as `csv:` has no header: its first row, read as the header,
+    is lost to training, and the user is told so. A header of numbers that is not data
+    (pandas' own 0, 1, 2, ...; a class that is no label) is not warned of."""
+    capsys.readouterr()
+    data = load_dataset(f"csv:{TEST_DATA / 'ionosphere.csv'}", validation_split=0.33)
+    assert len(data.x_train) + len(data.x_val) == 350
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and str(TEST_DATA / "ionosphere.csv") in warning, warning
+    assert "the class 'g'" in warning and "no header row" in warning
+    rows = [[0.5, 0.25, 1], [0.75, 0.5, 0], [0.25, 0.5, 1], [0.5, 0.75, 0]] * 2
+    for name, header in [("pandas.csv", ["0", "1", "2"]), ("waves.csv", ["400", "410", "7"]),
+                         ("named.csv", ["a", "b", "label"])]:
+        load_dataset(f"csv:{write_csv(tmp_path / name, header, rows)}", validation_split=0.5)
+    assert capsys.readouterr().err == ""
+    load_dataset(f"csv:{write_csv(tmp_path / 'bare.csv', ['0.5', '0.25', '1'], rows)}", validation_split=0.5)
+    assert "bare.csv: its first row (0.5,0.25,1) is taken as the header" in capsys.readouterr().err
+
+
 def test_csv_target_and_integer_labels(tmp_path):
     path = write_csv(tmp_path / "t.csv", ["f1", "label", "f2"],
                      [[0.5, 10, 1], [1.5, 2, 2], [2.5, 1, 3], [3.5, 2, 4]])

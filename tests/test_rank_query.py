@@ -382,7 +382,8 @@ def test_query_never_writes_and_refuses_what_is_not_one_query(tmp_path):
                 f"/* pivot */ {pivot_copy}", f"EXPLAIN ANALYZE {copy}", f"explain /* plan */ analyse {copy}",
                 # DuckDB's comments hold comments: the first */ does not end this one
                 f"EXPLAIN ANALYZE /* /* */ SELECT 1 -- */ COPY (SELECT 42 AS x) TO '{tmp_path / 'b.csv'}'",
-                f"/* /* */ SELECT */ {pivot_copy}"]:
+                f"/* /* */ SELECT */ {pivot_copy}", f"EXPLAIN (FORMAT json, ANALYZE) {copy}",
+                f"EXPLAIN ANALYZE (FORMAT json) {copy}"]:
         assert_refused(lrsweep("query", sql, "--results", str(root)), "sql=", "one query that reads")
     assert open(stored, "rb").read() == before and sorted(os.listdir(tmp_path)) == ["results"]
     pivot = lrsweep("query", "PIVOT (SELECT family, status FROM trials) ON status USING count(*) ORDER BY family",
@@ -390,9 +391,10 @@ def test_query_never_writes_and_refuses_what_is_not_one_query(tmp_path):
     assert pivot.returncode == 0, pivot.stderr[-2000:]
     assert pivot.stdout.splitlines()[0].startswith("family,")
     assert query(str(root), "DESCRIBE trials")["column_name"].tolist()[:2] == ["trial_id", "family"]
-    for explain in ("EXPLAIN", "EXPLAIN ANALYZE", "EXPLAIN /* a -- */ ("):  # a plan, as DuckDB draws it
+    for explain in ("EXPLAIN", "EXPLAIN ANALYZE", "EXPLAIN /* a -- */ (", "EXPLAIN (FORMAT json)",
+                    "EXPLAIN (ANALYZE, FORMAT json) ("):  # a plan, as DuckDB draws it
         plan = lrsweep("query", f"{explain} SELECT family, count(*) FROM trials GROUP BY family"
-                       f"{')' if '(' in explain else ''}", "--results", str(root))
+                       f"{')' if explain.endswith('(') else ''}", "--results", str(root))
         assert plan.returncode == 0 and "read_parquet" in plan.stdout.lower(), plan.stderr[-2000:]
 
 

@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 
 from lrsweep.data.prepare import Arrays, one_line, read_bytes, read_npz_arrays
-from lrsweep.errors import LrsweepError
+from lrsweep.errors import LrsweepError, warn
 from lrsweep.quiet import import_keras
 
 IONOSPHERE_FILES = ("ionosphere.data", "ionosphere.csv")
@@ -106,7 +106,24 @@ def read_csv(path, target=None):
         raise LrsweepError(f"Dataset file {path} line {line} has no label in column {header[label]!r}: every row "
                            f"needs its class")
     y, classes = encode_labels(labels, f"Dataset file {path} column {header[label]!r}")
+    if target is None and _reads_as_data(header, label, classes):
+        first = ",".join(header)
+        warn(f"dataset file {path}: its first row ({first if len(first) <= 60 else first[:57] + '...'}) is taken as the header, and it "
+             f"reads as data (numbers, then the class {header[label]!r}): if the file has no header row, add one, "
+             f"or that row is not trained on")
     return Arrays(x, y, None, None, classes)
+
+
+def _reads_as_data(header, label, classes):
+    """A header row that looks like one more data row (the UCI files have none): every
+    feature's name a number, not pandas' own 0, 1, 2, ... names, and the label column's name
+    one of the classes."""
+    features = [name for i, name in enumerate(header) if i != label]
+    try:
+        [float(name) for name in features]
+    except ValueError:
+        return False
+    return features != [str(i) for i in range(len(features))] and header[label] in classes
 
 
 def read_npz(path):

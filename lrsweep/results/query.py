@@ -54,10 +54,13 @@ def connect(root, direct=True):
     return con
 
 
+EXPLAIN_OPTIONS = ("ANALYZE", "ANALYSE", "FORMAT")  # EXPLAIN (FORMAT json, ANALYZE) SELECT ...
+
+
 def check_sql(sql, received=None):
     """`sql` is one statement that reads: a query never writes (DuckDB's COPY ... TO could
     overwrite a stored file), and says so before it runs. PIVOT counts as reading, and so
-    does EXPLAIN [ANALYZE] of a statement that reads (ANALYZE runs it). `received`: the SQL
+    does EXPLAIN [ANALYZE] [(options)] of a statement that reads (ANALYZE runs it). `received`: the SQL
     as given, of which `sql` is the part explained."""
     received = sql if received is None else received
     try:
@@ -71,6 +74,9 @@ def check_sql(sql, received=None):
              zip(tokens, [start for start, _ in tokens[1:]] + [len(sql)]) if kind != duckdb.token_type.comment]
     if len(statements) == 1 and statements[0].type == duckdb.StatementType.EXPLAIN and words[0][1].upper() == "EXPLAIN":
         explained = words[2:] if len(words) > 1 and words[1][1].upper() in ("ANALYZE", "ANALYSE") else words[1:]
+        if len(explained) > 1 and explained[0][1] == "(" and explained[1][1].upper() in EXPLAIN_OPTIONS:
+            ends = [i for i, (_, word) in enumerate(explained) if word == ")"]  # the options hold no brackets
+            explained = explained[ends[0] + 1:] if ends else []
         return check_sql(sql[explained[0][0]:] if explained else "", received)
     # DuckDB makes any statement holding a PIVOT a MULTI one (CREATE TYPE ..., then it): the
     # query itself must begin as a reading one, not COPY (PIVOT ...) TO

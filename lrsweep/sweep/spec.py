@@ -324,6 +324,8 @@ class Sweep:
                 object.__setattr__(self, name, value)
             if (required or value is not None) and (not isinstance(value, str) or not value):
                 raise _field_error(name, "a non-empty string" + ("" if required else " or None"), value)
+            if name != "dataset" and value and value.startswith("~"):  # --results=~/x: the shell leaves that ~
+                object.__setattr__(self, name, os.path.expanduser(value))
         self.arms  # checks every family and parameter
 
     @property

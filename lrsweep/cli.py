@@ -193,7 +193,7 @@ def cmd_validate(args):
 
 
 def cmd_launch(args):
-    from lrsweep.run.client import client_address
+    from lrsweep.run.client import UNREAD, client_address
 
     through = client_address(args.address)
     if through:
@@ -204,14 +204,14 @@ def cmd_launch(args):
     from lrsweep.run.driver import launch, run_name, stop_ray, storage_path, tune_state_exists
 
     name = run_name(sweep, args.name)
+    elsewhere = "" if sweep.results == "results" else f" --results {shlex.quote(sweep.results)}"
+    progress = _Progress()
     try:
         name, dataset_name, status = launch(sweep, name=name, address=args.address, resume=args.resume, data=data,
-                                            dashboard_host=args.dashboard_host,
-                                            print_fn=lambda s: print(s, flush=True))
+                                            dashboard_host=args.dashboard_host, print_fn=progress)
         trials = read_frame(sweep.results, "trials", dataset_name)
         print()
         print(format_ranking(rank(trials[trials["sweep"] == name])))
-        elsewhere = "" if sweep.results == "results" else f" --results {shlex.quote(sweep.results)}"
         print(f"\nstored under {sweep.results.rstrip('/')}/{{trials,epochs}}/dataset={dataset_name}/sweep={name}; "
               f"all sweeps on {dataset_name}: lrsweep rank --dataset {dataset_name}{elsewhere}", flush=True)
     except KeyboardInterrupt:  # a second Ctrl-C, which Tune's first offers to skip its saving and cleanup; or one
@@ -222,9 +222,10 @@ def cmd_launch(args):
         try:
             stop_ray()  # before the last line, which Ray's late log lines would otherwise follow
         finally:
-            print(f"lrsweep: interrupted{'; what ended is stored; ' + _finish_hint(args, name) if resumable else ''}",
+            stopped = UNREAD if progress.gone else "interrupted"
+            print(f"lrsweep: {stopped}{'; what ended is stored; ' + _finish_hint(args, name) if resumable else ''}",
                   file=sys.stderr, flush=True)
-        return 130
+        return 141 if progress.gone else 130
     except StoreWriteError as e:  # the run failed, not the input: exit 1
         try:
             stop_ray()
@@ -239,9 +240,33 @@ def cmd_launch(args):
         _ignore_ctrl_c()
         print("lrsweep: interrupted as Ray stopped; it stops as this command exits", file=sys.stderr, flush=True)
         status = 130
+    if progress.gone:  # the output is gone, and with it the ranking: the line that matters goes to stderr
+        print(f"lrsweep: {UNREAD}; what ended is stored; {_finish_hint(args, name)}" if stopped else
+              f"lrsweep: the reader of its output stopped reading as the launch ended; the run is stored: lrsweep "
+              f"rank --dataset {dataset_name}{elsewhere}", file=sys.stderr, flush=True)
+        return 141
     if stopped:
         print(f"interrupted before every trial ran; {_finish_hint(args, name)}", flush=True)
     return status
+
+
+class _Progress:
+    """Where launch's progress lines go: the standard output, until its reader stops reading
+    (`launch | head`). Then the launch stops as on Ctrl-C (Tune saves its state, what ended
+    is stored), as SIGPIPE ends a command Python does not shield from it, and exits 141."""
+
+    def __init__(self):
+        self.gone = False
+
+    def __call__(self, line):
+        if self.gone:
+            return
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            self.gone = True
+            _output_gone()
+            signal.raise_signal(signal.SIGINT)
 
 
 def _ignore_ctrl_c():
@@ -303,6 +328,11 @@ def cmd_submit(args):
         print(f"\nstopped following {job}, which goes on: lrsweep logs {job} --follow; lrsweep status {job}; "
               f"ray job stop {job} stops it", flush=True)
         return 130
+    except BrokenPipeError:  # `submit | head`: the reader has what it wanted, and the job goes on
+        _output_gone()
+        print(f"lrsweep: stopped following {job}, as the reader of its output stopped reading; the job goes on: "
+              f"lrsweep logs {job} --follow; lrsweep status {job}; ray job stop {job} stops it", file=sys.stderr)
+        return 141
     except Exception as e:  # noqa: BLE001  (the dashboard's stream broke; the job is not this command's to end)
         print(f"lrsweep: error: lost the output of {job}, which goes on ({str(e).splitlines()[0] if str(e) else e!r}): "
               f"lrsweep logs {job} --follow; lrsweep status {job}", file=sys.stderr)
@@ -595,6 +625,12 @@ def main(argv=None):
             _ignore_ctrl_c()
 
 
+def _output_gone():
+    """The standard output's reader has gone: what is printed from here on goes nowhere, with
+    no second error (as Python flushes it at exit, or Ray's threads print)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _command(argv):
     # TensorFlow's start-up chatter is not the program's output.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -605,7 +641,7 @@ def _command(argv):
         sys.stdout.flush()  # here, where a reader gone is caught below, not as Python exits
         return status
     except BrokenPipeError:  # the reader of its output stopped reading (| head): what it read is what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error as Python flushes it
+        _output_gone()
         return 141  # as SIGPIPE would end it (128 + 13), which Python ignores
     except LrsweepError as e:
         print(f"lrsweep: error: {e}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -25,6 +26,25 @@ def lrsweep(*args, env=None, timeout=300):
     env = {name: value for name, value in {**os.environ, **(env or {})}.items() if value is not None}
     return subprocess.run([sys.executable, "-m", "lrsweep", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env=env)
+
+
+def lrsweep_read_until(until, *args, timeout=180):
+    """`python -m lrsweep ARGS` whose output's reader stops reading, as `| head` does, once
+    it has read a line for which `until(line)` holds: (exit status, the lines read, stderr)."""
+    command = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines = []
+    try:
+        while not lines or not until(lines[-1]):
+            lines.append(command.stdout.readline())
+            assert lines[-1], "".join(lines)[-1000:] + command.stderr.read()[-2000:]  # it ended before that line
+        command.stdout.close()
+        stderr = command.stderr.read()
+        command.wait(timeout=timeout)
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+    return command.returncode, lines, stderr
 
 
 def assert_refused(done, *words, stdout=""):

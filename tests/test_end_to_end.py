@@ -27,7 +27,8 @@ from lrsweep.results.rank import rank
 from lrsweep.results.store import read_frame
 from lrsweep.run.driver import launch
 from lrsweep.sweep.spec import load_sweep
-from tests.conftest import REPO, TEST_DATA, assert_refused, lrsweep, trainers, tune_finished, wait_for
+from tests.conftest import (REPO, TEST_DATA, assert_refused, lrsweep, lrsweep_read_until, trainers, tune_finished,
+                            wait_for)
 from tests.reference import rate
 
 ONE_PER_FAMILY = [
@@ -446,6 +447,26 @@ def test_ctrl_c_stops_the_launch_with_status_130_and_says_how_to_finish_it(ray_s
     assert "rank" in stdout and "confirming" not in stdout
     last = stdout.strip().splitlines()[-1]
     assert "--resume" in last and "--name stopped" in last
+
+
+def test_a_launch_whose_output_reader_stops_reading_stops_as_on_ctrl_c_with_status_141(ray_session, tmp_path):
+    """`launch ... | head`: once head has its lines, the launch's next line finds no reader.
+    It stops as a Ctrl-C stops it, as SIGPIPE ends any command: no traceback (Tune's
+    callbacks raised BrokenPipeError at every trial), what ended is stored, exit 141, and
+    the way to finish the run is said on stderr, the output being gone."""
+    results = tmp_path / "results"
+    returncode, _, stderr = lrsweep_read_until(
+        lambda line: line.startswith("["),  # a trial's progress line: the search runs
+        "launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(results), "--num-samples", "60",
+        "--max-epochs", "8", "--name", "piped", "--address", ray_session)
+    assert returncode == 141, stderr[-2000:]
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("lrsweep: the launch stopped, as the reader of its output stopped reading; what ended "
+                           "is stored; this finishes it: lrsweep launch "), last
+    assert "--resume" in last and "--name piped" in last
+    trials = read_frame(str(results), "trials")
+    assert 0 < len(trials) < 60 and (trials["stage"] == "search").all()
 
 
 def test_a_second_ctrl_c_still_says_how_to_finish_the_run(ray_session, tmp_path):

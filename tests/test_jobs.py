@@ -20,7 +20,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, TEST_DATA, assert_refused, lrsweep, tune_finished, wait_for
+from tests.conftest import REPO, TEST_DATA, assert_refused, lrsweep, lrsweep_read_until, tune_finished, wait_for
 
 
 _GIVEN = set()
@@ -141,6 +141,24 @@ def test_submit_no_wait_returns_with_the_job_that_logs_follows(dashboard, tmp_pa
     assert len(pd.read_parquet(results / "trials")) == 1
 
 
+def test_submit_whose_output_reader_stops_reading_stops_following_and_the_job_goes_on(dashboard, tmp_path):
+    """`submit ... | head`: the job is the cluster's; submit stops following it (exit 141, as
+    SIGPIPE ends a command) and says so on stderr, not that it lost the job's output."""
+    results = tmp_path / "results"
+    returncode, (first,), err = lrsweep_read_until(
+        lambda line: True,  # as head -1 does
+        "submit", "sweeps/ionosphere.py", "--address", dashboard, "--data-dir", TEST_DATA, "--num-samples", "2",
+        "--max-epochs", "5", "--confirm-seeds", "0", "--results", str(results))
+    assert first.startswith("submitted raysubmit_"), first
+    job = first.split()[1]
+    assert returncode == 141, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith(f"lrsweep: stopped following {job}, as the reader of its output "
+                                                   f"stopped reading; the job goes on: lrsweep logs {job} --follow")
+    followed = lrsweep("logs", job, "--follow", "--address", dashboard, timeout=300)
+    assert followed.returncode == 0 and "2/2" in followed.stdout, followed.stderr[-2000:]
+    assert len(pd.read_parquet(results / "trials")) == 2
+
+
 @pytest.mark.parametrize("args, named", [
     (["submit", "sweeps/ionosphere.py", "--num-samples", "0"], "num_samples"),
     (["submit", "sweeps/ionosphere.py", "--address", "127.0.0.1:6379"], "address"),
@@ -224,6 +242,22 @@ def test_a_launch_through_ray_client_runs_on_the_head_and_takes_ctrl_c_as_one_he
     assert len(trials) == 40 and trials["trial_id"].is_unique and trials["sweep"].nunique() == 1
     assert set(stopped["trial_id"]) <= set(trials["trial_id"])  # what the stopped launch stored stays
     assert set(trials["node"]) == _node_ids(head["gcs"])  # the cluster's one node, the head
+
+
+def test_a_launch_through_ray_client_whose_output_reader_stops_reading_stops_on_the_head(head, tmp_path):
+    """`launch --address ray://... | head`: as a launch here, the launch on the head stops as
+    on Ctrl-C, and this command exits 141 with the way to finish the run on stderr."""
+    results = tmp_path / "results"
+    returncode, _, err = lrsweep_read_until(
+        lambda line: " 1/40 " in line,  # the first trial has ended on the head
+        "launch", "sweeps/ionosphere.py", "--address", head["client"], "--data-dir", TEST_DATA, "--num-samples",
+        "40", "--max-epochs", "30", "--confirm-seeds", "0", "--results", str(results), "--name", "piped")
+    assert returncode == 141, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("lrsweep: the launch stopped, as the reader of its output stopped reading; what ended "
+                           "is stored; this finishes it: lrsweep launch "), err[-2000:]
+    assert "--resume" in last and "--name piped" in last
+    assert 1 <= len(pd.read_parquet(results / "trials")) < 40
 
 
 def test_a_quick_try_through_ray_client_warns_once(head, tmp_path):

@@ -33,6 +33,8 @@ from lrsweep.errors import SAID, LrsweepError, said
 
 # How long one `read` waits on the head for output before it answers with none.
 READ_SECONDS = 0.5
+# what a launch whose output nobody reads any more (`launch | head`) says as it exits 141
+UNREAD = "the launch stopped, as the reader of its output stopped reading"
 # How many times to ask for a session whose start failed on the head.
 SESSION_ATTEMPTS = 3
 _PR_SET_PDEATHSIG = 1
@@ -241,7 +243,8 @@ def _relay(ray, command, typed, address, hint, signals):
               file=sys.stderr, flush=True)
         return 128 - returncode
     if unread and returncode:  # its last line, the resume command, went to the closed stdout
-        print(f"lrsweep: the launch stopped as this command's output was closed; {hint}", file=sys.stderr, flush=True)
+        print(f"lrsweep: {UNREAD}; what ended is stored; {hint}", file=sys.stderr, flush=True)
+        return 141  # as SIGPIPE would end it, and a launch here (`cli._Progress`)
     return returncode
 
 

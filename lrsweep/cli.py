@@ -99,8 +99,9 @@ def _sweep_flags(p, address=LAUNCH_ADDRESS, dashboard=True):
                                      "folder's tune/); on several nodes a folder every node reaches, or a URI")
     p.add_argument("--address", help=address)
     if dashboard:
-        p.add_argument("--dashboard-host", default="127.0.0.1", type=_listening_address,
-                       help="address the local dashboard binds (default 127.0.0.1)")
+        p.add_argument("--dashboard-host", type=_listening_address,
+                       help="address the dashboard of a Ray the launch starts binds (default 127.0.0.1; a cluster's "
+                            "is its `ray start --dashboard-host`)")
 
 
 def _stored_results(path):
@@ -154,13 +155,18 @@ def load_checked_sweep(args, joins=True, head=None, download=False, warn=True):
 
 def _checked_sweep(args, joins, head, download):
     from lrsweep.run.client import client_address
-    from lrsweep.run.driver import check_address, check_launch
+    from lrsweep.run.driver import check_address, check_launch, joins_cluster
     from lrsweep.run.jobs import on_this_machine
 
     if joins:
         check_address(args.address, client=True)
         head = client_address(args.address)
         joins = not head
+        if getattr(args, "dashboard_host", None) and joins_cluster(args.address):
+            raise LrsweepError(f"Argument `dashboard_host` is where the dashboard of a Ray the launch starts listens; "
+                               f"the cluster it joins has its own (`ray start --dashboard-host`). Received: "
+                               f"dashboard_host={args.dashboard_host!r} with address="
+                               f"{args.address or os.environ.get('RAY_ADDRESS')!r}")
     from lrsweep.sweep.spec import load_sweep
 
     flags = {"dataset": args.dataset, "num_samples": args.num_samples, "max_epochs": args.max_epochs,
@@ -208,7 +214,7 @@ def cmd_launch(args):
     progress = _Progress()
     try:
         name, dataset_name, status = launch(sweep, name=name, address=args.address, resume=args.resume, data=data,
-                                            dashboard_host=args.dashboard_host, print_fn=progress)
+                                            dashboard_host=args.dashboard_host or "127.0.0.1", print_fn=progress)
         trials = read_frame(sweep.results, "trials", dataset_name)
         print()
         print(format_ranking(rank(trials[trials["sweep"] == name])))

@@ -112,6 +112,11 @@ def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, rep
     (["find-lr", "sweeps/digits.py", "--plot", "range"], ["--plot", "'range'", ".png"]),
     (["status", "", "--address", "http://127.0.0.1:9"], ["JOB", "submission id", "''"]),
     (["launch", "sweeps/digits.py", "--dashboard-host", "999.1.1.1"], ["--dashboard-host", "'999.1.1.1'", "listen on"]),
+    # a cluster's dashboard is its own: the flag would be dropped without a word
+    (["launch", "sweeps/digits.py", "--address", "auto", "--dashboard-host", "0.0.0.0"],
+     ["dashboard_host='0.0.0.0'", "address='auto'", "ray start --dashboard-host"]),
+    (["validate", "sweeps/digits.py", "--address", "ray://head:10001", "--dashboard-host", "127.0.0.1"],
+     ["dashboard_host='127.0.0.1'", "address='ray://head:10001'"]),
     (["logs", "../jobs?x=1", "--address", "http://127.0.0.1:9"], ["JOB", "'../jobs?x=1'"]),
     (["status", "..", "--address", "http://127.0.0.1:9"], ["JOB", "'..'"]),  # /api/jobs/.. is the job list
     (["report", "--dataset", "digits", "--out", "tests"], ["--out", "must be a file", "tests"]),

@@ -31,3 +31,18 @@ def test_cluster_has_a_head_a_cpu_and_a_gpu_worker_type_that_install_lrsweep():
     starts = [c for key in ("head_start_ray_commands", "worker_start_ray_commands") for c in config[key]
               if "ray start" in c]
     assert len(starts) == 2 and all("RAY_AUTH_MODE=token" in c for c in starts)  # tokens stay on everywhere
+
+
+def test_every_node_runs_the_ray_and_python_lrsweep_is_installed_with():
+    """Ray refuses a node (`ray start --address`) or a Ray Client of another Ray or Python,
+    and lrsweep needs Python 3.11: each node's image is Ray's own of this Ray and Python."""
+    import sys
+
+    config = load_config()
+    tag = f"rayproject/ray:{ray.__version__}-py{sys.version_info.major}{sys.version_info.minor}-"
+    images = [config["docker"]["image"]] + [t["docker"]["worker_image"] for t in
+                                            config["available_node_types"].values() if "docker" in t]
+    assert len(images) == 2 and all(image.startswith(tag) for image in images), images
+    assert config["available_node_types"]["gpu_worker"]["docker"]["worker_image"].endswith("-gpu")
+    commands = config["setup_commands"] + config["available_node_types"]["gpu_worker"]["worker_setup_commands"]
+    assert all(c.startswith("python -m pip") for c in commands)  # the image's Python, which `submit`'s job runs

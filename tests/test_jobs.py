@@ -175,6 +175,14 @@ def test_job_commands_name_an_address_where_no_dashboard_answers():
     assert_refused(done, "address")
 
 
+def test_job_commands_name_the_token_where_the_dashboard_refuses_it(dashboard):
+    """A machine without the cluster's token (or with another cluster's): one line, not
+    Ray's AuthenticationError traceback."""
+    done = lrsweep("status", "raysubmit_x", "--address", dashboard, env={"RAY_AUTH_TOKEN": "not-the-token"},
+                   timeout=60)
+    assert_refused(done, "refused this machine's token", "RAY_AUTH_TOKEN", repr(dashboard))
+
+
 def test_job_commands_use_the_address_given_over_rays_environment(dashboard):
     """Ray's Jobs client takes RAY_API_SERVER_ADDRESS or RAY_ADDRESS over the address it is
     given: `--address` must win, then RAY_API_SERVER_ADDRESS (as `ray start` suggests it).
@@ -200,7 +208,11 @@ def test_submit_of_a_job_that_fails_on_the_cluster_exits_1_and_says_why(dashboar
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "not in a job" in done.stdout  # the launch's one line, as the job printed it
-    assert done.stderr.startswith("lrsweep: raysubmit_") and "FAILED" in done.stderr
+    job = done.stdout.split()[1]
+    # the job's state in one line: Ray's message for a failed job goes on with its last logs, printed just above
+    assert done.stderr == f"lrsweep: {job}: FAILED (Job entrypoint command failed with exit code 2)\n", done.stderr
+    status = lrsweep("status", job, "--address", dashboard, timeout=60)
+    assert (status.returncode, status.stdout) == (1, done.stderr.removeprefix("lrsweep: ")), status.stderr
 
 
 def test_a_launch_through_ray_client_runs_on_the_head_and_takes_ctrl_c_as_one_here(head, tmp_path):
@@ -242,6 +254,22 @@ def test_a_launch_through_ray_client_runs_on_the_head_and_takes_ctrl_c_as_one_he
     assert len(trials) == 40 and trials["trial_id"].is_unique and trials["sweep"].nunique() == 1
     assert set(stopped["trial_id"]) <= set(trials["trial_id"])  # what the stopped launch stored stays
     assert set(trials["node"]) == _node_ids(head["gcs"])  # the cluster's one node, the head
+
+
+def test_a_launch_that_cannot_join_the_cluster_it_names_says_why_in_one_line(head, tmp_path):
+    """A host:port where nothing listens: at once (ray.init waited minutes, logging its
+    retries); the cluster's GCS with another token: once Ray gives up (about 20 s), naming
+    the token. Exit 2, nothing stored."""
+    results = tmp_path / "results"
+    for address, env, said in [(f"127.0.0.1:{free_port()}", {}, "nothing answers at 127.0.0.1:"),
+                               (head["gcs"], {"RAY_AUTH_TOKEN": "not-the-token"}, "~/.ray/auth_token")]:
+        done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(results),
+                       "--address", address, env=env, timeout=180)
+        assert done.returncode == 2, done.stderr[-2000:]
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("lrsweep: error: Argument `address` reaches no Ray cluster") and said in last, last
+        assert "Traceback" not in done.stderr and f"address={address!r}" in last
+    assert not list(results.glob("trials/**/*.parquet"))
 
 
 def test_a_launch_through_ray_client_whose_output_reader_stops_reading_stops_on_the_head(head, tmp_path):

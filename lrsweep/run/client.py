@@ -183,8 +183,9 @@ def run(command, results, address, typed, hint):
             time.sleep(2)
         except ConnectionError as e:
             raise LrsweepError(f"Argument `address` gave no Ray Client session ({str(e).splitlines()[0].rstrip(':')}; "
-                               f"`ray start --head` serves Ray Client on port 10001). Received: address={address!r}"
-                               ) from None
+                               f"`ray start --head` serves Ray Client on port 10001, and a server that is up refuses a "
+                               f"client without the cluster's token: ~/.ray/auth_token, or RAY_AUTH_TOKEN). Received: "
+                               f"address={address!r}") from None
         except RuntimeError as e:  # the server's refusal: another version of Ray or Python there, say
             print(f"lrsweep: error: {address} took no Ray Client session: {str(e).splitlines()[0]}", file=sys.stderr,
                   flush=True)

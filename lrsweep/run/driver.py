@@ -187,6 +187,11 @@ def _env_address():
     return None if not value or value.startswith(("http://", "https://")) else value
 
 
+def joins_cluster(address):
+    """Whether a launch given `address` joins a cluster, rather than starting a Ray of its own."""
+    return address not in (None, "local") or (address is None and _env_address() is not None)
+
+
 def _ray_address(address):
     """Where the sweep runs: `--address`; else the cluster of the Ray job this launch is the
     entrypoint of (`_env_address`); else "local", a new Ray of our own, even where `ray
@@ -200,6 +205,32 @@ def _ray_address(address):
         return "local"
     use_token_if_present()
     return address
+
+
+def _named(address):
+    """How the user gave the address the launch joins, and its name in a message's
+    "Received:": `--address`, or RAY_ADDRESS."""
+    if address == _env_address():
+        return "Environment variable `RAY_ADDRESS`", "RAY_ADDRESS"
+    return "Argument `address`", "address"
+
+
+def _check_answers(address):
+    """A host:port to join answers there: ray.init waits minutes on one where nothing
+    listens (a wrong port, a head that is down), logging its retries."""
+    import socket
+
+    found = re.fullmatch(r"\[?(.*?)\]?:([0-9]+)", address)
+    if not found:  # auto: ray.init finds the cluster or says at once that there is none
+        return
+    try:
+        socket.create_connection((found.group(1), int(found.group(2))), timeout=5).close()
+    except OSError as e:
+        reason = e.strerror or str(e) or type(e).__name__
+        named, key = _named(address)
+        raise LrsweepError(f"{named} reaches no Ray cluster: nothing answers at {address} ({reason}); a head node "
+                           f"listens on the port `ray start --head` printed (6379 by default). Received: "
+                           f"{key}={address!r}") from None
 
 
 def use_token_if_present():
@@ -226,10 +257,21 @@ def _start_ray(address, dashboard_host, print_fn):
     # per CPU): on two cores they took CPU from the processes importing TensorFlow, and a
     # cold launch's first epoch came 2-3 s later (benchmarks/README.md).
     own = {"_system_config": {"prestart_worker_first_driver": False}} if address == "local" else {}
-    with _ctrl_c_after_start(address == "local"):
-        context = ray.init(address=address, include_dashboard=True, dashboard_host=dashboard_host,
-                           configure_logging=True, logging_level="WARNING", log_to_driver=True,
-                           ignore_reinit_error=True, **own)
+    if address != "local":
+        _check_answers(address)
+    try:
+        with _ctrl_c_after_start(address == "local"):
+            context = ray.init(address=address, include_dashboard=True, dashboard_host=dashboard_host,
+                               configure_logging=True, logging_level="WARNING", log_to_driver=True,
+                               ignore_reinit_error=True, **own)
+    except ConnectionError as e:
+        if address == "local":
+            raise
+        named, key = _named(address)
+        raise LrsweepError(f"{named} reaches no Ray cluster this launch can join ({str(e).split('. ')[0].rstrip('.')}"
+                           f"): start one with `ray start --head`, or leave --address out for a Ray of the launch's "
+                           f"own; a cluster that is up refuses a machine without its token (~/.ray/auth_token, or "
+                           f"RAY_AUTH_TOKEN). Received: {key}={address!r}") from None
     url = context.dashboard_url
     if url:
         url = url if url.startswith("http") else f"http://{url}"

@@ -80,11 +80,18 @@ def jobs_client(address):
     # Ray's client takes RAY_API_SERVER_ADDRESS or RAY_ADDRESS over the address it is given
     # (`get_address_for_submission_client`): the address chosen above is the one to use.
     hidden = {name: os.environ.pop(name) for name in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS") if name in os.environ}
+    from ray.exceptions import AuthenticationError
+
     try:
         return JobSubmissionClient(address)
     except ConnectionError as e:
         raise LrsweepError(f"Argument `address` reaches no Ray dashboard ({str(e).splitlines()[0]}). "
                            f"Received: address={address!r}") from None
+    except AuthenticationError as e:  # Ray's own message is a page of advice
+        raise LrsweepError(f"Argument `address` is a Ray dashboard that refused this machine's token ("
+                           f"{str(e).splitlines()[0].rstrip('.')}): the cluster's own token goes in ~/.ray/auth_token "
+                           f"or RAY_AUTH_TOKEN (`ray get-auth-token` on the head prints it). Received: "
+                           f"address={address!r}") from None
     finally:
         os.environ.update(hidden)
 
@@ -147,7 +154,10 @@ def _state(client, job, address):
     """(one line on the job's state, exit status: 0 running or succeeded, 1 failed or stopped)."""
     info = job_info(client, job, address)
     state = str(info.status.value if hasattr(info.status, "value") else info.status)
-    line = f"{job}: {state}" + (f" ({info.message})" if info.message else "")
+    # a failed job's message is its entrypoint's exit code, then its last log lines (which
+    # `logs` and a followed `submit` have just printed): the first line alone
+    message = (info.message or "").split("\n")[0].split(", last available logs")[0].rstrip(":")
+    line = f"{job}: {state}" + (f" ({message})" if message else "")
     return line, EXIT_STATUS.get(state, 0)
 
 

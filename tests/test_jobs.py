@@ -141,6 +141,23 @@ def test_submit_no_wait_returns_with_the_job_that_logs_follows(dashboard, tmp_pa
     assert len(pd.read_parquet(results / "trials")) == 1
 
 
+def test_submit_through_a_forwarded_port_leaves_the_checks_of_the_heads_paths_to_the_head(dashboard, tmp_path):
+    """http://127.0.0.1:8265 may be a remote head's dashboard forwarded here (`ray dashboard
+    cluster.yaml`, ssh -L): where its Ray session is not on this machine (here: Ray's
+    temporary folder elsewhere, as on another machine), the store and Tune's state are the
+    head's, checked by the launch there, not refused here. A --resume of a run this machine
+    does not hold is then the job's error; with the head here, it is bad input at once."""
+    args = ["submit", "sweeps/ionosphere.py", "--address", dashboard, "--data-dir", TEST_DATA, "--resume",
+            "--name", "not-here", "--results", str(tmp_path / "results")]
+    assert_refused(lrsweep(*args, timeout=120), "names no sweep that can be resumed", "not-here")
+    elsewhere = tmp_path / "another-machine"
+    elsewhere.mkdir()
+    done = lrsweep(*args, env={"RAY_TMPDIR": str(elsewhere)}, timeout=300)
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert done.stdout.startswith("submitted raysubmit_")
+    assert "lrsweep: error: Argument `name` names no sweep that can be resumed" in done.stdout  # the job's own line
+
+
 def test_submit_whose_output_reader_stops_reading_stops_following_and_the_job_goes_on(dashboard, tmp_path):
     """`submit ... | head`: the job is the cluster's; submit stops following it (exit 141, as
     SIGPIPE ends a command) and says so on stderr, not that it lost the job's output."""

@@ -51,8 +51,68 @@ def not_this_machine(host):
 
 def on_this_machine(address):
     """Whether the cluster at `address` (http://HOST:PORT, ray://HOST:PORT) has its head
-    node on this machine, where its launch reads and writes the paths given here."""
-    return not not_this_machine(urllib.parse.urlsplit(address).hostname or "")
+    node on this machine, where its launch reads and writes the paths given here. An address
+    of this machine may be a port forwarded to a remote head (`ray dashboard cluster.yaml`,
+    `ssh -L`): a dashboard's head is here where its Ray session's folder is; a Ray Client
+    server's, where a Ray runs here at all. In doubt, not here: the launch on the head
+    checks its paths there. No Ray import (bad input is answered before Ray loads)."""
+    if not_this_machine(urllib.parse.urlsplit(address).hostname or ""):
+        return False
+    if not address.startswith(("http://", "https://")):
+        return _gcs_runs_here()
+    session = _dashboard_session(address)
+    return bool(session) and os.path.isdir(os.path.join(_ray_temp_dir(), session))
+
+
+def _gcs_runs_here():
+    """Whether a Ray head (its GCS server) runs on this machine; True where /proc cannot tell."""
+    import glob
+
+    if not os.path.isdir("/proc/self"):
+        return True
+    for comm in glob.glob("/proc/[0-9]*/comm"):
+        try:
+            with open(comm) as f:
+                if f.read().startswith("gcs_server"):
+                    return True
+        except OSError:  # ended meanwhile
+            continue
+    return False
+
+
+def _dashboard_session(address):
+    """The name of the Ray session whose dashboard answers at `address`, or None."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(f"{address.rstrip('/')}/api/version")
+    token = _auth_token()
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.loads(answer.read()).get("session_name")
+    except (OSError, ValueError, AttributeError):  # no dashboard there, another token, not Ray's answer
+        return None
+
+
+def _auth_token():
+    """This machine's Ray token, where Ray looks for it: RAY_AUTH_TOKEN, the file that
+    RAY_AUTH_TOKEN_PATH names, ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _ray_temp_dir():
+    """Where a Ray started here keeps its sessions' folders, as Ray chooses it."""
+    system = os.environ.get("RAY_TMPDIR") or (os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None)
+    return os.path.join(system or "/tmp", "ray")
 
 
 def jobs_address(address):

@@ -359,6 +359,9 @@ def cmd_logs(args):
     return jobs.logs(args.job, jobs.jobs_address(args.address), args.follow)
 
 
+PREVIEW_EPOCHS = 10_000_000  # `schedule --epochs`: 80 MB of rates, computed in one call
+
+
 def _schedule_params(family, pairs):
     params, given = {}, {}
     for pair in pairs:
@@ -376,12 +379,14 @@ def cmd_schedule(args):
 
     fam = family(args.family)
     params = _schedule_params(fam, args.params)
-    if args.epochs < 1:
-        raise LrsweepError(f"Argument `epochs` must be an integer >= 1. Received: epochs={args.epochs}")
+    if not 1 <= args.epochs <= PREVIEW_EPOCHS:
+        raise LrsweepError(f"Argument `epochs` must be an integer from 1 to {PREVIEW_EPOCHS} (a line per epoch). "
+                           f"Received: epochs={args.epochs}")
     if args.steps_per_epoch is not None:
         count("steps_per_epoch").check(args.steps_per_epoch)  # a schedule parameter's own bounds
     full = check_schedule(args.family, params, args.epochs, args.granularity)
-    if args.steps_per_epoch is None and (args.granularity == "step" or full.get("decay_unit") == "step"):
+    moves_per_step = args.granularity == "step" and args.family not in ("constant", "plateau")  # fixed in an epoch
+    if args.steps_per_epoch is None and (moves_per_step or full.get("decay_unit") == "step"):
         raise LrsweepError("Argument `steps_per_epoch` is needed when the rate changes every step. "
                            "Received: steps_per_epoch=None")
     from lrsweep.quiet import import_tensorflow
@@ -474,7 +479,7 @@ def cmd_find_lr(args):
     checked_dataset(sweep)
     from lrsweep.run.driver import check_results
 
-    check_results(sweep)  # the rows are stored after both range tests have trained
+    check_results(sweep, storage=False)  # the results folder alone: no Tune, no `storage`
     from lrsweep.run.find_lr import find_lr
 
     found = find_lr(sweep, print_fn=lambda line: print(line, flush=True))

@@ -10,7 +10,8 @@ import textwrap
 
 import pytest
 
-from tests.conftest import REPO, assert_refused as refused
+from tests.conftest import REPO, lrsweep
+from tests.conftest import assert_refused as refused
 
 # Runs the CLI in a fresh interpreter, then reports which heavy frameworks it imported.
 PROBE = ("import sys\nfrom lrsweep.cli import main\ncode = main(sys.argv[1:])\n"
@@ -97,6 +98,9 @@ def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, rep
      ["initial_lr", "twice", "0.1", "initial_lr=5"]),
     (["schedule", "step", "initial_lr=0.1", "drop=0.5", "epochs_drop=1e400", "--epochs", "5"], ["epochs_drop", "1e400"]),
     (["schedule", "step", "initial_lr=0.1", "drop=0.5", "epochs_drop=10", "--epochs", "0"], ["epochs", "0"]),
+    # a line per epoch, computed in one call: 3e9 of them ran for minutes before printing anything
+    (["schedule", "step", "initial_lr=0.1", "drop=0.5", "epochs_drop=10", "--epochs", "3000000000"],
+     ["epochs", "3000000000", "from 1 to 10000000"]),
     (["schedule", "step", "initial_lr=0.1", "drop=0.5", "epochs_drop=1e30", "--epochs", "5"], ["epochs_drop", "31 digits"]),
     (["schedule", "step", "initial_lr=0.1", "drop=0.5", "epochs_drop=3", "--epochs", "5", "--steps-per-epoch",
       str(10**19), "--granularity", "step"], ["steps_per_epoch", str(10**19)]),
@@ -285,6 +289,16 @@ def test_validate_shows_the_rungs_of_budget_early_stopping(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "successive halving from scratch" in done.stdout
     assert "27 x 1, then 9 x 3, then 3 x 9, then 1 x 27" in done.stdout
+
+
+@pytest.mark.parametrize("family, params, rates", [("constant", ["initial_lr=0.1"], [0.1, 0.1, 0.1]),
+                                                  ("plateau", ["initial_lr=0.1", "patience=1"], [0.1, 0.1, 0.01])])
+def test_a_rate_fixed_within_each_epoch_previews_per_step_without_steps_per_epoch(family, params, rates):
+    """constant and plateau rates move (if at all) between epochs: --granularity step shows
+    them as they are, without asking how many steps an epoch has."""
+    done = lrsweep("schedule", family, *params, "--epochs", "3", "--granularity", "step", "--csv", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [round(float(r["lr"]), 6) for r in csv.DictReader(io.StringIO(done.stdout))] == rates
 
 
 def test_schedule_prints_csv_and_draws_a_png(tmp_path):

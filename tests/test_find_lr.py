@@ -61,10 +61,37 @@ def test_find_lr_answers_a_missing_dataset_with_one_line(tmp_path):
 
 
 def test_find_lr_answers_a_results_path_it_cannot_write_before_training(tmp_path):
-    """The rows are stored after both range tests have trained: a results path that is a
-    file is refused first, and left as it was."""
+    """The rows are stored as each range test ends: a results path that is a file is
+    refused before any trains, and left as it was."""
     taken = tmp_path / "taken"
     taken.write_text("mine")
     done = lrsweep("find-lr", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(taken))
     assert_refused(done, f"results={str(taken)!r}")
     assert taken.read_text() == "mine"
+
+
+def test_find_lr_says_so_where_the_first_loss_is_not_a_number_and_ignores_tunes_storage(tmp_path):
+    """Features of 3e38 left unscaled: the first batch's loss overflows, so there is no
+    curve: one line saying so, nothing stored, no traceback (rows[0] of none). The sweep's
+    `storage` (Tune's, for a cluster: here below a file) is not find-lr's to check."""
+    rows = "\n".join(f"{3e38 * (i % 3)},{3e38 * (i % 5)},{i % 2}" for i in range(40))
+    (tmp_path / "huge.csv").write_text(f"a,b,label\n{rows}\n")
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "huge.py").write_text(
+        "from lrsweep import Sweep\n"
+        f"SWEEP = Sweep(name='huge', dataset='csv:{tmp_path / 'huge.csv'}', scale='none', max_epochs=2,\n"
+        f"              configs=[{{'family': 'constant', 'initial_lr': 0.1}}], storage='{tmp_path / 'a-file' / 'tune'}')\n")
+    done = lrsweep("find-lr", str(tmp_path / "huge.py"), "--results", str(tmp_path / "r"), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == ("sgd: the loss of the first batch, at lr 1e-06, is not a finite number: no curve to "
+                                   "read (are the features scaled? the sweep's `scale`)"), done.stdout
+    assert "Traceback" not in done.stderr
+    assert not list((tmp_path / "r").glob("lr_range/**/*.parquet"))
+    # 1e30: the first loss is a number and the next is not: a curve of one step, no steepest
+    # descent to point at (it said "at lr nan")
+    rows = "\n".join(f"{1e30 * (i % 3)},{1e30 * (i % 5)},{i % 2}" for i in range(40))
+    (tmp_path / "large.csv").write_text(f"a,b,label\n{rows}\n")
+    done = lrsweep("find-lr", str(tmp_path / "huge.py"), "--dataset", f"csv:{tmp_path / 'large.csv'}", "--results",
+                   str(tmp_path / "r"), timeout=300)
+    assert done.returncode == 0 and "nan" not in done.stdout, done.stdout + done.stderr[-2000:]
+    assert "sgd: 1 steps from lr 1e-06 to 1e-06; no steepest descent" in done.stdout

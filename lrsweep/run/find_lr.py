@@ -86,12 +86,20 @@ def find_lr(sweep, print_fn=print):
     arrays = trial_arrays(data)
     name = f"{sweep.name}-find-lr-{time.strftime('%Y%m%d-%H%M%S')}"
     found = {}
-    for optimizer in optimizers:
+    for optimizer in optimizers:  # each one's rows stored as its test ends
         rows = range_test(optimizer, arrays, setup, keras)
+        if not rows:
+            found[optimizer] = (rows, math.nan, math.nan)
+            print_fn(f"{optimizer}: the loss of the first batch, at lr {START:.3g}, is not a finite number: no "
+                     f"curve to read (are the features scaled? the sweep's `scale`)")
+            continue
         steepest, tenth = suggestions([r["lr"] for r in rows], [r["smoothed_loss"] for r in rows])
         found[optimizer] = (rows, steepest, tenth)
+        steepest = (f"steepest descent at lr {steepest:.3g}" if steepest == steepest else
+                    "no steepest descent (the smoothed loss never fell below its first steps')")
         print_fn(f"{optimizer}: {len(rows)} steps from lr {rows[0]['lr']:.3g} to {rows[-1]['lr']:.3g}; "
-                 f"steepest descent at lr {steepest:.3g}, minimum loss / 10 at lr {tenth:.3g}")
+                 f"{steepest}, minimum loss / 10 at lr {tenth:.3g}")
         store.write_rows(sweep.results, "lr_range", data.name, name, rows)
-    print_fn(f"stored under {sweep.results.rstrip('/')}/lr_range/dataset={data.name}/sweep={name}")
+    if any(rows for rows, _, _ in found.values()):
+        print_fn(f"stored under {sweep.results.rstrip('/')}/lr_range/dataset={data.name}/sweep={name}")
     return found

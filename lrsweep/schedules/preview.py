@@ -1,5 +1,7 @@
 """The rate in effect during each epoch of a family, as a trial would see it (imports Keras)."""
 
+import numpy as np
+
 from lrsweep.schedules.registry import build_schedule
 
 
@@ -13,7 +15,10 @@ def epoch_rates(name, params, *, epochs, steps_per_epoch=1, granularity="epoch")
                                               epochs=epochs, granularity=granularity)
     if callbacks:
         return _rates_on_plateau(learning_rate, callbacks, epochs)
-    return [float(learning_rate(e * steps_per_epoch)) for e in range(epochs)]
+    if isinstance(learning_rate, float):
+        return [learning_rate] * epochs
+    # every epoch's first step in one call of the schedule (one call per epoch took 0.5 ms each)
+    return np.asarray(learning_rate(np.arange(epochs, dtype="int64") * steps_per_epoch), dtype="float64").tolist()
 
 
 def _rates_on_plateau(learning_rate, callbacks, epochs):

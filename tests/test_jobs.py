@@ -366,6 +366,52 @@ def test_a_launch_through_ray_client_whose_client_is_killed_stops_on_the_head_as
     assert len(trials) == 100 and trials["trial_id"].is_unique
 
 
+def test_a_launch_whose_tune_storage_other_machines_cannot_reach_warns_at_once(tmp_path):
+    """A cluster of nodes on several machines (here a second node on another address of
+    this machine, 127.0.0.2) and Tune's storage a folder of the launch's machine: trials on
+    the others would fail at their first checkpoint, after their training was spent, unless
+    the folder is one they share. The launch says so as it starts."""
+    port = free_port()
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}  # a node joins with the token
+    nodes = []
+    try:
+        for node in ([f"--head", f"--port={port}", "--include-dashboard=false"],
+                     [f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.2"]):
+            nodes.append(subprocess.Popen([os.path.join(bin_dir, "ray"), "start", "--block", "--num-cpus=1",
+                                           "--disable-usage-stats", *node], cwd=tmp_path, env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True))
+            if len(nodes) == 1:
+                wait_for(lambda: _answers(port), 90, "the head did not come up")
+        wait_for(lambda: len(_node_ids(f"127.0.0.1:{port}")) == 2, 90, "the second node did not join")
+        returncode, _, stderr = lrsweep_read_until(
+            lambda line: line.startswith("["),  # the trial has ended
+            "launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "1", "--max-epochs", "2",
+            "--confirm-seeds", "0", "--results", str(tmp_path / "results"), "--address", f"127.0.0.1:{port}")
+    finally:
+        for node in reversed(nodes):
+            os.killpg(node.pid, signal.SIGTERM)  # `ray start --block` stops what it started
+            try:
+                node.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(node.pid, signal.SIGKILL)
+    warning = next((line for line in stderr.splitlines() if "storage" in line), stderr[-2000:])
+    assert warning.startswith(f"lrsweep: warning: Tune's storage {tmp_path / 'results' / 'tune'} is a folder of "
+                              f"this machine"), warning
+    assert "127.0.0.2" in warning and "s3://" in warning
+
+
+def _answers(port):
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 def _node_ids(gcs):
     code = ("import sys, ray\nfrom lrsweep.run.driver import use_token_if_present\nuse_token_if_present()\n"
             "ray.init(address=sys.argv[1], logging_level='ERROR')\nprint(*(n['NodeID'] for n in ray.nodes()))")

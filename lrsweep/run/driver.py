@@ -16,7 +16,7 @@ import re
 import sys
 import time
 
-from lrsweep.errors import LrsweepError
+from lrsweep.errors import LrsweepError, warn
 from lrsweep.results import store
 from lrsweep.run import resume as run_files
 from lrsweep.sweep.spec import check_name
@@ -342,18 +342,40 @@ def _stop_on_sigterm():
 def check_trials_fit(sweep):
     """On a Ray this launch started (one node, no autoscaler to add more), a trial that asks
     for more CPUs or GPUs than the node has would never start: Tune and Ray's autoscaler
-    would say so every half minute, forever. A cluster joined may grow, and is left to them."""
+    would say so every half minute, forever. A cluster joined may grow (its autoscaler), so
+    there it is a warning, as is Tune's storage on a folder of this machine where the
+    cluster has nodes on others."""
     import ray
 
     node = getattr(ray._private.worker, "_global_node", None)
-    if not getattr(node, "head", False):
-        return
+    own = getattr(node, "head", False)
     has = ray.cluster_resources()
     for kind, wanted in (("CPU", sweep.cpus), ("GPU", sweep.gpus)):
-        if wanted > has.get(kind, 0):
+        if wanted > has.get(kind, 0) and own:
             raise LrsweepError(f"Argument `resources` asks for {wanted:g} {kind}s per trial, and the Ray this launch "
                                f"started has {has.get(kind, 0):g} (this machine's): no trial could start. Received: "
                                f"resources={dict(sweep.resources)!r} (or join a larger cluster with --address)")
+        if wanted > has.get(kind, 0):
+            warn(f"the trials ask for {wanted:g} {kind}s each, and the cluster joined has {has.get(kind, 0):g} now: "
+                 f"they wait for nodes its autoscaler adds (forever, where it adds none)")
+    if not own:
+        _check_storage_reached(sweep, ray)
+
+
+def _check_storage_reached(sweep, ray):
+    """Ray Train refuses a checkpoint on a node that does not see Tune's storage (its marker
+    file): with a folder of this machine, every trial on another machine would fail at its
+    first checkpoint, after its training, unless the folder is shared (NFS)."""
+    storage = storage_path(sweep)
+    if store.is_uri(storage):
+        return
+    alive = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+    here = alive.get(ray.get_runtime_context().get_node_id())
+    others = sorted(set(alive.values()) - {here})
+    if others:
+        warn(f"Tune's storage {storage} is a folder of this machine ({here}), and the cluster has nodes on others "
+             f"({', '.join(others)}): their trials fail at their first checkpoint unless the folder is one they "
+             f"share; give --storage (or the sweep's storage) s3://..., gs://... or a shared folder")
 
 
 def stop_ray():

@@ -465,7 +465,13 @@ def cmd_fit_schedule(args):
     sweep = fitting.confirmation_sweep(row, fits[0], args.confirm_seeds, args.results)
     print(f"\ntraining the closest fit, {row['optimizer']}/{fits[0]['family']}, as trial {row['trial_id']} trained, "
           f"with its sweep's seed {sweep.seed} and {args.confirm_seeds} more", flush=True)
-    name, dataset, status = launch(sweep, address=args.address, print_fn=lambda s: print(s, flush=True))
+    progress = _Progress()
+    name, dataset, status = launch(sweep, address=args.address, print_fn=progress)
+    if progress.gone:
+        stop_ray()
+        print(f"lrsweep: the confirmation run stopped, as the reader of its output stopped reading; what ended is "
+              f"stored (sweep {name})", file=sys.stderr, flush=True)
+        return 141
     print()
     print(fitting.compare_with_trial(args.results, dataset, row, fits[0], name), flush=True)
     stop_ray()

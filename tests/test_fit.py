@@ -4,6 +4,7 @@ the SPEC's formulas written out plainly (tests/reference.py), not from lrsweep's
 import json
 import math
 
+import numpy as np
 import pytest
 
 from lrsweep.results.store import write_rows
@@ -50,6 +51,17 @@ def test_every_family_is_fitted_closest_first_with_errors_as_factors_off_the_tra
         assert fit["error"] == pytest.approx(math.expm1(math.sqrt(sum(x * x for x in off) / E)), rel=1e-3)
         assert fit["max_error"] == pytest.approx(math.expm1(max(abs(x) for x in off)), rel=1e-3)
     assert fits[0]["error"] > 0.1
+
+
+def test_a_trace_several_families_draw_exactly_is_the_simplest_ones():
+    """A flat trace (a plateau trial that never dropped, a constant one): every family draws
+    it to float noise; the closest named is constant, not a five-parameter cyclical schedule
+    that stays flat, and a halving every 2 epochs is step's, not one_cycle's."""
+    flat = float(np.float32(0.1370383))  # as the store holds a trial's rate
+    assert fit_families([flat] * 2, 2)[0]["family"] == "constant"
+    assert fit_families([flat] * 10, 10)[0]["family"] == "constant"
+    halving = [reference.rate("step", {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": 2}, e, E) for e in range(E)]
+    assert fit_families(halving, E)[0]["family"] == "step"
 
 
 @pytest.mark.parametrize("rates", [[0.05] * 10, [0.1, 0.1, 0.1, 0.1, 0.11], [0.3, 0.001]])

@@ -496,7 +496,7 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
 
 def _launch(sweep, name, address, resume, dashboard_host, print_fn, data):
     print_fn(f"sweep {name}: {data.name} ({len(data.x_train)} training rows, validation: {data.validation}), "
-             f"{sweep.trial_count} trials of up to {sweep.max_epochs} epochs")
+             f"{sweep.trial_count} trial{'s' * (sweep.trial_count != 1)} of up to {sweep.max_epochs} epochs")
 
     _start_ray(address, dashboard_host, print_fn)
     _stop_on_sigterm()

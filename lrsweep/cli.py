@@ -412,14 +412,17 @@ def cmd_schedule(args):
 
 def cmd_rank(args):
     from lrsweep.results.rank import format_ranking, rank, ranked_column
-    from lrsweep.results.store import dataset_trials, read_frame
+    from lrsweep.results.store import dataset_trials, read_frame, sweep_trials
 
     if args.metric is not None:
         ranked_column(args.metric)  # bad input, whatever the store holds (even nothing)
     with checking():  # a warning (a foreign file) only once the input is taken: bad input is one line
-        # a dataset the store does not hold is bad input (a typo); an empty store is not
-        trials = (read_frame(args.results, "trials") if args.dataset is None
-                  else dataset_trials(args.results, args.dataset))
+        # a dataset or run the store does not hold is bad input (a typo); an empty store is not
+        if args.sweep is not None:
+            trials = sweep_trials(args.results, args.sweep, args.dataset)
+        else:
+            trials = (read_frame(args.results, "trials") if args.dataset is None
+                      else dataset_trials(args.results, args.dataset))
     print(format_ranking(rank(trials, args.metric)))
 
 
@@ -573,6 +576,7 @@ def _add_schedule(p):
 def _add_rank(p):
     _results_flag(p)
     p.add_argument("--dataset", help="only this dataset")
+    p.add_argument("--sweep", metavar="NAME", help="only this run (as its launch ranked it), not every sweep's")
     p.add_argument("--metric", help="rank by this metric (default: the sweep's, final epoch)")
 
 

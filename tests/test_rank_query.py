@@ -453,6 +453,30 @@ def test_rank_command_limits_to_one_dataset(results):
     assert [line.split()[:2] for line in lines[2:]] == [["1", "sgd/step"], ["2", "adam/constant"]]
 
 
+def test_families_confirmed_in_other_sweeps_than_the_leaders_say_so_and_rank_sweep_ranks_one_run(tmp_path):
+    """Two runs on one dataset: step confirmed in sweep-a, cosine in sweep-b. The ranking of
+    the dataset pairs runs of one sweep and seed: cosine's five runs are not "too few", they
+    are not paired with the leader's. `rank --sweep` ranks one run alone, as its launch did;
+    a run the store does not hold is bad input naming those it holds."""
+    root = str(tmp_path)
+    write_rows(root, "trials", "digits", "sweep-a", [trial_row(*row) for row in DIGITS])
+    write_rows(root, "trials", "digits", "sweep-a", confirm_rows(
+        [("sgd/step", seed, "completed", value) for seed, value in enumerate([0.92, 0.93, 0.94, 0.93, 0.93], 1)]))
+    write_rows(root, "trials", "digits", "sweep-b", [{**trial_row(*row), "trial_id": f"b-{row[0]}"}
+                                                     for row in DIGITS if row[1] == "sgd/cosine"])
+    write_rows(root, "trials", "digits", "sweep-b", confirm_rows(
+        [("sgd/cosine", seed, "completed", value) for seed, value in enumerate([0.90, 0.91, 0.89, 0.90, 0.92], 1)]))
+
+    verdicts = rank(read_frame(root, "trials")).set_index("family")["vs_leader"]
+    assert (verdicts["sgd/step"], verdicts["sgd/cosine"]) == ("leader", "not paired (another sweep)")
+    ran = lrsweep("rank", "--results", root, "--sweep", "sweep-b")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.rstrip("\n") == format_ranking(rank(read_frame(root, "trials", sweep="sweep-b")))
+    assert [line.split()[1] for line in ran.stdout.splitlines()[3:]] == ["sgd/cosine"]  # leader of its own run
+    assert "leader" in ran.stdout.splitlines()[3]
+    assert_refused(lrsweep("rank", "--results", root, "--sweep", "sweep-c"), "sweep='sweep-c'", "sweep-a, sweep-b")
+
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

@@ -116,7 +116,8 @@ def confirmation(confirm, column, mode, searched=None, level=0.95):
     """Per dataset and family, its confirmation runs: how many have a finite value of the
     metric, their mean, the half-width of the `level` interval of that mean (Student's t),
     and the verdict against the leader: a paired t-test over the runs with the same sweep
-    and seed, "tie" where p >= 1 - level (the two cannot be told apart). The leader is the
+    and seed, "tie" where p >= 1 - level (the two cannot be told apart); a family whose runs
+    are all of other sweeps than the leader's is not paired, and says so. The leader is the
     best mean among the families with two runs or more and none diverged; equal means (on a
     small validation set, often) go to the better of `searched` (the search's best value
     per dataset and family), as the ranking orders them. A family with a diverged run says
@@ -152,7 +153,9 @@ def confirmation(confirm, column, mode, searched=None, level=0.95):
             else:
                 pairs = values[[label, leader]].dropna()
                 differences = pairs[label] - pairs[leader]
-                if len(pairs) < 2:
+                if pairs.empty:  # another sweep's runs: other settings, maybe, and nothing to pair
+                    verdict = "not paired (another sweep)"
+                elif len(pairs) < 2:
                     verdict = "too few runs"
                 else:
                     p = _paired_p(differences, pairs[label], pairs[leader])

@@ -311,9 +311,24 @@ def latest(data, keys):
     return data.take(last["_row_last"].combine_chunks().sort())
 
 
-def read_frame(root, table, dataset=None):
+def read_frame(root, table, dataset=None, sweep=None):
     """`read_table` as a pandas DataFrame."""
-    return read_table(root, table, dataset).to_pandas()
+    return read_table(root, table, dataset, sweep).to_pandas()
+
+
+def sweep_trials(root, sweep, dataset=None):
+    """The `trials` of run `sweep` (on `dataset`) as a DataFrame; LrsweepError if the store
+    holds none, naming the runs it does hold (by their folders)."""
+    trials = read_frame(root, "trials", dataset, sweep)
+    if trials.empty:
+        fs, base = filesystem(root)
+        held = sorted({info.base_name[len("sweep="):] for folder in _listing(fs, f"{base}/trials")
+                       if folder.base_name.startswith("dataset=") and dataset in (None, folder.base_name[8:])
+                       for info in _listing(fs, folder.path) if info.base_name.startswith("sweep=")})
+        on = f" on dataset {dataset!r}" if dataset else ""
+        raise LrsweepError(f"Argument `sweep` names no run{on} in the store {root}. Received: sweep={sweep!r} "
+                           f"({'it holds ' + ', '.join(held) if held else 'it holds no trials'})")
+    return trials
 
 
 def dataset_trials(root, dataset):

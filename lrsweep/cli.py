@@ -469,11 +469,16 @@ def cmd_fit_schedule(args):
     print(f"\ntraining the closest fit, {row['optimizer']}/{fits[0]['family']}, as trial {row['trial_id']} trained, "
           f"with its sweep's seed {sweep.seed} and {args.confirm_seeds} more", flush=True)
     progress = _Progress()
-    name, dataset, status = launch(sweep, address=args.address, print_fn=progress)
+    try:
+        name, dataset, status = launch(sweep, address=args.address, print_fn=progress)
+    except KeyboardInterrupt:  # a Ctrl-C, or the reader gone, outside Tune (Ray starting)
+        if not progress.gone:
+            raise
+        name = None
     if progress.gone:
         stop_ray()
-        print(f"lrsweep: the confirmation run stopped, as the reader of its output stopped reading; what ended is "
-              f"stored (sweep {name})", file=sys.stderr, flush=True)
+        print(f"lrsweep: the confirmation run stopped, as the reader of its output stopped reading"
+              f"{f'; what ended is stored (sweep {name})' if name else ''}", file=sys.stderr, flush=True)
         return 141
     print()
     print(fitting.compare_with_trial(args.results, dataset, row, fits[0], name), flush=True)

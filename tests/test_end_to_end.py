@@ -470,6 +470,22 @@ def test_a_launch_whose_output_reader_stops_reading_stops_as_on_ctrl_c_with_stat
     assert 0 < len(trials) < 60 and (trials["stage"] == "search").all()
 
 
+def test_a_launch_whose_output_reader_stops_at_the_searchs_end_starts_no_confirmation(ray_session, tmp_path):
+    """The reader gone as the search's last trial ends: Tune's stage had all it needed, but
+    the launch starts no further stage (its confirmation trained with nobody reading, and
+    Tune's handler left in place took the stop meant for it)."""
+    results = tmp_path / "results"
+    returncode, _, stderr = lrsweep_read_until(
+        lambda line: " 3/3 " in line, "launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results",
+        str(results), "--num-samples", "3", "--max-epochs", "2", "--confirm-seeds", "2", "--name", "ends",
+        "--address", ray_session)
+    assert returncode == 141, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith("lrsweep: the launch stopped, as the reader of its output "
+                                                      "stopped reading; what ended is stored; this finishes it:")
+    trials = read_frame(str(results), "trials")
+    assert len(trials) == 3 and (trials["stage"] == "search").all()
+
+
 def test_a_second_ctrl_c_still_says_how_to_finish_the_run(ray_session, tmp_path):
     """Tune's first Ctrl-C says "Press CTRL+C again to skip": the second stops the launch
     where it is, before its ranking, or comes as it exits, Tune's first having ended the

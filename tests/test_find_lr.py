@@ -94,4 +94,4 @@ def test_find_lr_says_so_where_the_first_loss_is_not_a_number_and_ignores_tunes_
     done = lrsweep("find-lr", str(tmp_path / "huge.py"), "--dataset", f"csv:{tmp_path / 'large.csv'}", "--results",
                    str(tmp_path / "r"), timeout=300)
     assert done.returncode == 0 and "nan" not in done.stdout, done.stdout + done.stderr[-2000:]
-    assert "sgd: 1 steps from lr 1e-06 to 1e-06; no steepest descent" in done.stdout
+    assert "sgd: 1 step from lr 1e-06 to 1e-06; no rate to suggest" in done.stdout

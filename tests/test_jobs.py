@@ -158,6 +158,19 @@ def test_submit_through_a_forwarded_port_leaves_the_checks_of_the_heads_paths_to
     assert "lrsweep: error: Argument `name` names no sweep that can be resumed" in done.stdout  # the job's own line
 
 
+def test_the_head_is_this_machine_where_its_ray_session_or_client_server_is_here(head, monkeypatch, tmp_path):
+    """A loopback address is this machine's head only where that head's Ray runs here: its
+    dashboard's session folder, its Ray Client server's process; another port (a tunnel to
+    a remote head, say) is not, whatever else runs here."""
+    from lrsweep.run.jobs import on_this_machine
+
+    assert on_this_machine(head["dashboard"]) and on_this_machine(head["client"])
+    assert not on_this_machine(f"ray://127.0.0.1:{free_port()}")
+    assert not on_this_machine(f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # as on a machine where that session is not
+    assert not on_this_machine(head["dashboard"])
+
+
 def test_submit_whose_output_reader_stops_reading_stops_following_and_the_job_goes_on(dashboard, tmp_path):
     """`submit ... | head`: the job is the cluster's; submit stops following it (exit 141, as
     SIGPIPE ends a command) and says so on stderr, not that it lost the job's output."""

@@ -475,6 +475,8 @@ def test_families_confirmed_in_other_sweeps_than_the_leaders_say_so_and_rank_swe
     assert [line.split()[1] for line in ran.stdout.splitlines()[3:]] == ["sgd/cosine"]  # leader of its own run
     assert "leader" in ran.stdout.splitlines()[3]
     assert_refused(lrsweep("rank", "--results", root, "--sweep", "sweep-c"), "sweep='sweep-c'", "sweep-a, sweep-b")
+    assert_refused(lrsweep("rank", "--results", root, "--sweep", "sweep-a", "--dataset", "mnist"),
+                   "dataset='mnist'", "the store holds digits")  # the dataset is the typo
 
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -153,7 +153,8 @@ def confirmation(confirm, column, mode, searched=None, level=0.95):
             else:
                 pairs = values[[label, leader]].dropna()
                 differences = pairs[label] - pairs[leader]
-                if pairs.empty:  # another sweep's runs: other settings, maybe, and nothing to pair
+                sweeps = [set(values[key].dropna().index.get_level_values("sweep")) for key in (label, leader)]
+                if not sweeps[0] & sweeps[1]:  # other sweeps' runs: other settings, maybe, and nothing to pair
                     verdict = "not paired (another sweep)"
                 elif len(pairs) < 2:
                     verdict = "too few runs"

@@ -322,12 +322,17 @@ def sweep_trials(root, sweep, dataset=None):
     trials = read_frame(root, "trials", dataset, sweep)
     if trials.empty:
         fs, base = filesystem(root)
-        held = sorted({info.base_name[len("sweep="):] for folder in _listing(fs, f"{base}/trials")
-                       if folder.base_name.startswith("dataset=") and dataset in (None, folder.base_name[8:])
+        folders = [f for f in _listing(fs, f"{base}/trials") if f.base_name.startswith("dataset=")]
+        if dataset is not None and f"dataset={dataset}" not in [f.base_name for f in folders]:
+            dataset_trials(root, dataset)  # the dataset is the typo: that error names the datasets held
+        held = sorted({info.base_name[len("sweep="):] for folder in folders
+                       if dataset in (None, folder.base_name[len("dataset="):])
                        for info in _listing(fs, folder.path) if info.base_name.startswith("sweep=")})
+        holds = ("its files hold no readable trial" if sweep in held else
+                 f"it holds {', '.join(held)}" if held else "it holds no trials")
         on = f" on dataset {dataset!r}" if dataset else ""
         raise LrsweepError(f"Argument `sweep` names no run{on} in the store {root}. Received: sweep={sweep!r} "
-                           f"({'it holds ' + ', '.join(held) if held else 'it holds no trials'})")
+                           f"({holds})")
     return trials
 
 

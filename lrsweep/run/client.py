@@ -243,8 +243,10 @@ def _relay(ray, command, typed, address, hint, signals):
         print(f"lrsweep: error: the launch on {address} was ended by {signal.Signals(-returncode).name}; {hint}",
               file=sys.stderr, flush=True)
         return 128 - returncode
-    if unread and returncode:  # its last line, the resume command, went to the closed stdout
-        print(f"lrsweep: {UNREAD}; what ended is stored; {hint}", file=sys.stderr, flush=True)
+    if unread and returncode in (0, 130):  # its last lines went to the closed stdout; an error's, to stderr
+        print(f"lrsweep: {UNREAD}; what ended is stored; {hint}" if returncode else
+              "lrsweep: the reader of its output stopped reading as the launch ended; the run is stored on the head",
+              file=sys.stderr, flush=True)
         return 141  # as SIGPIPE would end it, and a launch here (`cli._Progress`)
     return returncode
 

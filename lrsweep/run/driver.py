@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import time
 
 from lrsweep.errors import LrsweepError, warn
@@ -286,9 +288,6 @@ def _ctrl_c_after_start(own):
     raylet had started its agents) it left the dashboard's and the runtime environments'
     agents running. A second Ctrl-C comes at once. (A Python handler, not a blocked signal:
     Ray's threads, which a blocked signal would reach instead, never run it.)"""
-    import signal
-    import threading
-
     if not own or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -321,9 +320,6 @@ def _stop_on_sigterm():
     A launch run through Ray Client stops the same way when its actor ends, on the first of
     the parent-death signals Linux may send it (`client.PARENT_ENDED`); the others are
     ignored."""
-    import signal
-    import threading
-
     from lrsweep.run.client import PARENT_ENDED
 
     ended = []
@@ -546,7 +542,9 @@ def _launch(sweep, name, address, resume, dashboard_host, print_fn, data):
     errors, finished = _run_stage(tune, trainable, sweep, experiments[0], resume, *search_algorithm(sweep),
                                   scheduler(sweep), recorder(sweep.trial_count), param_space=first)
     # early_stopping="budget": the best of each rung train again from scratch at the next
+    # a print_fn whose output's reader has gone (`cli._Progress.gone`) starts no further stage
     for k in range(1, len(rungs)):
+        finished = finished and not getattr(print_fn, "gone", False)
         if not finished:
             break
         configs = promoted_configs(sweep, name, dataset_name, rungs[k - 1][0], rungs[k][1], rungs[k][0])
@@ -560,6 +558,7 @@ def _launch(sweep, name, address, resume, dashboard_host, print_fn, data):
                                     recorder(len(configs)))
         errors += more
     # An interrupted search (Ctrl-C) ends the launch; `--resume` finishes it and then confirms.
+    finished = finished and not getattr(print_fn, "gone", False)
     configs = confirmation_configs(sweep, name, dataset_name) if sweep.confirm_seeds and finished else []
     if configs:
         print_fn(f"confirming: each family's best trial again with {sweep.confirm_seeds} seeds, to "
@@ -603,7 +602,12 @@ def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, 
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                       callbacks=[recorder, *scheduler.callbacks()]),
         )
-    grid = tuner.fit()
+    keep = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    try:
+        grid = tuner.fit()
+    finally:
+        if keep is not None:  # Tune leaves its Ctrl-C handler in place after a stage that ended by itself:
+            signal.signal(signal.SIGINT, keep)  # a Ctrl-C between stages set a flag nobody reads
     # Tune marks the last result of a trial that ran to its end (or was stopped by the
     # scheduler) done; a Ctrl-C stops the running trials TERMINATED all the same, not done.
     ended = [result.error is not None or bool(result.metrics and result.metrics.get("done")) for result in grid]

@@ -95,10 +95,12 @@ def find_lr(sweep, print_fn=print):
             continue
         steepest, tenth = suggestions([r["lr"] for r in rows], [r["smoothed_loss"] for r in rows])
         found[optimizer] = (rows, steepest, tenth)
-        steepest = (f"steepest descent at lr {steepest:.3g}" if steepest == steepest else
-                    "no steepest descent (the smoothed loss never fell below its first steps')")
-        print_fn(f"{optimizer}: {len(rows)} steps from lr {rows[0]['lr']:.3g} to {rows[-1]['lr']:.3g}; "
-                 f"{steepest}, minimum loss / 10 at lr {tenth:.3g}")
+        ran = f"{optimizer}: {len(rows)} step{'s' * (len(rows) != 1)} from lr {rows[0]['lr']:.3g} to {rows[-1]['lr']:.3g}"
+        if steepest == steepest:
+            print_fn(f"{ran}; steepest descent at lr {steepest:.3g}, minimum loss / 10 at lr {tenth:.3g}")
+        else:
+            print_fn(f"{ran}; no rate to suggest: the smoothed loss was lowest at the test's first steps, it never "
+                     f"fell (the model diverges from the start? the data's scale?)")
         store.write_rows(sweep.results, "lr_range", data.name, name, rows)
     if any(rows for rows, _, _ in found.values()):
         print_fn(f"stored under {sweep.results.rstrip('/')}/lr_range/dataset={data.name}/sweep={name}")

@@ -54,29 +54,31 @@ def on_this_machine(address):
     node on this machine, where its launch reads and writes the paths given here. An address
     of this machine may be a port forwarded to a remote head (`ray dashboard cluster.yaml`,
     `ssh -L`): a dashboard's head is here where its Ray session's folder is; a Ray Client
-    server's, where a Ray runs here at all. In doubt, not here: the launch on the head
-    checks its paths there. No Ray import (bad input is answered before Ray loads)."""
+    server's, where that server runs here. In doubt, not here: the launch on the head checks
+    its paths there. No Ray import (bad input is answered before Ray loads)."""
     if not_this_machine(urllib.parse.urlsplit(address).hostname or ""):
         return False
     if not address.startswith(("http://", "https://")):
-        return _gcs_runs_here()
+        return _client_server_runs_here(urllib.parse.urlsplit(address).port)
     session = _dashboard_session(address)
     return bool(session) and os.path.isdir(os.path.join(_ray_temp_dir(), session))
 
 
-def _gcs_runs_here():
-    """Whether a Ray head (its GCS server) runs on this machine; True where /proc cannot tell."""
+def _client_server_runs_here(port):
+    """Whether a Ray Client server listening on `port` runs on this machine (its command
+    line, as Ray starts it: `-m ray.util.client.server ... --port=PORT`); False where /proc
+    cannot tell."""
     import glob
 
-    if not os.path.isdir("/proc/self"):
-        return True
-    for comm in glob.glob("/proc/[0-9]*/comm"):
+    wanted = f"--port={port}".encode()
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
         try:
-            with open(comm) as f:
-                if f.read().startswith("gcs_server"):
-                    return True
-        except OSError:  # ended meanwhile
+            with open(cmdline, "rb") as f:
+                arguments = f.read().split(b"\0")
+        except OSError:  # ended meanwhile, or another user's
             continue
+        if b"ray.util.client.server" in arguments and wanted in arguments:
+            return True
     return False
 
 

@@ -29,9 +29,12 @@ def _rates_on_plateau(learning_rate, callbacks, epochs):
     for callback in callbacks:
         callback.set_model(model)
         callback.on_train_begin()
+    floor = float(np.float32(max(getattr(callback, "min_lr", 0.0) for callback in callbacks)))
     rates = []
     for e in range(epochs):
         rates.append(float(model.optimizer.learning_rate))
+        if rates[-1] <= floor:  # ReduceLROnPlateau goes no lower: the rest of a long preview is this rate
+            return rates + [rates[-1]] * (epochs - e - 1)
         for callback in callbacks:
             callback.on_epoch_end(e, {"val_loss": 1.0})
     return rates

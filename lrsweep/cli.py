@@ -14,6 +14,7 @@ import signal
 import sys
 
 from lrsweep.errors import LrsweepError, StoreWriteError, checking
+from lrsweep.quiet import discard
 
 
 class _Parser(argparse.ArgumentParser):
@@ -199,7 +200,7 @@ def cmd_validate(args):
 
 
 def cmd_launch(args):
-    from lrsweep.run.client import UNREAD, client_address
+    from lrsweep.run.client import ENDED_UNREAD, UNREAD, client_address
 
     through = client_address(args.address)
     if through:
@@ -248,8 +249,7 @@ def cmd_launch(args):
         status = 130
     if progress.gone:  # the output is gone, and with it the ranking: the line that matters goes to stderr
         print(f"lrsweep: {UNREAD}; what ended is stored; {_finish_hint(args, name)}" if stopped else
-              f"lrsweep: the reader of its output stopped reading as the launch ended; the run is stored: lrsweep "
-              f"rank --dataset {dataset_name}{elsewhere}", file=sys.stderr, flush=True)
+              f"lrsweep: {ENDED_UNREAD}: lrsweep rank --dataset {dataset_name}{elsewhere}", file=sys.stderr, flush=True)
         return 141
     if stopped:
         print(f"interrupted before every trial ran; {_finish_hint(args, name)}", flush=True)
@@ -271,7 +271,7 @@ class _Progress:
             print(line, flush=True)
         except BrokenPipeError:
             self.gone = True
-            _output_gone()
+            discard(sys.stdout)
             signal.raise_signal(signal.SIGINT)
 
 
@@ -335,7 +335,7 @@ def cmd_submit(args):
               f"ray job stop {job} stops it", flush=True)
         return 130
     except BrokenPipeError:  # `submit | head`: the reader has what it wanted, and the job goes on
-        _output_gone()
+        discard(sys.stdout)
         print(f"lrsweep: stopped following {job}, as the reader of its output stopped reading; the job goes on: "
               f"lrsweep logs {job} --follow; lrsweep status {job}; ray job stop {job} stops it", file=sys.stderr)
         return 141
@@ -651,12 +651,6 @@ def main(argv=None):
             _ignore_ctrl_c()
 
 
-def _output_gone():
-    """The standard output's reader has gone: what is printed from here on goes nowhere, with
-    no second error (as Python flushes it at exit, or Ray's threads print)."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
 def _command(argv):
     # TensorFlow's start-up chatter is not the program's output.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -667,7 +661,7 @@ def _command(argv):
         sys.stdout.flush()  # here, where a reader gone is caught below, not as Python exits
         return status
     except BrokenPipeError:  # the reader of its output stopped reading (| head): what it read is what it wanted
-        _output_gone()
+        discard(sys.stdout)
         return 141  # as SIGPIPE would end it (128 + 13), which Python ignores
     except LrsweepError as e:
         print(f"lrsweep: error: {e}", file=sys.stderr)

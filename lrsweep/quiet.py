@@ -33,6 +33,12 @@ def quiet_stderr():
             os.close(saved)
 
 
+def discard(stream):
+    """`stream`'s reader has gone (`| head`): what is written to it from here on goes nowhere,
+    with no second error (as Python flushes it at exit, or Ray's threads print)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
 def import_tensorflow():
     """Import TensorFlow (and so Keras' backend) for the command line's own use (schedule
     values, no training), without its start-up lines and without the GPUs: TensorFlow

@@ -108,9 +108,9 @@ def read_csv(path, target=None):
     y, classes = encode_labels(labels, f"Dataset file {path} column {header[label]!r}")
     if target is None and _reads_as_data(header, label, classes):
         first = ",".join(header)
-        warn(f"dataset file {path}: its first row ({first if len(first) <= 60 else first[:57] + '...'}) is taken as the header, and it "
-             f"reads as data (numbers, then the class {header[label]!r}): if the file has no header row, add one, "
-             f"or that row is not trained on")
+        warn(f"dataset file {path}: its first row ({first if len(first) <= 60 else first[:57] + '...'}) is taken "
+             f"as the header, and it reads as data (numbers, then the class {header[label]!r}): if the file has "
+             f"no header row, add one, or that row is not trained on")
     return Arrays(x, y, None, None, classes)
 
 

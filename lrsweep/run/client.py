@@ -30,11 +30,13 @@ import time
 import warnings
 
 from lrsweep.errors import SAID, LrsweepError, said
+from lrsweep.quiet import discard
 
 # How long one `read` waits on the head for output before it answers with none.
 READ_SECONDS = 0.5
 # what a launch whose output nobody reads any more (`launch | head`) says as it exits 141
 UNREAD = "the launch stopped, as the reader of its output stopped reading"
+ENDED_UNREAD = "the reader of its output stopped reading as the launch ended; the run is stored"  # ... exit 141
 # How many times to ask for a session whose start failed on the head.
 SESSION_ATTEMPTS = 3
 _PR_SET_PDEATHSIG = 1
@@ -245,7 +247,7 @@ def _relay(ray, command, typed, address, hint, signals):
         return 128 - returncode
     if unread and returncode in (0, 130):  # its last lines went to the closed stdout; an error's, to stderr
         print(f"lrsweep: {UNREAD}; what ended is stored; {hint}" if returncode else
-              "lrsweep: the reader of its output stopped reading as the launch ended; the run is stored on the head",
+              f"lrsweep: {ENDED_UNREAD} on the head",
               file=sys.stderr, flush=True)
         return 141  # as SIGPIPE would end it, and a launch here (`cli._Progress`)
     return returncode
@@ -263,4 +265,4 @@ def _write(stream, decoders, data, final):
             stream.flush()
     except BrokenPipeError:
         del decoders[stream]
-        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())  # no second error as Python flushes it at exit
+        discard(stream)

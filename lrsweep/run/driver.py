@@ -162,17 +162,25 @@ def check_address(address, client=False):
         _check_one("RAY_ADDRESS", from_env, client)
 
 
+# host:port, a head's address as `--address` gives it: a name or IPv4 address, or IPv6 in brackets
+_HOST_PORT = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):([0-9]+)")
+
+
+def _argument(named):
+    """How a message names where the address came from: `--address` or RAY_ADDRESS."""
+    return "Argument `address`" if named == "address" else "Environment variable `RAY_ADDRESS`"
+
+
 def _check_one(named, address, client):
     if address in ("auto", "local"):
         return
-    argument, unset = (("Argument `address`", "") if named == "address" else
-                       ("Environment variable `RAY_ADDRESS`", "; unset it, or pass --address local for a Ray of "
-                                                              "this launch's own"))
+    argument = _argument(named)
+    unset = "" if named == "address" else "; unset it, or pass --address local for a Ray of this launch's own"
     if address.startswith("ray://") and not client:
         raise LrsweepError(f"{argument} cannot be a Ray Client address (ray://) here: this command reads what its "
                            f"trials store, and through Ray Client they would run and store on the head node; run it "
                            f"on a node of the cluster with --address auto{unset}. Received: {named}={address!r}")
-    port = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):([0-9]+)", address.removeprefix("ray://"))
+    port = _HOST_PORT.fullmatch(address.removeprefix("ray://"))
     if port and 0 < int(port.group(2)) < 65536:
         return
     dashboard = (" (an http:// address is the dashboard's: `lrsweep submit` takes it to run the sweep as a Ray job)"
@@ -210,11 +218,8 @@ def _ray_address(address):
 
 
 def _named(address):
-    """How the user gave the address the launch joins, and its name in a message's
-    "Received:": `--address`, or RAY_ADDRESS."""
-    if address == _env_address():
-        return "Environment variable `RAY_ADDRESS`", "RAY_ADDRESS"
-    return "Argument `address`", "address"
+    """Where the address the launch joins came from: "address" (`--address`) or "RAY_ADDRESS"."""
+    return "RAY_ADDRESS" if address == _env_address() else "address"
 
 
 def _check_answers(address):
@@ -222,17 +227,17 @@ def _check_answers(address):
     listens (a wrong port, a head that is down), logging its retries."""
     import socket
 
-    found = re.fullmatch(r"\[?(.*?)\]?:([0-9]+)", address)
+    found = _HOST_PORT.fullmatch(address)
     if not found:  # auto: ray.init finds the cluster or says at once that there is none
         return
     try:
-        socket.create_connection((found.group(1), int(found.group(2))), timeout=5).close()
+        socket.create_connection((found.group(1).strip("[]"), int(found.group(2))), timeout=5).close()
     except OSError as e:
         reason = e.strerror or str(e) or type(e).__name__
-        named, key = _named(address)
-        raise LrsweepError(f"{named} reaches no Ray cluster: nothing answers at {address} ({reason}); a head node "
-                           f"listens on the port `ray start --head` printed (6379 by default). Received: "
-                           f"{key}={address!r}") from None
+        named = _named(address)
+        raise LrsweepError(f"{_argument(named)} reaches no Ray cluster: nothing answers at {address} ({reason}); a "
+                           f"head node listens on the port `ray start --head` printed (6379 by default). Received: "
+                           f"{named}={address!r}") from None
 
 
 def use_token_if_present():
@@ -269,11 +274,12 @@ def _start_ray(address, dashboard_host, print_fn):
     except ConnectionError as e:
         if address == "local":
             raise
-        named, key = _named(address)
-        raise LrsweepError(f"{named} reaches no Ray cluster this launch can join ({str(e).split('. ')[0].rstrip('.')}"
-                           f"): start one with `ray start --head`, or leave --address out for a Ray of the launch's "
-                           f"own; a cluster that is up refuses a machine without its token (~/.ray/auth_token, or "
-                           f"RAY_AUTH_TOKEN). Received: {key}={address!r}") from None
+        named = _named(address)
+        raise LrsweepError(f"{_argument(named)} reaches no Ray cluster this launch can join ("
+                           f"{str(e).split('. ')[0].rstrip('.')}): start one with `ray start --head`, or leave "
+                           f"--address out for a Ray of the launch's own; a cluster that is up refuses a machine "
+                           f"without its token (~/.ray/auth_token, or RAY_AUTH_TOKEN). Received: {named}={address!r}"
+                           ) from None
     url = context.dashboard_url
     if url:
         url = url if url.startswith("http") else f"http://{url}"
@@ -347,13 +353,14 @@ def check_trials_fit(sweep):
     own = getattr(node, "head", False)
     has = ray.cluster_resources()
     for kind, wanted in (("CPU", sweep.cpus), ("GPU", sweep.gpus)):
-        if wanted > has.get(kind, 0) and own:
+        if wanted <= has.get(kind, 0):
+            continue
+        if own:
             raise LrsweepError(f"Argument `resources` asks for {wanted:g} {kind}s per trial, and the Ray this launch "
                                f"started has {has.get(kind, 0):g} (this machine's): no trial could start. Received: "
                                f"resources={dict(sweep.resources)!r} (or join a larger cluster with --address)")
-        if wanted > has.get(kind, 0):
-            warn(f"the trials ask for {wanted:g} {kind}s each, and the cluster joined has {has.get(kind, 0):g} now: "
-                 f"they wait for nodes its autoscaler adds (forever, where it adds none)")
+        warn(f"the trials ask for {wanted:g} {kind}s each, and the cluster joined has {has.get(kind, 0):g} now: "
+             f"they wait for nodes its autoscaler adds (forever, where it adds none)")
     if not own:
         _check_storage_reached(sweep, ray)
 

@@ -95,7 +95,8 @@ def find_lr(sweep, print_fn=print):
             continue
         steepest, tenth = suggestions([r["lr"] for r in rows], [r["smoothed_loss"] for r in rows])
         found[optimizer] = (rows, steepest, tenth)
-        ran = f"{optimizer}: {len(rows)} step{'s' * (len(rows) != 1)} from lr {rows[0]['lr']:.3g} to {rows[-1]['lr']:.3g}"
+        ran = (f"{optimizer}: {len(rows)} step{'s' * (len(rows) != 1)} from lr {rows[0]['lr']:.3g} to "
+               f"{rows[-1]['lr']:.3g}")
         if steepest == steepest:
             print_fn(f"{ran}; steepest descent at lr {steepest:.3g}, minimum loss / 10 at lr {tenth:.3g}")
         else:

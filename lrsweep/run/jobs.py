@@ -56,10 +56,11 @@ def on_this_machine(address):
     `ssh -L`): a dashboard's head is here where its Ray session's folder is; a Ray Client
     server's, where that server runs here. In doubt, not here: the launch on the head checks
     its paths there. No Ray import (bad input is answered before Ray loads)."""
-    if not_this_machine(urllib.parse.urlsplit(address).hostname or ""):
+    parts = urllib.parse.urlsplit(address)
+    if not_this_machine(parts.hostname or ""):
         return False
-    if not address.startswith(("http://", "https://")):
-        return _client_server_runs_here(urllib.parse.urlsplit(address).port)
+    if parts.scheme not in ("http", "https"):
+        return _client_server_runs_here(parts.port)
     session = _dashboard_session(address)
     return bool(session) and os.path.isdir(os.path.join(_ray_temp_dir(), session))
 

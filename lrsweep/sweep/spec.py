@@ -429,8 +429,8 @@ class Sweep:
             dataset = f"{prefix}:{os.path.abspath(os.path.expanduser(body))}{question}{query}"
         local = self.storage and "://" not in self.storage
         return {**{name: getattr(self, name) for name in TRAINING_FIELDS}, "dataset": dataset,
-                "data_dir": self.data_dir and os.path.abspath(os.path.expanduser(self.data_dir)),
-                "storage": os.path.abspath(os.path.expanduser(self.storage)) if local else self.storage}
+                "data_dir": self.data_dir and os.path.abspath(self.data_dir),  # ~ expanded as the sweep was made
+                "storage": os.path.abspath(self.storage) if local else self.storage}
 
     def with_overrides(self, **overrides):
         """A copy with the non-None `overrides` applied, checked again (command-line flags)."""

@@ -315,7 +315,10 @@ def test_a_launch_through_ray_client_whose_output_reader_stops_reading_stops_on_
     assert last.startswith("lrsweep: the launch stopped, as the reader of its output stopped reading; what ended "
                            "is stored; this finishes it: lrsweep launch "), err[-2000:]
     assert "--resume" in last and "--name piped" in last
-    assert 1 <= len(pd.read_parquet(results / "trials")) < 40
+    stopped = pd.read_parquet(results / "trials")
+    assert 1 <= len(stopped) < 40  # stopped on the head, not run to its end
+    ended, saved = tune_finished(results / "tune" / "piped")
+    assert saved and set(stopped["trial_id"]) == ended  # what the resume skips is what is stored
 
 
 def test_a_quick_try_through_ray_client_warns_once(head, tmp_path):

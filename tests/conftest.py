@@ -22,10 +22,58 @@ TEST_DATA = os.path.join(REPO, "tests", "data")
 
 def lrsweep(*args, env=None, timeout=300):
     """`python -m lrsweep ARGS` from the repository, as a user runs it. `env` adds to this
-    process's environment; a None value takes a variable out."""
+    process's environment; a None value takes a variable out. A command still running after
+    `timeout` seconds fails the test with what it printed and where it was stuck (`stacks`)."""
     env = {name: value for name, value in {**os.environ, **(env or {})}.items() if value is not None}
-    return subprocess.run([sys.executable, "-m", "lrsweep", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    command = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        out, err = command.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stuck = stacks(command.pid)
+        command.kill()
+        out, err = command.communicate()
+        pytest.fail(f"`lrsweep {' '.join(args)}` still ran after {timeout} s. It had printed:\n{out[-3000:]}\n"
+                    f"and on stderr:\n{err[-3000:]}\n{stuck}", pytrace=False)
+    return subprocess.CompletedProcess(command.args, command.returncode, out, err)
+
+
+def stacks(pid):
+    """Where the threads of process `pid` and of this session's Ray processes are (by
+    py-spy, as `ray stack` finds them): the command, and what it waits for on a test
+    cluster started here (a launch run through Ray Client, its trials, the trainers)."""
+    import shutil
+
+    spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+    if spy is None:
+        return "(py-spy, which would show where each process was, is not installed)"
+    parent, names = {}, {}
+    for other in map(int, filter(str.isdigit, os.listdir("/proc"))):
+        try:
+            with open(f"/proc/{other}/stat") as f:
+                parent[other] = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{other}/cmdline", "rb") as f:
+                names[other] = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError, ValueError):
+            continue
+
+    def ours(other):  # a descendant of this test session
+        while other in parent and other not in (0, 1, os.getpid()):
+            other = parent[other]
+        return other == os.getpid()
+
+    chosen = [pid] + [other for other, name in names.items() if other != pid and ours(other) and (
+        name.startswith("ray::") and not name.startswith(("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent"))
+        or "lrsweep launch" in name)]
+    said = []
+    for other in chosen:
+        try:
+            dump = subprocess.run([spy, "dump", "--pid", str(other)], capture_output=True, text=True, timeout=60)
+            dump = dump.stdout + dump.stderr
+        except subprocess.TimeoutExpired:
+            dump = "(py-spy did not answer in 60 s)"
+        said.append(f"--- process {other} ({names.get(other, '?')[:120]}):\n{dump[:6000]}")
+    return "\n".join(said)
 
 
 def lrsweep_read_until(until, *args, timeout=180):

@@ -78,12 +78,13 @@ def stacks(pid):
 
 def lrsweep_read_until(until, *args, timeout=180):
     """`python -m lrsweep ARGS` whose output's reader stops reading, as `| head` does, once
-    it has read a line for which `until(line)` holds: (exit status, the lines read, stderr)."""
+    it has read a line for which `until(line)` holds, or (`until` None) before it has read
+    any, as `| true` does: (exit status, the lines read, stderr)."""
     command = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=REPO, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     lines = []
     try:
-        while not lines or not until(lines[-1]):
+        while until is not None and not (lines and until(lines[-1])):
             lines.append(command.stdout.readline())
             assert lines[-1], "".join(lines)[-1000:] + command.stderr.read()[-2000:]  # it ended before that line
         command.stdout.close()

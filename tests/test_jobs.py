@@ -171,19 +171,25 @@ def test_the_head_is_this_machine_where_its_ray_session_or_client_server_is_here
     assert not on_this_machine(head["dashboard"])
 
 
-def test_submit_whose_output_reader_stops_reading_stops_following_and_the_job_goes_on(dashboard, tmp_path):
+@pytest.mark.parametrize("flags, lines, said", [([], 1, "stopped following"), ([], 0, "stopped following"),
+                                                (["--no-wait"], 0, "submitted")])
+def test_submit_whose_output_reader_stops_reading_stops_following_and_the_job_goes_on(dashboard, tmp_path, flags,
+                                                                                       lines, said):
     """`submit ... | head`: the job is the cluster's; submit stops following it (exit 141, as
-    SIGPIPE ends a command) and says so on stderr, not that it lost the job's output."""
+    SIGPIPE ends a command) and says so on stderr, naming the job, not that it lost the
+    job's output: after the reader's first line (`head -1`), or before any (`| true`)."""
     results = tmp_path / "results"
-    returncode, (first,), err = lrsweep_read_until(
-        lambda line: True,  # as head -1 does
+    returncode, read, err = lrsweep_read_until(
+        (lambda line: True) if lines else None,  # as head -1 does, or true
         "submit", "sweeps/ionosphere.py", "--address", dashboard, "--data-dir", TEST_DATA, "--num-samples", "2",
-        "--max-epochs", "5", "--confirm-seeds", "0", "--results", str(results))
-    assert first.startswith("submitted raysubmit_"), first
-    job = first.split()[1]
+        "--max-epochs", "5", "--confirm-seeds", "0", "--results", str(results), *flags)
     assert returncode == 141, err[-2000:]
-    assert err.strip().splitlines()[-1].startswith(f"lrsweep: stopped following {job}, as the reader of its output "
-                                                   f"stopped reading; the job goes on: lrsweep logs {job} --follow")
+    last = err.strip().splitlines()[-1] if err.strip() else ""
+    assert last.startswith(f"lrsweep: {said} raysubmit_"), err[-2000:]
+    job = last.split()[len(said.split()) + 1].rstrip(",")
+    assert len(read) == lines and all(line.startswith(f"submitted {job} to ") for line in read), read
+    assert last.endswith(f"as the reader of its output stopped reading; the job goes on: lrsweep logs {job} --follow; "
+                         f"lrsweep status {job}; ray job stop {job} stops it"), last
     followed = lrsweep("logs", job, "--follow", "--address", dashboard, timeout=300)
     assert followed.returncode == 0 and "2/2" in followed.stdout, followed.stderr[-2000:]
     assert len(pd.read_parquet(results / "trials")) == 2

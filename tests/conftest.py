@@ -47,15 +47,9 @@ def stacks(pid):
     spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
     if spy is None:
         return "(py-spy, which would show where each process was, is not installed)"
-    parent, names = {}, {}
-    for other in map(int, filter(str.isdigit, os.listdir("/proc"))):
-        try:
-            with open(f"/proc/{other}/stat") as f:
-                parent[other] = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{other}/cmdline", "rb") as f:
-                names[other] = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (OSError, IndexError, ValueError):
-            continue
+    running = processes()
+    parent = {other: up for other, (up, _) in running.items()}
+    names = {other: name for other, (_, name) in running.items()}
 
     def ours(other):  # a descendant of this test session
         while other in parent and other not in (0, 1, os.getpid()):
@@ -74,6 +68,23 @@ def stacks(pid):
             dump = "(py-spy did not answer in 60 s)"
         said.append(f"--- process {other} ({names.get(other, '?')[:120]}):\n{dump[:6000]}")
     return "\n".join(said)
+
+
+def processes():
+    """{process id: (its parent's id, its command line)} of every process on this machine
+    (Linux's /proc), but those that end as it looks."""
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"{entry.path}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"{entry.path}/cmdline", "rb") as f:
+                found[int(entry.name)] = parent, f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
 
 
 def lrsweep_read_until(until, *args, timeout=180):

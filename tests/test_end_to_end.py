@@ -28,8 +28,8 @@ from lrsweep.results.rank import rank
 from lrsweep.results.store import read_frame
 from lrsweep.run.driver import launch
 from lrsweep.sweep.spec import load_sweep
-from tests.conftest import (REPO, TEST_DATA, assert_refused, lrsweep, lrsweep_read_until, trainers, tune_finished,
-                            wait_for)
+from tests.conftest import (REPO, TEST_DATA, assert_refused, lrsweep, lrsweep_read_until, processes, trainers,
+                            tune_finished, wait_for)
 from tests.reference import rate
 
 ONE_PER_FAMILY = [
@@ -705,20 +705,8 @@ def test_ionosphere_sweep_from_the_command_line_ranks(ionosphere_results):
 def wait_for_its_ray_to_end(ray_dir):
     """Wait until no process of the Ray kept in `ray_dir` runs (the raylet's agents may end
     a moment after the launch: Ray waits a second for the raylet alone); fail after 30 s."""
-    wait_for(lambda: not [command for command in command_lines() if ray_dir in command], 30,
+    wait_for(lambda: not [command for _, command in processes().values() if ray_dir in command], 30,
              "the launch left processes of its Ray running")
-
-
-def command_lines():
-    """The command line of every process on this machine (Linux's /proc)."""
-    lines = []
-    for entry in os.scandir("/proc"):
-        try:
-            with open(f"{entry.path}/cmdline", "rb") as f:
-                lines.append(f.read().replace(b"\0", b" ").decode(errors="replace"))
-        except (FileNotFoundError, NotADirectoryError, PermissionError, ProcessLookupError):
-            continue  # not a process, or one that ended while we looked
-    return lines
 
 
 def test_a_launch_that_joins_a_cluster_leaves_every_process_of_it_running(ionosphere_results):

@@ -20,7 +20,8 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, TEST_DATA, assert_refused, lrsweep, lrsweep_read_until, tune_finished, wait_for
+from tests.conftest import (REPO, TEST_DATA, assert_refused, lrsweep, lrsweep_read_until, processes, tune_finished,
+                            wait_for)
 
 
 _GIVEN = set()
@@ -361,8 +362,7 @@ def test_a_launch_through_ray_client_whose_client_is_killed_stops_on_the_head_as
         client.wait()
     launch = f"lrsweep launch sweeps/ionosphere.py --results {results}"  # as the actor on the head runs it
     pid = int(subprocess.run(["pgrep", "-f", launch], capture_output=True, text=True).stdout)
-    with open(f"/proc/{pid}/stat") as f:
-        actor = int(f.read().rsplit(")", 1)[1].split()[1])  # its parent: the actor's worker
+    actor = processes()[pid][0]  # its parent: the actor's worker
     alive = time.time()
 
     def actor_ended():

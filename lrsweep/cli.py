@@ -371,7 +371,7 @@ def _schedule_params(family, pairs):
         if not sep or not key:
             raise LrsweepError(f"Schedule parameters are written name=value. Received: {pair!r}")
         if key in params:
-            raise LrsweepError(f"Schedule parameter `{key}` is given twice. Received: {given[key]} and {pair}")
+            raise LrsweepError(f"Schedule parameter `{key}` is given twice. Received: {given[key]!r} and {pair!r}")
         params[key], given[key] = family.param(key).parse(value), pair
     return params
 

@@ -16,6 +16,15 @@ class LrsweepError(ValueError):
     """
 
 
+def shown(value):
+    """`value` as a bad-input line shows it: its repr, an integer of hundreds of digits (a
+    sweep file's 10**400) cut short, and a text's line breaks escaped (the repr does that)."""
+    text = repr(value)
+    if isinstance(value, int) and len(text) > 30:
+        return f"{text[:12]}... ({len(text)} digits)"
+    return text
+
+
 class StoreWriteError(OSError):
     """The results store cannot be written as a launch runs (a full disk, a folder made
     read-only or replaced by a file, an object store's credentials gone): the run stops,

@@ -4,13 +4,21 @@ The arguments are checked in plain Python (a sweep file is validated without Ker
 model is built with Keras inside a trial.
 """
 
-from lrsweep.errors import LrsweepError
+from lrsweep.errors import LrsweepError, shown
+from lrsweep.schedules.registry import COUNT_MAX
 
 MODELS = {
     # name: {argument: default}
     "mlp": {"hidden": (64,), "activation": "relu", "dropout": 0.0},
     "cnn": {"filters": (32, 64), "dense": 128, "dropout": 0.0},
 }
+
+# The most units (or filters) a layer may have: TensorFlow takes a layer's size as an int32.
+MAX_UNITS = COUNT_MAX
+
+
+def _size(n):
+    return isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_UNITS
 
 
 # The names Keras' activations answer to that a Dense layer can take alone (all of
@@ -24,7 +32,7 @@ ACTIVATIONS = ("celu", "elu", "exponential", "gelu", "glu", "hard_shrink", "hard
 
 def check_model(name, args):
     """The model's full arguments (defaults filled in), checked; else LrsweepError."""
-    if name not in MODELS:
+    if not isinstance(name, str) or name not in MODELS:
         raise LrsweepError(f"Unknown model: {name!r}. Valid models: {', '.join(MODELS)}")
     unknown = set(args) - set(MODELS[name])
     if unknown:
@@ -35,13 +43,15 @@ def check_model(name, args):
         if key in full:
             sizes = full[key]
             if not isinstance(sizes, (tuple, list)) or not all(
-                    isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
-                raise LrsweepError(f"Argument `{key}` must be a list of integers >= 1. Received: {key}={sizes!r}")
+                    _size(n) for n in sizes):
+                raise LrsweepError(f"Argument `{key}` must be a list of integers from 1 to {MAX_UNITS}. "
+                                   f"Received: {key}={shown(sizes)}")
             full[key] = tuple(sizes)
-    if "dense" in full and (not isinstance(full["dense"], int) or full["dense"] < 1):
-        raise LrsweepError(f"Argument `dense` must be an integer >= 1. Received: dense={full['dense']!r}")
+    if "dense" in full and not _size(full["dense"]):
+        raise LrsweepError(f"Argument `dense` must be an integer from 1 to {MAX_UNITS}. "
+                           f"Received: dense={shown(full['dense'])}")
     dropout = full["dropout"]
-    if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
         raise LrsweepError(f"Argument `dropout` must be in [0, 1). Received: dropout={dropout!r}")
     if "activation" in full and full["activation"] not in ACTIVATIONS:
         raise LrsweepError(f"Argument `activation` must be a Keras activation name ({', '.join(ACTIVATIONS)}). "

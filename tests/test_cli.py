@@ -59,6 +59,21 @@ def assert_refused(done, *words):
     (('"epochs_drop": 2', '"epochs_drop": 2**62'), ["epochs_drop", "2147483647"]),
     (("max_epochs=3", 'max_epochs=3, model="cnn", model_args={"filters": (8, 8, 8, 8)}'),
      ["filters=(8, 8, 8, 8)", "at most 3", "8x8"]),
+    # sizes Ray or TensorFlow refuse in every trial, or arithmetic on them fails before a word is said
+    (("max_epochs=3", "max_epochs=3, batch_size=2**63"), ["batch_size", "9223372036854775808", "2147483647"]),
+    (("max_epochs=3", 'max_epochs=3, model_args={"hidden": (2**63,)}'), ["hidden", "9223372036854775808"]),
+    (("max_epochs=3", "max_epochs=3, grace_period=10**400"), ["grace_period", "401 digits"]),
+    (("max_epochs=3", "max_epochs=3, reduction_factor=10**400"), ["reduction_factor", "401 digits"]),
+    (("max_epochs=3", 'max_epochs=3, resources={"cpu": 0.00001, "gpu": 0}'), ["resources['cpu']", "1e-05", "0.0001"]),
+    (("max_epochs=3", "max_epochs=3, confirm_seeds=2**33"), ["Received: confirm_seeds=8589934592"]),
+    # the wrong type of value: named, not Python's own words about it
+    (("max_epochs=3", 'max_epochs=3, model=["mlp"]'), ["model", "['mlp']"]),
+    (("max_epochs=3", 'max_epochs=3, model="cnn", model_args={"dense": True}'), ["dense", "True"]),
+    (('"epochs_drop": 2}', '"epochs_drop": 2}, "cyclical": {"base_lr": 0.01, "max_lr": 0.1, "step_size": 2, '
+                           '"mode": Range("triangular", "exp_range")}'),
+     ["mode", "Choice", "'triangular'..'exp_range'"]),
+    # in (0, 1) as a float64, 0 in the float32 Keras trains in
+    (('"drop": 0.5', '"drop": 1e-300'), ["drop", "1e-300", "float32"]),
 ])
 @pytest.mark.parametrize("command", ["validate", "launch"])
 def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, replace, words):
@@ -98,6 +113,12 @@ def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, rep
      ["initial_lr", "twice", "0.1", "initial_lr=5"]),
     (["schedule", "step", "initial_lr=0.1", "drop=0.5", "epochs_drop=1e400", "--epochs", "5"], ["epochs_drop", "1e400"]),
     (["schedule", "step", "initial_lr=0.1", "drop=0.5", "epochs_drop=10", "--epochs", "0"], ["epochs", "0"]),
+    (["schedule", "cosine", "initial_lr=0.1", "alpha=0.99999999999", "--epochs", "5"], ["alpha", "float32", "1.0"]),
+    (["schedule", "cyclical", "base_lr=0.1", "max_lr=0.100000001", "step_size=2", "--epochs", "5"],
+     ["base_lr", "max_lr=0.100000001", "equal in float32"]),
+    (["schedule", "step", "initial_lr=0.1", "drop=0.5", "epochs_drop=2", "bad\nname=1", "--epochs", "5"],
+     ["'bad\\nname'"]),
+    (["validate", "sweeps/digits.py", "--max-epochs", "1" + "0" * 400], ["max_epochs", "401 digits"]),
     # a line per epoch, computed in one call: 3e9 of them ran for minutes before printing anything
     (["schedule", "step", "initial_lr=0.1", "drop=0.5", "epochs_drop=10", "--epochs", "3000000000"],
      ["epochs", "3000000000", "from 1 to 10000000"]),

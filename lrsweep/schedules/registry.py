@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from lrsweep.errors import LrsweepError
+from lrsweep.errors import LrsweepError, shown
 
 REQUIRED = object()
 
@@ -62,22 +62,22 @@ class Param:
         elif self.kind is int:
             ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and self.test(int(value))
         else:
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and _finite(value) and self.test(value)
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and finite(value) and self.test(value)
             if ok and abs(_float32(value)) == math.inf:  # Keras would train at infinity (end_lr, min_lr)
                 raise LrsweepError(f"Argument `{self.name}` must be {self.rule}, and at most 3.4e38 (Keras trains "
                                    f"in float32). Received: {self.name}={value!r}")
+            if ok and not self.test(_float32(value)):  # drop=1e-300 is 0 there, alpha=0.99999999999 is 1
+                raise LrsweepError(f"Argument `{self.name}` must be {self.rule} in float32, which Keras trains in, "
+                                   f"where it is {_float32(value)!r}. Received: {self.name}={value!r}")
         if not ok:
             raise LrsweepError(self.message(value))
         return float(value) if self.kind is float else int(value) if self.kind is int else value
 
     def message(self, value):
-        shown = repr(value)
-        if isinstance(value, int) and len(shown) > 30:  # 10**400 in a sweep file
-            shown = f"{shown[:12]}... ({len(shown)} digits)"
-        return f"Argument `{self.name}` must be {self.rule}. Received: {self.name}={shown}"
+        return f"Argument `{self.name}` must be {self.rule}. Received: {self.name}={shown(value)}"
 
 
-def _finite(value):
+def finite(value):
     """A finite number, as a float (an int past 1e308 is not)."""
     try:
         return math.isfinite(float(value))
@@ -151,8 +151,9 @@ class Family:
         for p in self.params:
             if p.name == name:
                 return p
+        named = name if isinstance(name, str) and name.isprintable() else shown(name)  # a line break in it
         raise LrsweepError(
-            f"Unknown parameter `{name}` for family `{self.name}`. "
+            f"Unknown parameter `{named}` for family `{self.name}`. "
             f"Valid parameters: {', '.join(p.name for p in self.params)}")
 
     def check(self, params, epochs):
@@ -177,8 +178,9 @@ class Family:
 
 def _less(low, high):
     def relation(p, epochs):
-        if not p[low] < p[high]:
-            raise LrsweepError(f"Argument `{low}` must be < `{high}`. "
+        if not _float32(p[low]) < _float32(p[high]):  # as Keras trains them
+            same = " (equal in float32, which Keras trains in)" if p[low] < p[high] else ""
+            raise LrsweepError(f"Argument `{low}` must be < `{high}`{same}. "
                                f"Received: {low}={p[low]!r}, {high}={p[high]!r}")
     return relation
 

@@ -13,9 +13,9 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from lrsweep.errors import LrsweepError, warn
+from lrsweep.errors import LrsweepError, shown, warn
 from lrsweep.models import check_model
-from lrsweep.schedules.registry import ADAPTIVE_OPTIMIZERS, GRANULARITIES, OPTIMIZERS, family
+from lrsweep.schedules.registry import ADAPTIVE_OPTIMIZERS, COUNT_MAX, GRANULARITIES, OPTIMIZERS, family, finite
 
 METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
 OPTIMIZER_ARGS = {"sgd": ("momentum", "nesterov")}
@@ -34,7 +34,16 @@ class Range:
     log: bool = False
 
     def __str__(self):
-        return f"{self.low:g}..{self.high:g}" + (" (log)" if self.log else "")
+        return f"{_bound(self.low)}..{_bound(self.high)}" + (" (log)" if self.log else "")
+
+
+def _bound(value):
+    """A Range's bound as its `str` shows it: a number in %g, anything else (a bad input being
+    named: a text, 10**400) as a bad-input line shows it."""
+    try:
+        return f"{value:g}" if isinstance(value, numbers.Real) and not isinstance(value, bool) else shown(value)
+    except OverflowError:
+        return shown(value)
 
 
 @dataclass(frozen=True, init=False)
@@ -68,27 +77,31 @@ TRAINING_FIELDS = ("subsample", "validation_split", "scale", "model", "model_arg
 
 # The largest seed NumPy's generators and Optuna's samplers take.
 MAX_SEED = 2**32 - 1
+# The smallest amount of a resource Ray schedules (`ray._raylet.RESOURCE_UNIT_SCALING`: 10,000 a unit).
+RESOURCE_UNIT = 0.0001
 
 
 def _field_error(name, rule, value):
-    return LrsweepError(f"Argument `{name}` must be {rule}. Received: {name}={value!r}")
+    return LrsweepError(f"Argument `{name}` must be {rule}. Received: {name}={shown(value)}")
 
 
 # Confirmation runs of each family's best trial that a search makes unless told otherwise.
 CONFIRM_SEEDS = 5
 
 
-def _whole(value, minimum):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+def _whole(value, minimum, maximum=COUNT_MAX):
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= maximum
 
 
-def _integer(name, value, minimum):
-    if not _whole(value, minimum):
-        raise _field_error(name, f"an integer >= {minimum}", value)
+def _integer(name, value, minimum, maximum=COUNT_MAX):
+    """A count (epochs, trials, rows, a batch's size): at most `COUNT_MAX` unless told, as
+    Keras counts steps, epochs times steps per epoch, in an int64."""
+    if not _whole(value, minimum, maximum):
+        raise _field_error(name, f"an integer from {minimum} to {maximum}", value)
 
 
 def _number(name, value, rule, test):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or not test(value):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not finite(value) or not test(value):
         raise _field_error(name, rule, value)
 
 
@@ -267,16 +280,16 @@ class Sweep:
         _integer("max_epochs", self.max_epochs, 1)
         _integer("num_samples", self.num_samples, 1)
         _integer("batch_size", self.batch_size, 1)
-        _integer("seed", self.seed, 0)
+        _integer("seed", self.seed, 0, MAX_SEED)
         _integer("max_failures", self.max_failures, 0)
         if self.checkpoint_seconds is not None:
             _number("checkpoint_seconds", self.checkpoint_seconds, "a number of seconds > 0, or None (never)",
                     lambda v: v > 0)
         if self.confirm_seeds is None:  # a search confirms its winners; fixed configs run as given
             object.__setattr__(self, "confirm_seeds", CONFIRM_SEEDS if self.configs is None else 0)
-        if self.confirm_seeds != 0 and (not isinstance(self.confirm_seeds, int) or isinstance(self.confirm_seeds, bool)
-                                        or self.confirm_seeds < 2):  # an interval needs two runs
-            raise _field_error("confirm_seeds", "0 (no confirmation) or an integer >= 2", self.confirm_seeds)
+        if self.confirm_seeds != 0 and not _whole(self.confirm_seeds, 2, MAX_SEED):  # an interval needs two runs
+            raise _field_error("confirm_seeds", f"0 (no confirmation) or an integer from 2 to {MAX_SEED}",
+                               self.confirm_seeds)
         if self.seed > MAX_SEED - self.confirm_seeds:  # NumPy's and Optuna's seeds; confirmation uses seed+1..+K
             raise _field_error("seed", f"at most 2**32 - 1 - confirm_seeds = {MAX_SEED - self.confirm_seeds} (the "
                                        f"confirmation runs take seed + 1 ... seed + {self.confirm_seeds})", self.seed)
@@ -315,8 +328,10 @@ class Sweep:
         _one_of("mode", self.mode, ("min", "max"))
         if not isinstance(self.resources, Mapping) or set(self.resources) - {"cpu", "gpu"}:
             raise _field_error("resources", "a dict with keys 'cpu' and 'gpu'", self.resources)
-        _number("resources['cpu']", self.resources.get("cpu", 1), "> 0", lambda v: v > 0)
-        _number("resources['gpu']", self.resources.get("gpu", 0), ">= 0", lambda v: v >= 0)
+        # Ray counts resources in units of 0.0001 and refuses a request of less than one
+        _number("resources['cpu']", self.resources.get("cpu", 1), f">= {RESOURCE_UNIT}", lambda v: v >= RESOURCE_UNIT)
+        _number("resources['gpu']", self.resources.get("gpu", 0), f"0 or >= {RESOURCE_UNIT}",
+                lambda v: v == 0 or v >= RESOURCE_UNIT)
         for name, required in (("results", True), ("dataset", True), ("data_dir", False), ("storage", False)):
             value = getattr(self, name)
             if name != "dataset" and isinstance(value, os.PathLike):  # a pathlib.Path

@@ -207,7 +207,7 @@ def cmd_launch(args):
         return _launch_through_client(args, through)
     sweep, _, *data = load_checked_sweep(args, download=True)  # [data], which launch takes out
     from lrsweep.results.rank import format_ranking, rank
-    from lrsweep.results.store import read_frame
+    from lrsweep.results.store import partition, read_frame
     from lrsweep.run.driver import launch, run_name, stop_ray, storage_path, tune_state_exists
 
     name = run_name(sweep, args.name)
@@ -219,8 +219,9 @@ def cmd_launch(args):
         trials = read_frame(sweep.results, "trials", dataset_name)
         print()
         print(format_ranking(rank(trials[trials["sweep"] == name])))
-        print(f"\nstored under {sweep.results.rstrip('/')}/{{trials,epochs}}/dataset={dataset_name}/sweep={name}; "
-              f"all sweeps on {dataset_name}: lrsweep rank --dataset {dataset_name}{elsewhere}", flush=True)
+        where = partition(sweep.results, "{trials,epochs}", dataset_name, name)
+        print(f"\nstored under {where}; all sweeps on {dataset_name}: lrsweep rank --dataset "
+              f"{shlex.quote(dataset_name)}{elsewhere}", flush=True)
     except KeyboardInterrupt:  # a second Ctrl-C, which Tune's first offers to skip its saving and cleanup; or one
         # before Tune ran (Ray starting)
         _ignore_ctrl_c()  # the launch has stopped: another (one held down) would leave a Ray it started running
@@ -249,7 +250,8 @@ def cmd_launch(args):
         status = 130
     if progress.gone:  # the output is gone, and with it the ranking: the line that matters goes to stderr
         print(f"lrsweep: {UNREAD}; what ended is stored; {_finish_hint(args, name)}" if stopped else
-              f"lrsweep: {ENDED_UNREAD}: lrsweep rank --dataset {dataset_name}{elsewhere}", file=sys.stderr, flush=True)
+              f"lrsweep: {ENDED_UNREAD}: lrsweep rank --dataset {shlex.quote(dataset_name)}{elsewhere}",
+              file=sys.stderr, flush=True)
         return 141
     if stopped:
         print(f"interrupted before every trial ran; {_finish_hint(args, name)}", flush=True)

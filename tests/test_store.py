@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from lrsweep import FAMILIES
-from lrsweep.results.store import (LATER_COLUMNS, SCHEMAS, check_writable, read_frame, read_table, sweep_exists,
-                                   write_rows)
+from lrsweep.results.query import query
+from lrsweep.results.store import (LATER_COLUMNS, SCHEMAS, check_writable, dataset_trials, read_frame, read_table,
+                                   sweep_exists, sweep_trials, write_rows)
 
 # One trial of four families, each setting only its own parameter columns.
 TRIALS = [
@@ -86,6 +87,22 @@ def test_files_sit_in_the_hive_layout_with_no_temporary_file_left(tmp_path):
     assert glob.glob("trials/dataset=digits/sweep=s1/part-*.parquet", root_dir=tmp_path) == [found[1]]
     assert glob.glob("trials/dataset=ionosphere/sweep=s2/part-*.parquet", root_dir=tmp_path) == [found[2]]
     assert glob.glob("epochs/dataset=digits/sweep=s1/part-*.parquet", root_dir=tmp_path) == [found[0]]
+
+
+@pytest.mark.parametrize("name", ["lr=0.1", "q1%20sales", "q1 sales"])
+def test_a_dataset_named_by_any_file_stem_reads_back_by_that_name_beside_others(tmp_path, name):
+    """A `csv:` dataset is named by its file's stem, which may hold what a Hive folder name
+    means otherwise (`=`, `%20`): every reader gives the name back as written, finds the
+    dataset by it, and reads the other datasets' rows beside it (DuckDB refused the whole
+    store over a second `=`)."""
+    write_rows(str(tmp_path), "trials", name, "s1", TRIALS[:1])
+    write_rows(str(tmp_path), "trials", "digits", "s1", TRIALS[1:])
+    assert sorted(set(read_frame(str(tmp_path), "trials")["dataset"])) == sorted(["digits", name])
+    assert read_frame(str(tmp_path), "trials", dataset=name)["trial_id"].tolist() == ["t1"]
+    assert dataset_trials(str(tmp_path), name)["trial_id"].tolist() == ["t1"]
+    assert sweep_trials(str(tmp_path), "s1", dataset=name)["trial_id"].tolist() == ["t1"]
+    counted = query(str(tmp_path), "SELECT dataset, count(*) AS n FROM trials GROUP BY dataset ORDER BY n")
+    assert counted.values.tolist() == [[name, 1], ["digits", 3]]
 
 
 def test_write_never_touches_another_sweeps_folder(tmp_path):

@@ -17,6 +17,7 @@ This module never imports Ray: rank, query and their tests run on Parquet files 
 
 import os
 import time
+import urllib.parse
 import uuid
 
 import pyarrow as pa
@@ -106,7 +107,21 @@ def check_writable(root):
 
 
 def partition(root, table, dataset, sweep):
-    return f"{root.rstrip('/')}/{table}/dataset={dataset}/sweep={sweep}"
+    return f"{root.rstrip('/')}/{table}/{segment('dataset', dataset)}/{segment('sweep', sweep)}"
+
+
+def segment(key, value):
+    """A partition's folder name, `key=value`, its value URI-encoded as the Hive readers
+    (pyarrow's, DuckDB's) decode it: a dataset named by a file's stem (`csv:lr=0.1.csv`,
+    `csv:q1%20sales.csv`) reads back as written, and its `=` does not break DuckDB's
+    reading of the other partitions."""
+    return f"{key}={urllib.parse.quote(value, safe='')}"
+
+
+def segment_value(name, key):
+    """The value of a partition folder named `name` (`segment`), or None where it is not one
+    of `key`."""
+    return urllib.parse.unquote(name[len(key) + 1:]) if name.startswith(f"{key}=") else None
 
 
 def sweep_exists(root, sweep):
@@ -118,7 +133,7 @@ def sweep_exists(root, sweep):
             if dataset_dir.type != pafs.FileType.Directory:
                 continue
             if any(f.type == pafs.FileType.File and not f.base_name.startswith(".")
-                   for f in _listing(fs, f"{dataset_dir.path}/sweep={sweep}")):
+                   for f in _listing(fs, f"{dataset_dir.path}/{segment('sweep', sweep)}")):
                 return True
     return False
 
@@ -222,8 +237,8 @@ def table_files(fs, base, table, dataset=None, sweep=None):
                 _foreign(info, table)
                 foreign.append(relative)
             continue
-        if _is_temporary(info.base_name) or (dataset is not None and parts[0] != f"dataset={dataset}") or (
-                sweep is not None and parts[1] != f"sweep={sweep}"):
+        if _is_temporary(info.base_name) or (dataset is not None and segment_value(parts[0], "dataset") != dataset) or (
+                sweep is not None and segment_value(parts[1], "sweep") != sweep):
             continue
         if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
             _foreign(info, table)
@@ -323,10 +338,10 @@ def sweep_trials(root, sweep, dataset=None):
     if trials.empty:
         fs, base = filesystem(root)
         folders = [f for f in _listing(fs, f"{base}/trials") if f.base_name.startswith("dataset=")]
-        if dataset is not None and f"dataset={dataset}" not in [f.base_name for f in folders]:
+        if dataset is not None and dataset not in [segment_value(f.base_name, "dataset") for f in folders]:
             dataset_trials(root, dataset)  # the dataset is the typo: that error names the datasets held
-        held = sorted({info.base_name[len("sweep="):] for folder in folders
-                       if dataset in (None, folder.base_name[len("dataset="):])
+        held = sorted({segment_value(info.base_name, "sweep") for folder in folders
+                       if dataset in (None, segment_value(folder.base_name, "dataset"))
                        for info in _listing(fs, folder.path) if info.base_name.startswith("sweep=")})
         holds = ("its files hold no readable trial" if sweep in held else
                  f"it holds {', '.join(held)}" if held else "it holds no trials")
@@ -342,7 +357,7 @@ def dataset_trials(root, dataset):
     trials = read_frame(root, "trials", dataset)
     if trials.empty:
         fs, base = filesystem(root)
-        held = [info.base_name[len("dataset="):] for info in _listing(fs, f"{base}/trials")
+        held = [segment_value(info.base_name, "dataset") for info in _listing(fs, f"{base}/trials")
                 if info.base_name.startswith("dataset=") and info.base_name != "dataset="]
         holds = ("its files hold no readable trial" if dataset in held else
                  f"the store holds {', '.join(held)}" if held else "the store holds no trials")

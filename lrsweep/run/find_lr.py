@@ -104,5 +104,5 @@ def find_lr(sweep, print_fn=print):
                      f"fell (the model diverges from the start? the data's scale?)")
         store.write_rows(sweep.results, "lr_range", data.name, name, rows)
     if any(rows for rows, _, _ in found.values()):
-        print_fn(f"stored under {sweep.results.rstrip('/')}/lr_range/dataset={data.name}/sweep={name}")
+        print_fn(f"stored under {store.partition(sweep.results, 'lr_range', data.name, name)}")
     return found

@@ -7,6 +7,7 @@ TensorFlow start (they are imported inside the handlers that need them).
 
 import argparse
 import json
+import logging
 import os
 import re
 import shlex
@@ -274,7 +275,13 @@ class _Progress:
         except BrokenPipeError:
             self.gone = True
             discard(sys.stdout)
+            # Tune's notice of the signal speaks of a Ctrl-C, and offers another to skip its last save
+            logging.getLogger("ray.tune.tune").addFilter(_not_a_ctrl_c)
             signal.raise_signal(signal.SIGINT)
+
+
+def _not_a_ctrl_c(record):
+    return not record.getMessage().startswith("Stop signal received")
 
 
 def _ignore_ctrl_c():

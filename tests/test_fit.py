@@ -64,6 +64,24 @@ def test_a_trace_several_families_draw_exactly_is_the_simplest_ones():
     assert fit_families(halving, E)[0]["family"] == "step"
 
 
+def test_a_trace_the_flat_curves_fit_best_still_gets_their_fits():
+    """A rising trace (one-cycle's first epochs): exponential and time_based fit it best with
+    k and decay towards 0, which must stay a value float32 holds (1e-50 is 0 there, a bound
+    the family refuses), or the family fell out of the list without a word."""
+    params = {"max_lr": 0.16, "pct_start": 0.3, "div": 25.0, "final_div": 1e4}
+    rates = [reference.rate("one_cycle", params, e, 6) for e in range(6)]
+    assert {fit["family"] for fit in fit_families(rates, 6)} == set(FITTED)
+
+
+def test_of_equally_close_fits_the_trials_own_family_comes_first():
+    """A time_based trace is exponential's to 0.01% too, with as many fitted parameters
+    (time_based's decay_unit is fixed, not fitted): the trial's own family is named."""
+    rates = [reference.rate("time_based", {"initial_lr": 0.022, "decay": 0.0063}, e, 6) for e in range(6)]
+    assert fit_families(rates, 6, own="time_based")[0]["family"] == "time_based"
+    exponential = [reference.rate("exponential", {"initial_lr": 0.022, "k": 0.0063}, e, 6) for e in range(6)]
+    assert fit_families(exponential, 6, own="exponential")[0]["family"] == "exponential"
+
+
 @pytest.mark.parametrize("rates", [[0.05] * 10, [0.1, 0.1, 0.1, 0.1, 0.11], [0.3, 0.001]])
 def test_every_printed_fit_is_a_valid_command_line(rates):
     """A flat trace draws cyclical's base_lr onto its max_lr, a last rise cosine's alpha
@@ -84,9 +102,13 @@ def results(tmp_path_factory):
     settings = json.dumps({"dataset": "digits", "max_epochs": STORED_EPOCHS})
     short = {**trial, "trial_id": "short", "final_val_accuracy": 0.4, "epochs": 5, "status": "early_stopped",
              "training_settings": settings}
-    write_rows(root, "trials", "digits", "s", [trial, {**trial, "trial_id": "none", "final_val_accuracy": 0.5}, short])
+    flat = {**trial, "trial_id": "flat", "family": "constant", "params": json.dumps({"initial_lr": 0.05}),
+            "final_val_accuracy": 0.3}
+    write_rows(root, "trials", "digits", "s", [trial, {**trial, "trial_id": "none", "final_val_accuracy": 0.5}, short,
+                                               flat])
     write_rows(root, "epochs", "digits", "s", [{"trial_id": trial_id, "epoch": e + 1, "lr": lr, "val_accuracy": 0.9}
-                                               for trial_id, trace in (("p1", STALLED), ("short", STALLED[:5]))
+                                               for trial_id, trace in (("p1", STALLED), ("short", STALLED[:5]),
+                                                                       ("flat", [0.05] * STORED_EPOCHS))
                                                for e, lr in enumerate(trace)])
     return root
 
@@ -112,7 +134,20 @@ def test_fit_schedule_json_holds_the_trace_and_every_fit(results):
     assert answer["trial_id"] == "p1" and answer["epochs"] == STORED_EPOCHS
     assert answer["rates"] == pytest.approx(STALLED)
     assert [fit["family"] for fit in answer["fits"]][0] == "step"
-    assert len(answer["fits"]) == len(FITTED)
+    assert len(answer["fits"]) == len(FITTED) and answer["not_fitted"] == []
+
+
+def test_fit_schedule_names_the_families_it_leaves_out(results):
+    """A flat trace: cyclical's closest curve has its base_lr at its max_lr, which the family
+    refuses; the table says so, not only leaves it out."""
+    done = lrsweep("fit-schedule", "--dataset", "digits", "--results", results, "--trial", "flat")
+    assert done.returncode == 0, done.stderr
+    listed = {line.split()[0] for line in done.stdout.split("\nerror: ")[0].splitlines()[2:]}
+    assert "cyclical" not in listed and len(listed) == len(FITTED) - 1
+    assert "not listed: cyclical, whose closest curves lie outside their bounds" in done.stdout
+    answer = json.loads(lrsweep("fit-schedule", "--dataset", "digits", "--results", results, "--trial", "flat",
+                                "--format", "json").stdout)
+    assert answer["not_fitted"] == ["cyclical"]
 
 
 @pytest.mark.parametrize("args, named", [

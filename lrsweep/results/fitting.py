@@ -40,7 +40,7 @@ def fit_trace(row, rates):
     from lrsweep.schedules.fit import fit_families
 
     import_tensorflow()
-    return fit_families(rates, run_length(row))
+    return fit_families(rates, run_length(row), own=row["family"])
 
 
 def format_fits(row, rates, fits):
@@ -56,6 +56,9 @@ def format_fits(row, rates, fits):
         lines.append(f"{fit['family']:<12} {fit['error']:>8.2%} {fit['max_error']:>9.2%}  {_params_text(fit['params'])}")
     lines.append("error: the typical factor by which the curve misses the trace (exp of the root mean square of "
                  "the log ratio, minus 1); max_error: the largest")
+    if unfitted(fits):
+        lines.append(f"not listed: {', '.join(unfitted(fits))}, whose closest curves lie outside their bounds (on a "
+                     f"flat trace, cyclical's base_lr would reach its max_lr)")
     if fits:
         closest = fits[0]
         pairs = " ".join(f"{k}={_number(v)}" for k, v in closest["params"].items())
@@ -123,7 +126,15 @@ def compare_with_trial(root, dataset, row, fit, run):
 
 def fits_json(row, rates, fits):
     return json.dumps({"trial_id": row["trial_id"], "sweep": row["sweep"], "rates": rates,
-                       "epochs": run_length(row), "fits": fits}, indent=2)
+                       "epochs": run_length(row), "fits": fits, "not_fitted": unfitted(fits)}, indent=2)
+
+
+def unfitted(fits):
+    """The families fitted (all but plateau) that `fits` lacks: the closest curve of each lay
+    outside the family's bounds."""
+    from lrsweep.schedules.fit import FITTED
+
+    return [name for name in FITTED if name not in {fit["family"] for fit in fits}]
 
 
 def _number(value):

@@ -31,15 +31,17 @@ TINY = 1e-30
 
 # How a continuous parameter is fitted, by its bound: (to the fitted space, back, lower
 # bound, upper bound) in the fitted space. Open bounds are kept a printable distance away
-# (pct_start in [6e-6, 0.999994], div >= 1.0001), so a printed fit is a valid command line.
-_LOG = (math.log, math.exp, -np.inf, np.inf)
+# (pct_start in [6e-6, 0.999994], div >= 1.0001), and within float32, whose bounds a
+# parameter must keep too (k=1e-50 is 0 there, alpha=1-1e-9 is 1), so a printed fit is a
+# valid command line.
+_LOG = (math.log, math.exp, math.log(TINY), math.log(1e38))
 SPACES = {
     RATE_RULE: _LOG,
     "> 0": _LOG,
-    ">= 0": (lambda v: v, lambda x: x, 0.0, np.inf),
+    ">= 0": (lambda v: v, lambda x: x, 0.0, 1e38),
     "in (0, 1)": (lambda v: math.log(v / (1 - v)), lambda x: 1 / (1 + math.exp(-x)), -12.0, 12.0),
-    "> 1": (lambda v: math.log(v - 1), lambda x: 1 + math.exp(x), math.log(1e-4), np.inf),
-    "in [0, 1)": (lambda v: v, lambda x: x, 0.0, 1 - 1e-9),
+    "> 1": (lambda v: math.log(v - 1), lambda x: 1 + math.exp(x), math.log(1e-4), math.log(1e38)),
+    "in [0, 1)": (lambda v: v, lambda x: x, 0.0, 1 - 1e-6),
     "in (0, 1]": (lambda v: v, lambda x: x, 1e-9, 1.0),
 }
 
@@ -111,15 +113,18 @@ def valid_trace(rates):
     return len(rates) > 0 and all(math.isfinite(r) and r > 0 for r in rates)
 
 
-def fit_families(rates, epochs, families=FITTED):
-    """`fit_family` for each of `families`, closest first."""
+def fit_families(rates, epochs, families=FITTED, own=None):
+    """`fit_family` for each of `families`, closest first (of equals, family `own`: the
+    trial's own, where it is one of them)."""
     if not valid_trace(rates):
         raise LrsweepError(f"A rate trace must hold rates > 0. Received: {list(rates)[:5]}...")
     fits = [fit for fit in (fit_family(name, rates, epochs) for name in families) if fit is not None]
     # equally close as the table shows them (to 0.01%: a trace is float32, the parameters 6
-    # digits), the family of fewer parameters first: a flat trace is constant's, not that of a
-    # five-parameter cyclical schedule fitting the float32 noise
-    return sorted(fits, key=lambda fit: (round(fit["error"], 4), len(fit["params"])))
+    # digits), the family of fewer parameters first (those fitted, not time_based's fixed
+    # decay_unit): a flat trace is constant's, not that of a five-parameter cyclical schedule
+    # fitting the float32 noise; then the trial's own (a time_based trace is exponential's too)
+    return sorted(fits, key=lambda fit: (round(fit["error"], 4), len(set(fit["params"]) - set(FIXED)),
+                                         fit["family"] != own))
 
 
 def _choices(p, count, epochs):

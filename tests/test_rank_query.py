@@ -140,15 +140,17 @@ CONFIRMED = {"sgd/step": [0.90, 0.92, 0.91, 0.93],       # the leader
              "adam/constant": [0.89, 0.915, 0.905, 0.925],  # behind on every seed: a paired test sees it
              "sgd/cosine": [0.93, 0.88, 0.92, 0.89]}       # further behind on average, run for run a toss-up
 T_975_3 = 3.182446  # Student's t, 97.5% quantile, 3 degrees of freedom
+# The initial rate of each family's best trial in DIGITS by final_val_accuracy: what its sweep confirmed.
+BEST_LR = {"sgd/step": 0.1, "adam/constant": 0.001, "sgd/cosine": 0.05}
 
 
 def test_confirmation_runs_give_a_mean_an_interval_and_a_paired_verdict(tmp_path):
     root = str(tmp_path)
     write_rows(root, "trials", "digits", "sweep-a", [trial_row(*row) for row in DIGITS])
-    confirm = [{**trial_row(f"{label}-{seed}", label, "completed", MAX_EPOCHS, 0.1, value, value, 0.1),
+    confirm = [{**trial_row(f"{label}-{seed}", label, "completed", MAX_EPOCHS, BEST_LR[label], value, value, 0.1),
                 "stage": "confirm", "seed": seed}
                for label, values in CONFIRMED.items() for seed, value in enumerate(values, 1)]
-    confirm.append({**trial_row("cosine-5", "sgd/cosine", "error", 1, 0.1, None, None, None),
+    confirm.append({**trial_row("cosine-5", "sgd/cosine", "error", 1, BEST_LR["sgd/cosine"], None, None, None),
                     "stage": "confirm", "seed": 5})  # a failed run is no evidence
     write_rows(root, "trials", "digits", "sweep-a", confirm)
 
@@ -173,6 +175,25 @@ def test_confirmation_runs_give_a_mean_an_interval_and_a_paired_verdict(tmp_path
     half = T_975_3 * math.sqrt(sum((v - 0.915) ** 2 for v in CONFIRMED["sgd/step"]) / 3) / 2
     assert leader.split()[:7] == ["1", "sgd/step", "0.9150", "±", f"{half:.4f}", "leader", "4"]
     assert unconfirmed.split()[:5] == ["4", "sgd/plateau", "-", "-", "<NA>"]
+
+
+def test_a_ranking_by_another_metric_than_the_sweeps_says_which_trial_was_confirmed(tmp_path):
+    """A sweep confirms each family's best trial by its own metric; `rank --metric` may pick
+    another best_trial, beside the runs of the first: the ranking says whose runs they are."""
+    root = str(tmp_path)
+    write_rows(root, "trials", "digits", "sweep-a", [
+        trial_row("t1", "sgd/step", "completed", MAX_EPOCHS, 0.1, 0.90, 0.90, 0.2),  # the best by final accuracy
+        trial_row("t2", "sgd/step", "completed", MAX_EPOCHS, 0.3, 0.85, 0.95, 0.3),  # by best accuracy
+        trial_row("a1", "adam/constant", "completed", MAX_EPOCHS, 0.001, 0.80, 0.80, 0.4),
+        *confirm_rows([("sgd/step", seed, "completed", 0.9) for seed in (1, 2)]),  # t1's rate, 0.1
+        *[{**row, "initial_lr": 0.001, "params": json.dumps({"initial_lr": 0.001})}
+          for row in confirm_rows([("adam/constant", seed, "completed", 0.8) for seed in (1, 2)])]])
+    trials = read_frame(root, "trials")
+    assert "another trial than best_trial" not in format_ranking(rank(trials))
+    text = format_ranking(rank(trials, "best_val_accuracy"))
+    assert rank(trials, "best_val_accuracy").set_index("family").loc["sgd/step", "best_trial"] == "t2"
+    assert "the confirmation runs are of another trial than best_trial" in text
+    assert text.count(" of t1") == 1 and "adam/constant of" not in text
 
 
 def test_equal_confirmation_means_make_the_first_row_the_leader(tmp_path):
@@ -532,6 +553,32 @@ def test_best_gives_a_rate_without_a_schedule_as_it_was_drawn(tmp_path, label):
     assert shown.returncode == 0 and snippet.returncode == 0, shown.stderr[-2000:] + snippet.stderr[-2000:]
     assert json.loads(shown.stdout)["optimizer"]["config"]["learning_rate"] == 0.1
     assert "keras.optimizers.SGD(learning_rate=0.1," in snippet.stdout
+
+
+def test_best_says_how_far_its_trial_trained_and_what_its_confirmation_runs_reached(tmp_path):
+    """The best family's best trial was stopped early (ASHA, at epoch 3 of 10): the value
+    beside it is epoch 3's. `best` says so, and gives the mean of the runs that trained
+    its configuration to the end with other seeds, which is what made it the best."""
+    root = str(tmp_path / "results")
+    write_rows(root, "trials", "digits", "sweep-a", [
+        {**trial_row("t1", "sgd/step", "early_stopped", 3, 0.1, 0.85, 0.85, 0.3), **FIT},
+        {**trial_row("a1", "adam/constant", "completed", MAX_EPOCHS, 0.001, 0.90, 0.90, 0.2), **FIT},
+        *confirm_rows([("sgd/step", seed, "completed", value) for seed, value in ((1, 0.92), (2, 0.94))]),
+        *[{**row, "params": json.dumps({"initial_lr": 0.001})}
+          for row in confirm_rows([("adam/constant", seed, "completed", 0.88) for seed in (1, 2)])]])
+    shown = lrsweep("best", "--dataset", "digits", "--results", root, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    best = json.loads(shown.stdout)
+    assert best["trial_id"] == "t1" and best["val_accuracy"] == pytest.approx(0.85)
+    assert best["epochs_trained"] == 3 and best["status"] == "early_stopped" and best["fit"]["epochs"] == MAX_EPOCHS
+    assert best["confirmed"]["metric"] == "final_val_accuracy" and best["confirmed"]["runs"] == 2
+    assert best["confirmed"]["mean"] == pytest.approx(0.93)
+    assert best["confirmed"]["ci95"] == pytest.approx(12.7062 * 0.01, rel=1e-3)  # t(0.975, 1) * sd / sqrt(2)
+    snippet = lrsweep("best", "--dataset", "digits", "--results", root, "--python", timeout=120).stdout
+    assert (f"# val_accuracy 0.8500 after 3 of {MAX_EPOCHS} epochs (early_stopped); trained again to {MAX_EPOCHS} "
+            f"epochs with 2 other seeds: final_val_accuracy 0.9300 ± ") in snippet
+    assert json.loads(lrsweep("best", "--dataset", "digits", "--trial", "a1", "--results", root,
+                              timeout=120).stdout)["confirmed"]["mean"] == pytest.approx(0.88)
 
 
 def test_best_of_a_diverged_trial_is_json_a_strict_parser_reads(tmp_path):

@@ -15,6 +15,7 @@ import pandas as pd
 
 from lrsweep.errors import LrsweepError
 from lrsweep.quiet import import_tensorflow
+from lrsweep.results import LOGS
 from lrsweep.results.rank import leading_trial, rank
 from lrsweep.results.store import dataset_trials
 from lrsweep.schedules.registry import OPTIMIZERS, build_schedule
@@ -22,19 +23,39 @@ from lrsweep.schedules.registry import OPTIMIZERS, build_schedule
 
 def trial_row(root, dataset, trial_id=None):
     """The stored row of trial `trial_id` of `dataset`, or of the ranking's best trial."""
+    return _chosen(root, dataset, trial_id)[0]
+
+
+def _chosen(root, dataset, trial_id=None):
+    """(`trial_row`, the dataset's ranking)."""
     trials = dataset_trials(root, dataset)
+    ranking = rank(trials)
     if trial_id is None:
-        trial_id = leading_trial(rank(trials), dataset)
+        trial_id = leading_trial(ranking, dataset)
     chosen = trials[trials["trial_id"] == trial_id]
     if chosen.empty:
         raise LrsweepError(f"Argument `trial` names no trial of dataset {dataset!r}. Received: trial={trial_id!r}")
-    return chosen.sort_values("end_time").iloc[-1]
+    return chosen.sort_values("end_time").iloc[-1], ranking
+
+
+def _confirmation(ranking, row):
+    """The confirmation runs of trial `row`'s configuration, as the ranking gives them (its
+    metric, how many ran, their mean and 95% half-width), or None where none ran."""
+    label = f"{row['optimizer']}/{row['family']}"
+    found = ranking[ranking["family"] == label] if "confirmed_trials" in ranking else ranking.iloc[:0]
+    if found.empty or not isinstance(found["confirmed_trials"].iloc[0], list):
+        return None
+    of = found.iloc[0]
+    if row["trial_id"] not in of["confirmed_trials"] or not of["confirmed"] > 0:
+        return None
+    return {"metric": of["metric"], "runs": int(of["confirmed"]), "mean": float(of["confirm_mean"]),
+            "ci95": float(of["ci95"]) if math.isfinite(of["ci95"]) else None}
 
 
 def best_config(root, dataset, trial_id=None):
     """The best trial's (or `trial_id`'s) schedule, optimizer and fit settings as Keras
     objects serialized to JSON-ready dicts."""
-    row = trial_row(root, dataset, trial_id)
+    row, ranking = _chosen(root, dataset, trial_id)
     if pd.isna(row["steps_per_epoch"]):
         raise LrsweepError(f"Trial {row['trial_id']} ended ({row['status']}) before its first epoch was stored, so the "
                            f"steps per epoch its schedule is built for are unknown. Received: trial={row['trial_id']!r}")
@@ -59,6 +80,10 @@ def best_config(root, dataset, trial_id=None):
         "family": f"{row['optimizer']}/{row['family']}", "params": params,
         # JSON has no NaN or Infinity (a diverged trial's loss): null
         metric: float(row[f"final_{metric}"]) if math.isfinite(row[f"final_{metric}"]) else None,
+        # that value's epoch (an early-stopped trial's is not the full run's), and the runs of the same
+        # configuration to max_epochs with other seeds, where the sweep confirmed it
+        "epochs_trained": int(row["epochs"]), "status": row["status"],
+        "confirmed": _confirmation(ranking, row),
         "schedule": schedule,
         "optimizer": serialized,
         "callbacks": [{"class_name": type(c).__name__, "config": _callback_config(c)} for c in callbacks],
@@ -84,7 +109,7 @@ def python_snippet(config):
     from lrsweep.schedules import curves
 
     lines = [f"# lrsweep best --dataset {config['dataset']}: trial {config['trial_id']} of sweep {config['sweep']}, "
-             f"{config['family']} {json.dumps(config['params'], sort_keys=True)}",
+             f"{config['family']} {json.dumps(config['params'], sort_keys=True)}", _results_comment(config),
              "import keras", ""]
     schedule = config["schedule"]
     optimizer = dict(config["optimizer"]["config"])
@@ -108,6 +133,20 @@ def python_snippet(config):
     lines.append(f"# model.compile(optimizer=optimizer, ...); model.fit(..., epochs={config['fit']['epochs']}, "
                  f"batch_size={config['fit']['batch_size']}, callbacks=callbacks)")
     return "\n".join(lines)
+
+
+def _results_comment(config):
+    """What the trial reached, and its confirmation runs, as a comment line."""
+    metric = next(key for key in config if key in LOGS)
+    value = config[metric]
+    line = (f"# {metric} {value:.4f}" if value is not None else f"# {metric} not a number") + (
+        f" after {config['epochs_trained']} of {config['fit']['epochs']} epochs ({config['status']})")
+    confirmed = config["confirmed"]
+    if confirmed:
+        interval = f" ± {confirmed['ci95']:.4f}" if confirmed["ci95"] is not None else ""
+        line += (f"; trained again to {config['fit']['epochs']} epochs with {confirmed['runs']} other seeds: "
+                 f"{confirmed['metric']} {confirmed['mean']:.4f}{interval} (mean, 95% interval)")
+    return line
 
 
 class _Raw(str):

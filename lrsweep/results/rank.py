@@ -90,6 +90,8 @@ def rank(trials, metric=None, top=TOP):
     if not confirm.empty:
         searched = table.set_index(["dataset", "family"])["best"]
         table = table.merge(confirmation(confirm, column, mode, searched), on=["dataset", "family"], how="left")
+        table["confirmed_trials"] = [_confirmed_trials(trials, confirm).get((dataset, family))
+                                     for dataset, family in zip(table["dataset"], table["family"])]
         # the families that can lead (two runs or more, none diverged) by their mean, equal means
         # by the search's best value as `confirmation` picks the leader, so that it comes first;
         # then the rest (and all, where none can lead) in the search's order
@@ -101,6 +103,17 @@ def rank(trials, metric=None, top=TOP):
     table = table.drop(columns=["leads", "by_mean"], errors="ignore")
     table.insert(1, "rank", table.groupby("dataset").cumcount() + 1)
     return table.reset_index(drop=True)
+
+
+def _confirmed_trials(trials, confirm):
+    """{(dataset, label): the search trials whose configuration the confirmation runs trained
+    again (same sweep and parameters)}. A sweep confirms each family's best trial by its own
+    metric: ranked by another (`rank --metric`), or over several sweeps, a family's best trial
+    may not be one of them."""
+    keys = ["dataset", "sweep", "label", "params"]
+    runs = confirm[keys].astype(str).drop_duplicates()
+    matched = trials[keys + ["trial_id"]].astype(str).merge(runs, on=keys)
+    return {key: sorted(set(ids)) for key, ids in matched.groupby(["dataset", "label"])["trial_id"]}
 
 
 def leading_trial(ranking, dataset):
@@ -193,6 +206,11 @@ def format_ranking(table):
         note = ""
         if "confirm_mean" in shown and shown["confirmed"].isna().all():  # another dataset's were confirmed
             shown = shown.drop(columns=["confirmed", "confirm_mean", "ci95", "vs_leader"])
+        others = []  # families whose runs confirm another trial than the best_trial shown
+        if "confirmed_trials" in shown:
+            for family, best, confirmed in zip(shown["family"], shown["best_trial"], shown.pop("confirmed_trials")):
+                if isinstance(confirmed, list) and best is not None and best not in confirmed:
+                    others.append(f"{family} of {', '.join(confirmed)}")
         if "confirm_mean" in shown:
             # the verdict first, beside the family; the search's columns after it
             interval = [f"{m:.4f} ± {h:.4f}" if pd.notna(h) else f"{m:.4f}" if pd.notna(m) else "-"
@@ -205,6 +223,9 @@ def format_ranking(table):
                 shown.insert(at, name, values)
             note = ("\nconfirm_mean ± ci95: each family's best trial again with several seeds (mean, 95% interval); "
                     "vs_leader: paired t-test against the leader, tie = cannot be told apart")
+            if others:
+                note += (f"\nthe confirmation runs are of another trial than best_trial (its sweep's best by the "
+                         f"metric it ranked by): {'; '.join(others)}")
         blocks.append(f"dataset {dataset}: {column} per trial, {better} is better{note}\n"
                       + shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return "\n\n".join(blocks)

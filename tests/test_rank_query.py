@@ -356,6 +356,10 @@ def test_query_aggregates_over_the_latest_records(results):
     assert frame["top"].iloc[0] == pytest.approx(0.99)  # the diverged trial's value is data, not a score
 
 
+def test_query_shows_the_stores_three_tables_and_nothing_of_its_own(results):
+    assert query(results, "SHOW TABLES")["name"].tolist() == ["epochs", "lr_range", "trials"]
+
+
 def test_query_joins_trials_and_epochs(results):
     frame = query(results, "SELECT t.trial_id, t.optimizer, max(e.epoch) AS last, sum(e.val_accuracy) AS total "
                            "FROM trials t JOIN epochs e ON e.trial_id = t.trial_id AND e.sweep = t.sweep "

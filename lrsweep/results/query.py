@@ -33,8 +33,9 @@ def connect(root, direct=True):
                     f"hive_types = {{'dataset': VARCHAR, 'sweep': VARCHAR}})")
             if store.LATER_COLUMNS[table]:  # a store written before them has none: typed nulls
                 later = pa.schema([store.SCHEMAS[table].field(name) for name in sorted(store.LATER_COLUMNS[table])])
-                con.register(f"_later_{table}", later.empty_table())
-                rows = f"SELECT * FROM (({rows}) UNION ALL BY NAME (SELECT * FROM _later_{table}))"
+                typed = con.from_arrow(later.empty_table())  # their types as DuckDB names them
+                nulls = ", ".join(f'CAST(NULL AS {kind}) AS "{name}"' for name, kind in zip(typed.columns, typed.types))
+                rows = f"SELECT * FROM (({rows}) UNION ALL BY NAME (SELECT {nulls} WHERE false))"
             latest = f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY written DESC) = 1"
             if table == "epochs":  # each trial's stored attempt (store.current_attempts)
                 extra = "_start, _end, _epochs, _resumed"

@@ -58,17 +58,17 @@ def cifar_batches(n_per_batch=40, n_test=30, seed=2):
     }
 
 
-def write_cifar_folder(folder, batches):
+def write_cifar_folder(folder, batches, protocol=2):
     folder.mkdir(parents=True, exist_ok=True)
     for name, batch in batches.items():
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=protocol))
 
 
-def write_cifar_archive(path, batches):
+def write_cifar_archive(path, batches, prefix=""):
     with tarfile.open(path, "w:gz") as archive:
         for name, batch in batches.items():
             raw = pickle.dumps(batch, protocol=2)
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info = tarfile.TarInfo(f"{prefix}cifar-10-batches-py/{name}")
             info.size = len(raw)
             archive.addfile(info, io.BytesIO(raw))
 

@@ -158,6 +158,22 @@ def test_cifar10(tmp_path, layout):
         assert data.x_train[40 + i, row, col, ch] == raw[i, ch * 1024 + row * 32 + col]
 
 
+@pytest.mark.parametrize("written", ["pickled by Python 3 (protocol 5)", "archived as ./cifar-10-batches-py"])
+def test_cifar10_as_other_tools_write_it(tmp_path, written):
+    """Batches a user pickled again with Python 3's newest protocol (numpy then rebuilds
+    arrays with `_frombuffer`), and an archive `tar czf x ./cifar-10-batches-py` made: Keras
+    reads both, and so does lrsweep."""
+    batches = cifar_batches(n_per_batch=3, n_test=2)
+    if written.startswith("pickled"):
+        write_cifar_folder(tmp_path / "cifar-10-batches-py", batches, protocol=5)
+    else:
+        write_cifar_archive(tmp_path / "cifar-10-python.tar.gz", batches, prefix="./")
+    data = load_dataset("cifar10", data_dir=str(tmp_path), validation_split=None, scale="none")
+    np.testing.assert_array_equal(data.x_val.transpose(0, 3, 1, 2).reshape(2, 3072),
+                                  batches["test_batch"][b"data"])
+    assert data.x_train.shape == (15, 32, 32, 3)
+
+
 def test_cifar_pickled_by_numpy_1(tmp_path):
     """The original batches name numpy.core.multiarray, numpy 2's numpy._core under its old name."""
     batches = cifar_batches(n_per_batch=2, n_test=2)
@@ -335,6 +351,12 @@ def test_npz_bad_contents(tmp_path):
     np.savez(tmp_path / "inf.npz", x=np.zeros((4, 2)), y=np.arange(4) % 2, x_val=np.full((2, 2), -np.inf),
              y_val=np.arange(2))
     raises(r"inf.npz array x_val holds -inf in row 0", load_dataset, f"npz:{tmp_path / 'inf.npz'}")
+    np.savez(tmp_path / "mixed.npz", x=np.zeros((6, 2)), y=np.array(list("abcabc")), x_val=np.zeros((3, 2)),
+             y_val=np.arange(3))  # 0 in y_val would be a class of its own, beside y's 'a'
+    raises(r"mixed.npz arrays y and y_val must hold labels of one kind", load_dataset,
+           f"npz:{tmp_path / 'mixed.npz'}", validation_split=None)
+    np.savez(tmp_path / "none.npz", x=np.zeros((6, 0)), y=np.arange(6) % 2)
+    raises(r"none.npz array x must be numbers of shape .* shape \(6, 0\)", load_dataset, f"npz:{tmp_path / 'none.npz'}")
     (tmp_path / "c.npz").write_bytes(b"not a zip")
     raises(r"c.npz is not a readable .npz file", check_dataset, f"npz:{tmp_path / 'c.npz'}")
 

@@ -54,6 +54,8 @@ _PICKLE_GLOBALS = {
     ("numpy", "dtype"),
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),  # an array pickled with protocol 5 (Python 3.8+)
+    ("numpy._core.numeric", "_frombuffer"),
     ("_codecs", "encode"),
 }
 
@@ -93,7 +95,8 @@ def read_cifar_archive(paths):
     (path,) = paths
     try:
         with tarfile.open(path, "r:gz") as archive:
-            members = {m.name: m for m in archive.getmembers() if m.isfile()}
+            # `tar czf x.tar.gz ./cifar-10-batches-py` names them ./cifar-10-batches-py/...
+            members = {m.name.removeprefix("./"): m for m in archive.getmembers() if m.isfile()}
             batches = []
             for batch in CIFAR_BATCHES:
                 member = members.get(f"{CIFAR_FOLDER}/{batch}")

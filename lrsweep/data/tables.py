@@ -149,8 +149,12 @@ def read_npz(path):
     if x.ndim == 3:  # grey images without a channel axis
         x = x[..., np.newaxis]
         x_val = None if x_val is None else x_val[..., np.newaxis]
-    # One class index for a label whether it is in y or in y_val.
+    # One class index for a label whether it is in y or in y_val: labels of one kind in both
+    # (numbers and texts would make the 1 of y another class than the '1' of y_val)
     labels = [arrays["y"]] + ([] if x_val is None else [arrays["y_val"]])
+    if len({_label_kind(y) for y in labels}) > 1:
+        raise LrsweepError(f"Dataset file {path} arrays y and y_val must hold labels of one kind, numbers or texts. "
+                           f"Received: y of dtype {labels[0].dtype}, y_val of dtype {labels[1].dtype}")
     encoded, classes = encode_labels(np.concatenate(labels), f"Dataset file {path} array y")
     y, y_val = encoded[:len(x)], (None if x_val is None else encoded[len(x):])
     return Arrays(x, y, x_val, y_val, classes, test_name="x_val/y_val")
@@ -201,10 +205,10 @@ def npz_kind(path):
 def _npz_labels(path, arrays, x_name, y_name):
     """Array `y_name` as one label per row of `x_name`, once both are checked."""
     xs, ys = arrays[x_name], arrays[y_name]
-    if xs.dtype.kind not in "biuf" or not 2 <= xs.ndim <= 4:
+    if xs.dtype.kind not in "biuf" or not 2 <= xs.ndim <= 4 or 0 in xs.shape[1:]:
         raise LrsweepError(
             f"Dataset file {path} array {x_name} must be numbers of shape (N, F), (N, H, W) or "
-            f"(N, H, W, C). Received: {x_name} of dtype {xs.dtype} and shape {xs.shape}"
+            f"(N, H, W, C), none of F, H, W, C 0. Received: {x_name} of dtype {xs.dtype} and shape {xs.shape}"
         )
     if ys.ndim == 2 and ys.shape[1] == 1:  # Keras' own (N, 1) labels
         ys = ys.reshape(-1)
@@ -214,6 +218,10 @@ def _npz_labels(path, arrays, x_name, y_name):
             f"Received: {y_name} of shape {ys.shape} for {x_name} of shape {xs.shape}"
         )
     return ys
+
+
+def _label_kind(labels):
+    return "text" if labels.dtype.kind in "SUO" else "number"
 
 
 def encode_labels(labels, where):

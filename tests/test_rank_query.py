@@ -522,6 +522,31 @@ def test_plot_and_report_draw_the_pictures_and_the_ranking(results, tmp_path):
     assert all(label in page for label in ("sgd/step", "adam/constant", "sgd/cosine", "sgd/plateau"))
 
 
+def test_a_family_whose_best_trial_asha_stopped_is_drawn_on_as_its_confirmation_run_trained(tmp_path):
+    """The pictures draw each family's best trial: one stopped at epoch 3 of 10 showed three
+    points of its schedule. Its label says where it stopped, and the rest of the line is its
+    configuration's first confirmation run from there; a trial that ran to the end has none."""
+    from lrsweep.results.plots import family_lines
+
+    root = str(tmp_path)
+    write_rows(root, "trials", "digits", "s", [
+        trial_row("t1", "sgd/step", "early_stopped", 3, 0.1, 0.9, 0.9, 0.2),
+        trial_row("a1", "adam/constant", "completed", MAX_EPOCHS, 0.001, 0.8, 0.8, 0.3),
+        *confirm_rows([("sgd/step", seed, "completed", 0.9) for seed in (2, 1)])])
+    rates = {"t1": [0.1] * 3, "a1": [0.001] * MAX_EPOCHS, "sgd/step-1": [0.1] * 5 + [0.05] * 5,
+             "sgd/step-2": [0.2] * MAX_EPOCHS}
+    write_rows(root, "epochs", "digits", "s", [{"trial_id": trial_id, "epoch": e, "lr": lr}
+                                               for trial_id, trace in rates.items()
+                                               for e, lr in enumerate(trace, 1)])
+    trials = read_frame(root, "trials")
+    lines = family_lines(trials, rank(trials), read_frame(root, "epochs"), "lr")
+    (step, (x, y), rest), (adam, _, none) = lines
+    assert step == f"sgd/step (stopped at epoch 3 of {MAX_EPOCHS})" and list(x) == [1, 2, 3]
+    assert list(rest[0]) == list(range(3, MAX_EPOCHS + 1))  # from the epoch it stopped at, of seed 1
+    assert list(rest[1]) == [0.1] * 3 + [0.05] * 5
+    assert adam == "adam/constant" and none is None
+
+
 @pytest.mark.parametrize("command, out", [("plot", "pictures"), ("report", "report.html"), ("best", None),
                                           ("fit-schedule", None)])
 def test_a_dataset_whose_trials_all_diverged_or_failed_has_nothing_to_draw_or_take(tmp_path, command, out):

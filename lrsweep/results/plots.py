@@ -35,9 +35,43 @@ def _best_trials(trials, table):
     return rows
 
 
-def _per_epoch(epochs, trial_id, column):
-    rows = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")
+def _per_epoch(epochs, trial_id, column, after=0):
+    rows = epochs[(epochs["trial_id"] == trial_id) & (epochs["epoch"] >= after)].sort_values("epoch")
     return rows["epoch"].to_numpy(), rows[column].to_numpy()
+
+
+def family_lines(trials, table, epochs, column):
+    """What the pictures draw of each family, in the ranking's order: (label, its best trial's
+    epochs and values of `column`, the rest of its run or None). A trial stopped before its
+    run's end (by ASHA) says so in its label, and the rest is the same configuration's
+    first confirmation run from that epoch on (its schedule, as it went on; on the curves, how
+    it went on with another seed), where the sweep ran one."""
+    from lrsweep.results.fitting import run_length
+
+    lines = []
+    for label, trial in _best_trials(trials, table):
+        own = _per_epoch(epochs, trial["trial_id"], column)
+        trained, length = int(trial["epochs"]), run_length(trial)
+        rest = None
+        if trained < length:
+            label = f"{label} (stopped at epoch {trained} of {length})"
+            again = trials[(trials["stage"] == "confirm") & (trials["sweep"] == trial["sweep"])
+                           & (trials["optimizer"] == trial["optimizer"]) & (trials["family"] == trial["family"])
+                           & (trials["params"] == trial["params"]) & (trials["epochs"] > trained)]
+            if len(again):
+                rest = _per_epoch(epochs, again.sort_values("seed")["trial_id"].iloc[0], column, after=trained)
+        lines.append((label, own, rest))
+    return lines
+
+
+def _draw(ax, lines, **style):
+    """`family_lines` on `ax`: the rest of a run dashed, in its trial's colour."""
+    for label, own, rest in lines:
+        (line,) = ax.plot(*own, label=label, **style)
+        if rest is not None:
+            ax.plot(*rest, linestyle="--", color=line.get_color())
+    if any(rest is not None for _, _, rest in lines):
+        ax.plot([], [], "k--", label="dashed: on as its first confirmation run (another seed) trained")
 
 
 def _ranked(root, dataset):
@@ -65,21 +99,18 @@ def sweep_pictures(root, dataset, out_dir, ranked=None):
     epochs = read_frame(root, "epochs", dataset)
     column = table["metric"].iloc[0]
     metric = column.split("_", 1)[1]
-    best = _best_trials(trials, table)
     plt = _pyplot()
     paths = {name: os.path.join(out_dir, f"{name}.png") for name in ("rates", "curves", "ranking")}
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for label, trial in best:
-        ax.plot(*_per_epoch(epochs, trial["trial_id"], "lr"), marker=".", label=label)
+    _draw(ax, family_lines(trials, table, epochs, "lr"), marker=".")
     ax.set(xlabel="epoch", ylabel="learning rate", yscale="log",
            title=f"{dataset}: the rate in effect, best trial of each family")
     _finish(plt, fig, ax, paths["rates"])
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for label, trial in best:
-        left.plot(*_per_epoch(epochs, trial["trial_id"], metric), label=label)
-        right.plot(*_per_epoch(epochs, trial["trial_id"], "loss"), label=label)
+    _draw(left, family_lines(trials, table, epochs, metric))
+    _draw(right, family_lines(trials, table, epochs, "loss"))
     left.set(xlabel="epoch", ylabel=metric, title=f"{dataset}: {metric}, best trial of each family")
     right.set(xlabel="epoch", ylabel="training loss", yscale="log", title="training loss")
     right.grid(alpha=0.3)

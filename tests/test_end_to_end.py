@@ -25,8 +25,8 @@ import pytest
 
 from lrsweep import Choice, Range, Sweep
 from lrsweep.results.rank import rank
-from lrsweep.results.store import read_frame
-from lrsweep.run.driver import launch
+from lrsweep.results.store import read_frame, write_rows
+from lrsweep.run.driver import launch, promoted_configs
 from lrsweep.sweep.spec import load_sweep
 from tests.conftest import (REPO, TEST_DATA, assert_refused, lrsweep, lrsweep_read_until, processes, trainers,
                             tune_finished, wait_for)
@@ -188,6 +188,29 @@ def test_budget_early_stopping_trains_each_rungs_best_again_from_scratch(ray_ses
     assert [line for line in lines if line.startswith("rung ")] == [
         "rung 2 of 3: the best 3 again from scratch, the schedule fitted to 2 epochs",
         "rung 3 of 3: the best 1 again from scratch, the schedule fitted to 4 epochs"]
+
+
+def test_a_configuration_drawn_twice_goes_on_to_the_next_rung_once(tmp_path):
+    """A family of fixed parameters draws one configuration every time it is chosen, and it
+    trains the same way each time (same seed): promoting the copies trained it again and
+    again at the next rung in place of the next best configurations."""
+    sweep = Sweep(name="budget", dataset="digits", max_epochs=4, num_samples=5, grace_period=1, reduction_factor=2,
+                  early_stopping="budget", confirm_seeds=0, results=str(tmp_path),
+                  families={"step": {"initial_lr": Range(0.01, 0.5, log=True), "drop": 0.5, "epochs_drop": 2},
+                            "adam": {"initial_lr": 0.001}})
+
+    def trial(trial_id, family, lr, value):
+        params = {"initial_lr": lr, **({"drop": 0.5, "epochs_drop": 2} if family == "step" else {})}
+        return {"trial_id": trial_id, "family": "constant" if family == "adam" else family,
+                "optimizer": "adam" if family == "adam" else "sgd", "params": json.dumps(params, sort_keys=True),
+                "seed": 0, "stage": "search", "status": "completed", "budget": 1, "final_val_accuracy": value}
+
+    write_rows(str(tmp_path), "trials", "digits", "run", [
+        trial("a1", "adam", 0.001, 0.9), trial("a2", "adam", 0.001, 0.9), trial("a3", "adam", 0.001, 0.9),
+        trial("s1", "step", 0.1, 0.8), trial("s2", "step", 0.2, 0.7)])
+    promoted = promoted_configs(sweep, "run", "digits", 1, 2, 2)
+    assert [(config["family"], config["budget"]) for config in promoted] == [("adam/constant", 2), ("sgd/step", 2)]
+    assert promoted[1]["sgd"]["step"]["initial_lr"] == 0.1  # the next best, not a2
 
 
 def test_confirmation_trains_each_familys_best_again_with_the_same_seeds(ray_session, tmp_path):

@@ -650,13 +650,16 @@ def _config_of(sweep, trial, **more):
 
 
 def promoted_configs(sweep, name, dataset, budget, count, next_budget):
-    """The configs of the next rung of early_stopping="budget": the `count` best trials of
-    run `name` trained to `budget` epochs (completed, by the sweep's metric at their last
-    epoch), each again from scratch, with its own seed, to `next_budget` epochs."""
+    """The configs of the next rung of early_stopping="budget": the `count` best
+    configurations of run `name` trained to `budget` epochs (completed, by the sweep's metric
+    at their last epoch), each again from scratch, with its own seed, to `next_budget` epochs.
+    A configuration drawn twice (a family of fixed parameters, a search drawing a value again;
+    also a trial run again after a kill) trains the same way each time: it goes on once."""
     trials = _search_trials(sweep, name, dataset)
     column = f"final_{sweep.metric}"
     done = trials[(trials["budget"] == budget) & (trials["status"] == "completed") & trials[column].notna()]
-    best = done.sort_values([column, "trial_id"], ascending=[sweep.mode == "min", True]).head(count)
+    best = done.sort_values([column, "trial_id"], ascending=[sweep.mode == "min", True])
+    best = best.drop_duplicates(["optimizer", "family", "params", "seed"]).head(count)
     return [_config_of(sweep, trial, budget=next_budget) for _, trial in best.iterrows()]
 
 

@@ -391,8 +391,9 @@ def test_a_launch_through_ray_client_whose_client_is_killed_stops_on_the_head_as
 def test_a_launch_whose_tune_storage_other_machines_cannot_reach_warns_at_once(tmp_path):
     """A cluster of nodes on several machines (here a second node on another address of
     this machine, 127.0.0.2) and Tune's storage a folder of the launch's machine: trials on
-    the others would fail at their first checkpoint, after their training was spent, unless
-    the folder is one they share. The launch says so as it starts."""
+    the others save no checkpoint (Ray would fail them at their first), so a retry or a
+    resume starts them over, unless the folder is one they share. The launch says so as it
+    starts."""
     port = free_port()
     bin_dir = os.path.dirname(sys.executable)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}  # a node joins with the token

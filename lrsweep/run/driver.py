@@ -367,8 +367,9 @@ def check_trials_fit(sweep):
 
 def _check_storage_reached(sweep, ray):
     """Ray Train refuses a checkpoint on a node that does not see Tune's storage (its marker
-    file): with a folder of this machine, every trial on another machine would fail at its
-    first checkpoint, after its training, unless the folder is shared (NFS)."""
+    file): with a folder of this machine, every trial on another machine saves no checkpoint
+    (`trial.checkpoints_reach_storage`; Ray would fail it), so a retry or a `--resume` starts
+    it over, unless the folder is shared (NFS)."""
     storage = storage_path(sweep)
     if store.is_uri(storage):
         return
@@ -377,8 +378,9 @@ def _check_storage_reached(sweep, ray):
     others = sorted(set(alive.values()) - {here})
     if others:
         warn(f"Tune's storage {storage} is a folder of this machine ({here}), and the cluster has nodes on others "
-             f"({', '.join(others)}): their trials fail at their first checkpoint unless the folder is one they "
-             f"share; give --storage (or the sweep's storage) s3://..., gs://... or a shared folder")
+             f"({', '.join(others)}): their trials save no checkpoint (a retry or --resume starts them over) unless "
+             f"the folder is one they share; give --storage (or the sweep's storage) s3://..., gs://... or a shared "
+             f"folder")
 
 
 def stop_ray():

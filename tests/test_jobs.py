@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -135,10 +136,29 @@ def test_submit_no_wait_returns_with_the_job_that_logs_follows(dashboard, tmp_pa
     runtime_env = jobs_client(dashboard).get_job_info(job).runtime_env
     assert runtime_env["env_vars"] == {"LRSWEEP_TRAINER_IDLE_SECONDS": "120"}
     assert "1/1" not in done.stdout  # it did not wait for the trial
+    # Ray's stream of the output ends before the job (its job module restarting: ray#51601),
+    # here after its first piece: the rest comes all the same, once, and the job's outcome
+    from ray.job_submission import JobSubmissionClient
+
+    from lrsweep.run.jobs import logs
+
+    class StreamEndsEarly(JobSubmissionClient):
+        async def tail_job_logs(self, job_id):
+            async for chunk in super().tail_job_logs(job_id):
+                yield chunk
+                return
+
+    early = jobs_client(dashboard)
+    early.__class__ = StreamEndsEarly  # the client Ray made, with its address and token
+    pieces, outcome = [], []
+    beside = threading.Thread(target=lambda: outcome.append(logs(job, dashboard, True, pieces.append, early)))
+    beside.start()  # while the job runs, as the command below
     followed = lrsweep("logs", job, "--follow", "--address", dashboard, timeout=300)
+    beside.join(timeout=120)
     assert followed.returncode == 0, followed.stderr[-2000:]
     assert "1/1" in followed.stdout and "lrsweep rank --dataset ionosphere" in followed.stdout
     assert followed.stdout.count(warning) == 1
+    assert outcome == [0] and "".join(pieces) == followed.stdout
     assert len(pd.read_parquet(results / "trials")) == 1
 
 
@@ -196,6 +216,28 @@ def test_submit_whose_output_reader_stops_reading_stops_following_and_the_job_go
     assert len(pd.read_parquet(results / "trials")) == 2
 
 
+def test_the_folder_a_job_takes_along_leaves_out_the_results_folder_only(tmp_path, monkeypatch):
+    """submit and a Ray Client launch upload the current folder without its results folder,
+    through Ray's own packing: a bare `results` among the excludes left out the package's
+    `lrsweep/results/` too (Ray reads them as .gitignore lines), and the job's `python -m
+    lrsweep` failed on the cluster (No module named 'lrsweep.results')."""
+    import zipfile
+
+    from ray._private.runtime_env.packaging import create_package
+
+    from lrsweep.run.jobs import runtime_env
+
+    for name in ("lrsweep/results/store.py", "lrsweep/cli.py", "sweeps/digits.py", "results/trials/part-1.parquet",
+                 "sweeps/results/notes.txt"):
+        (tmp_path / "here" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "here" / name).write_text("x")
+    monkeypatch.chdir(tmp_path / "here")
+    env = runtime_env("results")
+    create_package(env["working_dir"], tmp_path / "package.zip", include_gitignore=True, excludes=env["excludes"])
+    packed = {name for name in zipfile.ZipFile(tmp_path / "package.zip").namelist() if not name.endswith("/")}
+    assert packed == {"lrsweep/results/store.py", "lrsweep/cli.py", "sweeps/digits.py", "sweeps/results/notes.txt"}
+
+
 @pytest.mark.parametrize("args, named", [
     (["submit", "sweeps/ionosphere.py", "--num-samples", "0"], "num_samples"),
     (["submit", "sweeps/ionosphere.py", "--address", "127.0.0.1:6379"], "address"),
@@ -205,6 +247,19 @@ def test_submit_whose_output_reader_stops_reading_stops_following_and_the_job_go
 def test_job_commands_answer_bad_input_with_one_line(dashboard, args, named):
     done = lrsweep(*args, *([] if "--address" in args else ["--address", dashboard]), timeout=60)
     assert_refused(done, named)
+
+
+def test_job_commands_refuse_a_job_the_jobs_api_did_not_start(head):
+    """A driver run on the cluster by hand (`launch --address auto` on the head) is a Ray job
+    too, listed by its hex id: Ray keeps no output of it (`logs` ended on a traceback) and
+    calls it SUCCEEDED however it ended (`status` exited 0)."""
+    driver = subprocess.run([sys.executable, "-c", "import ray; ray.init(address=%r, logging_level='ERROR'); "
+                             "print(ray.get_runtime_context().get_job_id())" % head["gcs"]],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_AUTH_MODE": "token"})
+    job = driver.stdout.split()[-1]
+    for command in (["status", job], ["logs", job], ["logs", job, "--follow"]):
+        assert_refused(lrsweep(*command, "--address", head["dashboard"], timeout=60), f"JOB={job!r}",
+                       "a driver run on the cluster another way")
 
 
 def test_job_commands_name_an_address_where_no_dashboard_answers():

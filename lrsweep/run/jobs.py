@@ -23,6 +23,8 @@ from lrsweep.results.store import is_uri
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 # Not uploaded with the working directory: what a project folder holds beside its code.
 EXCLUDES = [".git", ".venv", "venv", "__pycache__", ".pytest_cache"]
+# How often `logs --follow` reads a job's output where Ray's stream of it ended early.
+FOLLOW_SECONDS = 1.0
 # How long `submit` waits for a cluster that has just started to take jobs.
 AGENT_WAIT_SECONDS = 60
 # The job's outcomes, as `logs --follow` and `status` answer them in their exit status.
@@ -184,9 +186,11 @@ def launch_command(sweep_path, sweep, args):
 def runtime_env(results):
     """The current folder as the launch's working directory on the cluster, without what
     `EXCLUDES` names and the results folder; the trainers' idle time is the launching
-    shell's setting, here this one's."""
-    excludes = EXCLUDES + ([os.path.relpath(results)] if not is_uri(results)
-                           and not os.path.relpath(results).startswith(os.pardir) else [])
+    shell's setting, here this one's. Ray reads excludes as .gitignore lines: the results
+    folder's is anchored to the folder's top (a bare `results` also left out the package's
+    own `lrsweep/results/`, and the job ran without it)."""
+    relative = os.path.relpath(results)
+    excludes = EXCLUDES + ([f"/{relative}"] if not is_uri(results) and not relative.startswith(os.pardir) else [])
     env = {name: os.environ[name] for name in ("LRSWEEP_TRAINER_IDLE_SECONDS",) if name in os.environ}
     return {"working_dir": os.getcwd(), "excludes": excludes, **({"env_vars": env} if env else {})}
 
@@ -205,44 +209,72 @@ def submit(command, results, client):
 
 
 def job_info(client, job, address):
+    """The job's details; LrsweepError for one Ray's Jobs API did not start (a driver run
+    on the cluster by hand, whose Ray job id the dashboard lists too), which has no output
+    to give and whose state is SUCCEEDED however it ended."""
     try:
-        return client.get_job_info(job)
+        info = client.get_job_info(job)
     except RuntimeError as e:
         if "does not exist" in str(e) or "404" in str(e):
             raise LrsweepError(f"Argument `JOB` names no job at {address}. Received: JOB={job!r}") from None
         raise
+    if not info.submission_id:
+        raise LrsweepError(f"Argument `JOB` must name a job that `lrsweep submit` (Ray's Jobs API) started; {job} is "
+                           f"a driver run on the cluster another way, whose output and outcome Ray does not keep. "
+                           f"Received: JOB={job!r}")
+    return info
 
 
 def _state(client, job, address):
-    """(one line on the job's state, exit status: 0 running or succeeded, 1 failed or stopped)."""
+    """(the job's state, one line on it, exit status: 0 running or succeeded, 1 failed or stopped)."""
     info = job_info(client, job, address)
     state = str(info.status.value if hasattr(info.status, "value") else info.status)
     # a failed job's message is its entrypoint's exit code, then its last log lines (which
-    # `logs` and a followed `submit` have just printed): the first line alone
-    message = (info.message or "").split("\n")[0].split(", last available logs")[0].rstrip(":")
+    # `logs` and a followed `submit` have just printed): up to those; where the job never
+    # started (its runtime environment failed to install), its first line and its last,
+    # which says why
+    lines = [line.strip() for line in (info.message or "").split(", last available logs")[0].split("\n")
+             if line.strip()]
+    message = " ... ".join(lines[:1] + lines[1:][-1:]).rstrip(":")
     line = f"{job}: {state}" + (f" ({message})" if message else "")
-    return line, EXIT_STATUS.get(state, 0)
+    return state, line, EXIT_STATUS.get(state, 0)
 
 
 def status(job, address):
-    return _state(jobs_client(address), job, address)
+    return _state(jobs_client(address), job, address)[1:]
 
 
 def logs(job, address, follow, write=sys.stdout.write, client=None):
     """Write the job's output so far, or follow it until the job ends; returns the exit
-    status of `status`, and says on stderr how a job that followed to its end failed."""
+    status of `status`, and says on stderr how a job that followed to its end failed.
+    Ray's stream of the output can end before the job does (its dashboard's job module
+    restarting: ray-project/ray#51601): the rest is then read from the job's whole output,
+    every `FOLLOW_SECONDS`, until the job has ended."""
     client = client or jobs_client(address)
     job_info(client, job, address)  # an unknown job is bad input before any output
     if not follow:
         write(client.get_job_logs(job))
     else:
+        written = 0
+
         async def tail():
+            nonlocal written
             async for chunk in client.tail_job_logs(job):
                 write(chunk)
                 sys.stdout.flush()
+                written += len(chunk)
 
         asyncio.run(tail())
-    line, status = _state(client, job, address)
+        state = _state(client, job, address)[0]
+        if state not in EXIT_STATUS:  # the stream ended, the job did not
+            while state not in EXIT_STATUS:
+                time.sleep(FOLLOW_SECONDS)
+                state = _state(client, job, address)[0]
+                text = client.get_job_logs(job)  # after the state: all the output of an ended job
+                write(text[written:])
+                sys.stdout.flush()
+                written = max(written, len(text))
+    _, line, status = _state(client, job, address)
     if follow and status:
         print(f"lrsweep: {line}", file=sys.stderr)
     return status

@@ -305,6 +305,8 @@ def test_submit_of_a_job_that_fails_on_the_cluster_exits_1_and_says_why(dashboar
     assert done.stderr == f"lrsweep: {job}: FAILED (Job entrypoint command failed with exit code 2)\n", done.stderr
     status = lrsweep("status", job, "--address", dashboard, timeout=60)
     assert (status.returncode, status.stdout) == (1, done.stderr.removeprefix("lrsweep: ")), status.stderr
+    shown = lrsweep("logs", job, "--address", dashboard, timeout=60)  # its output, then the same line and status
+    assert (shown.returncode, shown.stderr) == (1, done.stderr) and "not in a job" in shown.stdout
 
 
 def test_a_launch_through_ray_client_runs_on_the_head_and_takes_ctrl_c_as_one_here(head, tmp_path):

@@ -246,35 +246,38 @@ def status(job, address):
 
 def logs(job, address, follow, write=sys.stdout.write, client=None):
     """Write the job's output so far, or follow it until the job ends; returns the exit
-    status of `status`, and says on stderr how a job that followed to its end failed.
+    status of `status`, and says on stderr how a job that ended failed.
     Ray's stream of the output can end before the job does (its dashboard's job module
     restarting: ray-project/ray#51601): the rest is then read from the job's whole output,
     every `FOLLOW_SECONDS`, until the job has ended."""
     client = client or jobs_client(address)
-    job_info(client, job, address)  # an unknown job is bad input before any output
-    if not follow:
+    if not follow:  # the state first (an unknown job: bad input before any output), then the
+        # output, which holds all of a job the state says ended
+        _, line, status = _state(client, job, address)
         write(client.get_job_logs(job))
-    else:
-        written = 0
+        if status:
+            print(f"lrsweep: {line}", file=sys.stderr)
+        return status
+    job_info(client, job, address)
+    written = 0
 
-        async def tail():
-            nonlocal written
-            async for chunk in client.tail_job_logs(job):
-                write(chunk)
-                sys.stdout.flush()
-                written += len(chunk)
+    async def tail():
+        nonlocal written
+        async for chunk in client.tail_job_logs(job):
+            write(chunk)
+            sys.stdout.flush()
+            written += len(chunk)
 
-        asyncio.run(tail())
+    asyncio.run(tail())
+    state = _state(client, job, address)[0]
+    while state not in EXIT_STATUS:  # the stream ended, the job did not
+        time.sleep(FOLLOW_SECONDS)
         state = _state(client, job, address)[0]
-        if state not in EXIT_STATUS:  # the stream ended, the job did not
-            while state not in EXIT_STATUS:
-                time.sleep(FOLLOW_SECONDS)
-                state = _state(client, job, address)[0]
-                text = client.get_job_logs(job)  # after the state: all the output of an ended job
-                write(text[written:])
-                sys.stdout.flush()
-                written = max(written, len(text))
+        text = client.get_job_logs(job)  # after the state: all the output of a job it says ended
+        write(text[written:])
+        sys.stdout.flush()
+        written = max(written, len(text))
     _, line, status = _state(client, job, address)
-    if follow and status:
+    if status:
         print(f"lrsweep: {line}", file=sys.stderr)
     return status

@@ -302,7 +302,7 @@ def _launch_through_client(args, address):
     command, results = jobs.launch_command(args.sweep, sweep, args)
     print(f"launching on the head node of {address} through Ray Client: {shlex.join(command)}\n"
           f"results: {results} (on the head node); Ctrl-C stops the launch as it would stop one here\n", flush=True)
-    return client.run(command, results, address, args.argv, _finish_hint(args, args.name))
+    return client.run(command, results, address, args.argv, _finish_hint(args, args.name), sweep.storage)
 
 
 def _finish_hint(args, name):
@@ -326,7 +326,7 @@ def cmd_submit(args):
     command, results = jobs.launch_command(args.sweep, sweep, args)
     client = jobs.jobs_client(address)
     try:
-        job = jobs.submit(command, results, client)
+        job = jobs.submit(command, results, client, sweep.storage)
     except RuntimeError as e:  # the cluster's answer, not bad input
         print(f"lrsweep: error: {address} did not take the job: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1

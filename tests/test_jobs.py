@@ -216,11 +216,12 @@ def test_submit_whose_output_reader_stops_reading_stops_following_and_the_job_go
     assert len(pd.read_parquet(results / "trials")) == 2
 
 
-def test_the_folder_a_job_takes_along_leaves_out_the_results_folder_only(tmp_path, monkeypatch):
-    """submit and a Ray Client launch upload the current folder without its results folder,
-    through Ray's own packing: a bare `results` among the excludes left out the package's
-    `lrsweep/results/` too (Ray reads them as .gitignore lines), and the job's `python -m
-    lrsweep` failed on the cluster (No module named 'lrsweep.results')."""
+def test_the_folder_a_job_takes_along_leaves_out_only_its_results_and_checkpoints(tmp_path, monkeypatch):
+    """submit and a Ray Client launch upload the current folder without its results folder
+    and Tune's storage (where they lie in it), through Ray's own packing: a bare `results`
+    among the excludes left out the package's `lrsweep/results/` too (Ray reads them as
+    .gitignore lines), and the job's `python -m lrsweep` failed on the cluster (No module
+    named 'lrsweep.results'); a storage folder's checkpoints went up with every job."""
     import zipfile
 
     from ray._private.runtime_env.packaging import create_package
@@ -228,11 +229,11 @@ def test_the_folder_a_job_takes_along_leaves_out_the_results_folder_only(tmp_pat
     from lrsweep.run.jobs import runtime_env
 
     for name in ("lrsweep/results/store.py", "lrsweep/cli.py", "sweeps/digits.py", "results/trials/part-1.parquet",
-                 "sweeps/results/notes.txt"):
+                 "sweeps/results/notes.txt", "state/run/checkpoint_000001/weights.h5"):
         (tmp_path / "here" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "here" / name).write_text("x")
     monkeypatch.chdir(tmp_path / "here")
-    env = runtime_env("results")
+    env = runtime_env("results", "state")  # and Tune's storage: its checkpoints went up with each job
     create_package(env["working_dir"], tmp_path / "package.zip", include_gitignore=True, excludes=env["excludes"])
     packed = {name for name in zipfile.ZipFile(tmp_path / "package.zip").namelist() if not name.endswith("/")}
     assert packed == {"lrsweep/results/store.py", "lrsweep/cli.py", "sweeps/digits.py", "sweeps/results/notes.txt"}

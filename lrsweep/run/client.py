@@ -153,7 +153,7 @@ class Launch:
             self._process.send_signal(signal.SIGINT)
 
 
-def run(command, results, address, typed, hint):
+def run(command, results, address, typed, hint, storage=None):
     """Run the launch `command` (`jobs.launch_command`) on the head node of the cluster at
     `address` (ray://) through Ray Client; print its output; returns its exit status.
     `typed`: the arguments of this command, which the launch gives back in its resume
@@ -173,7 +173,7 @@ def run(command, results, address, typed, hint):
     warnings.filterwarnings("ignore", message="Ray Client connection timed out")
     for attempt in range(1, SESSION_ATTEMPTS + 1):
         try:
-            ray.init(address, runtime_env=jobs.runtime_env(results), log_to_driver=False, logging_level="ERROR")
+            ray.init(address, runtime_env=jobs.runtime_env(results, storage), log_to_driver=False, logging_level="ERROR")
             break
         except ConnectionAbortedError as e:  # the server answered, but the session it starts for a client did not
             # start (its process, on a busy head: seen on two cores); Ray Client itself does not try again

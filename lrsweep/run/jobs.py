@@ -183,24 +183,25 @@ def launch_command(sweep_path, sweep, args):
     return command, results
 
 
-def runtime_env(results):
+def runtime_env(results, storage=None):
     """The current folder as the launch's working directory on the cluster, without what
-    `EXCLUDES` names and the results folder; the trainers' idle time is the launching
-    shell's setting, here this one's. Ray reads excludes as .gitignore lines: the results
-    folder's is anchored to the folder's top (a bare `results` also left out the package's
-    own `lrsweep/results/`, and the job ran without it)."""
-    relative = os.path.relpath(results)
-    excludes = EXCLUDES + ([f"/{relative}"] if not is_uri(results) and not relative.startswith(os.pardir) else [])
+    `EXCLUDES` names, the results folder and Tune's storage (checkpoints) where they lie in
+    it; the trainers' idle time is the launching shell's setting, here this one's. Ray reads
+    excludes as .gitignore lines: a folder's is anchored to the top (a bare `results` also
+    left out the package's own `lrsweep/results/`, and the job ran without it)."""
+    inside = [os.path.relpath(folder) for folder in (results, storage) if folder and not is_uri(folder)]
+    excludes = EXCLUDES + [f"/{relative}" for relative in inside if relative != os.curdir
+                           and not relative.startswith(os.pardir)]
     env = {name: os.environ[name] for name in ("LRSWEEP_TRAINER_IDLE_SECONDS",) if name in os.environ}
     return {"working_dir": os.getcwd(), "excludes": excludes, **({"env_vars": env} if env else {})}
 
 
-def submit(command, results, client):
+def submit(command, results, client, storage=None):
     """Submit the launch as a Ray job through `client` (`jobs_client`); returns its id."""
     deadline = time.time() + AGENT_WAIT_SECONDS
     while True:
         try:
-            return client.submit_job(entrypoint=shlex.join(command), runtime_env=runtime_env(results),
+            return client.submit_job(entrypoint=shlex.join(command), runtime_env=runtime_env(results, storage),
                                      metadata={"lrsweep": "launch"})
         except RuntimeError as e:  # a cluster just started answers before its job agent is up
             if "No available agent" not in str(e) or time.time() > deadline:

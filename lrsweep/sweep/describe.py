@@ -24,7 +24,8 @@ def describe(sweep, dataset, data=None):
                     f"shorter than a trial")
     elif sweep.early_stopping == "asha":
         stopping = (f"ASHA early stopping (grace period {sweep.grace_period}, reduction factor "
-                    f"{sweep.reduction_factor:g}): promoted trials go on")
+                    f"{sweep.reduction_factor:g}: trials judged at epochs {', '.join(map(str, sweep.rungs))}): "
+                    f"promoted trials go on")
     elif sweep.early_stopping == "budget":
         plan = ", then ".join(f"{trials} x {epochs}" for epochs, trials in sweep.budgets)
         stopping = (f"successive halving from scratch (early_stopping='budget'), trials x epochs with the schedule "

@@ -355,6 +355,9 @@ def test_npz_bad_contents(tmp_path):
              y_val=np.arange(3))  # 0 in y_val would be a class of its own, beside y's 'a'
     raises(r"mixed.npz arrays y and y_val must hold labels of one kind", load_dataset,
            f"npz:{tmp_path / 'mixed.npz'}", validation_split=None)
+    np.savez(tmp_path / "same.npz", x=np.zeros((6, 2)), y=np.array(list("012012")), x_val=np.zeros((3, 2)),
+             y_val=np.arange(3))  # the same classes written two ways: '1' and 1 are one
+    assert load_dataset(f"npz:{tmp_path / 'same.npz'}", validation_split=None).classes == ["0", "1", "2"]
     np.savez(tmp_path / "none.npz", x=np.zeros((6, 0)), y=np.arange(6) % 2)
     raises(r"none.npz array x must be numbers of shape .* shape \(6, 0\)", load_dataset, f"npz:{tmp_path / 'none.npz'}")
     (tmp_path / "c.npz").write_bytes(b"not a zip")

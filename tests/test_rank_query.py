@@ -545,6 +545,11 @@ def test_a_family_whose_best_trial_asha_stopped_is_drawn_on_as_its_confirmation_
     assert list(rest[0]) == list(range(3, MAX_EPOCHS + 1))  # from the epoch it stopped at, of seed 1
     assert list(rest[1]) == [0.1] * 3 + [0.05] * 5
     assert adam == "adam/constant" and none is None
+    from lrsweep.results.plots import sweep_report
+
+    sweep_report(root, "digits", str(tmp_path / "digits.html"))  # its table: the ranking's columns, as printed
+    assert "confirm_mean" in (tmp_path / "digits.html").read_text()
+    assert "confirmed_trials" not in (tmp_path / "digits.html").read_text()
 
 
 @pytest.mark.parametrize("command, out", [("plot", "pictures"), ("report", "report.html"), ("best", None),
@@ -606,8 +611,13 @@ def test_best_says_how_far_its_trial_trained_and_what_its_confirmation_runs_reac
     snippet = lrsweep("best", "--dataset", "digits", "--results", root, "--python", timeout=120).stdout
     assert (f"# val_accuracy 0.8500 after 3 of {MAX_EPOCHS} epochs (early_stopped); trained again to {MAX_EPOCHS} "
             f"epochs with 2 other seeds: final_val_accuracy 0.9300 ± ") in snippet
-    assert json.loads(lrsweep("best", "--dataset", "digits", "--trial", "a1", "--results", root,
-                              timeout=120).stdout)["confirmed"]["mean"] == pytest.approx(0.88)
+    # another sweep's runs of the family, of another configuration, are not a1's
+    write_rows(root, "trials", "digits", "sweep-b", [
+        {**trial_row("b1", "adam/constant", "completed", MAX_EPOCHS, 0.01, 0.70, 0.70, 0.5), **FIT},
+        *[{**row, "params": json.dumps({"initial_lr": 0.01})}
+          for row in confirm_rows([("adam/constant", seed, "completed", 0.5) for seed in (1, 2)])]])
+    own = json.loads(lrsweep("best", "--dataset", "digits", "--trial", "a1", "--results", root, timeout=120).stdout)
+    assert own["confirmed"]["runs"] == 2 and own["confirmed"]["mean"] == pytest.approx(0.88)
 
 
 def test_best_of_a_diverged_trial_is_json_a_strict_parser_reads(tmp_path):

@@ -105,6 +105,16 @@ def test_a_dataset_named_by_any_file_stem_reads_back_by_that_name_beside_others(
     assert counted.values.tolist() == [[name, 1], ["digits", 3]]
 
 
+def test_a_folder_named_before_names_were_encoded_still_answers_queries(tmp_path):
+    """lrsweep wrote `dataset=lr=0.1` before it encoded folder names: DuckDB refuses a
+    second `=` in a partition (and so every query over the store); pyarrow reads it."""
+    write_rows(str(tmp_path), "trials", "lr=0.1", "s1", TRIALS[:1])
+    write_rows(str(tmp_path), "trials", "digits", "s1", TRIALS[1:])
+    (tmp_path / "trials" / "dataset=lr%3D0.1").rename(tmp_path / "trials" / "dataset=lr=0.1")
+    counted = query(str(tmp_path), "SELECT dataset, count(*) AS n FROM trials GROUP BY dataset ORDER BY n")
+    assert counted.values.tolist() == [["lr=0.1", 1], ["digits", 3]]
+
+
 def test_write_never_touches_another_sweeps_folder(tmp_path):
     write_rows(str(tmp_path), "trials", "digits", "s1", TRIALS[:1])
     other = tmp_path / "trials" / "dataset=digits" / "sweep=s1"

@@ -54,7 +54,7 @@ GOOD = {"name": "s", "families": STEP, "max_epochs": 20}
     ({"checkpoint_seconds": "60"}, ["checkpoint_seconds='60'"]),
     ({"data_dir": 123}, ["data_dir=123"]),
     ({"storage": ""}, ["storage=''"]),
-    ({"reduction_factor": 1.0000000001}, ["reduction_factor=1.0000000001", "one rung per epoch"]),
+    ({"reduction_factor": 1.0000000001}, ["reduction_factor=1.0000000001", "no more rungs than epochs"]),
     ({"seed": 2**32 - 3}, ["seed=4294967293", "seed + 5"]),
     ({"optimizer": "adam", "optimizer_args": {"momentum": 0.9}}, ["optimizer='adam'", "optimizer_args={'momentum': 0.9}"]),
 ], ids=["name", "max_epochs", "num_samples", "batch_size", "unknown-family", "unknown-param", "range-out-of-bounds",

@@ -221,7 +221,15 @@ def _npz_labels(path, arrays, x_name, y_name):
 
 
 def _label_kind(labels):
-    return "text" if labels.dtype.kind in "SUO" else "number"
+    """Numbers or names, as `encode_labels` reads them: texts that are all numbers ('0', '1')
+    are numbers."""
+    if labels.dtype.kind not in "SUO":
+        return "number"
+    try:
+        labels.astype(str).astype(np.float64)
+    except ValueError:
+        return "text"
+    return "number"
 
 
 def encode_labels(labels, where):

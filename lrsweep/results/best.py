@@ -16,7 +16,7 @@ import pandas as pd
 from lrsweep.errors import LrsweepError
 from lrsweep.quiet import import_tensorflow
 from lrsweep.results import LOGS
-from lrsweep.results.rank import leading_trial, rank
+from lrsweep.results.rank import confirmation, leading_trial, rank
 from lrsweep.results.store import dataset_trials
 from lrsweep.schedules.registry import OPTIMIZERS, build_schedule
 
@@ -27,35 +27,38 @@ def trial_row(root, dataset, trial_id=None):
 
 
 def _chosen(root, dataset, trial_id=None):
-    """(`trial_row`, the dataset's ranking)."""
+    """(`trial_row`, the dataset's trials)."""
     trials = dataset_trials(root, dataset)
-    ranking = rank(trials)
     if trial_id is None:
-        trial_id = leading_trial(ranking, dataset)
+        trial_id = leading_trial(rank(trials), dataset)
     chosen = trials[trials["trial_id"] == trial_id]
     if chosen.empty:
         raise LrsweepError(f"Argument `trial` names no trial of dataset {dataset!r}. Received: trial={trial_id!r}")
-    return chosen.sort_values("end_time").iloc[-1], ranking
+    return chosen.sort_values("end_time").iloc[-1], trials
 
 
-def _confirmation(ranking, row):
-    """The confirmation runs of trial `row`'s configuration, as the ranking gives them (its
-    metric, how many ran, their mean and 95% half-width), or None where none ran."""
+def _confirmation(trials, row):
+    """The confirmation runs of trial `row`'s configuration (its sweep's runs of the same
+    optimizer, family and parameters, not other sweeps' runs of the family, which the
+    ranking pools): the metric, how many ended with a finite value, their mean and 95%
+    half-width; None where none did."""
     label = f"{row['optimizer']}/{row['family']}"
-    found = ranking[ranking["family"] == label] if "confirmed_trials" in ranking else ranking.iloc[:0]
-    if found.empty or not isinstance(found["confirmed_trials"].iloc[0], list):
+    runs = trials[(trials["stage"] == "confirm") & (trials["sweep"] == row["sweep"])
+                  & (trials["optimizer"] == row["optimizer"]) & (trials["family"] == row["family"])
+                  & (trials["params"] == row["params"])]
+    column = f"final_{row['metric']}"
+    found = confirmation(runs.assign(label=label), column, row["metric_mode"]) if len(runs) else runs.iloc[:0]
+    if found.empty or not found["confirmed"].iloc[0] > 0:
         return None
     of = found.iloc[0]
-    if row["trial_id"] not in of["confirmed_trials"] or not of["confirmed"] > 0:
-        return None
-    return {"metric": of["metric"], "runs": int(of["confirmed"]), "mean": float(of["confirm_mean"]),
+    return {"metric": column, "runs": int(of["confirmed"]), "mean": float(of["confirm_mean"]),
             "ci95": float(of["ci95"]) if math.isfinite(of["ci95"]) else None}
 
 
 def best_config(root, dataset, trial_id=None):
     """The best trial's (or `trial_id`'s) schedule, optimizer and fit settings as Keras
     objects serialized to JSON-ready dicts."""
-    row, ranking = _chosen(root, dataset, trial_id)
+    row, trials = _chosen(root, dataset, trial_id)
     if pd.isna(row["steps_per_epoch"]):
         raise LrsweepError(f"Trial {row['trial_id']} ended ({row['status']}) before its first epoch was stored, so the "
                            f"steps per epoch its schedule is built for are unknown. Received: trial={row['trial_id']!r}")
@@ -83,7 +86,7 @@ def best_config(root, dataset, trial_id=None):
         # that value's epoch (an early-stopped trial's is not the full run's), and the runs of the same
         # configuration to max_epochs with other seeds, where the sweep confirmed it
         "epochs_trained": int(row["epochs"]), "status": row["status"],
-        "confirmed": _confirmation(ranking, row),
+        "confirmed": _confirmation(trials, row),
         "schedule": schedule,
         "optimizer": serialized,
         "callbacks": [{"class_name": type(c).__name__, "config": _callback_config(c)} for c in callbacks],

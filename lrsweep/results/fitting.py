@@ -57,8 +57,7 @@ def format_fits(row, rates, fits):
     lines.append("error: the typical factor by which the curve misses the trace (exp of the root mean square of "
                  "the log ratio, minus 1); max_error: the largest")
     if unfitted(fits):
-        lines.append(f"not listed: {', '.join(unfitted(fits))}, whose closest curves lie outside their bounds (on a "
-                     f"flat trace, cyclical's base_lr would reach its max_lr)")
+        lines.append(f"not listed: {', '.join(unfitted(fits))}, whose closest curves lie outside their bounds")
     if fits:
         closest = fits[0]
         pairs = " ".join(f"{k}={_number(v)}" for k, v in closest["params"].items())

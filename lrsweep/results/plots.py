@@ -182,7 +182,7 @@ def sweep_report(root, dataset, path):
             "td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>\n"
             f"<h1>lrsweep: {html.escape(dataset)}</h1>\n<p>store: {html.escape(str(root))}</p>\n"
             f"<pre>{html.escape(format_ranking(table).splitlines()[0])}</pre>\n"
-            + table.drop(columns=["dataset"]).to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="")
+            + table.drop(columns=["dataset", "confirmed_trials"], errors="ignore").to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="")
             + f"\n{body}\n</body></html>\n")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)

@@ -90,7 +90,8 @@ def rank(trials, metric=None, top=TOP):
     if not confirm.empty:
         searched = table.set_index(["dataset", "family"])["best"]
         table = table.merge(confirmation(confirm, column, mode, searched), on=["dataset", "family"], how="left")
-        table["confirmed_trials"] = [_confirmed_trials(trials, confirm).get((dataset, family))
+        confirmed = _confirmed_trials(trials, confirm)
+        table["confirmed_trials"] = [confirmed.get((dataset, family))
                                      for dataset, family in zip(table["dataset"], table["family"])]
         # the families that can lead (two runs or more, none diverged) by their mean, equal means
         # by the search's best value as `confirmation` picks the leader, so that it comes first;

@@ -25,6 +25,7 @@ DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 EXCLUDES = [".git", ".venv", "venv", "__pycache__", ".pytest_cache"]
 # How often `logs --follow` reads a job's output where Ray's stream of it ended early.
 FOLLOW_SECONDS = 1.0
+FOLLOW_RETRIES = 30
 # How long `submit` waits for a cluster that has just started to take jobs.
 AGENT_WAIT_SECONDS = 60
 # The job's outcomes, as `logs --follow` and `status` answer them in their exit status.
@@ -241,6 +242,29 @@ def _state(client, job, address):
     return state, line, EXIT_STATUS.get(state, 0)
 
 
+def _read_on(client, job, address, write, written):
+    """The job's output after its first `written` characters, read from its whole output
+    every `FOLLOW_SECONDS` until the job has ended; a dashboard that does not answer (it is
+    restarting) is asked again, `FOLLOW_RETRIES` times in a row at most."""
+    state, failures = None, 0
+    while state not in EXIT_STATUS:
+        try:
+            state = _state(client, job, address)[0]
+            text = client.get_job_logs(job)  # after the state: all the output of a job it says ended
+        except (RuntimeError, OSError):
+            failures += 1
+            if failures > FOLLOW_RETRIES:
+                raise
+            time.sleep(FOLLOW_SECONDS)
+            continue
+        failures = 0
+        write(text[written:])
+        sys.stdout.flush()
+        written = max(written, len(text))
+        if state not in EXIT_STATUS:
+            time.sleep(FOLLOW_SECONDS)
+
+
 def status(job, address):
     return _state(jobs_client(address), job, address)[1:]
 
@@ -269,15 +293,13 @@ def logs(job, address, follow, write=sys.stdout.write, client=None):
             sys.stdout.flush()
             written += len(chunk)
 
-    asyncio.run(tail())
-    state = _state(client, job, address)[0]
-    while state not in EXIT_STATUS:  # the stream ended, the job did not
-        time.sleep(FOLLOW_SECONDS)
-        state = _state(client, job, address)[0]
-        text = client.get_job_logs(job)  # after the state: all the output of a job it says ended
-        write(text[written:])
-        sys.stdout.flush()
-        written = max(written, len(text))
+    try:
+        asyncio.run(tail())
+        ended = _state(client, job, address)[0] in EXIT_STATUS
+    except RuntimeError:  # the stream closed abnormally (the dashboard restarting): read on below
+        ended = False
+    if not ended:
+        _read_on(client, job, address, write, written)
     _, line, status = _state(client, job, address)
     if status:
         print(f"lrsweep: {line}", file=sys.stderr)

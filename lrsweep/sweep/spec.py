@@ -94,8 +94,8 @@ def _whole(value, minimum, maximum=COUNT_MAX):
 
 
 def _integer(name, value, minimum, maximum=COUNT_MAX):
-    """A count (epochs, trials, rows, a batch's size): at most `COUNT_MAX` unless told, as
-    Keras counts steps, epochs times steps per epoch, in an int64."""
+    """A count (epochs, trials, rows, a batch's size): at most `COUNT_MAX` (2**31 - 1) unless
+    told, so that epochs times steps per epoch fits Keras' int64 step counter."""
     if not _whole(value, minimum, maximum):
         raise _field_error(name, f"an integer from {minimum} to {maximum}", value)
 
@@ -296,7 +296,7 @@ class Sweep:
         _integer("grace_period", self.grace_period, 1)
         _number("reduction_factor", self.reduction_factor, "> 1", lambda v: v > 1)
         if self._rung_count > self.max_epochs:
-            raise LrsweepError(f"Argument `reduction_factor` must make at most one rung per epoch: it makes "
+            raise LrsweepError(f"Argument `reduction_factor` must make no more rungs than epochs: it makes "
                                f"{self._rung_count:.0f} "
                                f"rungs for max_epochs={self.max_epochs}, grace_period={self.grace_period}. Received: "
                                f"reduction_factor={self.reduction_factor!r}")

@@ -5,7 +5,7 @@ model is built with Keras inside a trial.
 """
 
 from lrsweep.errors import LrsweepError, shown
-from lrsweep.schedules.registry import COUNT_MAX
+from lrsweep.schedules.registry import COUNT_MAX, whole
 
 MODELS = {
     # name: {argument: default}
@@ -15,10 +15,6 @@ MODELS = {
 
 # The most units (or filters) a layer may have: TensorFlow takes a layer's size as an int32.
 MAX_UNITS = COUNT_MAX
-
-
-def _size(n):
-    return isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_UNITS
 
 
 # The names Keras' activations answer to that a Dense layer can take alone (all of
@@ -43,11 +39,11 @@ def check_model(name, args):
         if key in full:
             sizes = full[key]
             if not isinstance(sizes, (tuple, list)) or not all(
-                    _size(n) for n in sizes):
+                    whole(n, 1, MAX_UNITS) for n in sizes):
                 raise LrsweepError(f"Argument `{key}` must be a list of integers from 1 to {MAX_UNITS}. "
                                    f"Received: {key}={shown(sizes)}")
             full[key] = tuple(sizes)
-    if "dense" in full and not _size(full["dense"]):
+    if "dense" in full and not whole(full["dense"], 1, MAX_UNITS):
         raise LrsweepError(f"Argument `dense` must be an integer from 1 to {MAX_UNITS}. "
                            f"Received: dense={shown(full['dense'])}")
     dropout = full["dropout"]

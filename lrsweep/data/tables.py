@@ -223,20 +223,11 @@ def _npz_labels(path, arrays, x_name, y_name):
 def _label_kind(labels):
     """Numbers or names, as `encode_labels` reads them: texts that are all numbers ('0', '1')
     are numbers."""
-    if labels.dtype.kind not in "SUO":
-        return "number"
-    try:
-        labels.astype(str).astype(np.float64)
-    except ValueError:
-        return "text"
-    return "number"
+    return "text" if _as_numbers(labels).dtype.kind in "UO" else "number"
 
 
-def encode_labels(labels, where):
-    """Class indices (the sorted distinct labels -> 0..K-1) and the classes as strings.
-
-    Labels that are all numbers must be integers and sort as numbers; others sort as strings.
-    """
+def _as_numbers(labels):
+    """`labels` as float64 where they are texts of numbers; other texts as str."""
     if labels.dtype.kind == "S":
         labels = labels.astype(str)
     if labels.dtype.kind == "U":
@@ -244,6 +235,15 @@ def encode_labels(labels, where):
             labels = labels.astype(np.float64)
         except ValueError:
             pass  # not all numbers: classes by name
+    return labels
+
+
+def encode_labels(labels, where):
+    """Class indices (the sorted distinct labels -> 0..K-1) and the classes as strings.
+
+    Labels that are all numbers must be integers and sort as numbers; others sort as strings.
+    """
+    labels = _as_numbers(labels)
     if labels.dtype.kind == "f":
         bad = labels[~np.isfinite(labels) | (labels != np.round(labels))]
         if len(bad):

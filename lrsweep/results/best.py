@@ -16,7 +16,7 @@ import pandas as pd
 from lrsweep.errors import LrsweepError
 from lrsweep.quiet import import_tensorflow
 from lrsweep.results import LOGS
-from lrsweep.results.rank import confirmation, leading_trial, rank
+from lrsweep.results.rank import confirmation, confirmation_runs, leading_trial, rank
 from lrsweep.results.store import dataset_trials
 from lrsweep.schedules.registry import OPTIMIZERS, build_schedule
 
@@ -38,14 +38,10 @@ def _chosen(root, dataset, trial_id=None):
 
 
 def _confirmation(trials, row):
-    """The confirmation runs of trial `row`'s configuration (its sweep's runs of the same
-    optimizer, family and parameters, not other sweeps' runs of the family, which the
-    ranking pools): the metric, how many ended with a finite value, their mean and 95%
-    half-width; None where none did."""
+    """The `confirmation_runs` of trial `row`'s configuration: the metric, how many ended with
+    a finite value, their mean and 95% half-width; None where none did."""
     label = f"{row['optimizer']}/{row['family']}"
-    runs = trials[(trials["stage"] == "confirm") & (trials["sweep"] == row["sweep"])
-                  & (trials["optimizer"] == row["optimizer"]) & (trials["family"] == row["family"])
-                  & (trials["params"] == row["params"])]
+    runs = confirmation_runs(trials, row)
     column = f"final_{row['metric']}"
     found = confirmation(runs.assign(label=label), column, row["metric_mode"]) if len(runs) else runs.iloc[:0]
     if found.empty or not found["confirmed"].iloc[0] > 0:

@@ -47,6 +47,7 @@ def family_lines(trials, table, epochs, column):
     first confirmation run from that epoch on (its schedule, as it went on; on the curves, how
     it went on with another seed), where the sweep ran one."""
     from lrsweep.results.fitting import run_length
+    from lrsweep.results.rank import confirmation_runs
 
     lines = []
     for label, trial in _best_trials(trials, table):
@@ -55,9 +56,8 @@ def family_lines(trials, table, epochs, column):
         rest = None
         if trained < length:
             label = f"{label} (stopped at epoch {trained} of {length})"
-            again = trials[(trials["stage"] == "confirm") & (trials["sweep"] == trial["sweep"])
-                           & (trials["optimizer"] == trial["optimizer"]) & (trials["family"] == trial["family"])
-                           & (trials["params"] == trial["params"]) & (trials["epochs"] > trained)]
+            again = confirmation_runs(trials, trial)
+            again = again[again["epochs"] > trained]
             if len(again):
                 rest = _per_epoch(epochs, again.sort_values("seed")["trial_id"].iloc[0], column, after=trained)
         lines.append((label, own, rest))
@@ -182,7 +182,8 @@ def sweep_report(root, dataset, path):
             "td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>\n"
             f"<h1>lrsweep: {html.escape(dataset)}</h1>\n<p>store: {html.escape(str(root))}</p>\n"
             f"<pre>{html.escape(format_ranking(table).splitlines()[0])}</pre>\n"
-            + table.drop(columns=["dataset", "confirmed_trials"], errors="ignore").to_html(index=False, float_format=lambda v: f"{v:.4f}", na_rep="")
+            + table.drop(columns=["dataset", "confirmed_trials"], errors="ignore").to_html(
+                index=False, float_format=lambda v: f"{v:.4f}", na_rep="")
             + f"\n{body}\n</body></html>\n")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)

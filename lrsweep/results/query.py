@@ -97,11 +97,13 @@ def query(root, sql):
     try:
         try:
             return connect(root).execute(sql).df()
-        except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException) as e:
-            if "Hive partition" not in str(e):  # a folder written before its names were encoded
-                raise  # (dataset=lr=0.1) reads through pyarrow, below
-            return connect(root, direct=False).execute(sql).df()
-        except duckdb.Error:  # a damaged file: let pyarrow find it, warn, and answer from the rest
+        except duckdb.Error as e:
+            # the query's own fault; but a folder written before names were encoded
+            # (dataset=lr=0.1) is refused as a Binder error, and reads through pyarrow as a
+            # damaged file does (pyarrow finds that, warns, and answers from the rest)
+            own = isinstance(e, (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException))
+            if own and "Hive partition" not in str(e):
+                raise
             return connect(root, direct=False).execute(sql).df()
     except duckdb.Error as e:
         raise LrsweepError(f"Argument `sql` is not a query DuckDB can run: {str(e).splitlines()[0]}. "

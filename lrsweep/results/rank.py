@@ -106,6 +106,15 @@ def rank(trials, metric=None, top=TOP):
     return table.reset_index(drop=True)
 
 
+def confirmation_runs(trials, trial):
+    """The confirmation runs of stored trial `trial`'s configuration: its sweep's runs of the
+    same optimizer, family and parameters (not other sweeps' runs of the family, which the
+    ranking pools)."""
+    return trials[(trials["stage"] == "confirm") & (trials["sweep"] == trial["sweep"])
+                  & (trials["optimizer"] == trial["optimizer"]) & (trials["family"] == trial["family"])
+                  & (trials["params"] == trial["params"])]
+
+
 def _confirmed_trials(trials, confirm):
     """{(dataset, label): the search trials whose configuration the confirmation runs trained
     again (same sweep and parameters)}. A sweep confirms each family's best trial by its own

@@ -77,6 +77,12 @@ class Param:
         return f"Argument `{self.name}` must be {self.rule}. Received: {self.name}={shown(value)}"
 
 
+def whole(value, minimum, maximum=None):
+    """An int (not a bool) from `minimum` to `maximum` (default `COUNT_MAX`)."""
+    return (isinstance(value, int) and not isinstance(value, bool)
+            and minimum <= value <= (COUNT_MAX if maximum is None else maximum))
+
+
 def finite(value):
     """A finite number, as a float (an int past 1e308 is not)."""
     try:

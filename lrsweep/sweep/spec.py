@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from lrsweep.errors import LrsweepError, shown, warn
 from lrsweep.models import check_model
-from lrsweep.schedules.registry import ADAPTIVE_OPTIMIZERS, COUNT_MAX, GRANULARITIES, OPTIMIZERS, family, finite
+from lrsweep.schedules.registry import ADAPTIVE_OPTIMIZERS, COUNT_MAX, GRANULARITIES, OPTIMIZERS, family, finite, whole
 
 METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
 OPTIMIZER_ARGS = {"sgd": ("momentum", "nesterov")}
@@ -89,14 +89,10 @@ def _field_error(name, rule, value):
 CONFIRM_SEEDS = 5
 
 
-def _whole(value, minimum, maximum=COUNT_MAX):
-    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= maximum
-
-
 def _integer(name, value, minimum, maximum=COUNT_MAX):
     """A count (epochs, trials, rows, a batch's size): at most `COUNT_MAX` (2**31 - 1) unless
     told, so that epochs times steps per epoch fits Keras' int64 step counter."""
-    if not _whole(value, minimum, maximum):
+    if not whole(value, minimum, maximum):
         raise _field_error(name, f"an integer from {minimum} to {maximum}", value)
 
 
@@ -287,7 +283,7 @@ class Sweep:
                     lambda v: v > 0)
         if self.confirm_seeds is None:  # a search confirms its winners; fixed configs run as given
             object.__setattr__(self, "confirm_seeds", CONFIRM_SEEDS if self.configs is None else 0)
-        if self.confirm_seeds != 0 and not _whole(self.confirm_seeds, 2, MAX_SEED):  # an interval needs two runs
+        if self.confirm_seeds != 0 and not whole(self.confirm_seeds, 2, MAX_SEED):  # an interval needs two runs
             raise _field_error("confirm_seeds", f"0 (no confirmation) or an integer from 2 to {MAX_SEED}",
                                self.confirm_seeds)
         if self.seed > MAX_SEED - self.confirm_seeds:  # NumPy's and Optuna's seeds; confirmation uses seed+1..+K
@@ -454,7 +450,7 @@ class Sweep:
             raise LrsweepError(f"Argument `num_samples` sets how many trials a search samples; this sweep runs its "
                                f"fixed configs as given ({len(self.configs)}). Received: num_samples={changes['num_samples']!r}")
         epochs, notes = changes.get("max_epochs"), []
-        if _whole(epochs, 1) and self.families is not None:  # a bad max_epochs is named by the check below
+        if whole(epochs, 1) and self.families is not None:  # a bad max_epochs is named by the check below
             changes["families"], notes = _within_epochs(self.families, epochs)
         sweep = dataclasses.replace(self, **changes) if changes else self
         for note in notes:  # once the sweep is good: bad input is one line

@@ -236,6 +236,23 @@ def test_confirmation_trains_each_familys_best_again_with_the_same_seeds(ray_ses
     assert any(line.startswith("confirming:") for line in lines)
 
 
+def test_a_search_of_fewer_configurations_than_num_samples_trains_each_once_and_confirms(ray_session, tmp_path):
+    """Adam at a fixed rate (a baseline) and step decay of one choice: three configurations.
+    The search trains each once, not num_samples trials of copies, and goes on to confirm."""
+    sweep = Sweep(name="few", dataset="digits", subsample=300, max_epochs=2, num_samples=6, confirm_seeds=2,
+                  results=str(tmp_path), families={"adam": {"initial_lr": 0.001},
+                                                   "step": {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": Choice(1, 2)}})
+    lines = []
+    _, _, status = launch(sweep, print_fn=lines.append)
+    assert status == 0
+    trials = pd.read_parquet(tmp_path / "trials")
+    search = trials[trials["stage"] == "search"]
+    assert sorted((family, json.loads(params).get("epochs_drop")) for family, params in
+                  zip(search["family"], search["params"])) == [("constant", None), ("step", 1), ("step", 2)]
+    assert lines[0].endswith(", 3 trials of up to 2 epochs")
+    assert any(line.startswith("confirming:") for line in lines) and (trials["stage"] == "confirm").sum() == 4
+
+
 def test_a_diverging_schedule_ends_diverged_and_the_sweep_goes_on(ray_session, tmp_path):
     configs = [{"family": "constant", "initial_lr": 1e20}, {"family": "step", "initial_lr": 0.1, "drop": 0.5,
                                                           "epochs_drop": 2}]

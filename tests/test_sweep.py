@@ -2,14 +2,17 @@
 value; the search space, sampled by a real Optuna TPE study, stays inside each family's
 ranges and never mixes families."""
 
+import json
 import pathlib
 import pickle
 
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
+from ray.tune.search import Searcher
 
 from lrsweep import FAMILIES, Choice, LrsweepError, Range, Sweep
+from lrsweep.run.search import search_algorithm
 from lrsweep.schedules.registry import check_schedule
 from lrsweep.sweep.space import SearchSpace, trial_config
 from lrsweep.sweep.spec import load_sweep
@@ -286,6 +289,46 @@ def test_the_search_space_survives_pickling():
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=1))
     trial = study.ask()
     check_sample(trial, space(trial))
+
+
+def test_the_search_draws_no_configuration_twice_where_the_space_has_new_ones():
+    """A fixed family (Adam at Keras' default rate, a baseline) that does best is one
+    configuration: TPE drew it again and again (22 of 30 trials, each the same training)."""
+    sweep = Sweep(name="baseline", max_epochs=5, num_samples=30, families={
+        "adam": {"initial_lr": 0.001}, "constant": {"initial_lr": Range(1e-3, 0.5, log=True)},
+        "step": {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": Choice(2, 5)}})
+    search, count = search_algorithm(sweep)
+    configs = []
+    for k in range(count):
+        config = search.suggest(str(k))
+        configs.append(json.dumps(config, sort_keys=True))
+        search.on_trial_complete(str(k), {"val_accuracy": 0.9 if config["family"] == "adam/constant" else 0.5})
+    assert len(set(configs)) == len(configs) == 30 and sum('"adam"' in c for c in configs) == 1
+
+
+@pytest.mark.parametrize("families, size", [
+    ({"adam": {"initial_lr": 0.001}, "step": {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": Choice(2, 5, 10)}}, 4),
+    ({"step": {"initial_lr": Choice(0.01, 0.1), "drop": 0.5, "epochs_drop": Range(2, 4)},
+      "cosine": {"initial_lr": 0.1, "warmup_epochs": Choice(0, 1)}}, 8),
+    ({"step": {"initial_lr": 0.1, "drop": Range(0.2, 0.5), "epochs_drop": 2}}, None),
+])
+def test_a_search_of_fewer_configurations_than_num_samples_trains_each_once(families, size, capsys):
+    sweep = Sweep(name="few", max_epochs=5, num_samples=10, families=families)
+    assert sweep.space_size == size and sweep.trial_count == min(10, size or 10)
+    search, count = search_algorithm(sweep)
+    assert count == sweep.trial_count
+    configs = []
+    for k in range(count + 1):  # once more than Tune asks: the space has no configuration left
+        if (config := search.suggest(str(k))) is Searcher.FINISHED:
+            break
+        configs.append(json.dumps(config, sort_keys=True))
+        search.on_trial_complete(str(k), {"val_accuracy": 0.5})
+    if size is None:
+        return
+    assert len(set(configs)) == len(configs) == size
+    assert f"the search ends with the {size} it has" in capsys.readouterr().err
+    resumed = pickle.loads(pickle.dumps(search))  # as Tune saves and restores it
+    assert resumed.suggest("again") is Searcher.FINISHED
 
 
 @pytest.mark.parametrize("label, params", [

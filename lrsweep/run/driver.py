@@ -620,7 +620,14 @@ def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, 
     # Tune marks the last result of a trial that ran to its end (or was stopped by the
     # scheduler) done; a Ctrl-C stops the running trials TERMINATED all the same, not done.
     ended = [result.error is not None or bool(result.metrics and result.metrics.get("done")) for result in grid]
-    return grid.num_errors, len(grid) == num_samples and all(ended)
+    return grid.num_errors, (len(grid) == num_samples or _search_spent(tuner, search)) and all(ended)
+
+
+def _search_spent(tuner, search):
+    """Whether the stage's searcher ended its search before `num_samples` trials (`NewConfigs`:
+    a space of fewer configurations). A restored stage's searcher is the one Tune restored."""
+    searcher = search if tuner._local_tuner is None else tuner._local_tuner._tune_config.search_alg
+    return getattr(searcher, "spent", False)
 
 
 def _record_here(tuner, recorder):

@@ -4,10 +4,12 @@
 import pickle
 import warnings
 
+from optuna.trial import TrialState
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
 
 from lrsweep.errors import warn
 from lrsweep.sweep.space import SearchSpace, trial_config
@@ -38,13 +40,40 @@ class FixedConfigs(Searcher):
             self.configs, self.next = pickle.load(f)
 
 
+class NewConfigs(OptunaSearch):
+    """Ray's `OptunaSearch`, drawing each configuration once. A configuration drawn before
+    (a family whose parameters are all fixed, a `Choice` of few values) trains the same
+    way with the same seed: it is told to Optuna as pruned, as Optuna's FAQ does with
+    repeated samples (TPE then counts it among the worse trials and draws it less), and
+    Optuna draws again. After `DRAWS` repeats in a row the space is taken as spent, and the
+    search ends with the trials it has, as Keras Tuner's does."""
+
+    DRAWS = 50
+
+    def suggest(self, trial_id):
+        if getattr(self, "spent", False):  # a resumed search that had ended so
+            return Searcher.FINISHED
+        for _ in range(self.DRAWS):
+            config = super().suggest(trial_id)
+            drawn = self._ot_trials[trial_id]
+            if not any(trial.params == drawn.params for trial in self._ot_study.get_trials(deepcopy=False)
+                       if trial.number != drawn.number):
+                return config
+            self._ot_study.tell(drawn, state=TrialState.PRUNED)
+            del self._ot_trials[trial_id]
+        self.spent = True
+        distinct = {tuple(sorted(trial.params.items())) for trial in self._ot_study.get_trials(deepcopy=False)}
+        warn(f"the search space gave no configuration it had not drawn in {self.DRAWS} draws in a row: the "
+             f"search ends with the {len(distinct)} it has")
+        return Searcher.FINISHED
+
+
 def search_algorithm(sweep):
     """(Tune search algorithm, number of trials) of a sweep."""
     if sweep.configs is not None:
         configs = [trial_config(arm, arm.space) for arm in sweep.fixed_configs]
         return FixedConfigs(configs, sweep.metric, sweep.mode), len(configs)
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # multivariate TPE
@@ -55,8 +84,8 @@ def search_algorithm(sweep):
     # group=True: TPE models each family's parameters together, as the conditional space they are.
     sampler = optuna.samplers.TPESampler(seed=sweep.seed, multivariate=True, group=True,
                                          n_startup_trials=min(10, max(2, sweep.num_samples // 3)))
-    return OptunaSearch(space=SearchSpace(sweep.arms), metric=sweep.metric, mode=sweep.mode,
-                        sampler=sampler), sweep.num_samples
+    return NewConfigs(space=SearchSpace(sweep.arms), metric=sweep.metric, mode=sweep.mode,
+                        sampler=sampler), sweep.trial_count
 
 
 class _NewestFirst:

@@ -14,7 +14,9 @@ def describe(sweep, dataset, data=None):
     """What `validate` prints of a sweep: `dataset` its `DatasetRef`, `data` the dataset as
     read (None: it is downloaded at launch)."""
     if sweep.configs is None:
-        how = f"{sweep.num_samples} trials sampled by Optuna TPE (seed {sweep.seed})"
+        how = f"{sweep.trial_count} trials sampled by Optuna TPE (seed {sweep.seed})"
+        if sweep.trial_count < sweep.num_samples:
+            how += f", each configuration of the space once (num_samples {sweep.num_samples})"
         arms = [(arm.label, _space_text(arm)) for arm in sweep.arms.values()]
     else:
         how = f"{len(sweep.configs)} fixed configurations, no search"

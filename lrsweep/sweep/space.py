@@ -27,7 +27,7 @@ class SearchSpace:
         fixed = {}
         for name, spec in self.arms[label].items():
             key = _key(label, name)
-            if isinstance(spec, Range) and isinstance(spec.low, int) and isinstance(spec.high, int):
+            if isinstance(spec, Range) and spec.integer:
                 trial.suggest_int(key, spec.low, spec.high, log=spec.log)
             elif isinstance(spec, Range):
                 trial.suggest_float(key, spec.low, spec.high, log=spec.log)

@@ -36,6 +36,12 @@ class Range:
     def __str__(self):
         return f"{_bound(self.low)}..{_bound(self.high)}" + (" (log)" if self.log else "")
 
+    @property
+    def integer(self):
+        """Whether Optuna draws whole numbers (`suggest_int`): an integer parameter's range,
+        whose bounds a checked arm holds as ints (a float parameter's as floats)."""
+        return isinstance(self.low, int) and isinstance(self.high, int)
+
 
 def _bound(value):
     """A Range's bound as its `str` shows it: a number in %g, anything else (a bad input being
@@ -394,9 +400,29 @@ class Sweep:
         return arms
 
     @property
+    def space_size(self):
+        """How many configurations the search space holds: None where a float Range gives it
+        no end. A search draws each once (`run.search.NewConfigs`)."""
+        size = 0
+        for arm in self.arms.values():
+            count = 1
+            for spec in arm.space.values():
+                if isinstance(spec, Choice):
+                    count *= len(spec.values)
+                elif isinstance(spec, Range) and spec.integer:
+                    count *= spec.high - spec.low + 1
+                elif isinstance(spec, Range):
+                    return None
+            size += count
+        return size
+
+    @property
     def trial_count(self):
-        """The trials of the search (of its first rung, for early_stopping="budget")."""
-        return self.num_samples if self.configs is None else len(self.configs)
+        """The trials of the search (of its first rung, for early_stopping="budget"): its
+        num_samples, or each configuration of a smaller space once."""
+        if self.configs is not None:
+            return len(self.configs)
+        return min(self.num_samples, self.space_size or self.num_samples)
 
     @property
     def _rung_count(self):

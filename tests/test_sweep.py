@@ -306,29 +306,32 @@ def test_the_search_draws_no_configuration_twice_where_the_space_has_new_ones():
     assert len(set(configs)) == len(configs) == 30 and sum('"adam"' in c for c in configs) == 1
 
 
+@pytest.mark.parametrize("draws", [None, 1])  # Optuna's draws in a row before a configuration is queued
 @pytest.mark.parametrize("families, size", [
     ({"adam": {"initial_lr": 0.001}, "step": {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": Choice(2, 5, 10)}}, 4),
     ({"step": {"initial_lr": Choice(0.01, 0.1), "drop": 0.5, "epochs_drop": Range(2, 4)},
       "cosine": {"initial_lr": 0.1, "warmup_epochs": Choice(0, 1)}}, 8),
-    ({"step": {"initial_lr": 0.1, "drop": Range(0.2, 0.5), "epochs_drop": 2}}, None),
+    ({"step": {"initial_lr": 0.1, "drop": Choice(0.5, 1 / 2), "epochs_drop": 2}}, 1),  # one value, given twice
+    ({"step": {"initial_lr": 0.1, "drop": Range(0.2, 0.5), "epochs_drop": 2},
+      "adam": {"initial_lr": 0.001}}, None),
 ])
-def test_a_search_of_fewer_configurations_than_num_samples_trains_each_once(families, size, capsys):
+def test_a_search_of_fewer_configurations_than_num_samples_trains_each_once(families, size, draws, capsys):
     sweep = Sweep(name="few", max_epochs=5, num_samples=10, families=families)
     assert sweep.space_size == size and sweep.trial_count == min(10, size or 10)
     search, count = search_algorithm(sweep)
     assert count == sweep.trial_count
+    search.DRAWS = draws or search.DRAWS
     configs = []
     for k in range(count + 1):  # once more than Tune asks: the space has no configuration left
         if (config := search.suggest(str(k))) is Searcher.FINISHED:
             break
         configs.append(json.dumps(config, sort_keys=True))
         search.on_trial_complete(str(k), {"val_accuracy": 0.5})
-    if size is None:
-        return
-    assert len(set(configs)) == len(configs) == size
-    assert f"the search ends with the {size} it has" in capsys.readouterr().err
+    assert len(set(configs)) == len(configs) == min(count + 1, size or count + 1)
+    ended = f"the search ends with the {size} it has" in capsys.readouterr().err
+    assert ended is (size is not None)
     resumed = pickle.loads(pickle.dumps(search))  # as Tune saves and restores it
-    assert resumed.suggest("again") is Searcher.FINISHED
+    assert (resumed.suggest("again") is Searcher.FINISHED) is (size is not None)
 
 
 @pytest.mark.parametrize("label, params", [

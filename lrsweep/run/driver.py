@@ -620,14 +620,19 @@ def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, 
     # Tune marks the last result of a trial that ran to its end (or was stopped by the
     # scheduler) done; a Ctrl-C stops the running trials TERMINATED all the same, not done.
     ended = [result.error is not None or bool(result.metrics and result.metrics.get("done")) for result in grid]
-    return grid.num_errors, (len(grid) == num_samples or _search_spent(tuner, search)) and all(ended)
+    return grid.num_errors, _all_drawn(tuner, grid, num_samples) and all(ended)
 
 
-def _search_spent(tuner, search):
-    """Whether the stage's searcher ended its search before `num_samples` trials (`NewConfigs`:
-    a space of fewer configurations). A restored stage's searcher is the one Tune restored."""
-    searcher = search if tuner._local_tuner is None else tuner._local_tuner._tune_config.search_alg
-    return getattr(searcher, "spent", False)
+def _all_drawn(tuner, grid, num_samples):
+    """Whether the stage has every trial its searcher drew: its `num_samples` (a restored
+    stage's as it was launched; before each configuration was drawn once, a search of a
+    space of fewer took num_samples trials), or fewer where the searcher ended the search
+    itself (`NewConfigs.spent`). Through Ray Client's API Tune runs on the head: num_samples."""
+    local = getattr(tuner, "_local_tuner", None)
+    if local is None:
+        return len(grid) == num_samples
+    config = local._tune_config
+    return len(grid) == config.num_samples or getattr(config.search_alg, "spent", False)
 
 
 def _record_here(tuner, recorder):
@@ -636,7 +641,7 @@ def _record_here(tuner, recorder):
     folder has moved since, `--results` given another, wrote there, and the ranking read
     here) and with its settings (the data's local copy). This launch's `recorder` takes its
     place; Tune gives it the restored one's state (by position) as the stage starts."""
-    if tuner._local_tuner is None:  # Tune on a cluster's head through Ray Client (the API's ray://; the CLI's
+    if getattr(tuner, "_local_tuner", None) is None:  # Tune on a cluster's head through Ray Client (the API's ray://; the CLI's
         return  # ray:// runs this launch there)
     run_config = tuner._local_tuner.get_run_config()  # Tuner.restore takes no callbacks
     run_config.callbacks = [recorder if isinstance(callback, type(recorder)) else callback

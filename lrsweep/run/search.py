@@ -12,7 +12,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from lrsweep.errors import warn
-from lrsweep.sweep.space import SearchSpace, trial_config
+from lrsweep.sweep.space import SearchSpace, params_key, trial_config
 
 
 class FixedConfigs(Searcher):
@@ -42,30 +42,41 @@ class FixedConfigs(Searcher):
 
 class NewConfigs(OptunaSearch):
     """Ray's `OptunaSearch`, drawing each configuration once. A configuration drawn before
-    (a family whose parameters are all fixed, a `Choice` of few values) trains the same
-    way with the same seed: it is told to Optuna as pruned, as Optuna's FAQ does with
-    repeated samples (TPE then counts it among the worse trials and draws it less), and
-    Optuna draws again. After `DRAWS` repeats in a row the space is taken as spent, and the
-    search ends with the trials it has, as Keras Tuner's does."""
+    (a family whose parameters are all fixed, a `Choice` of few values) would train the
+    same way with the same seed: it is told to Optuna as pruned (TPE then ranks it among
+    the worse trials and draws it less; told the earlier trial's value, it would draw a
+    good one more), and Optuna draws again. After `DRAWS` repeats in a row, a configuration not drawn yet
+    of a family of finitely many is put first in Optuna's queue (`Study.enqueue_trial`);
+    where none is left, the search ends with the trials it has. The pruned copies count in
+    TPE's start-up trials and in its share of good trials: a random start drawing copies
+    is that much shorter."""
 
     DRAWS = 50
 
     def suggest(self, trial_id):
         if getattr(self, "spent", False):  # a resumed search that had ended so
             return Searcher.FINISHED
-        for _ in range(self.DRAWS):
+        for draw in range(self.DRAWS + 1):
+            if draw == self.DRAWS:
+                undrawn = self._space.undrawn(self._drawn())
+                if undrawn is None:
+                    break
+                self._ot_study.enqueue_trial(undrawn)
             config = super().suggest(trial_id)
-            drawn = self._ot_trials[trial_id]
-            if not any(trial.params == drawn.params for trial in self._ot_study.get_trials(deepcopy=False)
-                       if trial.number != drawn.number):
+            sample = self._ot_trials[trial_id]
+            if params_key(sample.params) not in self._drawn(but=sample.number):
                 return config
-            self._ot_study.tell(drawn, state=TrialState.PRUNED)
+            self._ot_study.tell(sample, state=TrialState.PRUNED)
             del self._ot_trials[trial_id]
         self.spent = True
-        distinct = {tuple(sorted(trial.params.items())) for trial in self._ot_study.get_trials(deepcopy=False)}
-        warn(f"the search space gave no configuration it had not drawn in {self.DRAWS} draws in a row: the "
-             f"search ends with the {len(distinct)} it has")
+        warn(f"the search space holds no configuration it has not drawn: the search ends with the "
+             f"{len(self._drawn())} it has")
         return Searcher.FINISHED
+
+    def _drawn(self, but=None):
+        """The configurations drawn (`params_key`), but Optuna trial number `but`."""
+        return {params_key(trial.params) for trial in self._ot_study.get_trials(deepcopy=False)
+                if trial.number != but}
 
 
 def search_algorithm(sweep):

@@ -7,6 +7,9 @@ chosen, under names of their own (`sgd/step/initial_lr`), so that TPE never mixe
 family's observations of a parameter with another's.
 """
 
+import itertools
+import math
+
 from lrsweep.sweep.spec import Choice, Range
 
 
@@ -36,6 +39,48 @@ class SearchSpace:
             else:
                 fixed[key] = spec
         return fixed
+
+    def undrawn(self, drawn):
+        """Optuna params of a configuration that `drawn` (a set of `params_key`s) does not
+        hold: the first of a family of finitely many, else a family of no end named alone
+        (Optuna draws its parameters; each time another, in turn); None where there is none."""
+        endless = []
+        for label, space in self.arms.items():
+            axes = _axes(label, space)
+            if axes is None:
+                endless.append(label)
+                continue
+            for values in itertools.product(*axes.values()):
+                params = {"family": label, **dict(zip(axes, values))}
+                if params_key(params) not in drawn:
+                    return params
+        return {"family": endless[len(drawn) % len(endless)]} if endless else None
+
+
+def params_key(params):
+    """One sample's Optuna params as a set member: equal for the same configuration."""
+    return tuple(sorted(params.items()))
+
+
+def _axes(label, space):
+    """{Optuna's name: the values it can take} of the drawn parameters of family `label`
+    (its `Choice`s, without repeats, and its integer `Range`s); None where a float Range
+    gives it no end."""
+    axes = {}
+    for name, spec in space.items():
+        if isinstance(spec, Choice):
+            axes[_key(label, name)] = list(dict.fromkeys(spec.values))
+        elif isinstance(spec, Range) and spec.integer:
+            axes[_key(label, name)] = range(spec.low, spec.high + 1)
+        elif isinstance(spec, Range):
+            return None
+    return axes
+
+
+def space_size(arms):
+    """How many configurations `arms` hold: None where a float Range gives them no end."""
+    sizes = [_axes(label, arm.space) for label, arm in arms.items()]
+    return None if None in sizes else sum(math.prod(map(len, axes.values())) for axes in sizes)
 
 
 def trial_config(arm, params):

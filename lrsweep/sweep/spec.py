@@ -403,18 +403,9 @@ class Sweep:
     def space_size(self):
         """How many configurations the search space holds: None where a float Range gives it
         no end. A search draws each once (`run.search.NewConfigs`)."""
-        size = 0
-        for arm in self.arms.values():
-            count = 1
-            for spec in arm.space.values():
-                if isinstance(spec, Choice):
-                    count *= len(spec.values)
-                elif isinstance(spec, Range) and spec.integer:
-                    count *= spec.high - spec.low + 1
-                elif isinstance(spec, Range):
-                    return None
-            size += count
-        return size
+        from lrsweep.sweep.space import space_size
+
+        return space_size(self.arms)
 
     @property
     def trial_count(self):

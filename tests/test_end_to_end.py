@@ -99,10 +99,17 @@ def test_per_step_granularity_stores_the_rate_at_each_epochs_first_step(ray_sess
                for f, extra in [("cosine", {}), ("polynomial", {"power": 1.0}), ("exponential", {"k": 0.5})]]
     sweep = Sweep(name="steps", dataset="digits", subsample=300, configs=configs, max_epochs=3,
                   early_stopping=None, granularity="step", batch_size=64, results=str(tmp_path))
-    launch(sweep, print_fn=lambda line: None)
+    assert launch(sweep, print_fn=lambda line: None)[2] == 0
     trials, epochs = pd.read_parquet(tmp_path / "trials"), pd.read_parquet(tmp_path / "epochs")
+    assert len(trials) == 3 and set(trials["status"]) == {"completed"} and (trials["epochs"] == 3).all()
     assert (trials["granularity"] == "step").all()
     check_lr_column(trials, epochs)
+    # the rate moving within each epoch trains otherwise than one held for the epoch
+    by_epoch = dataclasses.replace(sweep, name="epochs", granularity="epoch", results=str(tmp_path / "by-epoch"))
+    assert launch(by_epoch, print_fn=lambda line: None)[2] == 0
+    held = pd.read_parquet(tmp_path / "by-epoch" / "trials").set_index("family")["final_loss"]
+    moving = trials.set_index("family")["final_loss"]
+    assert (moving != held[moving.index]).all()
 
 
 def test_search_with_early_stopping(ray_session, tmp_path):
@@ -860,7 +867,7 @@ def test_a_name_the_store_holds_is_refused_without_resume(ionosphere_results):
     before = sorted(p.name for p in (results / "trials/dataset=ionosphere/sweep=iono-test").iterdir())
     done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(results),
                    "--name", "iono-test", timeout=60)
-    assert_refused(done, "iono-test")
+    assert_refused(done, "Argument `name` names a sweep the store or Tune's storage already holds", "name='iono-test'")
     assert sorted(p.name for p in (results / "trials/dataset=ionosphere/sweep=iono-test").iterdir()) == before
 
 

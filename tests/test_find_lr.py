@@ -56,7 +56,7 @@ def test_find_lr_stores_each_optimizers_curve_and_suggests_two_rates(tmp_path):
 def test_find_lr_answers_a_missing_dataset_with_one_line(tmp_path):
     done = lrsweep("find-lr", "sweeps/ionosphere.py", "--dataset", "csv:" + str(tmp_path / "none.csv"),
                    "--results", str(tmp_path / "r"))
-    assert_refused(done, "none.csv")
+    assert_refused(done, "Dataset file", f"(from 'csv:{tmp_path / 'none.csv'}')")
     assert not (tmp_path / "r").exists()
 
 

@@ -240,10 +240,10 @@ def test_the_folder_a_job_takes_along_leaves_out_only_its_results_and_checkpoint
 
 
 @pytest.mark.parametrize("args, named", [
-    (["submit", "sweeps/ionosphere.py", "--num-samples", "0"], "num_samples"),
-    (["submit", "sweeps/ionosphere.py", "--address", "127.0.0.1:6379"], "address"),
-    (["status", "raysubmit_nosuchjob"], "JOB"),
-    (["logs", "raysubmit_nosuchjob", "--follow"], "JOB"),
+    (["submit", "sweeps/ionosphere.py", "--num-samples", "0"], "num_samples=0"),
+    (["submit", "sweeps/ionosphere.py", "--address", "127.0.0.1:6379"], "address='127.0.0.1:6379'"),
+    (["status", "raysubmit_nosuchjob"], "JOB='raysubmit_nosuchjob'"),
+    (["logs", "raysubmit_nosuchjob", "--follow"], "JOB='raysubmit_nosuchjob'"),
 ])
 def test_job_commands_answer_bad_input_with_one_line(dashboard, args, named):
     done = lrsweep(*args, *([] if "--address" in args else ["--address", dashboard]), timeout=60)
@@ -264,8 +264,8 @@ def test_job_commands_refuse_a_job_the_jobs_api_did_not_start(head):
 
 
 def test_job_commands_name_an_address_where_no_dashboard_answers():
-    done = lrsweep("status", "raysubmit_x", "--address", f"http://127.0.0.1:{free_port()}", timeout=60)
-    assert_refused(done, "address")
+    address = f"http://127.0.0.1:{free_port()}"
+    assert_refused(lrsweep("status", "raysubmit_x", "--address", address, timeout=60), f"address={address!r}")
 
 
 def test_job_commands_name_the_token_where_the_dashboard_refuses_it(dashboard):
@@ -283,10 +283,10 @@ def test_job_commands_use_the_address_given_over_rays_environment(dashboard):
     elsewhere = f"http://127.0.0.1:{free_port()}"
     done = lrsweep("status", "raysubmit_nosuchjob", "--address", dashboard, timeout=60,
                    env={"RAY_ADDRESS": elsewhere, "RAY_API_SERVER_ADDRESS": elsewhere})
-    assert_refused(done, "JOB")
+    assert_refused(done, "JOB='raysubmit_nosuchjob'", dashboard)
     done = lrsweep("status", "raysubmit_nosuchjob", timeout=60, env={"RAY_API_SERVER_ADDRESS": dashboard,
                                                                       "RAY_ADDRESS": elsewhere})
-    assert_refused(done, "JOB", dashboard)
+    assert_refused(done, "JOB='raysubmit_nosuchjob'", dashboard)
 
 
 def test_submit_of_a_job_that_fails_on_the_cluster_exits_1_and_says_why(dashboard, tmp_path):

@@ -642,9 +642,9 @@ def test_best_of_a_diverged_trial_is_json_a_strict_parser_reads(tmp_path):
     (["report", "--dataset", "mnist", "--out", "/tmp/unused.html"], "dataset='mnist' (the store holds digits, "),
     (["rank", "--dataset", "digit"], "dataset='digit' (the store holds digits, ionosphere)"),
     (["best", "--dataset", "mnist"], "dataset='mnist' (the store holds digits, ionosphere)"),
-    (["query", SQL, "--format", "xml"], "xml"),
-    (["query", "SELEC 1"], "SELEC 1"),
-    (["rank", "--metric", "f1"], "f1"),
+    (["query", SQL, "--format", "xml"], "argument --format: invalid choice: 'xml'"),
+    (["query", "SELEC 1"], "sql='SELEC 1'"),
+    (["rank", "--metric", "f1"], "metric='f1'"),
 ])
 def test_bad_input_exits_2_with_one_line(results, args, named):
     assert_refused(lrsweep(*args, "--results", results), named)

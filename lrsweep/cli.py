@@ -95,6 +95,8 @@ def _sweep_flags(p, address=LAUNCH_ADDRESS, dashboard=True):
     p.add_argument("--max-epochs", type=int, help="epochs of a trial that is not stopped early")
     p.add_argument("--confirm-seeds", type=int, metavar="K",
                    help="after the search, train each family's best trial again with K seeds, to max_epochs")
+    p.add_argument("--seed", type=int, help="the sampler's seed and the trials' (default: the sweep's; a launch of "
+                                            "the file with another seed draws other trials)")
     p.add_argument("--name", help="the run's name in the store (default: sweep name and start time)")
     p.add_argument("--resume", action="store_true", help="continue the run called --name")
     p.add_argument("--storage", help="where Tune keeps the run's state for --resume (default: the results "
@@ -172,7 +174,7 @@ def _checked_sweep(args, joins, head, download):
     from lrsweep.sweep.spec import load_sweep
 
     flags = {"dataset": args.dataset, "num_samples": args.num_samples, "max_epochs": args.max_epochs,
-             "confirm_seeds": args.confirm_seeds}
+             "confirm_seeds": args.confirm_seeds, "seed": args.seed}
     sweep = load_sweep(args.sweep).with_overrides(results=args.results, data_dir=args.data_dir, storage=args.storage,
                                                   **flags)
     check_launch(sweep, args.name, args.resume, here=joins or on_this_machine(head))

@@ -203,9 +203,10 @@ def test_a_sweep_file_is_python_whatever_its_name_ends_with(tmp_path):
 
 
 def test_validate_shows_the_resolved_sweep_with_overrides():
-    done = cli("validate", "sweeps/digits.py", "--num-samples", "7", "--max-epochs", "9")
+    done = cli("validate", "sweeps/digits.py", "--num-samples", "7", "--max-epochs", "9", "--seed", "7")
     assert done.returncode == 0, done.stderr
-    assert "7 trials" in done.stdout and "up to 9 per trial" in done.stdout
+    assert "7 trials sampled by Optuna TPE (seed 7)" in done.stdout and "up to 9 per trial" in done.stdout
+    assert "again with 5 seeds (seeds 8-12)" in done.stdout
     assert "(grace period 2, reduction factor 3: trials judged at epochs 2, 6)" in done.stdout  # ASHA's rungs in 9
     assert "data: 1437 training rows, 10 classes, validation: split 0.2 (last 360 of 1797 rows)" in done.stdout
     for label in ("sgd/step", "sgd/cosine", "adam/constant"):

@@ -889,6 +889,8 @@ def test_a_resume_goes_on_with_the_settings_the_run_was_launched_with(ionosphere
     assert "6 trials" in done.stdout
     refused = lrsweep("launch", "sweeps/ionosphere.py", *resume, "--max-epochs", "30", timeout=60)
     assert_refused(refused, "`max_epochs` (--max-epochs)", "'iono-test' was launched with, 6,", "max_epochs=30")
+    refused = lrsweep("launch", "sweeps/ionosphere.py", *resume, "--seed", "3", timeout=60)
+    assert_refused(refused, "`seed` (--seed)", "'iono-test' was launched with, 0,", "seed=3")
     edited = tmp_path / "ionosphere.py"
     edited.write_text((pathlib.Path(REPO) / "sweeps" / "ionosphere.py").read_text().replace("batch_size=28",
                                                                                           "batch_size=64"))

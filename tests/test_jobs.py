@@ -98,7 +98,7 @@ def test_a_submitted_sweep_runs_as_a_job_that_submit_follows_to_its_end(dashboar
     shutil.copy(os.path.join(TEST_DATA, "ionosphere.csv"), data)
     done = lrsweep("submit", "sweeps/ionosphere.py", "--address", dashboard, "--data-dir", os.path.relpath(data, REPO),
                    "--storage", os.path.relpath(tmp_path / "state", REPO), "--num-samples", "2", "--max-epochs", "5",
-                   "--confirm-seeds", "0", "--results", str(results), timeout=300)
+                   "--confirm-seeds", "0", "--seed", "3", "--results", str(results), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr == ""
     # The warning of a --max-epochs too short for ionosphere.py's 5-epoch cosine warm-ups: once, in
@@ -113,6 +113,7 @@ def test_a_submitted_sweep_runs_as_a_job_that_submit_follows_to_its_end(dashboar
     assert status.returncode == 0 and status.stdout.startswith(f"{job}: SUCCEEDED")
     trials = pd.read_parquet(results / "trials")
     assert len(trials) == 2 and set(trials["status"]) <= {"completed", "early_stopped"}
+    assert (trials["seed"] == 3).all()
     assert (tmp_path / "state" / trials["sweep"].iloc[0]).is_dir()  # Tune's state, for --resume
     # the whole log once more, without following
     logs = lrsweep("logs", job, "--address", dashboard, timeout=60).stdout

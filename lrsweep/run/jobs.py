@@ -172,7 +172,7 @@ def launch_command(sweep_path, sweep, args):
     command = ["python", "-m", "lrsweep", "launch", relative, "--results", results]
     # The data and Tune's state as this folder names them, not as the job's copy of it would
     settings = sweep.training_settings()
-    for flag in ("dataset", "data_dir", "storage", "num_samples", "max_epochs", "confirm_seeds", "name"):
+    for flag in ("dataset", "data_dir", "storage", "num_samples", "max_epochs", "confirm_seeds", "seed", "name"):
         if flag == "dataset" and args.resume and args.dataset is None:
             continue  # the run's own, which the launch takes (a path here would read as the user's --dataset)
         path = flag in ("dataset", "data_dir", "storage") and settings[flag] != getattr(sweep, flag)

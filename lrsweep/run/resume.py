@@ -25,9 +25,9 @@ RUN_FIELDS = ("families", "configs", "dataset", "subsample", "validation_split",
               "optimizer", "optimizer_args", "batch_size", "max_epochs", "granularity", "num_samples", "seed",
               "early_stopping", "grace_period", "reduction_factor", "metric", "mode", "resources", "confirm_seeds",
               "max_failures")
-# The settings a launch flag sets (--dataset, --num-samples, --max-epochs, --confirm-seeds):
-# a resume without the flag takes the run's.
-FLAG_FIELDS = ("dataset", "num_samples", "max_epochs", "confirm_seeds")
+# The settings a launch flag sets (--dataset, --num-samples, --max-epochs, --confirm-seeds,
+# --seed): a resume without the flag takes the run's.
+FLAG_FIELDS = ("dataset", "num_samples", "max_epochs", "confirm_seeds", "seed")
 
 
 def _plain(value):

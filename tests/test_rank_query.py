@@ -177,6 +177,30 @@ def test_confirmation_runs_give_a_mean_an_interval_and_a_paired_verdict(tmp_path
     assert unconfirmed.split()[:5] == ["4", "sgd/plateau", "-", "-", "<NA>"]
 
 
+def test_a_second_launch_with_the_same_seed_adds_no_evidence_of_copies(tmp_path):
+    """Launched twice with one seed, a sweep trains the same trials and confirmation runs
+    again, ending alike: the ranking is the first launch's, not one of twice the runs (which
+    would narrow every interval and turn ties into `behind`). A trial of the second launch
+    that ended otherwise counts."""
+    def launched(root, sweep, prefix, more=()):
+        settings = {"training_settings": json.dumps({"model": "mlp", "seed": 0})}
+        search = [{**trial_row(f"{prefix}{row[0]}", *row[1:]), **settings, "seed": 0} for row in [*DIGITS, *more]]
+        confirm = [{**trial_row(f"{prefix}{label}-{seed}", label, "completed", MAX_EPOCHS, BEST_LR[label], value,
+                                value, 0.1), **settings, "stage": "confirm", "seed": seed}
+                   for label, values in CONFIRMED.items() for seed, value in enumerate(values, 1)]
+        write_rows(root, "trials", "digits", sweep, search + confirm)
+
+    once, twice = str(tmp_path / "once"), str(tmp_path / "twice")
+    launched(once, "sweep-a", "")
+    launched(twice, "sweep-a", "")
+    launched(twice, "sweep-b", "b-", more=[("x1", "sgd/step", "completed", MAX_EPOCHS, 0.1, 0.5, 0.5, 0.1)])
+    first, both = (rank(read_frame(root, "trials")).set_index("family") for root in (once, twice))
+    columns = ["best", "confirmed", "confirm_mean", "ci95", "vs_leader"]
+    assert both[columns].equals(first[columns])
+    assert both.loc["sgd/step", "trials"] == first.loc["sgd/step", "trials"] + 1  # b-x1 ended otherwise
+    assert (both.drop(index="sgd/step")["trials"] == first.drop(index="sgd/step")["trials"]).all()
+
+
 def test_a_ranking_by_another_metric_than_the_sweeps_says_which_trial_was_confirmed(tmp_path):
     """A sweep confirms each family's best trial by its own metric; `rank --metric` may pick
     another best_trial, beside the runs of the first: the ranking says whose runs they are."""

@@ -46,12 +46,32 @@ def _params_text(row):
 def _at_largest_budget(trials):
     """early_stopping="budget" trains a promoted configuration again at each rung: it
     counts as its longest run (a short rung's metric is not the configuration's). Trials of
-    one configuration at the same budget (a family with fixed parameters, a search drawing
-    a value twice, a `configs` list naming one twice) are trials of their own, each counted."""
+    one configuration at the same budget that ended otherwise (not `_without_copies`) are
+    trials of their own, each counted."""
     if "budget" not in trials or trials["budget"].isna().all():
         return trials
     same = trials.groupby(["dataset", "sweep", "label", "params", "seed"], observed=True, dropna=False)["budget"]
     return trials[trials["budget"].isna() | (trials["budget"] >= same.transform("max"))]
+
+
+def _without_copies(trials, column):
+    """The trials, each training once: a trial that repeats another's exactly (the same
+    settings, configuration, seed, stage and budget, and the same end: epochs, status and
+    ranked value) is a copy of it, as a second launch of a sweep file with the same seed
+    trains its first trials and its confirmation runs again, or a `configs` list naming one
+    twice. Pooled, copies would count as more evidence; those of the sweep that began first
+    are kept (all of one sweep: its runs pair by seed). Trials stored before their settings
+    were (`training_settings`) are each counted."""
+    key = [name for name in ("dataset", "label", "params", "seed", "training_settings", "stage", "budget", "epochs",
+                             "status", column) if name in trials]
+    if "training_settings" not in key:
+        return trials
+    known = trials[trials["training_settings"].notna()]
+    known = known[known.duplicated(["dataset", "label", "params", "seed"], keep=False)]  # few, if any
+    began = (known.groupby(["dataset", "sweep"], observed=True)["start_time"].transform("min")
+             if "start_time" in known else None)
+    known = known.assign(began=began).sort_values(["began", "sweep", "trial_id"])
+    return trials.drop(index=known[known.duplicated(key)].index)
 
 
 def rank(trials, metric=None, top=TOP):
@@ -67,7 +87,7 @@ def rank(trials, metric=None, top=TOP):
         return pd.concat([rank(of_dataset, None, top) for _, of_dataset in trials.groupby("dataset", observed=True)],
                          ignore_index=True)
     column, mode = metric_column(trials, metric)
-    trials = trials.assign(label=trials["optimizer"] + "/" + trials["family"])
+    trials = _without_copies(trials.assign(label=trials["optimizer"] + "/" + trials["family"]), column)
     confirming = trials["stage"] == "confirm"
     confirm, trials = trials[confirming], _at_largest_budget(trials[~confirming])
     scored = trials[trials["status"].isin(["completed", "early_stopped"]) & trials[column].notna()]

@@ -95,8 +95,8 @@ def _sweep_flags(p, address=LAUNCH_ADDRESS, dashboard=True):
     p.add_argument("--max-epochs", type=int, help="epochs of a trial that is not stopped early")
     p.add_argument("--confirm-seeds", type=int, metavar="K",
                    help="after the search, train each family's best trial again with K seeds, to max_epochs")
-    p.add_argument("--seed", type=int, help="the sampler's seed and the trials' (default: the sweep's; a launch of "
-                                            "the file with another seed draws other trials)")
+    p.add_argument("--seed", type=int, help="the sampler's seed, the trials' and subsample's (default: the sweep's; "
+                                            "a launch of the file with another seed draws other trials)")
     p.add_argument("--name", help="the run's name in the store (default: sweep name and start time)")
     p.add_argument("--resume", action="store_true", help="continue the run called --name")
     p.add_argument("--storage", help="where Tune keeps the run's state for --resume (default: the results "

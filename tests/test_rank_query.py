@@ -182,8 +182,9 @@ def test_a_second_launch_with_the_same_seed_adds_no_evidence_of_copies(tmp_path)
     again, ending alike: the ranking is the first launch's, not one of twice the runs (which
     would narrow every interval and turn ties into `behind`). A trial of the second launch
     that ended otherwise counts."""
-    def launched(root, sweep, prefix, more=()):
-        settings = {"training_settings": json.dumps({"model": "mlp", "seed": 0})}
+    def launched(root, sweep, prefix, more=(), storage="/a/tune"):  # where Tune's state lies changes no training
+        settings = {"training_settings": json.dumps({"model": "mlp", "seed": 0, "storage": storage,
+                                                     "dataset": f"csv:/{prefix}/digits.csv"})}
         search = [{**trial_row(f"{prefix}{row[0]}", *row[1:]), **settings, "seed": 0} for row in [*DIGITS, *more]]
         confirm = [{**trial_row(f"{prefix}{label}-{seed}", label, "completed", MAX_EPOCHS, BEST_LR[label], value,
                                 value, 0.1), **settings, "stage": "confirm", "seed": seed}
@@ -193,12 +194,17 @@ def test_a_second_launch_with_the_same_seed_adds_no_evidence_of_copies(tmp_path)
     once, twice = str(tmp_path / "once"), str(tmp_path / "twice")
     launched(once, "sweep-a", "")
     launched(twice, "sweep-a", "")
-    launched(twice, "sweep-b", "b-", more=[("x1", "sgd/step", "completed", MAX_EPOCHS, 0.1, 0.5, 0.5, 0.1)])
+    launched(twice, "sweep-b", "b-", more=[("x1", "sgd/step", "completed", MAX_EPOCHS, 0.1, 0.5, 0.5, 0.1)],
+             storage="/b/tune")
     first, both = (rank(read_frame(root, "trials")).set_index("family") for root in (once, twice))
     columns = ["best", "confirmed", "confirm_mean", "ci95", "vs_leader"]
     assert both[columns].equals(first[columns])
     assert both.loc["sgd/step", "trials"] == first.loc["sgd/step", "trials"] + 1  # b-x1 ended otherwise
     assert (both.drop(index="sgd/step")["trials"] == first.drop(index="sgd/step")["trials"]).all()
+    # pooled by hand, two frames' index labels repeat: still each copy once, nothing else
+    frame = read_frame(twice, "trials")
+    pooled = pd.concat([frame[frame["sweep"] == sweep].reset_index(drop=True) for sweep in ("sweep-a", "sweep-b")])
+    assert rank(pooled).set_index("family")[["trials", *columns]].equals(both[["trials", *columns]])
 
 
 def test_a_ranking_by_another_metric_than_the_sweeps_says_which_trial_was_confirmed(tmp_path):

@@ -128,7 +128,7 @@ def test_a_submitted_resume_leaves_the_dataset_to_the_run(tmp_path, monkeypatch)
     (tmp_path / "s.py").write_text("")
     sweep = Sweep(name="s", dataset="csv:data/d.csv", configs=[{"family": "constant", "initial_lr": 0.1}])
     args = argparse.Namespace(dataset=None, data_dir=None, storage=None, num_samples=None, max_epochs=None,
-                              confirm_seeds=None, name="run1", resume=True)
+                              confirm_seeds=None, seed=None, name="run1", resume=True)
     command, _ = launch_command("s.py", sweep, args)
     assert "--dataset" not in command and command[-3:] == ["--name", "run1", "--resume"]
     command, _ = launch_command("s.py", sweep, argparse.Namespace(**{**vars(args), "resume": False}))

@@ -314,6 +314,7 @@ def test_the_search_draws_no_configuration_twice_where_the_space_has_new_ones():
     ({"step": {"initial_lr": 0.1, "drop": Choice(0.5, 1 / 2), "epochs_drop": 2}}, 1),  # one value, given twice
     ({"step": {"initial_lr": 0.1, "drop": Range(0.2, 0.5), "epochs_drop": 2},
       "adam": {"initial_lr": 0.001}}, None),
+    ({"constant": {"initial_lr": Range(0.1, 0.1)}, "exponential": {"initial_lr": 0.1, "k": Range(0.01, 0.5)}}, None),
 ])
 def test_a_search_of_fewer_configurations_than_num_samples_trains_each_once(families, size, draws, capsys):
     sweep = Sweep(name="few", max_epochs=5, num_samples=10, families=families)

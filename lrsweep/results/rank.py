@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from lrsweep.errors import LrsweepError, warn
-from lrsweep.results.store import LOGS
+from lrsweep.results.store import LOGS, data_file
 
 TOP = 3
 
@@ -60,18 +60,40 @@ def _without_copies(trials, column):
     ranked value) is a copy of it, as a second launch of a sweep file with the same seed
     trains its first trials and its confirmation runs again, or a `configs` list naming one
     twice. Pooled, copies would count as more evidence; those of the sweep that began first
-    are kept (all of one sweep: its runs pair by seed). Trials stored before their settings
-    were (`training_settings`) are each counted."""
-    key = [name for name in ("dataset", "label", "params", "seed", "training_settings", "stage", "budget", "epochs",
-                             "status", column) if name in trials]
-    if "training_settings" not in key:
+    are kept (all of one sweep: its runs pair by seed). The settings compared are those that
+    decide the training (`_training`). Trials stored before their settings were
+    (`training_settings`) are each counted."""
+    key = [name for name in ("dataset", "label", "params", "seed", "training", "stage", "budget", "epochs",
+                             "status", column) if name in trials or name == "training"]
+    if "training_settings" not in trials:
         return trials
+    trials = trials.reset_index(drop=True)  # a frame pooled by hand (pd.concat) may repeat labels
     known = trials[trials["training_settings"].notna()]
     known = known[known.duplicated(["dataset", "label", "params", "seed"], keep=False)]  # few, if any
     began = (known.groupby(["dataset", "sweep"], observed=True)["start_time"].transform("min")
              if "start_time" in known else None)
-    known = known.assign(began=began).sort_values(["began", "sweep", "trial_id"])
+    known = known.assign(began=began, training=known["training_settings"].map(_training))
+    known = known.sort_values(["began", "sweep", "trial_id"])
     return trials.drop(index=known[known.duplicated(key)].index)
+
+
+# Settings kept with a trial that do not change how it trains: where Tune's state and the
+# data's local copy lie, how often it saves a checkpoint, how often a failure is retried.
+NOT_TRAINING = ("storage", "data_dir", "checkpoint_seconds", "max_failures")
+
+
+def _training(settings):
+    """A trial's `training_settings` (JSON) as what decides its training: without
+    `NOT_TRAINING`, and a dataset file named by its name (a checkout elsewhere holds the
+    same file under another folder)."""
+    try:
+        settings = json.loads(settings)
+    except ValueError:
+        return settings
+    if not isinstance(settings, dict):
+        return json.dumps(settings)
+    settings["dataset"] = data_file(settings.get("dataset"))
+    return json.dumps({k: v for k, v in settings.items() if k not in NOT_TRAINING}, sort_keys=True)
 
 
 def rank(trials, metric=None, top=TOP):

@@ -364,3 +364,13 @@ def dataset_trials(root, dataset):
         raise LrsweepError(f"Argument `dataset` names no dataset in the store {root}. Received: dataset={dataset!r} "
                            f"({holds})")
     return trials
+
+
+def data_file(dataset):
+    """A csv:/npz: dataset by its file's name (and options), which names its partition in
+    the store: the file may have moved since the launch."""
+    prefix, colon, path = dataset.partition(":") if isinstance(dataset, str) else ("", "", "")
+    if not colon or prefix not in ("csv", "npz"):
+        return dataset
+    body, question, options = path.partition("?")
+    return f"{prefix}:{os.path.basename(body)}{question}{options}"

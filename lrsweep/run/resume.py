@@ -97,19 +97,9 @@ def _difference(saved, current, where=""):
     return None if saved == current else (where, saved, current)
 
 
-def _data_file(dataset):
-    """A csv:/npz: dataset by its file's name (and options), which names its partition in
-    the store: the file may have moved since the launch."""
-    prefix, colon, path = dataset.partition(":") if isinstance(dataset, str) else ("", "", "")
-    if not colon or prefix not in ("csv", "npz"):
-        return dataset
-    body, question, options = path.partition("?")
-    return f"{prefix}:{os.path.basename(body)}{question}{options}"
-
-
 def _compared(field, value):
     """What of a setting's value must be the run's: all of it, but of a data file its name."""
-    return _data_file(value) if field == "dataset" else value
+    return store.data_file(value) if field == "dataset" else value
 
 
 def resumed_sweep(sweep, folder, name, flagged):

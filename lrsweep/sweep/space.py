@@ -72,6 +72,8 @@ def _axes(label, space):
             axes[_key(label, name)] = list(dict.fromkeys(spec.values))
         elif isinstance(spec, Range) and spec.integer:
             axes[_key(label, name)] = range(spec.low, spec.high + 1)
+        elif isinstance(spec, Range) and spec.low == spec.high:
+            axes[_key(label, name)] = [spec.low]
         elif isinstance(spec, Range):
             return None
     return axes

@@ -63,10 +63,10 @@ def _without_copies(trials, column):
     are kept (all of one sweep: its runs pair by seed). The settings compared are those that
     decide the training (`_training`). Trials stored before their settings were
     (`training_settings`) are each counted."""
-    key = [name for name in ("dataset", "label", "params", "seed", "training", "stage", "budget", "epochs",
-                             "status", column) if name in trials or name == "training"]
     if "training_settings" not in trials:
         return trials
+    key = ["training", *(name for name in ("dataset", "label", "params", "seed", "stage", "budget", "epochs", "status",
+                                           column) if name in trials)]
     trials = trials.reset_index(drop=True)  # a frame pooled by hand (pd.concat) may repeat labels
     known = trials[trials["training_settings"].notna()]
     known = known[known.duplicated(["dataset", "label", "params", "seed"], keep=False)]  # few, if any

@@ -628,11 +628,17 @@ def _all_drawn(tuner, grid, num_samples):
     stage's as it was launched; before each configuration was drawn once, a search of a
     space of fewer took num_samples trials), or fewer where the searcher ended the search
     itself (`NewConfigs.spent`). Through Ray Client's API Tune runs on the head: num_samples."""
-    local = getattr(tuner, "_local_tuner", None)
+    local = _local_tuner(tuner)
     if local is None:
         return len(grid) == num_samples
     config = local._tune_config
     return len(grid) == config.num_samples or getattr(config.search_alg, "spent", False)
+
+
+def _local_tuner(tuner):
+    """The Tuner's own part running in this process; None through Ray Client's API (the
+    API's ray://; the CLI's ray:// runs the launch on the head), where Tune runs there."""
+    return getattr(tuner, "_local_tuner", None)
 
 
 def _record_here(tuner, recorder):
@@ -641,9 +647,10 @@ def _record_here(tuner, recorder):
     folder has moved since, `--results` given another, wrote there, and the ranking read
     here) and with its settings (the data's local copy). This launch's `recorder` takes its
     place; Tune gives it the restored one's state (by position) as the stage starts."""
-    if getattr(tuner, "_local_tuner", None) is None:  # Tune on a cluster's head through Ray Client (the API's ray://; the CLI's
-        return  # ray:// runs this launch there)
-    run_config = tuner._local_tuner.get_run_config()  # Tuner.restore takes no callbacks
+    local = _local_tuner(tuner)
+    if local is None:  # Tune on a cluster's head
+        return
+    run_config = local.get_run_config()  # Tuner.restore takes no callbacks
     run_config.callbacks = [recorder if isinstance(callback, type(recorder)) else callback
                             for callback in run_config.callbacks]
 

@@ -56,27 +56,24 @@ class NewConfigs(OptunaSearch):
     def suggest(self, trial_id):
         if getattr(self, "spent", False):  # a resumed search that had ended so
             return Searcher.FINISHED
+        # Tune asks with a new trial id each time: the study holds the trials drawn before
+        drawn = {params_key(trial.params) for trial in self._ot_study.get_trials(deepcopy=False)}
         for draw in range(self.DRAWS + 1):
             if draw == self.DRAWS:
-                undrawn = self._space.undrawn(self._drawn())
+                undrawn = self._space.undrawn(drawn)
                 if undrawn is None:
                     break
                 self._ot_study.enqueue_trial(undrawn)
             config = super().suggest(trial_id)
             sample = self._ot_trials[trial_id]
-            if params_key(sample.params) not in self._drawn(but=sample.number):
+            if params_key(sample.params) not in drawn:
                 return config
-            self._ot_study.tell(sample, state=TrialState.PRUNED)
+            self._ot_study.tell(sample, state=TrialState.PRUNED)  # a copy: its key is in `drawn` already
             del self._ot_trials[trial_id]
         self.spent = True
         warn(f"the search space holds no configuration it has not drawn: the search ends with the "
-             f"{len(self._drawn())} it has")
+             f"{len(drawn)} it has")
         return Searcher.FINISHED
-
-    def _drawn(self, but=None):
-        """The configurations drawn (`params_key`), but Optuna trial number `but`."""
-        return {params_key(trial.params) for trial in self._ot_study.get_trials(deepcopy=False)
-                if trial.number != but}
 
 
 def search_algorithm(sweep):

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -164,3 +165,35 @@ def test_a_trainer_starts_without_what_keras_imports_for_features_a_trial_never_
              "import pandas, sklearn, matplotlib; print('imported')")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["[]", "imported"], done.stdout
+
+
+def test_a_trainer_whose_trial_data_never_arrives_gives_the_trial_up_and_ends(ray_session):
+    """A trainer waiting on a trial's dataset reference that never resolves (seen once in
+    CI: a resumed launch waited for good on one trial) gives the trial up after its data
+    wait, with a line saying what happened, takes no other trial, and ends, so that Tune's
+    retry of the trial trains on a new trainer. Here the reference is the result of a
+    call that never returns, handed to a trainer of its own, whose wait is 3 s."""
+    import ray
+
+    from lrsweep.run.pool import CONCURRENCY, Trainer
+
+    @ray.remote(num_cpus=0)
+    class Never:
+        def answer(self):
+            time.sleep(3600)
+
+    never = Never.remote()
+    trainer = ray.remote(Trainer).options(num_cpus=0, max_concurrency=CONCURRENCY).remote(1, 60.0, data_seconds=3)
+    try:
+        claimant = never._actor_id.hex()
+        assert ray.get(trainer.start.remote("first", claimant, {}, [never.answer.remote()], {}, {}), timeout=120)
+        with pytest.raises(ray.exceptions.RayTaskError, match="the dataset's arrays did not reach the trainer in 3 s"):
+            for _ in range(60):  # each call waits up to 1 s for a report
+                ray.get(trainer.reports.remote("first", 1.0), timeout=30)
+        with pytest.raises(ray.exceptions.RayActorError):
+            for _ in range(60):  # refused while it ends, then gone
+                assert not ray.get(trainer.start.remote("second", claimant, {}, [ray.put({})], {}, {}), timeout=30)
+                time.sleep(0.5)
+    finally:
+        ray.kill(never)
+        ray.kill(trainer)

@@ -35,6 +35,9 @@ CHECK_CLAIMANT_SECONDS = 10.0
 STOPPING_SECONDS = 30.0
 # How long a trainer keeps the reports of an ended training that no trial came to fetch.
 FORGET_SECONDS = 600.0
+# How long a trainer waits for a trial's dataset (`ray.get` of its reference) before it gives
+# the trial up and ends (`Trainer._train`): a minute or two moves gigabytes between nodes.
+DATA_SECONDS = 120.0
 # How long a trial waits for its trainer's reports before it looks whether Tune stopped it.
 POLL_SECONDS = 0.2
 # Calls a trial may make to a trainer at once: its reports (a long poll), a stop, a claim.
@@ -95,12 +98,13 @@ class Trainer:
     """A warm trial worker (see the module's docstring). Its calls run in a few threads, so
     that a trial can fetch its reports and stop its training while it runs."""
 
-    def __init__(self, cpus, idle):
+    def __init__(self, cpus, idle, data_seconds=DATA_SECONDS):
         from lrsweep.run import trial
 
         trial.warm_up(cpus)
         trial._configure_gpus(None)  # a CPU trainer: TensorFlow must not take a card
-        self.idle = idle
+        self.idle, self.data_seconds = idle, data_seconds
+        self.ending = False  # a trainer that gave a trial up for its data takes no other
         self.free = threading.Condition()
         self.training = None  # the _Run training now
         self.runs = {}  # token -> _Run, until its last report is fetched
@@ -117,6 +121,8 @@ class Trainer:
         launch), ends at its next epoch: the claim waits for that. `data` holds the
         reference to the shared arrays, `resume` the trial's checkpoint or None."""
         with self.free:
+            if self.ending:
+                return False
             if self.training is not None and not self.training.must_stop(now=True):
                 return False
             if not self.free.wait_for(lambda: self.training is None, timeout=STOPPING_SECONDS):
@@ -179,12 +185,19 @@ class Trainer:
                 pass
 
         try:
-            arrays = ray.get(data)
+            arrays = ray.get(data, timeout=self.data_seconds)
             sweep = json.dumps([setup, arrays["x_train"].shape, arrays["num_classes"]], sort_keys=True, default=str)
             if sweep != self.kept_for:  # the models kept for another sweep are of no use to this one
                 self.kept, self.kept_for = {}, sweep
             trial.run_trial(config, arrays, setup, report, self.kept, extra, run.must_stop, resume)
             end = None
+        except ray.exceptions.GetTimeoutError:  # (the one `ray.get` with a timeout here)
+            # Seen once in CI, on a resumed launch: a trainer's `ray.get` of a trial's dataset
+            # reference waited for good, and the launch with it. The trial fails (Tune trains it
+            # again, `max_failures`, on another trainer) and this process, suspect, ends.
+            self.ending = True
+            end = RuntimeError(f"lrsweep trainer: the dataset's arrays did not reach the trainer in "
+                               f"{self.data_seconds:g} s; the trainer ends, and a retry of the trial trains on a new one")
         except Exception:  # noqa: BLE001  (the trial fails with it, as if it had trained itself)
             end = RuntimeError(f"the trial failed on its trainer:\n{traceback.format_exc()}")
         with self.free:  # free before the trial hears of the end: its next claim comes at once
@@ -192,17 +205,27 @@ class Trainer:
             self.training = None
             self.free.notify_all()
         run.reports.put(end)
+        if self.ending:  # once its trial has the error (or has gone)
+            deadline = time.time() + STOPPING_SECONDS
+            while not run.reports.empty() and time.time() < deadline:
+                time.sleep(POLL_SECONDS)
+            _end_this_actor()
 
     def _end_when_idle(self):
-        import ray
-
         while True:
             time.sleep(min(self.idle, 30.0))
             with self.free:
                 idle = self.training is None and time.time() - self.last_used >= self.idle
             if idle:
-                ray.get_runtime_context().current_actor.__ray_terminate__.remote()
+                _end_this_actor()
                 return
+
+
+def _end_this_actor():
+    """End the actor this code runs in, once its running calls have returned."""
+    import ray
+
+    ray.get_runtime_context().current_actor.__ray_terminate__.remote()
 
 
 def _alive(actor_id):

@@ -4,6 +4,7 @@ ends itself. The launches run as a user's would, `launch --address` in a process
 own, so each is a Ray job that ends before the next starts."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,11 +32,22 @@ def sweep_file(tmp_path, name, **settings):
 IDLE = {"LRSWEEP_TRAINER_IDLE_SECONDS": "3"}
 
 
+def objects_stored(address):
+    """How many objects the (one-node) cluster's object store holds."""
+    from ray._private.internal_api import memory_summary
+
+    return int(re.search(r"Plasma memory usage .*?, (\d+) objects", memory_summary(address, stats_only=True)).group(1))
+
+
 def test_a_second_launch_on_a_running_cluster_trains_on_the_trainers_the_first_left(ray_session, tmp_path):
     """The service case: the first launch's trainers are still alive after it ended, with
-    TensorFlow imported, and the next launch's trials train on them: no new trainer."""
+    TensorFlow imported, and the next launch's trials train on them: no new trainer. Each
+    launch's dataset leaves the object store as the launch ends, though the trainers that
+    read it stay (they held every launch's dataset until they ended: a few launches of a
+    600 MB dataset filled the store)."""
     args = ["launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "4", "--max-epochs", "6",
             "--confirm-seeds", "0", "--address", ray_session]
+    stored = objects_stored(ray_session)
     first = lrsweep(*args, "--results", str(tmp_path / "first"))
     assert first.returncode == 0, first.stderr[-2000:]
     left = trainers(1)
@@ -45,6 +57,8 @@ def test_a_second_launch_on_a_running_cluster_trains_on_the_trainers_the_first_l
     second = lrsweep(*args, "--results", str(tmp_path / "second"))
     assert second.returncode == 0, second.stderr[-2000:]
     assert trainers(1) == left
+    # (Ray frees an ended driver's objects within a second or so)
+    wait_for(lambda: objects_stored(ray_session) <= stored, 30, "the launches' datasets are still in the object store")
     trials = read_frame(str(tmp_path / "second"), "trials")
     assert len(trials) == 4 and set(trials["status"]) <= {"completed", "early_stopped"}
 

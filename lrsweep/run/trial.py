@@ -204,6 +204,7 @@ def batches(x, y, batch_size, *, shuffle, seed, threads, repeat=False, skip_epoc
     def take(rows):
         return x[rows], y[rows]
 
+    _readers.append(take)
     rows = tf.data.Dataset.range(len(x))
     if shuffle:
         rows = rows.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -215,6 +216,31 @@ def batches(x, y, batch_size, *, shuffle, seed, threads, repeat=False, skip_epoc
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads  # a one-CPU trial stays on one CPU
     return data.prefetch(2).with_options(options)
+
+
+# The readers `batches` made for the trial training in this process, until it ends (`release_readers`).
+_readers = []
+
+
+def release_readers():
+    """Let go of the input pipelines' readers of a trial that has ended, and with them of
+    the dataset's arrays. `tf.numpy_function` keeps the function it calls alive as long as
+    the outermost graph of its caller: for tf.data's map functions in eager mode, the
+    process's global graph, which only `clear_session` replaces, and a trial on a kept
+    model does not call it. A trainer serving one launch after another on a running cluster
+    kept each launch's dataset in the object store (5 launches of one sweep: 5 copies, until
+    the trainers ended). TensorFlow holds each function in that graph's list of them, and
+    ties the wrapper it lists to the function as `ag_dnc_wrapper__`
+    (`script_ops._internal_py_func`): the readers' wrappers leave the list, nothing else."""
+    from tensorflow.python.framework import ops
+
+    wrappers = {id(w) for w in (getattr(take, "ag_dnc_wrapper__", None) for take in _readers) if w is not None}
+    listed = getattr(ops.get_default_graph(), "_py_funcs_used_in_graph", None)
+    if listed is not None:
+        listed[:] = [f for f in listed if id(f) not in wrappers]
+    for take in _readers:  # the wrapper holds the reader: without the way back, both go at once
+        take.__dict__.pop("ag_dnc_wrapper__", None)
+    _readers.clear()
 
 
 # A validation set up to this size is copied into each trial's TensorFlow (see `input_pipelines`).
@@ -516,6 +542,13 @@ def run_trial(config, data, setup, report, kept=None, extra=None, stopped=None, 
     `extra` what every report carries besides, `stopped()` whether the trial has been
     stopped from outside (checked at each epoch's end). `resume`: the trial's checkpoint
     (`tune_checkpoint`), from whose epoch it goes on; its reports keep the first start."""
+    try:
+        _run_trial(config, data, setup, report, kept, extra, stopped, resume)
+    finally:
+        release_readers()
+
+
+def _run_trial(config, data, setup, report, kept, extra, stopped, resume):
     import keras
 
     started = time.time()

@@ -38,6 +38,8 @@ FORGET_SECONDS = 600.0
 # How long a trainer waits for a trial's dataset (`ray.get` of its reference) before it gives
 # the trial up and ends (`Trainer._train`): a minute or two moves gigabytes between nodes.
 DATA_SECONDS = 120.0
+# Datasets a trainer holds a reference to, the latest (`Trainer._keep`): a few launches at once.
+KEPT_DATASETS = 4
 # How long a trial waits for its trainer's reports before it looks whether Tune stopped it.
 POLL_SECONDS = 0.2
 # Calls a trial may make to a trainer at once: its reports (a long poll), a stop, a claim.
@@ -109,6 +111,7 @@ class Trainer:
         self.training = None  # the _Run training now
         self.runs = {}  # token -> _Run, until its last report is fetched
         self.kept, self.kept_for = {}, None
+        self.datasets = {}  # hex id -> the reference, the latest last (`_keep`)
         self.last_used = time.time()
         # One thread at a time trains the trials, one after another (`_train_each`)
         self.trials = queue.Queue()
@@ -120,6 +123,7 @@ class Trainer:
         trial trains here. A training that was stopped, or whose trial has died (a killed
         launch), ends at its next epoch: the claim waits for that. `data` holds the
         reference to the shared arrays, `resume` the trial's checkpoint or None."""
+        self._keep(data[0])
         with self.free:
             if self.ending:
                 return False
@@ -132,6 +136,21 @@ class Trainer:
             run = self.training = self.runs[token] = _Run(claimant)
         self.trials.put((run, data[0], config, setup, extra, resume))
         return True
+
+    def _keep(self, dataset):
+        """Hold a reference to each of the last few datasets this trainer was handed. A
+        launch's trials hand it the same object reference one after another, and Ray's count
+        of it here fell to 0 after each trial and rose again with the next: a suspected race in
+        Ray's core worker (unconfirmed) can lose, as it does, its note that the object is in the
+        object store, and a `ray.get` of it then waits for good, as one did once in CI (the
+        trainer now gives up after `DATA_SECONDS`, `_train`). Held here, the count stays above
+        0 while a launch's trials come. It keeps nothing alive longer: the launch's driver owns
+        the object, and it goes with the driver."""
+        with self.free:
+            self.datasets.pop(dataset.hex(), None)
+            self.datasets[dataset.hex()] = dataset
+            while len(self.datasets) > KEPT_DATASETS:
+                del self.datasets[next(iter(self.datasets))]
 
     def reports(self, token, timeout):
         """The trial's reports since the last call (waiting up to `timeout` seconds for one),

@@ -35,9 +35,6 @@ CHECK_CLAIMANT_SECONDS = 10.0
 STOPPING_SECONDS = 30.0
 # How long a trainer keeps the reports of an ended training that no trial came to fetch.
 FORGET_SECONDS = 600.0
-# How long a trainer waits for a trial's dataset (`ray.get` of its reference) before it gives
-# the trial up and ends (`Trainer._train`): a minute or two moves gigabytes between nodes.
-DATA_SECONDS = 120.0
 # Datasets a trainer holds a reference to, the latest (`Trainer._keep`): a few launches at once.
 KEPT_DATASETS = 4
 # How long a trial waits for its trainer's reports before it looks whether Tune stopped it.
@@ -100,12 +97,12 @@ class Trainer:
     """A warm trial worker (see the module's docstring). Its calls run in a few threads, so
     that a trial can fetch its reports and stop its training while it runs."""
 
-    def __init__(self, cpus, idle, data_seconds=DATA_SECONDS):
+    def __init__(self, cpus, idle, data_seconds=None):
         from lrsweep.run import trial
 
         trial.warm_up(cpus)
         trial._configure_gpus(None)  # a CPU trainer: TensorFlow must not take a card
-        self.idle, self.data_seconds = idle, data_seconds
+        self.idle, self.data_seconds = idle, data_seconds or trial.DATA_SECONDS
         self.ending = False  # a trainer that gave a trial up for its data takes no other
         self.free = threading.Condition()
         self.training = None  # the _Run training now
@@ -143,7 +140,7 @@ class Trainer:
         of it here fell to 0 after each trial and rose again with the next: a suspected race in
         Ray's core worker (unconfirmed) can lose, as it does, its note that the object is in the
         object store, and a `ray.get` of it then waits for good, as one did once in CI (the
-        trainer now gives up after `DATA_SECONDS`, `_train`). Held here, the count stays above
+        trainer now gives up after `trial.DATA_SECONDS`, `_train`). Held here, the count stays above
         0 while a launch's trials come. It keeps nothing alive longer: the launch's driver owns
         the object, and it goes with the driver."""
         with self.free:
@@ -191,8 +188,6 @@ class Trainer:
         threading.Thread(target=self._train_each, daemon=True).start()
 
     def _train(self, run, data, config, setup, extra, resume):
-        import ray
-
         from lrsweep.run import trial
 
         def report(result):
@@ -204,19 +199,15 @@ class Trainer:
                 pass
 
         try:
-            arrays = ray.get(data, timeout=self.data_seconds)
+            arrays = trial.shared_arrays(data, self.data_seconds)
             sweep = json.dumps([setup, arrays["x_train"].shape, arrays["num_classes"]], sort_keys=True, default=str)
             if sweep != self.kept_for:  # the models kept for another sweep are of no use to this one
                 self.kept, self.kept_for = {}, sweep
             trial.run_trial(config, arrays, setup, report, self.kept, extra, run.must_stop, resume)
             end = None
-        except ray.exceptions.GetTimeoutError:  # (the one `ray.get` with a timeout here)
-            # Seen once in CI, on a resumed launch: a trainer's `ray.get` of a trial's dataset
-            # reference waited for good, and the launch with it. The trial fails (Tune trains it
-            # again, `max_failures`, on another trainer) and this process, suspect, ends.
+        except trial.DataLate as e:  # this process is suspect: it ends, and the trial's retry trains elsewhere
             self.ending = True
-            end = RuntimeError(f"lrsweep trainer: the dataset's arrays did not reach the trainer in "
-                               f"{self.data_seconds:g} s; the trainer ends, and a retry of the trial trains on a new one")
+            end = RuntimeError(f"lrsweep trainer: {e}; the trainer ends, and a retry of the trial trains on a new one")
         except Exception:  # noqa: BLE001  (the trial fails with it, as if it had trained itself)
             end = RuntimeError(f"the trial failed on its trainer:\n{traceback.format_exc()}")
         with self.free:  # free before the trial hears of the end: its next claim comes at once

@@ -531,6 +531,28 @@ def build_trial(config, data, setup, kept=None, from_epoch=0):
     return model, fit, spe
 
 
+# How long a trial waits for the dataset's arrays from the object store before it fails
+# (`shared_arrays`): a minute or two moves gigabytes between nodes.
+DATA_SECONDS = 120.0
+
+
+class DataLate(RuntimeError):
+    """The dataset's arrays did not come from the object store in time (`shared_arrays`)."""
+
+
+def shared_arrays(reference, seconds=DATA_SECONDS):
+    """The dataset's arrays, from the object store. Seen once in CI, on a resumed launch: a
+    trainer's `ray.get` of them waited for good, and the launch with it (`pool.Trainer._keep`
+    has a guess at why); after `seconds` the trial fails instead (DataLate), and Tune trains
+    it again (`max_failures`)."""
+    import ray
+
+    try:
+        return ray.get(reference, timeout=seconds)
+    except ray.exceptions.GetTimeoutError:
+        raise DataLate(f"the dataset's arrays did not come from Ray's object store in {seconds:g} s") from None
+
+
 # The compiled model a trial worker keeps for its next trial (`build_trial`).
 _kept = {}
 
@@ -590,4 +612,4 @@ def train(config, *, data, setup):
         return
     _configure_tensorflow(setup["cpus"])
     _configure_gpus(gpu_ids)
-    run_trial(config, ray.get(data[0]), setup, tune_report, _kept, extra, resume=resume)
+    run_trial(config, shared_arrays(data[0]), setup, tune_report, _kept, extra, resume=resume)

@@ -32,6 +32,17 @@ def sweep_file(tmp_path, name, **settings):
 IDLE = {"LRSWEEP_TRAINER_IDLE_SECONDS": "3"}
 
 
+def settled(read, seconds=30):
+    """`read()` once it gives the same twice in a row, a second apart."""
+    last = read()
+    for _ in range(seconds):
+        time.sleep(1)
+        last, before = read(), last
+        if last == before:
+            return last
+    raise AssertionError(f"still changing after {seconds} s")
+
+
 def objects_stored(address):
     """How many objects the (one-node) cluster's object store holds."""
     from ray._private.internal_api import memory_summary
@@ -47,7 +58,7 @@ def test_a_second_launch_on_a_running_cluster_trains_on_the_trainers_the_first_l
     600 MB dataset filled the store)."""
     args = ["launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "4", "--max-epochs", "6",
             "--confirm-seeds", "0", "--address", ray_session]
-    stored = objects_stored(ray_session)
+    stored = settled(lambda: objects_stored(ray_session))  # an earlier test's launch may be freeing its own
     first = lrsweep(*args, "--results", str(tmp_path / "first"))
     assert first.returncode == 0, first.stderr[-2000:]
     left = trainers(1)
@@ -188,7 +199,8 @@ def test_a_trainer_whose_trial_data_never_arrives_gives_the_trial_up_and_ends(ra
     CI: a resumed launch waited for good on one trial) gives the trial up after its data
     wait, with a line saying what happened, takes no other trial, and ends, so that Tune's
     retry of the trial trains on a new trainer. Here the reference is the result of a
-    call that never returns, handed to a trainer of its own, whose wait is 3 s."""
+    call that never returns, handed to a trainer of its own, with a wait of 3 s (the
+    driver's `data_seconds`, two minutes and more for a large dataset)."""
     import ray
 
     from lrsweep.run.pool import CONCURRENCY, Trainer
@@ -199,17 +211,18 @@ def test_a_trainer_whose_trial_data_never_arrives_gives_the_trial_up_and_ends(ra
             time.sleep(3600)
 
     never = Never.remote()
-    trainer = ray.remote(Trainer).options(num_cpus=0, max_concurrency=CONCURRENCY).remote(1, 60.0, data_seconds=3)
+    trainer = ray.remote(Trainer).options(num_cpus=0, max_concurrency=CONCURRENCY).remote(1, 60.0)
     try:
         claimant = never._actor_id.hex()
-        assert ray.get(trainer.start.remote("first", claimant, {}, [never.answer.remote()], {}, {}), timeout=120)
+        setup = {"data_seconds": 3}
+        assert ray.get(trainer.start.remote("first", claimant, {}, [never.answer.remote()], setup, {}), timeout=120)
         late = "the dataset's arrays did not come from Ray's object store in 3 s; the trainer ends"
         with pytest.raises(ray.exceptions.RayTaskError, match=late):
             for _ in range(60):  # each call waits up to 1 s for a report
                 ray.get(trainer.reports.remote("first", 1.0), timeout=30)
         with pytest.raises(ray.exceptions.RayActorError):
             for _ in range(60):  # refused while it ends, then gone
-                assert not ray.get(trainer.start.remote("second", claimant, {}, [ray.put({})], {}, {}), timeout=30)
+                assert not ray.get(trainer.start.remote("second", claimant, {}, [ray.put({})], setup, {}), timeout=30)
                 time.sleep(0.5)
     finally:
         ray.kill(never)
@@ -227,9 +240,9 @@ def test_a_trainer_lets_go_of_the_models_it_kept_for_another_sweep(ray_session, 
                        "--confirm-seeds", "0", "--results", str(tmp_path / name), "--address", ray_session)
         assert done.returncode == 0, done.stderr[-2000:]
 
-    def on_each_trainer(call):
+    def on_each_trainer(call, names):
         return {name: ray.get(ray.get_actor(name, namespace=NAMESPACE).__ray_call__.remote(call), timeout=60)
-                for name in trainers(1)}
+                for name in names}
 
     def watch(self):  # weak references to the models this trainer keeps now
         import weakref
@@ -238,8 +251,10 @@ def test_a_trainer_lets_go_of_the_models_it_kept_for_another_sweep(ray_session, 
         return len(self.watched)
 
     launch("sweeps/ionosphere.py", "first")
-    assert sum(on_each_trainer(watch).values()) > 0
+    watched = trainers(1)  # (a trainer ends only after 900 s unused)
+    assert sum(on_each_trainer(watch, watched).values()) > 0
     launch("sweeps/digits.py", "second")
-    after = on_each_trainer(lambda self: (self.kept_for != self.watched_for, [r() is None for r in self.watched]))
+    after = on_each_trainer(lambda self: (self.kept_for != self.watched_for, [r() is None for r in self.watched]),
+                            watched)
     assert any(switched for switched, _ in after.values())  # the second sweep trained on a trainer of the first
     assert all(all(freed) for switched, freed in after.values() if switched), after

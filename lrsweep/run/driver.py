@@ -529,8 +529,10 @@ def _launch(sweep, name, address, resume, dashboard_host, print_fn, data):
     from lrsweep.run.search import FixedConfigs, ToTheEnd, scheduler, search_algorithm
     from lrsweep.run.trial import train
 
+    from lrsweep.run.trial import data_seconds
+
     arrays = trial_arrays(data)
-    setup = {**training_setup(sweep), "trainer_idle_seconds": idle}
+    setup = {**training_setup(sweep), "trainer_idle_seconds": idle, "data_seconds": data_seconds(arrays)}
     import ray
 
     # In a list: a reference at the top would reach the trial resolved, and the trial hands

@@ -41,7 +41,7 @@ def suggestions(lrs, smooth):
 def range_test(optimizer_name, data, setup, keras):
     """Rows (step, lr, loss, smoothed_loss) of one optimizer's range test."""
     from lrsweep.models import build_model, loss_for
-    from lrsweep.run.trial import batches, make_optimizer, seed_trial, thread_count
+    from lrsweep.run.trial import batches, make_optimizer, release_readers, seed_trial, thread_count
 
     keras.backend.clear_session()
     seed_trial(setup["seed"])
@@ -64,7 +64,10 @@ def range_test(optimizer_name, data, setup, keras):
 
     pipeline = batches(x, y, setup["batch_size"], shuffle=True, seed=setup["seed"],
                        threads=thread_count(setup["cpus"]), repeat=True)
-    model.fit(pipeline, epochs=STEPS, steps_per_epoch=1, shuffle=False, verbose=0, callbacks=[Watch()])
+    try:
+        model.fit(pipeline, epochs=STEPS, steps_per_epoch=1, shuffle=False, verbose=0, callbacks=[Watch()])
+    finally:
+        release_readers()
     losses = [loss for loss in losses if math.isfinite(loss)]  # the test stopped at the first that is not
     return [{"optimizer": optimizer_name, "step": step, "lr": float(rate(step)), "loss": loss,
              "smoothed_loss": float(s)} for step, (loss, s) in enumerate(zip(losses, smoothed(losses)))]

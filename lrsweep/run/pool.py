@@ -98,12 +98,12 @@ class Trainer:
     """A warm trial worker (see the module's docstring). Its calls run in a few threads, so
     that a trial can fetch its reports and stop its training while it runs."""
 
-    def __init__(self, cpus, idle, data_seconds=None):
+    def __init__(self, cpus, idle):
         from lrsweep.run import trial
 
         trial.warm_up(cpus)
         trial._configure_gpus(None)  # a CPU trainer: TensorFlow must not take a card
-        self.idle, self.data_seconds = idle, data_seconds or trial.DATA_SECONDS
+        self.idle = idle
         self.ending = False  # a trainer that gave a trial up for its data takes no other
         self.free = threading.Condition()
         self.training = None  # the _Run training now
@@ -121,14 +121,16 @@ class Trainer:
         trial trains here. A training that was stopped, or whose trial has died (a killed
         launch), ends at its next epoch: the claim waits for that. `data` holds the
         reference to the shared arrays, `resume` the trial's checkpoint or None."""
-        self._keep(data[0])
         with self.free:
             if self.ending:
                 return False
             if self.training is not None and not self.training.must_stop(now=True):
                 return False
-            if not self.free.wait_for(lambda: self.training is None, timeout=STOPPING_SECONDS):
+            if not self.free.wait_for(lambda: self.training is None or self.ending, timeout=STOPPING_SECONDS):
                 return False
+            if self.ending:  # it gave the stopped training up for its data meanwhile
+                return False
+            self._keep(data[0])
             for old in [t for t, run in self.runs.items() if run.ended and time.time() - run.ended > FORGET_SECONDS]:
                 del self.runs[old]  # ended, and its trial never came for the rest (it died)
             run = self.training = self.runs[token] = _Run(claimant)
@@ -141,14 +143,13 @@ class Trainer:
         of it here fell to 0 after each trial and rose again with the next: a suspected race in
         Ray's core worker (unconfirmed) can lose, as it does, its note that the object is in the
         object store, and a `ray.get` of it then waits for good, as one did once in CI (the
-        trainer now gives up after `trial.DATA_SECONDS`, `_train`). Held here, the count stays above
-        0 while a launch's trials come. It keeps nothing alive longer: the launch's driver owns
-        the object, and it goes with the driver."""
-        with self.free:
-            self.datasets.pop(dataset.hex(), None)
-            self.datasets[dataset.hex()] = dataset
-            while len(self.datasets) > KEPT_DATASETS:
-                del self.datasets[next(iter(self.datasets))]
+        trainer now gives up, `trial.shared_arrays`). Held here, the count stays above 0 while
+        a launch's trials come. Once the launch's driver has ended, the reference holds
+        nothing: the driver owned the object. Called with `self.free` held."""
+        self.datasets.pop(dataset.hex(), None)
+        self.datasets[dataset.hex()] = dataset
+        while len(self.datasets) > KEPT_DATASETS:
+            del self.datasets[next(iter(self.datasets))]
 
     def reports(self, token, timeout):
         """The trial's reports since the last call (waiting up to `timeout` seconds for one),
@@ -200,7 +201,7 @@ class Trainer:
                 pass
 
         try:
-            arrays = trial.shared_arrays(data, self.data_seconds)
+            arrays = trial.shared_arrays(data, setup["data_seconds"])
             sweep = json.dumps([setup, arrays["x_train"].shape, arrays["num_classes"]], sort_keys=True, default=str)
             if sweep != self.kept_for:  # the models kept for another sweep are of no use to this one
                 self.kept, self.kept_for = {}, sweep
@@ -210,7 +211,8 @@ class Trainer:
             trial.run_trial(config, arrays, setup, report, self.kept, extra, run.must_stop, resume)
             end = None
         except trial.DataLate as e:  # this process is suspect: it ends, and the trial's retry trains elsewhere
-            self.ending = True
+            with self.free:
+                self.ending = True
             end = RuntimeError(f"lrsweep trainer: {e}; the trainer ends, and a retry of the trial trains on a new one")
         except Exception:  # noqa: BLE001  (the trial fails with it, as if it had trained itself)
             end = RuntimeError(f"the trial failed on its trainer:\n{traceback.format_exc()}")
@@ -219,9 +221,9 @@ class Trainer:
             self.training = None
             self.free.notify_all()
         run.reports.put(end)
-        if self.ending:  # once its trial has the error (or has gone)
+        if self.ending:  # once its trial has the error (or has gone, or was stopped)
             deadline = time.time() + STOPPING_SECONDS
-            while not run.reports.empty() and time.time() < deadline:
+            while run in self.runs.values() and time.time() < deadline:
                 time.sleep(POLL_SECONDS)
             _end_this_actor()
 

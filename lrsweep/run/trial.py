@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 import time
 
 from lrsweep.quiet import quiet_stderr, quiet_termination
@@ -204,7 +205,7 @@ def batches(x, y, batch_size, *, shuffle, seed, threads, repeat=False, skip_epoc
     def take(rows):
         return x[rows], y[rows]
 
-    _readers.append(take)
+    _made.readers.append(take)
     rows = tf.data.Dataset.range(len(x))
     if shuffle:
         rows = rows.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -218,29 +219,37 @@ def batches(x, y, batch_size, *, shuffle, seed, threads, repeat=False, skip_epoc
     return data.prefetch(2).with_options(options)
 
 
-# The readers `batches` made for the trial training in this process, until it ends (`release_readers`).
-_readers = []
+class _Made(threading.local):
+    """The readers `batches` made on a thread, until its trial ends (`release_readers`)."""
+
+    def __init__(self):
+        self.readers = []
+
+
+_made = _Made()
 
 
 def release_readers():
-    """Let go of the input pipelines' readers of a trial that has ended, and with them of
-    the dataset's arrays. `tf.numpy_function` keeps the function it calls alive as long as
-    the outermost graph of its caller: for tf.data's map functions in eager mode, the
-    process's global graph, which only `clear_session` replaces, and a trial on a kept
-    model does not call it. A trainer serving one launch after another on a running cluster
-    kept each launch's dataset in the object store (5 launches of one sweep: 5 copies, until
-    the trainers ended). TensorFlow holds each function in that graph's list of them, and
-    ties the wrapper it lists to the function as `ag_dnc_wrapper__`
-    (`script_ops._internal_py_func`): the readers' wrappers leave the list, nothing else."""
+    """Let go of the input pipelines' readers that this thread's trial made (`batches`), and
+    with them of the dataset's arrays, once it has ended. `tf.numpy_function` keeps the
+    function it calls alive as long as the outermost graph of its caller: for tf.data's map
+    functions in eager mode, the thread's default graph, which lives until `clear_session`
+    replaces it, which a trial on a kept model does not call, or the thread ends (a trainer's
+    training thread trains 25 trials, `pool.TRIALS_PER_THREAD`). A trainer serving one
+    launch after another on a running cluster kept each of those launches' datasets in the
+    object store (5 launches of one sweep: 5 copies). TensorFlow holds each function in
+    that graph's list of them, and ties the wrapper it lists to the function as
+    `ag_dnc_wrapper__` (`script_ops._internal_py_func`): the readers' wrappers leave the
+    list, nothing else. Call it on the thread that made them."""
     from tensorflow.python.framework import ops
 
-    wrappers = {id(w) for w in (getattr(take, "ag_dnc_wrapper__", None) for take in _readers) if w is not None}
+    made, _made.readers = _made.readers, []
+    wrappers = {id(w) for w in (getattr(take, "ag_dnc_wrapper__", None) for take in made) if w is not None}
     listed = getattr(ops.get_default_graph(), "_py_funcs_used_in_graph", None)
     if listed is not None:
         listed[:] = [f for f in listed if id(f) not in wrappers]
-    for take in _readers:  # the wrapper holds the reader: without the way back, both go at once
+    for take in made:  # the wrapper holds the reader: without the way back, both go at once
         take.__dict__.pop("ag_dnc_wrapper__", None)
-    _readers.clear()
 
 
 # A validation set up to this size is copied into each trial's TensorFlow (see `input_pipelines`).
@@ -532,19 +541,26 @@ def build_trial(config, data, setup, kept=None, from_epoch=0):
 
 
 # How long a trial waits for the dataset's arrays from the object store before it fails
-# (`shared_arrays`): a minute or two moves gigabytes between nodes.
-DATA_SECONDS = 120.0
+# (`shared_arrays`): two minutes, and a second more for every 10 MB of them (a slow network's
+# speed: a 6 GB dataset gets 12 minutes).
+DATA_SECONDS, DATA_BYTES_PER_SECOND = 120.0, 10e6
+
+
+def data_seconds(arrays):
+    """How long a trial may wait for `arrays` from the object store (`shared_arrays`)."""
+    size = sum(getattr(value, "nbytes", 0) for value in arrays.values())
+    return DATA_SECONDS + size / DATA_BYTES_PER_SECOND
 
 
 class DataLate(RuntimeError):
     """The dataset's arrays did not come from the object store in time (`shared_arrays`)."""
 
 
-def shared_arrays(reference, seconds=DATA_SECONDS):
+def shared_arrays(reference, seconds):
     """The dataset's arrays, from the object store. Seen once in CI, on a resumed launch: a
     trainer's `ray.get` of them waited for good, and the launch with it (`pool.Trainer._keep`
-    has a guess at why); after `seconds` the trial fails instead (DataLate), and Tune trains
-    it again (`max_failures`)."""
+    has a guess at why); after `seconds` (`data_seconds`, the driver's) the trial fails
+    instead (DataLate), and Tune trains it again (`max_failures`)."""
     import ray
 
     try:
@@ -612,4 +628,4 @@ def train(config, *, data, setup):
         return
     _configure_tensorflow(setup["cpus"])
     _configure_gpus(gpu_ids)
-    run_trial(config, shared_arrays(data[0]), setup, tune_report, _kept, extra, resume=resume)
+    run_trial(config, shared_arrays(data[0], setup["data_seconds"]), setup, tune_report, _kept, extra, resume=resume)

@@ -74,7 +74,8 @@ def head(tmp_path_factory):
                 if time.time() > deadline or head.poll() is not None:
                     raise RuntimeError("the test cluster's dashboard did not come up")
                 time.sleep(1)
-        yield {"dashboard": url, "client": f"ray://127.0.0.1:{client_port}", "gcs": f"127.0.0.1:{gcs_port}"}
+        yield {"dashboard": url, "client": f"ray://127.0.0.1:{client_port}", "gcs": f"127.0.0.1:{gcs_port}",
+               "pid": head.pid}
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops what it started
         try:
@@ -137,30 +138,63 @@ def test_submit_no_wait_returns_with_the_job_that_logs_follows(dashboard, tmp_pa
     runtime_env = jobs_client(dashboard).get_job_info(job).runtime_env
     assert runtime_env["env_vars"] == {"LRSWEEP_TRAINER_IDLE_SECONDS": "120"}
     assert "1/1" not in done.stdout  # it did not wait for the trial
-    # Ray's stream of the output ends before the job (its job module restarting: ray#51601),
-    # here after its first piece: the rest comes all the same, once, and the job's outcome
-    from ray.job_submission import JobSubmissionClient
-
-    from lrsweep.run.jobs import logs
-
-    class StreamEndsEarly(JobSubmissionClient):
-        async def tail_job_logs(self, job_id):
-            async for chunk in super().tail_job_logs(job_id):
-                yield chunk
-                return
-
-    early = jobs_client(dashboard)
-    early.__class__ = StreamEndsEarly  # the client Ray made, with its address and token
-    pieces, outcome = [], []
-    beside = threading.Thread(target=lambda: outcome.append(logs(job, dashboard, True, pieces.append, early)))
-    beside.start()  # while the job runs, as the command below
     followed = lrsweep("logs", job, "--follow", "--address", dashboard, timeout=300)
-    beside.join(timeout=120)
     assert followed.returncode == 0, followed.stderr[-2000:]
     assert "1/1" in followed.stdout and "lrsweep rank --dataset ionosphere" in followed.stdout
     assert followed.stdout.count(warning) == 1
-    assert outcome == [0] and "".join(pieces) == followed.stdout and len(pieces) > 1  # the stream's first, then more
     assert len(pd.read_parquet(results / "trials")) == 1
+
+
+def test_logs_follow_reads_on_where_the_dashboards_job_module_restarts(head, tmp_path):
+    """Ray's stream of a job's output ends before the job where the dashboard's job module
+    restarts (ray-project/ray#51601), and the dashboard answers 500 until it is back: here
+    that module's process is killed (SIGKILL) while `logs --follow` streams, and the dashboard
+    starts it again. The command reads the rest from the job's whole output: every line
+    once, nothing lost, and it exits as the job ended."""
+    dashboard = head["dashboard"]
+    done = lrsweep("submit", "sweeps/ionosphere.py", "--address", dashboard, "--data-dir", TEST_DATA, "--no-wait",
+                   "--num-samples", "6", "--max-epochs", "30", "--confirm-seeds", "0", "--results",
+                   str(tmp_path / "results"), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    job = done.stdout.split()[1]
+    followed = subprocess.Popen([sys.executable, "-m", "lrsweep", "logs", job, "--follow", "--address", dashboard],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+    try:
+        first = ""  # up to the launch's first line, streamed: the job trains on
+        while not first.endswith("\n") or not first.splitlines()[-1].startswith("sweep "):
+            line = followed.stdout.readline()
+            assert line, first + followed.stderr.read()[-2000:]  # it ended before that line
+            first += line
+        module = [pid for pid, (_, command) in descendants(head["pid"]).items()
+                  if command.startswith("ray-dashboard-JobHead-")]
+        assert len(module) == 1, descendants(head["pid"])
+        os.kill(module[0], signal.SIGKILL)
+        rest = []  # read on from the pipe's buffer (`communicate` would skip what it holds)
+        reader = threading.Thread(target=lambda: rest.append(followed.stdout.read()), daemon=True)
+        reader.start()
+        followed.wait(timeout=300)
+        reader.join(timeout=60)
+        rest, stderr = "".join(rest), followed.stderr.read()
+    finally:
+        if followed.poll() is None:
+            os.killpg(followed.pid, signal.SIGKILL)
+    assert followed.returncode == 0, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-2000:]
+    whole = lrsweep("logs", job, "--address", dashboard, timeout=60)
+    assert whole.returncode == 0 and first + rest == whole.stdout
+    assert "6/6" in rest and "lrsweep rank --dataset ionosphere" in rest
+    assert any(command.startswith("ray-dashboard-JobHead-") for _, command in descendants(head["pid"]).values())
+
+
+def descendants(pid):
+    """{process id: (parent id, command line)} of the processes `pid` started, and theirs."""
+    found, every = {}, processes()
+    while True:
+        more = {p: entry for p, entry in every.items() if entry[0] in {pid, *found} and p not in found}
+        if not more:
+            return found
+        found.update(more)
 
 
 def test_submit_through_a_forwarded_port_leaves_the_checks_of_the_heads_paths_to_the_head(dashboard, tmp_path):

@@ -245,11 +245,12 @@ def _state(client, job, address):
 def _read_on(client, job, address, write, written):
     """The job's output after its first `written` characters, read from its whole output
     every `FOLLOW_SECONDS` until the job has ended; a dashboard that does not answer (it is
-    restarting) is asked again, `FOLLOW_RETRIES` times in a row at most."""
+    restarting) is asked again, `FOLLOW_RETRIES` times in a row at most. Returns the ended
+    job's `_state`."""
     state, failures = None, 0
-    while state not in EXIT_STATUS:
+    while state is None or state[0] not in EXIT_STATUS:
         try:
-            state = _state(client, job, address)[0]
+            now = _state(client, job, address)
             text = client.get_job_logs(job)  # after the state: all the output of a job it says ended
         except (RuntimeError, OSError):
             failures += 1
@@ -257,12 +258,13 @@ def _read_on(client, job, address, write, written):
                 raise
             time.sleep(FOLLOW_SECONDS)
             continue
-        failures = 0
+        failures, state = 0, now  # (an ended state counts once the output after it is read)
         write(text[written:])
         sys.stdout.flush()
         written = max(written, len(text))
-        if state not in EXIT_STATUS:
+        if state[0] not in EXIT_STATUS:
             time.sleep(FOLLOW_SECONDS)
+    return state
 
 
 def status(job, address):
@@ -295,12 +297,12 @@ def logs(job, address, follow, write=sys.stdout.write, client=None):
 
     try:
         asyncio.run(tail())
-        ended = _state(client, job, address)[0] in EXIT_STATUS
+        state = _state(client, job, address)
     except RuntimeError:  # the stream closed abnormally (the dashboard restarting): read on below
-        ended = False
-    if not ended:
-        _read_on(client, job, address, write, written)
-    _, line, status = _state(client, job, address)
+        state = None
+    if state is None or state[0] not in EXIT_STATUS:  # (it asks again while the dashboard restarts)
+        state = _read_on(client, job, address, write, written)
+    _, line, status = state
     if status:
         print(f"lrsweep: {line}", file=sys.stderr)
     return status

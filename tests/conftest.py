@@ -48,15 +48,8 @@ def stacks(pid):
     if spy is None:
         return "(py-spy, which would show where each process was, is not installed)"
     running = processes()
-    parent = {other: up for other, (up, _) in running.items()}
     names = {other: name for other, (_, name) in running.items()}
-
-    def ours(other):  # a descendant of this test session
-        while other in parent and other not in (0, 1, os.getpid()):
-            other = parent[other]
-        return other == os.getpid()
-
-    chosen = [pid] + [other for other, name in names.items() if other != pid and ours(other) and (
+    chosen = [pid] + [other for other, (_, name) in descendants(os.getpid(), running).items() if other != pid and (
         name.startswith("ray::") and not name.startswith(("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent"))
         or "lrsweep launch" in name)]
     said = []
@@ -85,6 +78,17 @@ def processes():
         except (OSError, IndexError, ValueError):
             continue
     return found
+
+
+def descendants(pid, running=None):
+    """{process id: (parent id, command line)} of the processes `pid` started, and theirs,
+    among `running` (`processes()`, read now if not given)."""
+    found, running = {}, processes() if running is None else running
+    while True:
+        more = {p: entry for p, entry in running.items() if entry[0] in {pid, *found} and p not in found}
+        if not more:
+            return found
+        found.update(more)
 
 
 def lrsweep_read_until(until, *args, timeout=180):

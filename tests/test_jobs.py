@@ -21,8 +21,8 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from tests.conftest import (REPO, TEST_DATA, assert_refused, lrsweep, lrsweep_read_until, processes, tune_finished,
-                            wait_for)
+from tests.conftest import (REPO, TEST_DATA, assert_refused, descendants, lrsweep, lrsweep_read_until, processes,
+                            tune_finished, wait_for)
 
 
 _GIVEN = set()
@@ -185,16 +185,6 @@ def test_logs_follow_reads_on_where_the_dashboards_job_module_restarts(head, tmp
     assert whole.returncode == 0 and first + rest == whole.stdout
     assert "6/6" in rest and "lrsweep rank --dataset ionosphere" in rest
     assert any(command.startswith("ray-dashboard-JobHead-") for _, command in descendants(head["pid"]).values())
-
-
-def descendants(pid):
-    """{process id: (parent id, command line)} of the processes `pid` started, and theirs."""
-    found, every = {}, processes()
-    while True:
-        more = {p: entry for p, entry in every.items() if entry[0] in {pid, *found} and p not in found}
-        if not more:
-            return found
-        found.update(more)
 
 
 def test_submit_through_a_forwarded_port_leaves_the_checks_of_the_heads_paths_to_the_head(dashboard, tmp_path):

@@ -527,9 +527,7 @@ def _launch(sweep, name, address, resume, dashboard_host, print_fn, data):
     keep_registered_trainables()
     from lrsweep.run.recorder import Recorder
     from lrsweep.run.search import FixedConfigs, ToTheEnd, scheduler, search_algorithm
-    from lrsweep.run.trial import train
-
-    from lrsweep.run.trial import data_seconds
+    from lrsweep.run.trial import data_seconds, train
 
     arrays = trial_arrays(data)
     setup = {**training_setup(sweep), "trainer_idle_seconds": idle, "data_seconds": data_seconds(arrays)}

@@ -122,15 +122,22 @@ def assert_refused(done, *words, stdout=""):
     assert done.stdout == stdout, done.stdout[-2000:]
 
 
-def tune_finished(experiment):
-    """The trials that Tune's experiment state, as saved in folder `experiment`, holds done
-    (`--resume` does not run them again), and whether a saved state was there to read."""
+def tune_trials(experiment):
+    """{trial id: status} of the trials in Tune's experiment state as saved in folder
+    `experiment`; None where no saved state is there to read."""
     saved = sorted(experiment.glob("experiment_state-*.json"))
     try:
         trials = [json.loads(state) for state, _ in json.loads(saved[-1].read_text())["trial_data"]]
     except (IndexError, ValueError, OSError):  # none yet, or caught mid-copy
-        return set(), False
-    return {trial["trial_id"] for trial in trials if trial["status"] == "TERMINATED"}, True
+        return None
+    return {trial["trial_id"]: trial["status"] for trial in trials}
+
+
+def tune_finished(experiment):
+    """The trials that Tune's experiment state, as saved in folder `experiment`, holds done
+    (`--resume` does not run them again), and whether a saved state was there to read."""
+    trials = tune_trials(experiment)
+    return {trial_id for trial_id, status in (trials or {}).items() if status == "TERMINATED"}, trials is not None
 
 
 def wait_for(condition, seconds, what, every=0.5):

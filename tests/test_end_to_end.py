@@ -29,7 +29,7 @@ from lrsweep.results.store import read_frame, write_rows
 from lrsweep.run.driver import launch, promoted_configs
 from lrsweep.sweep.spec import load_sweep
 from tests.conftest import (REPO, TEST_DATA, assert_refused, lrsweep, lrsweep_read_until, processes, trainers,
-                            tune_finished, wait_for)
+                            tune_finished, tune_trials, wait_for)
 from tests.reference import rate
 
 ONE_PER_FAMILY = [
@@ -327,12 +327,39 @@ def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_ses
     epochs = read_frame(str(results), "epochs")
     assert set(before["trial_id"]) <= set(trials["trial_id"]) and trials["trial_id"].is_unique
     search, confirm = trials[trials["stage"] == "search"], trials[trials["stage"] == "confirm"]
-    # trials begun after the last save are sampled anew (the store keeps the first ones too)
-    assert len(search) >= 24
+    # trials stored after the last save count as done (the next test makes sure there are some)
+    assert len(search) == 24
     assert len(confirm) == 2 * rank(search)["best_trial"].notna().sum()
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
     stored = epochs.groupby("trial_id").size()
     assert (stored[trials["trial_id"]].to_numpy() == trials["epochs"].to_numpy()).all()
+
+
+def test_search_trials_stored_after_tunes_last_save_count_as_done_on_resume(ray_session, tmp_path):
+    """SIGKILL of the driver once four search trials are stored, Tune having saved its state
+    only as the search started (with its first trials still to start): that state holds at
+    most two of them. `--resume` counts the others as done instead of drawing as many more:
+    the search ends with num_samples trials, those among them as they were stored, and no
+    configuration trained twice."""
+    results = tmp_path / "results"
+    args = ["launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "12", "--max-epochs", "6",
+            "--confirm-seeds", "0", "--results", str(results), "--name", "late", "--address", ray_session]
+    sigkill_launch(args, lambda: len(read_frame(str(results), "trials")) >= 4, settle=0, every=0.05,
+                   tune_saves_every=3600)
+    before = read_frame(str(results), "trials")
+    known = tune_trials(results / "tune" / "late")
+    late = before[~before["trial_id"].isin(known)]
+    assert len(known) <= 2 and len(before) < 12 and len(late) >= 2
+
+    done = lrsweep(*args, "--resume", timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{len(late)} trials stored after Tune's last save before the launch stopped count as done" in done.stdout
+    trials = read_frame(str(results), "trials")
+    assert len(trials) == 12 and trials["trial_id"].is_unique
+    kept = trials.set_index("trial_id").loc[late["trial_id"]]
+    assert (kept["end_time"].to_numpy() == late["end_time"].to_numpy()).all()  # not trained again
+    assert not trials.duplicated(["family", "params"]).any()
+    assert done.stdout.count(" 12/12 ") == 1  # the progress counts them
 
 
 def long_sweep(folder, search=False):

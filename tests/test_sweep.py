@@ -335,6 +335,44 @@ def test_a_search_of_fewer_configurations_than_num_samples_trains_each_once(fami
     assert (resumed.suggest("again") is Searcher.FINISHED) is (size is not None)
 
 
+def family_params(config):
+    """The parameters of a trial config's family, as the store keeps them."""
+    optimizer, family = config["family"].split("/")
+    return config[optimizer][family]
+
+
+def test_a_resumed_search_counts_the_trials_stored_after_tunes_last_save(tmp_path):
+    """Trials that began after Tune's last save before a kill, and ended stored, are told to
+    the restored search as the trials they were: it draws that many fewer, and none of
+    their configurations again. What tells them is no part of the state Tune saves."""
+    sweep = Sweep(name="late", max_epochs=5, num_samples=8, families={
+        "step": {"initial_lr": 0.1, "drop": Choice(0.25, 0.5), "epochs_drop": Choice(2, 5, 10)},
+        "constant": {"initial_lr": Range(1e-3, 0.5, log=True)}})
+    search, count = search_algorithm(sweep)
+    drawn = [search.suggest(str(k)) for k in range(2)]
+    search.save(tmp_path / "searcher.pkl")  # Tune's last save
+    late = [search.suggest(trial_id) for trial_id in ("late-1", "late-2")]  # then the kill
+    stored = [{"trial_id": trial_id, "label": config["family"], "status": "completed", "value": 0.5,
+               "params": family_params(config)}
+              for trial_id, config in [("0", drawn[0]), ("late-1", late[0]), ("late-2", late[1])]]
+
+    resumed, _ = search_algorithm(sweep)
+    resumed.restore(tmp_path / "searcher.pkl")
+    counted = []
+    resumed.resume_with(stored, count, counted.extend)
+    more = []
+    while (config := resumed.suggest(f"new-{len(more)}")) is not Searcher.FINISHED:
+        more.append(config)
+    assert len(more) == count - 4 and [trial["trial_id"] for trial in counted] == ["late-1", "late-2"]
+    keys = [json.dumps(config, sort_keys=True) for config in drawn + late + more]
+    assert len(set(keys)) == len(keys)
+    told = {tuple(sorted(trial.params.items())) for trial in resumed._ot_study.get_trials()
+            if trial.state == optuna.trial.TrialState.COMPLETE}
+    assert {tuple(sorted(search._space.optuna_params(c["family"], family_params(c)).items())) for c in late} == told
+    resumed.save(tmp_path / "again.pkl")
+    assert not {"stored", "total", "counted"} & set(pickle.loads((tmp_path / "again.pkl").read_bytes()))
+
+
 @pytest.mark.parametrize("label, params", [
     ("sgd/step", {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": 2}),
     ("adam/constant", {"initial_lr": 0.001}),

@@ -11,6 +11,7 @@ imports TensorFlow.
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -596,6 +597,7 @@ def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, 
     if resume and tune_state_exists(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
         _record_here(tuner, recorder)
+        _count_stored_trials(tuner, sweep, recorder, num_samples)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -653,6 +655,28 @@ def _record_here(tuner, recorder):
     run_config = local.get_run_config()  # Tuner.restore takes no callbacks
     run_config.callbacks = [recorder if isinstance(callback, type(recorder)) else callback
                             for callback in run_config.callbacks]
+
+
+def _count_stored_trials(tuner, sweep, recorder, num_samples):
+    """A search resumed after a kill counts the trials that began after Tune's last save and
+    ended stored as done (`NewConfigs.resume_with`): Tune's state does not hold them, and the
+    search would draw as many more (storing more than num_samples trials, or a copy)."""
+    local = _local_tuner(tuner)
+    searcher = local._tune_config.search_alg if local is not None else None
+    if not hasattr(searcher, "resume_with"):  # fixed configs; or Tune on a cluster's head
+        return
+    from lrsweep.run.trial import worst_value
+
+    trials = _search_trials(sweep, recorder.sweep_name, recorder.dataset)
+    ended = trials[trials["status"].isin(["completed", "early_stopped", "diverged"])]
+    worst = worst_value(sweep.metric, sweep.mode)
+    stored = []
+    for _, trial in ended.iterrows():
+        value = trial[f"final_{sweep.metric}"]
+        stored.append({"trial_id": trial["trial_id"], "label": f"{trial['optimizer']}/{trial['family']}",
+                       "params": json.loads(trial["params"]), "status": trial["status"],
+                       "value": float(value) if trial["status"] != "diverged" and math.isfinite(value) else worst})
+    searcher.resume_with(stored, num_samples, recorder.count_stored)
 
 
 def _search_trials(sweep, name, dataset):

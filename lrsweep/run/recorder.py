@@ -313,12 +313,27 @@ class Recorder(tune.Callback):
 
     # progress
 
-    def _progress(self, trial_id, label, status, row):
-        metric, mode = self.settings["metric"], self.settings["mode"]
-        value = row.get(f"final_{metric}")
+    def count_stored(self, trials):
+        """On resume, `trials` (dicts of `trial_id`, `label`, `status`, `value`) that were
+        stored after Tune's last save before the launch stopped: they count as done, and
+        are not trained again (`search.NewConfigs.resume_with`)."""
+        for trial in trials:
+            self.statuses[trial["trial_id"]] = trial["status"]
+            self._consider(trial["value"], trial["label"], trial["status"])
+        self.print(f"{len(trials)} trial{'s' * (len(trials) != 1)} stored after Tune's last save before the launch "
+                   f"stopped count{'s' * (len(trials) == 1)} as done: not trained again")
+
+    def _consider(self, value, label, status):
+        """Keep (value, label) as the best so far if it is."""
         if status != "error" and status != "diverged" and value is not None:
+            mode = self.settings["mode"]
             if self.best is None or (value > self.best[0] if mode == "max" else value < self.best[0]):
                 self.best = (value, label)
+
+    def _progress(self, trial_id, label, status, row):
+        metric = self.settings["metric"]
+        value = row.get(f"final_{metric}")
+        self._consider(value, label, status)
         done = len(self.statuses)
         shown = f"{metric} {value:.4f}" if isinstance(value, float) and status != "diverged" else status
         best = f"best {self.best[0]:.4f} {self.best[1]}" if self.best else "no result yet"

@@ -52,9 +52,51 @@ class NewConfigs(OptunaSearch):
     is that much shorter."""
 
     DRAWS = 50
+    # set by `resume_with` for the launch at hand, never saved with Tune's state
+    _TRANSIENT = ("stored", "total", "counted")
+
+    def resume_with(self, stored, total, counted):
+        """Before a `--resume`: `stored` are the search's ended trials in the store, as
+        dicts of `trial_id`, `label`, `params` (the family's, as stored), `status` and
+        `value` (the metric Tune would have told); `total` its num_samples. Those that this
+        searcher's restored state does not know (they began after Tune's last save before
+        a kill, and ended before it) are told to Optuna as the trials they were, and count
+        towards `total`: the search draws that many fewer, and none of them again. They
+        go to `counted` (a callable) at the first draw."""
+        self.stored, self.total, self.counted = stored, total, counted
+
+    def save(self, checkpoint_path):
+        transient = {key: self.__dict__.pop(key) for key in self._TRANSIENT if key in self.__dict__}
+        try:
+            super().save(checkpoint_path)
+        finally:
+            self.__dict__.update(transient)
+
+    def _tell_stored(self, stored):
+        """Tell Optuna the `stored` trials it does not know, as done (`resume_with`)."""
+        told = []
+        for trial in stored:
+            params = self._space.optuna_params(trial["label"], trial["params"])
+            if trial["trial_id"] in self._ot_trials or params is None:
+                continue
+            self._ot_study.enqueue_trial(params)
+            sample = self._ot_study.ask()
+            self._suggest_from_define_by_run_func(self._space, sample)
+            self._ot_study.tell(sample, trial["value"])
+            self._ot_trials[trial["trial_id"]] = sample
+            self._completed_trials.add(trial["trial_id"])
+            told.append(trial)
+        if told:
+            self.counted(told)
 
     def suggest(self, trial_id):
         if getattr(self, "spent", False):  # a resumed search that had ended so
+            return Searcher.FINISHED
+        stored = self.__dict__.pop("stored", None)
+        if stored:
+            self._tell_stored(stored)
+        if len(self._ot_trials) >= getattr(self, "total", float("inf")):  # trials stored after Tune's last save
+            self.spent = True
             return Searcher.FINISHED
         # Tune asks with a new trial id each time: the study holds the trials drawn before
         drawn = {params_key(trial.params) for trial in self._ot_study.get_trials(deepcopy=False)}

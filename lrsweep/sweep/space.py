@@ -40,6 +40,14 @@ class SearchSpace:
                 fixed[key] = spec
         return fixed
 
+    def optuna_params(self, label, params):
+        """The Optuna params of family `label` with parameters `params` (all of the family's,
+        as the store keeps them); None where the space has no such family or parameter."""
+        drawn = [name for name, spec in self.arms.get(label, {}).items() if isinstance(spec, (Range, Choice))]
+        if label not in self.arms or any(name not in params for name in drawn):
+            return None
+        return {"family": label, **{_key(label, name): params[name] for name in drawn}}
+
     def undrawn(self, drawn):
         """Optuna params of a configuration that `drawn` (a set of `params_key`s) does not
         hold: the first of a family of finitely many, else a family of no end named alone

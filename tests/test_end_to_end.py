@@ -11,6 +11,7 @@ import json
 import math
 import os
 import pathlib
+import pickle
 import shutil
 import signal
 import subprocess
@@ -360,6 +361,13 @@ def test_search_trials_stored_after_tunes_last_save_count_as_done_on_resume(ray_
     assert (kept["end_time"].to_numpy() == late["end_time"].to_numpy()).all()  # not trained again
     assert not trials.duplicated(["family", "params"]).any()
     assert done.stdout.count(" 12/12 ") == 1  # the progress counts them
+    # ASHA's rungs, as Tune saved them last, hold them too: the trials after the resume were
+    # judged against them
+    saved = sorted((results / "tune" / "late").glob("callback-states-*.pkl"))[-1]
+    states = pickle.loads(saved.read_bytes()).values()
+    (rungs,) = [state["rungs"] for state in states if isinstance(state, dict) and "rungs" in state]
+    for milestone, recorded in rungs[0]:
+        assert set(recorded) == set(trials.loc[trials["epochs"] >= milestone, "trial_id"]), milestone
 
 
 def long_sweep(folder, search=False):

@@ -9,10 +9,11 @@ import pickle
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
+from ray.tune.experiment import Trial
 from ray.tune.search import Searcher
 
 from lrsweep import FAMILIES, Choice, LrsweepError, Range, Sweep
-from lrsweep.run.search import search_algorithm
+from lrsweep.run.search import scheduler, search_algorithm
 from lrsweep.schedules.registry import check_schedule
 from lrsweep.sweep.space import SearchSpace, trial_config
 from lrsweep.sweep.spec import load_sweep
@@ -371,6 +372,26 @@ def test_a_resumed_search_counts_the_trials_stored_after_tunes_last_save(tmp_pat
     assert {tuple(sorted(search._space.optuna_params(c["family"], family_params(c)).items())) for c in late} == told
     resumed.save(tmp_path / "again.pkl")
     assert not {"stored", "total", "counted"} & set(pickle.loads((tmp_path / "again.pkl").read_bytes()))
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_a_resumed_search_judges_its_trials_against_those_stored_after_tunes_last_save(mode):
+    """The rung results of trials that Tune's saved state does not hold (stored after its
+    last save before a kill) go into ASHA's rungs as it would have recorded them: a later
+    trial below them at a rung stops there."""
+    sweep = Sweep(name="late", max_epochs=9, num_samples=8, grace_period=1, reduction_factor=3,
+                  metric="val_accuracy" if mode == "max" else "val_loss",
+                  families={"constant": {"initial_lr": Range(1e-3, 0.5, log=True)}})
+    asha = scheduler(sweep)
+    asha.set_search_properties(sweep.metric, sweep.mode)  # as Tune does
+    sign = 1 if mode == "max" else -1
+    asha.record_stored({"a": {1: 0.5 * sign, 2: 0.6 * sign, 3: 0.8 * sign}, "b": {1: 0.4 * sign}})
+    rungs = dict(asha._brackets[0]._rungs)
+    assert rungs == {9: {}, 3: {"a": 0.8}, 1: {"a": 0.5, "b": 0.4}}
+    later = Trial("__fake", trial_id="later", stub=True)
+    asha.on_trial_add(None, later)
+    assert asha.on_trial_result(None, later, {"epoch": 1, sweep.metric: 0.6 * sign}) == "CONTINUE"
+    assert asha.on_trial_result(None, later, {"epoch": 3, sweep.metric: 0.7 * sign}) == "STOP"
 
 
 @pytest.mark.parametrize("label, params", [

@@ -676,7 +676,24 @@ def _count_stored_trials(tuner, sweep, recorder, num_samples):
         stored.append({"trial_id": trial["trial_id"], "label": f"{trial['optimizer']}/{trial['family']}",
                        "params": json.loads(trial["params"]), "status": trial["status"],
                        "value": float(value) if trial["status"] != "diverged" and math.isfinite(value) else worst})
-    searcher.resume_with(stored, num_samples, recorder.count_stored)
+    scheduler = local._tune_config.scheduler
+
+    def counted(told):
+        recorder.count_stored(told)
+        if hasattr(scheduler, "record_stored"):  # ASHA: the trials after the resume are judged against them too
+            scheduler.record_stored(_epoch_values(sweep, recorder, {trial["trial_id"] for trial in told}, worst))
+
+    searcher.resume_with(stored, num_samples, counted)
+
+
+def _epoch_values(sweep, recorder, trial_ids, worst):
+    """{trial id: {epoch: the sweep's metric then}} of stored trials `trial_ids`, a value
+    that is not a finite number (a diverged trial's) as `worst`."""
+    epochs = store.read_frame(sweep.results, "epochs", recorder.dataset, recorder.sweep_name)
+    epochs = epochs[epochs["trial_id"].isin(trial_ids)]
+    return {trial_id: {int(epoch): float(value) if math.isfinite(value) else worst
+                       for epoch, value in zip(rows["epoch"], rows[sweep.metric])}
+            for trial_id, rows in epochs.groupby("trial_id")}
 
 
 def _search_trials(sweep, name, dataset):

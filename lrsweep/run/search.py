@@ -168,6 +168,16 @@ class EarlyStopping(_NewestFirst, ASHAScheduler):
         """The Tune callbacks this scheduler needs: its rungs kept across `--resume`."""
         return [KeptScheduler(self)]
 
+    def record_stored(self, results):
+        """Put into the rungs the results of trials that Tune's saved state does not hold
+        (stored after its last save before a kill: `NewConfigs.resume_with`), as ASHA would
+        have recorded them: `results` is {trial id: {epoch: the metric then}}."""
+        for bracket in self._brackets:
+            for milestone, recorded in bracket._rungs:
+                for trial_id, values in results.items():
+                    if milestone in values:
+                        recorded.setdefault(trial_id, self._metric_op * values[milestone])
+
 
 class KeptScheduler(Callback):
     """Tune saves its searcher's state and its callbacks' for `--resume`, never its

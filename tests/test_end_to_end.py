@@ -27,7 +27,7 @@ import pytest
 from lrsweep import Choice, Range, Sweep
 from lrsweep.results.rank import rank
 from lrsweep.results.store import read_frame, write_rows
-from lrsweep.run.driver import launch, promoted_configs
+from lrsweep.run.driver import _damaged_tune_state, launch, promoted_configs
 from lrsweep.sweep.spec import load_sweep
 from tests.conftest import (REPO, TEST_DATA, assert_refused, lrsweep, lrsweep_read_until, processes, trainers,
                             tune_finished, tune_trials, wait_for)
@@ -279,11 +279,13 @@ def test_a_diverging_schedule_ends_diverged_and_the_sweep_goes_on(ray_session, t
     assert trials.loc[trials["family"] == "step", "status"].iloc[0] == "completed"
 
 
-def sigkill_launch(args, ready, settle, every=0.1, tune_saves_every=1):
+def sigkill_launch(args, ready, settle=0, every=0.1, tune_saves_every=1, state=None, holds=None):
     """`python -m lrsweep ARGS`, with Tune saving its state every `tune_saves_every` seconds,
     killed with SIGKILL (its whole process group: a real kill, no chance to flush) `settle`
-    seconds after `ready()` first holds; returns the time just before the kill. Fails if the
-    launch ends first."""
+    seconds after `ready()` first holds, and (given `state`, an experiment folder of Tune's)
+    once the state saved there is whole (Tune copies it file by file) and `holds()`, both
+    checked with the launch stopped (SIGSTOP); returns the time just before the kill. Fails
+    if the launch ends first."""
     driver = subprocess.Popen([sys.executable, "-m", "lrsweep", *args], cwd=REPO, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True,
                               env={**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": str(tune_saves_every)})
@@ -291,6 +293,16 @@ def sigkill_launch(args, ready, settle, every=0.1, tune_saves_every=1):
         wait_for(lambda: driver.poll() is not None or ready(), 180, "the launch was not ready to kill in 180 s", every)
         assert driver.poll() is None, "the launch ended before it could be killed"
         time.sleep(settle)
+        if state is not None:
+
+            def whole_and_holds():
+                os.killpg(driver.pid, signal.SIGSTOP)
+                if _damaged_tune_state(str(state)) is None and holds():
+                    return True
+                os.killpg(driver.pid, signal.SIGCONT)
+                return False
+
+            wait_for(whole_and_holds, 60, f"no whole state of Tune's in {state} held in 60 s", every)
         return pd.Timestamp.now(tz="UTC")
     finally:
         if driver.poll() is None:
@@ -311,10 +323,11 @@ def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_ses
     results = tmp_path / "results"
     args = ["launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "24", "--max-epochs", "8",
             "--confirm-seeds", "2", "--results", str(results), "--name", "killed", "--address", ray_session]
-    # the first saved state with a trial done: some trials stored, more running. Tune copies its
-    # state file by file: kill once the copy is over (a kill mid-copy: the test of a state cut
-    # short), but well within the 2 s the Recorder may hold reports.
-    sigkill_launch(args, lambda: tune_finished(results / "tune" / "killed")[0], settle=0.3, every=0.02)
+    # the first saved state with a trial done: some trials stored, more running; killed once
+    # Tune's copy of it is whole (a kill mid-copy: the test of a state cut short)
+    killed = results / "tune" / "killed"
+    sigkill_launch(args, lambda: tune_finished(killed)[0], every=0.02, state=killed,
+                   holds=lambda: tune_finished(killed)[0])
     slots = trainers(1)  # the killed launch's trainers go on with its trials until they see it died
     finished, saved = tune_finished(results / "tune" / "killed")  # the state as the kill left it
     before = read_frame(str(results), "trials")
@@ -461,9 +474,13 @@ def test_a_resumed_search_judges_its_next_trials_against_the_rungs_before_the_ki
                      f"early_stopping='asha', grace_period=500, reduction_factor=3, configs={configs!r})\n")
     args = ["launch", str(sweep), "--data-dir", TEST_DATA, "--results", str(results), "--name", "rungs",
             "--address", ray_session]
-    # once the good trials are stored; Tune saved its state since (the poor trials are 2-3 s into
-    # their 500 epochs)
-    sigkill_launch(args, lambda: len(read_frame(str(results), "trials")) >= 2, settle=1.2)
+    # once the good trials are stored and a state Tune saved since holds them done (the poor
+    # trials are a few seconds into their 500 epochs)
+    def good():
+        return set(read_frame(str(results), "trials")["trial_id"])
+
+    sigkill_launch(args, lambda: len(good()) >= 2, state=results / "tune" / "rungs",
+                   holds=lambda: good() <= tune_finished(results / "tune" / "rungs")[0])
     stored = read_frame(str(results), "trials")
     assert len(stored) == 2 and (stored["initial_lr"] == 0.05).all()
 

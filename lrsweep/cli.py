@@ -510,7 +510,9 @@ def cmd_find_lr(args):
     from lrsweep.run.find_lr import find_lr
 
     found = find_lr(sweep, print_fn=lambda line: print(line, flush=True))
-    if args.plot:
+    if args.plot and not any(rows for rows, _, _ in found.values()):
+        print(f"no curve to draw: {args.plot} is not written")
+    elif args.plot:
         from lrsweep.results.plots import plot_lr_range
 
         plot_lr_range(found, args.plot)

@@ -81,12 +81,15 @@ def test_find_lr_says_so_where_the_first_loss_is_not_a_number_and_ignores_tunes_
         "from lrsweep import Sweep\n"
         f"SWEEP = Sweep(name='huge', dataset='csv:{tmp_path / 'huge.csv'}', scale='none', max_epochs=2,\n"
         f"              configs=[{{'family': 'constant', 'initial_lr': 0.1}}], storage='{tmp_path / 'a-file' / 'tune'}')\n")
-    done = lrsweep("find-lr", str(tmp_path / "huge.py"), "--results", str(tmp_path / "r"), timeout=300)
+    picture = tmp_path / "range.png"
+    done = lrsweep("find-lr", str(tmp_path / "huge.py"), "--results", str(tmp_path / "r"), "--plot", str(picture),
+                   timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == ("sgd: the loss of the first batch, at lr 1e-06, is not a finite number: no curve to "
-                                   "read (are the features scaled? the sweep's `scale`)"), done.stdout
+    assert done.stdout.splitlines() == [
+        "sgd: the loss of the first batch, at lr 1e-06, is not a finite number: no curve to read (are the features "
+        "scaled? the sweep's `scale`)", f"no curve to draw: {picture} is not written"], done.stdout
     assert "Traceback" not in done.stderr
-    assert not list((tmp_path / "r").glob("lr_range/**/*.parquet"))
+    assert not list((tmp_path / "r").glob("lr_range/**/*.parquet")) and not picture.exists()  # was an empty picture
     # 1e30: the first loss is a number and the next is not: a curve of one step, no steepest
     # descent to point at (it said "at lr nan")
     rows = "\n".join(f"{1e30 * (i % 3)},{1e30 * (i % 5)},{i % 2}" for i in range(40))

@@ -194,10 +194,13 @@ def sweep_report(root, dataset, path):
 
 def plot_lr_range(found, path):
     """The range test: smoothed loss against rate (log), one line per optimizer, with the
-    two suggested rates marked. `found` maps an optimizer to (rows, steepest, minimum / 10)."""
+    two suggested rates marked. `found` maps an optimizer to (rows, steepest, minimum / 10);
+    one without rows (no curve) is left out."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for optimizer, (rows, steepest, tenth) in found.items():
+        if not rows:
+            continue
         lrs, losses = [r["lr"] for r in rows], [r["smoothed_loss"] for r in rows]
         (line,) = ax.plot(lrs, losses, label=optimizer)
         for lr, style, what in ((steepest, "--", "steepest"), (tenth, ":", "minimum / 10")):

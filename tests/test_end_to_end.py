@@ -349,31 +349,41 @@ def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_ses
     assert (stored[trials["trial_id"]].to_numpy() == trials["epochs"].to_numpy()).all()
 
 
-def test_search_trials_stored_after_tunes_last_save_count_as_done_on_resume(ray_session, tmp_path):
-    """SIGKILL of the driver once four search trials are stored, Tune having saved its state
-    only as the search started (with its first trials still to start): that state holds at
-    most two of them. `--resume` counts the others as done instead of drawing as many more:
-    the search ends with num_samples trials, those among them as they were stored, and no
-    configuration trained twice."""
+@pytest.mark.parametrize("kind", ["search", "configs"])
+def test_trials_stored_after_tunes_last_save_count_as_done_on_resume(ray_session, tmp_path, kind):
+    """SIGKILL of the driver once four trials are stored, Tune having saved its state only as
+    the run started (with its first trials still to start): that state holds at most two of
+    them. `--resume` counts the others as done instead of drawing as many more (a search) or
+    training their configs again (fixed configs): the run ends with its 16 trials, those
+    among them as they were stored, and no configuration trained twice."""
     results = tmp_path / "results"
-    args = ["launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "12", "--max-epochs", "6",
-            "--confirm-seeds", "0", "--results", str(results), "--name", "late", "--address", ray_session]
+    # trials of at least 6 epochs of 118 batches (about a second each): the 16 take
+    # several of the Recorder's 2 s between writes, and the kill comes mid-run
+    trials = ("families={'constant': {'initial_lr': Range(0.01, 0.3, log=True)}, 'exponential': {'initial_lr': "
+              "Range(0.01, 0.3, log=True), 'k': Range(0.01, 0.2)}}, num_samples=16" if kind == "search" else
+              "configs=[{'family': 'constant', 'initial_lr': 0.01 * k} for k in range(1, 17)]")
+    (tmp_path / "late.py").write_text(
+        "from lrsweep import Range, Sweep\nSWEEP = Sweep(name='late', dataset='ionosphere', validation_split=0.33, "
+        "model_args={'hidden': (34,)}, optimizer_args={'momentum': 0.8}, batch_size=2, max_epochs=8, "
+        f"early_stopping='asha', grace_period=6, reduction_factor=3, confirm_seeds=0, {trials})\n")
+    args = ["launch", str(tmp_path / "late.py"), "--data-dir", TEST_DATA, "--results", str(results), "--name", "late",
+            "--address", ray_session]
     sigkill_launch(args, lambda: len(read_frame(str(results), "trials")) >= 4, settle=0, every=0.05,
                    tune_saves_every=3600)
     before = read_frame(str(results), "trials")
     known = tune_trials(results / "tune" / "late")
     late = before[~before["trial_id"].isin(known)]
-    assert len(known) <= 2 and len(before) < 12 and len(late) >= 2
+    assert len(known) <= 2 and len(before) < 16 and len(late) >= 2, (len(known), len(before))
 
     done = lrsweep(*args, "--resume", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"{len(late)} trials stored after Tune's last save before the launch stopped count as done" in done.stdout
     trials = read_frame(str(results), "trials")
-    assert len(trials) == 12 and trials["trial_id"].is_unique
+    assert len(trials) == 16 and trials["trial_id"].is_unique
     kept = trials.set_index("trial_id").loc[late["trial_id"]]
     assert (kept["end_time"].to_numpy() == late["end_time"].to_numpy()).all()  # not trained again
     assert not trials.duplicated(["family", "params"]).any()
-    assert done.stdout.count(" 12/12 ") == 1  # the progress counts them
+    assert done.stdout.count(" 16/16 ") == 1  # the progress counts them
     # ASHA's rungs, as Tune saved them last, hold them too: the trials after the resume were
     # judged against them
     saved = sorted((results / "tune" / "late").glob("callback-states-*.pkl"))[-1]

@@ -13,7 +13,7 @@ from ray.tune.experiment import Trial
 from ray.tune.search import Searcher
 
 from lrsweep import FAMILIES, Choice, LrsweepError, Range, Sweep
-from lrsweep.run.search import scheduler, search_algorithm
+from lrsweep.run.search import FixedConfigs, scheduler, search_algorithm
 from lrsweep.schedules.registry import check_schedule
 from lrsweep.sweep.space import SearchSpace, trial_config
 from lrsweep.sweep.spec import load_sweep
@@ -358,13 +358,14 @@ def test_a_resumed_search_counts_the_trials_stored_after_tunes_last_save(tmp_pat
               for trial_id, config in [("0", drawn[0]), ("late-1", late[0]), ("late-2", late[1])]]
 
     resumed, _ = search_algorithm(sweep)
-    resumed.restore(tmp_path / "searcher.pkl")
     counted = []
-    resumed.resume_with(stored, count, counted.extend)
+    resumed.resume_with(stored, count, counted.extend)  # the driver, before Tune restores the searcher
+    resumed.restore(tmp_path / "searcher.pkl")
+    assert [trial["trial_id"] for trial in counted] == ["late-1", "late-2"]
     more = []
     while (config := resumed.suggest(f"new-{len(more)}")) is not Searcher.FINISHED:
         more.append(config)
-    assert len(more) == count - 4 and [trial["trial_id"] for trial in counted] == ["late-1", "late-2"]
+    assert len(more) == count - 4
     keys = [json.dumps(config, sort_keys=True) for config in drawn + late + more]
     assert len(set(keys)) == len(keys)
     told = {tuple(sorted(trial.params.items())) for trial in resumed._ot_study.get_trials()
@@ -372,6 +373,40 @@ def test_a_resumed_search_counts_the_trials_stored_after_tunes_last_save(tmp_pat
     assert {tuple(sorted(search._space.optuna_params(c["family"], family_params(c)).items())) for c in late} == told
     resumed.save(tmp_path / "again.pkl")
     assert not {"stored", "total", "counted"} & set(pickle.loads((tmp_path / "again.pkl").read_bytes()))
+    again, _ = search_algorithm(sweep)  # killed again, and resumed with nothing new stored
+    again.resume_with([], count, counted.extend)
+    again.restore(tmp_path / "again.pkl")
+    assert again.suggest("one-more") is Searcher.FINISHED and len(counted) == 2
+
+
+def test_resumed_fixed_configs_skip_the_configs_of_trials_stored_after_tunes_last_save(tmp_path):
+    """Fixed configs (a sweep's `configs`, a rung, the confirmation runs) go on after a kill
+    without the configs of trials stored after Tune's last save: each stored trial stands
+    for one config still to hand out with its key (a config given twice runs twice). A state
+    saved before the searcher kept its trial ids skips none."""
+    configs = [{"family": "sgd/constant", "sgd": {"constant": {"initial_lr": lr}}} for lr in (0.1, 0.2, 0.3, 0.2, 0.5)]
+    search = FixedConfigs(configs, "val_accuracy", "max")
+    assert [search.suggest(trial_id) for trial_id in ("0", "1")] == configs[:2]
+    search.save(tmp_path / "searcher.pkl")  # Tune's last save
+    assert [search.suggest(trial_id) for trial_id in ("late-a", "late-b")] == configs[2:4]  # then the kill
+
+    def key_of(config):
+        return json.dumps(config, sort_keys=True)
+
+    stored = [{"trial_id": trial_id, "key": key_of(configs[k])} for trial_id, k in (("1", 1), ("late-a", 2),
+                                                                                   ("late-b", 3))]
+    resumed = FixedConfigs([], "val_accuracy", "max")
+    counted = []
+    resumed.resume_with(stored, key_of, counted.extend)  # the driver, before Tune restores the searcher
+    resumed.restore(tmp_path / "searcher.pkl")
+    assert resumed.suggest("new") == configs[4] and resumed.suggest("newer") is Searcher.FINISHED
+    assert [trial["trial_id"] for trial in counted] == ["late-a", "late-b"] and resumed.spent
+
+    (tmp_path / "old.pkl").write_bytes(pickle.dumps((configs, 2)))
+    old = FixedConfigs([], "val_accuracy", "max")
+    old.resume_with(stored, key_of, counted.append)
+    old.restore(tmp_path / "old.pkl")
+    assert [old.suggest(str(k)) for k in range(3)] == configs[2:] and len(counted) == 2
 
 
 @pytest.mark.parametrize("mode", ["max", "min"])
@@ -388,6 +423,10 @@ def test_a_resumed_search_judges_its_trials_against_those_stored_after_tunes_las
     asha.record_stored({"a": {1: 0.5 * sign, 2: 0.6 * sign, 3: 0.8 * sign}, "b": {1: 0.4 * sign}})
     rungs = dict(asha._brackets[0]._rungs)
     assert rungs == {9: {}, 3: {"a": 0.8}, 1: {"a": 0.5, "b": 0.4}}
+    fractional = scheduler(sweep.with_overrides(reduction_factor=2.5))  # rungs 1, 2.5, 6.25: reported at 1, 3, 7
+    fractional.set_search_properties(sweep.metric, sweep.mode)
+    fractional.record_stored({"a": {epoch: epoch / 10 * sign for epoch in range(1, 8)}})
+    assert dict(fractional._brackets[0]._rungs) == {6.25: {"a": 0.7}, 2.5: {"a": 0.3}, 1: {"a": 0.1}}
     later = Trial("__fake", trial_id="later", stub=True)
     asha.on_trial_add(None, later)
     assert asha.on_trial_result(None, later, {"epoch": 1, sweep.metric: 0.6 * sign}) == "CONTINUE"

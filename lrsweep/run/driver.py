@@ -597,7 +597,7 @@ def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, 
     if resume and tune_state_exists(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
         _record_here(tuner, recorder)
-        _count_stored_trials(tuner, sweep, recorder, num_samples)
+        _count_stored_trials(tuner, sweep, recorder, num_samples, (param_space or {}).get("budget", sweep.max_epochs))
     else:
         tuner = tune.Tuner(
             trainable,
@@ -629,7 +629,7 @@ def _all_drawn(tuner, grid, num_samples):
     """Whether the stage has every trial its searcher drew: its `num_samples` (a restored
     stage's as it was launched; before each configuration was drawn once, a search of a
     space of fewer took num_samples trials), or fewer where the searcher ended the search
-    itself (`NewConfigs.spent`). Through Ray Client's API Tune runs on the head: num_samples."""
+    itself (`NewConfigs.spent`, `FixedConfigs.spent`). Through Ray Client's API Tune runs on the head: num_samples."""
     local = _local_tuner(tuner)
     if local is None:
         return len(grid) == num_samples
@@ -657,43 +657,60 @@ def _record_here(tuner, recorder):
                             for callback in run_config.callbacks]
 
 
-def _count_stored_trials(tuner, sweep, recorder, num_samples):
-    """A search resumed after a kill counts the trials that began after Tune's last save and
-    ended stored as done (`NewConfigs.resume_with`): Tune's state does not hold them, and the
-    search would draw as many more (storing more than num_samples trials, or a copy)."""
-    local = _local_tuner(tuner)
-    searcher = local._tune_config.search_alg if local is not None else None
-    if not hasattr(searcher, "resume_with"):  # fixed configs; or Tune on a cluster's head
-        return
+def _count_stored_trials(tuner, sweep, recorder, num_samples, budget):
+    """A stage resumed after a kill counts the trials that began after Tune's last save and
+    ended stored as done (`NewConfigs.resume_with`, `FixedConfigs.resume_with`): Tune's state
+    does not hold them, and the stage would draw as many more (storing more than num_samples
+    trials) or run their configs again. `budget`: the epochs of a search's trials."""
+    from lrsweep.run.recorder import trial_key
+    from lrsweep.run.search import FixedConfigs, NewConfigs
     from lrsweep.run.trial import worst_value
 
-    trials = _search_trials(sweep, recorder.sweep_name, recorder.dataset)
-    ended = trials[trials["status"].isin(["completed", "early_stopped", "diverged"])]
+    local = _local_tuner(tuner)
+    searcher = local._tune_config.search_alg if local is not None else None  # None: Tune on a cluster's head
+    if not isinstance(searcher, (FixedConfigs, NewConfigs)):
+        return
+    trials = store.read_frame(sweep.results, "trials", recorder.dataset, recorder.sweep_name)
+    trials = trials[trials["status"].isin(["completed", "early_stopped", "diverged"])]
     worst = worst_value(sweep.metric, sweep.mode)
     stored = []
-    for _, trial in ended.iterrows():
-        value = trial[f"final_{sweep.metric}"]
-        stored.append({"trial_id": trial["trial_id"], "label": f"{trial['optimizer']}/{trial['family']}",
-                       "params": json.loads(trial["params"]), "status": trial["status"],
+    for _, trial in trials.iterrows():
+        label = f"{trial['optimizer']}/{trial['family']}"
+        params, value = json.loads(trial["params"]), trial[f"final_{sweep.metric}"]
+        epochs = sweep.max_epochs if math.isnan(trial["budget"]) else trial["budget"]  # null: stored before budgets
+        stored.append({"trial_id": trial["trial_id"], "label": label, "params": params, "status": trial["status"],
+                       "key": trial_key(label, params, trial["seed"], trial["stage"], epochs, recorder.settings),
                        "value": float(value) if trial["status"] != "diverged" and math.isfinite(value) else worst})
     scheduler = local._tune_config.scheduler
+    rungs = _epoch_values(sweep, recorder, trials, worst) if hasattr(scheduler, "record_stored") else {}
 
     def counted(told):
         recorder.count_stored(told)
-        if hasattr(scheduler, "record_stored"):  # ASHA: the trials after the resume are judged against them too
-            scheduler.record_stored(_epoch_values(sweep, recorder, {trial["trial_id"] for trial in told}, worst))
+        # ASHA: the trials after the resume are judged against them too
+        if rungs:
+            scheduler.record_stored({trial["trial_id"]: rungs.get(trial["trial_id"], {}) for trial in told})
 
-    searcher.resume_with(stored, num_samples, counted)
+    if isinstance(searcher, FixedConfigs):
+        searcher.resume_with(stored, recorder.key_of, counted)
+    else:
+        searcher.resume_with([trial for trial in stored if trial["key"][3:] == ("search", budget)], num_samples,
+                             counted)
 
 
-def _epoch_values(sweep, recorder, trial_ids, worst):
-    """{trial id: {epoch: the sweep's metric then}} of stored trials `trial_ids`, a value
-    that is not a finite number (a diverged trial's) as `worst`."""
+def _epoch_values(sweep, recorder, trials, worst):
+    """{trial id: {epoch: the sweep's metric it reported then}} of stored `trials` (rows of
+    `trials`): `worst` at the epoch a diverged trial ended, and where the metric is not a
+    finite number."""
     epochs = store.read_frame(sweep.results, "epochs", recorder.dataset, recorder.sweep_name)
-    epochs = epochs[epochs["trial_id"].isin(trial_ids)]
-    return {trial_id: {int(epoch): float(value) if math.isfinite(value) else worst
-                       for epoch, value in zip(rows["epoch"], rows[sweep.metric])}
-            for trial_id, rows in epochs.groupby("trial_id")}
+    epochs = epochs[epochs["trial_id"].isin(trials["trial_id"])]
+    diverged = set(trials.loc[trials["status"] == "diverged", "trial_id"])
+    values = {}
+    for trial_id, rows in epochs.groupby("trial_id"):
+        values[trial_id] = {int(epoch): float(value) if math.isfinite(value) else worst
+                            for epoch, value in zip(rows["epoch"], rows[sweep.metric])}
+        if trial_id in diverged:
+            values[trial_id][int(rows["epoch"].max())] = worst
+    return values
 
 
 def _search_trials(sweep, name, dataset):

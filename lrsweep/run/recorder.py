@@ -125,6 +125,14 @@ def _forget_deleted_checkpoints(trial):
         trial.run_metadata.invalidate_cache()  # Tune's next save writes the list as it is now
 
 
+def trial_key(label, params, seed, stage, budget, settings):
+    """What tells a trial's training apart in the store, as its row gives it: the family,
+    its parameters as stored (with their defaults), the seed, the stage and the budget."""
+    optimizer, family = label.split("/")
+    params = check_schedule(family, params, settings["max_epochs"], settings["granularity"])
+    return label, json.dumps(params, sort_keys=True), int(seed), stage, int(budget)
+
+
 class Recorder(tune.Callback):
     """Writes the `epochs` and `trials` tables of one sweep and prints its progress."""
 
@@ -148,6 +156,13 @@ class Recorder(tune.Callback):
         # trials that ended with checkpoints, which they need no more once Tune's state in
         # storage says they ended (before that, a kill leaves a state in which they run)
         self.ended = []
+        counted = getattr(self, "counted", [])  # after `set_state`, which Tune calls first
+        for trial in counted:
+            self.statuses[trial["trial_id"]] = trial["status"]
+            self._consider(trial["value"], trial["label"], trial["status"])
+        if counted:
+            self.print(f"{len(counted)} trial{'s' * (len(counted) != 1)} stored after Tune's last save before the "
+                       f"launch stopped count{'s' * (len(counted) == 1)} as done: not trained again")
 
     def on_trial_start(self, iteration, trials, trial, **info):
         self.starts += 1
@@ -218,7 +233,8 @@ class Recorder(tune.Callback):
         ended_before = (not self.starts and not self.written["trials"] and trials
                         and all(self.statuses.get(trial.trial_id, "error") != "error" for trial in trials))
         if ended_before:
-            self.print(f"nothing left to train here: the {len(trials)} trials ended before this launch, and are stored")
+            self.print(f"nothing left to train here: the {len(self.statuses)} trials ended before this launch, and are "
+                       f"stored")
         else:
             self.print(self.summary())
 
@@ -283,6 +299,12 @@ class Recorder(tune.Callback):
         self._progress(trial.trial_id, label, status, row)
         self._flush_if_due()
 
+    def key_of(self, config):
+        """`trial_key` of the trials a trial config trains."""
+        label, _, _, params = arm_of(config)
+        return trial_key(label, params, config.get("seed", self.settings["seed"]), config.get("stage", "search"),
+                         config.get("budget", self.settings["max_epochs"]), self.settings)
+
     def _budget(self, trial):
         """The epochs the trial was given: a rung's of early_stopping="budget", else max_epochs."""
         return trial.config.get("budget", self.settings["max_epochs"])
@@ -316,12 +338,9 @@ class Recorder(tune.Callback):
     def count_stored(self, trials):
         """On resume, `trials` (dicts of `trial_id`, `label`, `status`, `value`) that were
         stored after Tune's last save before the launch stopped: they count as done, and
-        are not trained again (`search.NewConfigs.resume_with`)."""
-        for trial in trials:
-            self.statuses[trial["trial_id"]] = trial["status"]
-            self._consider(trial["value"], trial["label"], trial["status"])
-        self.print(f"{len(trials)} trial{'s' * (len(trials) != 1)} stored after Tune's last save before the launch "
-                   f"stopped count{'s' * (len(trials) == 1)} as done: not trained again")
+        are not trained again (`search.NewConfigs.resume_with`). Told as Tune restores its
+        searcher; counted in the progress as the stage starts (`setup`)."""
+        self.counted = list(trials)
 
     def _consider(self, value, label, status):
         """Keep (value, label) as the best so far if it is."""

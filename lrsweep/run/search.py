@@ -1,6 +1,7 @@
 """How a sweep picks its trials: Optuna's TPE over the conditional space, or the fixed
 `configs` in order; and how Tune starts and stops them (ASHA, or every trial to its end)."""
 
+import math
 import pickle
 import warnings
 
@@ -16,15 +17,52 @@ from lrsweep.sweep.space import SearchSpace, params_key, trial_config
 
 
 class FixedConfigs(Searcher):
-    """The sweep's `configs`, each run once as given, in order (no search)."""
+    """The sweep's `configs` (or a rung's, or the confirmation runs), each run once as
+    given, in order (no search)."""
 
     def __init__(self, configs, metric, mode):
         super().__init__(metric=metric, mode=mode)
         self.configs, self.next = list(configs), 0
+        self.handed = {}  # trial id -> the index of its config
+        self.stored = None
+
+    def resume_with(self, stored, key_of, counted):
+        """Before a `--resume`, as `NewConfigs.resume_with`: of the `stored` trials (each
+        with its `key`), those that this searcher's restored state did not hand out count as
+        done, each for a config still to hand out of the same key (`key_of(config)`), which
+        is not run again."""
+        self.stored, self.key_of, self.counted = stored, key_of, counted
+
+    def restore(self, checkpoint_path):
+        with open(checkpoint_path, "rb") as f:
+            saved = pickle.load(f)
+        self.configs, self.next = saved[:2]
+        self.handed = saved[2] if len(saved) > 2 else None  # None: saved before the ids were kept
+        stored, self.stored = self.stored, None
+        if stored and self.handed is not None:
+            self._count_stored(stored)
+
+    def _count_stored(self, stored):
+        left = {}  # key -> indices still to hand out
+        for index in range(self.next, len(self.configs)):
+            left.setdefault(self.key_of(self.configs[index]), []).append(index)
+        told = []
+        for trial in stored:
+            if trial["trial_id"] not in self.handed and left.get(trial["key"]):
+                self.handed[trial["trial_id"]] = left[trial["key"]].pop(0)
+                told.append(trial)
+        if told:
+            self.counted(told)
 
     def suggest(self, trial_id):
+        done = set((self.handed or {}).values())
+        while self.next in done:
+            self.next += 1
         if self.next >= len(self.configs):
+            self.spent = True  # every config handed out, or counted as done (`driver._all_drawn`)
             return Searcher.FINISHED
+        if self.handed is not None:
+            self.handed[trial_id] = self.next
         self.next += 1
         return self.configs[self.next - 1]
 
@@ -33,11 +71,7 @@ class FixedConfigs(Searcher):
 
     def save(self, checkpoint_path):
         with open(checkpoint_path, "wb") as f:
-            pickle.dump((self.configs, self.next), f)
-
-    def restore(self, checkpoint_path):
-        with open(checkpoint_path, "rb") as f:
-            self.configs, self.next = pickle.load(f)
+            pickle.dump((self.configs, self.next, self.handed), f)
 
 
 class NewConfigs(OptunaSearch):
@@ -58,11 +92,11 @@ class NewConfigs(OptunaSearch):
     def resume_with(self, stored, total, counted):
         """Before a `--resume`: `stored` are the search's ended trials in the store, as
         dicts of `trial_id`, `label`, `params` (the family's, as stored), `status` and
-        `value` (the metric Tune would have told); `total` its num_samples. Those that this
-        searcher's restored state does not know (they began after Tune's last save before
-        a kill, and ended before it) are told to Optuna as the trials they were, and count
-        towards `total`: the search draws that many fewer, and none of them again. They
-        go to `counted` (a callable) at the first draw."""
+        `value` (the metric Tune would have told); `total` its num_samples. As Tune restores
+        this searcher's state, those of them that the state does not know (they began after
+        Tune's last save before a kill, and ended before it) are told to Optuna as the
+        trials they were, and go to `counted` (a callable); from then on they count towards
+        `total`: the search draws that many fewer, and none of them again."""
         self.stored, self.total, self.counted = stored, total, counted
 
     def save(self, checkpoint_path):
@@ -71,6 +105,14 @@ class NewConfigs(OptunaSearch):
             super().save(checkpoint_path)
         finally:
             self.__dict__.update(transient)
+
+    def restore(self, checkpoint_path):
+        super().restore(checkpoint_path)
+        stored = self.__dict__.pop("stored", None)
+        told = self._tell_stored(stored) if stored else []
+        if told:
+            self.limit = self.total  # kept in Tune's state: Tune's own count leaves these out
+            self.counted(told)
 
     def _tell_stored(self, stored):
         """Tell Optuna the `stored` trials it does not know, as done (`resume_with`)."""
@@ -86,16 +128,12 @@ class NewConfigs(OptunaSearch):
             self._ot_trials[trial["trial_id"]] = sample
             self._completed_trials.add(trial["trial_id"])
             told.append(trial)
-        if told:
-            self.counted(told)
+        return told
 
     def suggest(self, trial_id):
         if getattr(self, "spent", False):  # a resumed search that had ended so
             return Searcher.FINISHED
-        stored = self.__dict__.pop("stored", None)
-        if stored:
-            self._tell_stored(stored)
-        if len(self._ot_trials) >= getattr(self, "total", float("inf")):  # trials stored after Tune's last save
+        if len(self._ot_trials) >= getattr(self, "limit", float("inf")):  # with trials stored after Tune's last save
             self.spent = True
             return Searcher.FINISHED
         # Tune asks with a new trial id each time: the study holds the trials drawn before
@@ -171,12 +209,14 @@ class EarlyStopping(_NewestFirst, ASHAScheduler):
     def record_stored(self, results):
         """Put into the rungs the results of trials that Tune's saved state does not hold
         (stored after its last save before a kill: `NewConfigs.resume_with`), as ASHA would
-        have recorded them: `results` is {trial id: {epoch: the metric then}}."""
-        for bracket in self._brackets:
-            for milestone, recorded in bracket._rungs:
-                for trial_id, values in results.items():
-                    if milestone in values:
-                        recorded.setdefault(trial_id, self._metric_op * values[milestone])
+        have recorded them: `results` is {trial id: {epoch: the metric it reported then}}. A
+        trial reports at the epoch that reaches a rung (`Sweep.rungs`). One bracket, as
+        lrsweep's ASHA has."""
+        (bracket,) = self._brackets
+        for milestone, recorded in bracket._rungs:
+            for trial_id, values in results.items():
+                if math.ceil(milestone) in values:
+                    recorded.setdefault(trial_id, self._metric_op * values[math.ceil(milestone)])
 
 
 class KeptScheduler(Callback):

@@ -349,23 +349,28 @@ def test_a_launch_killed_mid_search_resumes_to_the_end_and_loses_nothing(ray_ses
     assert (stored[trials["trial_id"]].to_numpy() == trials["epochs"].to_numpy()).all()
 
 
-@pytest.mark.parametrize("kind", ["search", "configs"])
+@pytest.mark.parametrize("kind", ["search", "configs", "budget"])
 def test_trials_stored_after_tunes_last_save_count_as_done_on_resume(ray_session, tmp_path, kind):
     """SIGKILL of the driver once four trials are stored, Tune having saved its state only as
     the run started (with its first trials still to start): that state holds at most two of
     them. `--resume` counts the others as done instead of drawing as many more (a search) or
-    training their configs again (fixed configs): the run ends with its 16 trials, those
-    among them as they were stored, and no configuration trained twice."""
+    training their configs again (fixed configs; the first rung of early_stopping="budget",
+    whose trials Tune gives their budget): the stage ends with its trials, those among them as
+    they were stored, and no configuration trained twice."""
     results = tmp_path / "results"
-    # trials of at least 6 epochs of 118 batches (about a second each): the 16 take
-    # several of the Recorder's 2 s between writes, and the kill comes mid-run
-    trials = ("families={'constant': {'initial_lr': Range(0.01, 0.3, log=True)}, 'exponential': {'initial_lr': "
-              "Range(0.01, 0.3, log=True), 'k': Range(0.01, 0.2)}}, num_samples=16" if kind == "search" else
-              "configs=[{'family': 'constant', 'initial_lr': 0.01 * k} for k in range(1, 17)]")
+    # trials of at least 6 epochs of 118 batches, or 2 of 235 (about a second): the stage's
+    # trials take several of the Recorder's 2 s between writes, and the kill comes mid-stage
+    count = 24 if kind == "budget" else 16
+    trials = {"search": "families={'constant': {'initial_lr': Range(0.01, 0.3, log=True)}, 'exponential': "
+                        "{'initial_lr': Range(0.01, 0.3, log=True), 'k': Range(0.01, 0.2)}}, num_samples=16",
+              "configs": "configs=[{'family': 'constant', 'initial_lr': 0.01 * k} for k in range(1, 17)]",
+              "budget": "configs=[{'family': 'constant', 'initial_lr': 0.01 * k} for k in range(1, 25)]"}[kind]
+    stopping = ("early_stopping='budget', grace_period=2, reduction_factor=4, batch_size=1" if kind == "budget" else
+                "early_stopping='asha', grace_period=6, reduction_factor=3, batch_size=2")
     (tmp_path / "late.py").write_text(
         "from lrsweep import Range, Sweep\nSWEEP = Sweep(name='late', dataset='ionosphere', validation_split=0.33, "
-        "model_args={'hidden': (34,)}, optimizer_args={'momentum': 0.8}, batch_size=2, max_epochs=8, "
-        f"early_stopping='asha', grace_period=6, reduction_factor=3, confirm_seeds=0, {trials})\n")
+        f"model_args={{'hidden': (34,)}}, optimizer_args={{'momentum': 0.8}}, max_epochs=8, {stopping}, "
+        f"confirm_seeds=0, {trials})\n")
     args = ["launch", str(tmp_path / "late.py"), "--data-dir", TEST_DATA, "--results", str(results), "--name", "late",
             "--address", ray_session]
     sigkill_launch(args, lambda: len(read_frame(str(results), "trials")) >= 4, settle=0, every=0.05,
@@ -373,17 +378,21 @@ def test_trials_stored_after_tunes_last_save_count_as_done_on_resume(ray_session
     before = read_frame(str(results), "trials")
     known = tune_trials(results / "tune" / "late")
     late = before[~before["trial_id"].isin(known)]
-    assert len(known) <= 2 and len(before) < 16 and len(late) >= 2, (len(known), len(before))
+    assert len(known) <= 2 and len(before) < count and len(late) >= 2, (len(known), len(before))
 
     done = lrsweep(*args, "--resume", timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"{len(late)} trials stored after Tune's last save before the launch stopped count as done" in done.stdout
     trials = read_frame(str(results), "trials")
-    assert len(trials) == 16 and trials["trial_id"].is_unique
+    assert trials["trial_id"].is_unique
+    stage = trials[trials["budget"] == 2] if kind == "budget" else trials
+    assert len(stage) == count and not stage.duplicated(["family", "params"]).any()
     kept = trials.set_index("trial_id").loc[late["trial_id"]]
     assert (kept["end_time"].to_numpy() == late["end_time"].to_numpy()).all()  # not trained again
-    assert not trials.duplicated(["family", "params"]).any()
-    assert done.stdout.count(" 16/16 ") == 1  # the progress counts them
+    assert done.stdout.count(f" {count}/{count} ") == 1  # the progress counts them
+    if kind == "budget":
+        assert len(trials) == count + count // 4  # and the next rung trains the best quarter
+        return
     # ASHA's rungs, as Tune saved them last, hold them too: the trials after the resume were
     # judged against them
     saved = sorted((results / "tune" / "late").glob("callback-states-*.pkl"))[-1]

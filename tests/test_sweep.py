@@ -402,11 +402,33 @@ def test_resumed_fixed_configs_skip_the_configs_of_trials_stored_after_tunes_las
     assert resumed.suggest("new") == configs[4] and resumed.suggest("newer") is Searcher.FINISHED
     assert [trial["trial_id"] for trial in counted] == ["late-a", "late-b"] and resumed.spent
 
+    resumed.save(tmp_path / "ended.pkl")  # Tune's generator saved as finished asks no more:
+    ended = FixedConfigs([], "val_accuracy", "max")  # the stage is complete all the same
+    ended.resume_with([], key_of, counted.extend)
+    ended.restore(tmp_path / "ended.pkl")
+    assert ended.spent and len(counted) == 2
+
+    # a config given twice, two kills: each stored trial stands for another of its copies
+    twice = FixedConfigs([configs[0], configs[1], configs[1]], "val_accuracy", "max")
+    twice.suggest("t0")
+    twice.save(tmp_path / "first.pkl")
+    twice.suggest("tX")  # stored, then the first kill
+    again = FixedConfigs([], "val_accuracy", "max")
+    again.resume_with([{"trial_id": "tX", "key": key_of(configs[1])}], key_of, counted.extend)
+    again.restore(tmp_path / "first.pkl")
+    again.save(tmp_path / "second.pkl")  # saved as the resume starts
+    assert again.suggest("t2") == configs[1]  # stored, then the second kill
+    last = FixedConfigs([], "val_accuracy", "max")
+    last.resume_with([{"trial_id": trial_id, "key": key_of(configs[1])} for trial_id in ("tX", "t2")], key_of,
+                     counted.extend)
+    last.restore(tmp_path / "second.pkl")
+    assert last.suggest("t3") is Searcher.FINISHED and [t["trial_id"] for t in counted[2:]] == ["tX", "t2"]
+
     (tmp_path / "old.pkl").write_bytes(pickle.dumps((configs, 2)))
     old = FixedConfigs([], "val_accuracy", "max")
     old.resume_with(stored, key_of, counted.append)
     old.restore(tmp_path / "old.pkl")
-    assert [old.suggest(str(k)) for k in range(3)] == configs[2:] and len(counted) == 2
+    assert [old.suggest(str(k)) for k in range(3)] == configs[2:] and len(counted) == 4
 
 
 @pytest.mark.parametrize("mode", ["max", "min"])

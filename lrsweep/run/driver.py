@@ -597,7 +597,7 @@ def _run_stage(tune, trainable, sweep, experiment, resume, search, num_samples, 
     if resume and tune_state_exists(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
         _record_here(tuner, recorder)
-        _count_stored_trials(tuner, sweep, recorder, num_samples, (param_space or {}).get("budget", sweep.max_epochs))
+        _count_stored_trials(tuner, sweep, recorder, num_samples, param_space or {})
     else:
         tuner = tune.Tuner(
             trainable,
@@ -657,11 +657,11 @@ def _record_here(tuner, recorder):
                             for callback in run_config.callbacks]
 
 
-def _count_stored_trials(tuner, sweep, recorder, num_samples, budget):
+def _count_stored_trials(tuner, sweep, recorder, num_samples, param_space):
     """A stage resumed after a kill counts the trials that began after Tune's last save and
     ended stored as done (`NewConfigs.resume_with`, `FixedConfigs.resume_with`): Tune's state
     does not hold them, and the stage would draw as many more (storing more than num_samples
-    trials) or run their configs again. `budget`: the epochs of a search's trials."""
+    trials) or run their configs again. `param_space`: what Tune adds to the stage's configs."""
     from lrsweep.run.recorder import trial_key
     from lrsweep.run.search import FixedConfigs, NewConfigs
     from lrsweep.run.trial import worst_value
@@ -691,8 +691,9 @@ def _count_stored_trials(tuner, sweep, recorder, num_samples, budget):
             scheduler.record_stored({trial["trial_id"]: rungs.get(trial["trial_id"], {}) for trial in told})
 
     if isinstance(searcher, FixedConfigs):
-        searcher.resume_with(stored, recorder.key_of, counted)
+        searcher.resume_with(stored, lambda config: recorder.key_of({**param_space, **config}), counted)
     else:
+        budget = param_space.get("budget", sweep.max_epochs)
         searcher.resume_with([trial for trial in stored if trial["key"][3:] == ("search", budget)], num_samples,
                              counted)
 

@@ -37,15 +37,19 @@ class FixedConfigs(Searcher):
         with open(checkpoint_path, "rb") as f:
             saved = pickle.load(f)
         self.configs, self.next = saved[:2]
-        self.handed = saved[2] if len(saved) > 2 else None  # None: saved before the ids were kept
-        stored, self.stored = self.stored, None
+        # None: saved before the ids were kept; `spent` too, as Tune's restored generator may
+        # ask no more (`driver._all_drawn`)
+        self.handed, self.spent = (*saved[2:], None, False)[:2]
+        stored = getattr(self, "stored", None)  # None: no `resume_with` (Tune on a cluster's head)
+        self.stored = None
         if stored and self.handed is not None:
-            self._count_stored(stored)
+            _count_safely(lambda: self._count_stored(stored))
 
     def _count_stored(self, stored):
-        left = {}  # key -> indices still to hand out
+        left, done = {}, set(self.handed.values())  # key -> indices still to hand out
         for index in range(self.next, len(self.configs)):
-            left.setdefault(self.key_of(self.configs[index]), []).append(index)
+            if index not in done:
+                left.setdefault(self.key_of(self.configs[index]), []).append(index)
         told = []
         for trial in stored:
             if trial["trial_id"] not in self.handed and left.get(trial["key"]):
@@ -71,7 +75,17 @@ class FixedConfigs(Searcher):
 
     def save(self, checkpoint_path):
         with open(checkpoint_path, "wb") as f:
-            pickle.dump((self.configs, self.next, self.handed), f)
+            pickle.dump((self.configs, self.next, self.handed, getattr(self, "spent", False)), f)
+
+
+def _count_safely(count):
+    """`count()` the trials stored after Tune's last save (`resume_with`); where that fails,
+    a warning: Tune would start the whole run over on any error of a searcher's restore."""
+    try:
+        count()
+    except Exception as e:  # noqa: BLE001 -- whatever it is, the run goes on as before
+        warn(f"the trials stored after Tune's last save before the launch stopped could not be counted "
+             f"({type(e).__name__}: {e}): their configurations may run again")
 
 
 class NewConfigs(OptunaSearch):
@@ -109,7 +123,11 @@ class NewConfigs(OptunaSearch):
     def restore(self, checkpoint_path):
         super().restore(checkpoint_path)
         stored = self.__dict__.pop("stored", None)
-        told = self._tell_stored(stored) if stored else []
+        if stored:
+            _count_safely(lambda: self._count_stored(stored))
+
+    def _count_stored(self, stored):
+        told = self._tell_stored(stored)
         if told:
             self.limit = self.total  # kept in Tune's state: Tune's own count leaves these out
             self.counted(told)

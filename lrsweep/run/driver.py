@@ -682,13 +682,12 @@ def _count_stored_trials(tuner, sweep, recorder, num_samples, param_space):
                        "key": trial_key(label, params, trial["seed"], trial["stage"], epochs, recorder.settings),
                        "value": float(value) if trial["status"] != "diverged" and math.isfinite(value) else worst})
     scheduler = local._tune_config.scheduler
-    rungs = _epoch_values(sweep, recorder, trials, worst) if hasattr(scheduler, "record_stored") else {}
 
-    def counted(told):
+    def counted(told):  # as Tune restores the searcher (`search._count_safely`), only where some are new
         recorder.count_stored(told)
-        # ASHA: the trials after the resume are judged against them too
-        if rungs:
-            scheduler.record_stored({trial["trial_id"]: rungs.get(trial["trial_id"], {}) for trial in told})
+        if hasattr(scheduler, "record_stored"):  # ASHA: the trials after the resume are judged against them too
+            ids = {trial["trial_id"] for trial in told}
+            scheduler.record_stored(_epoch_values(sweep, recorder, trials[trials["trial_id"].isin(ids)], worst))
 
     if isinstance(searcher, FixedConfigs):
         searcher.resume_with(stored, lambda config: recorder.key_of({**param_space, **config}), counted)

@@ -128,7 +128,7 @@ def _forget_deleted_checkpoints(trial):
 def trial_key(label, params, seed, stage, budget, settings):
     """What tells a trial's training apart in the store, as its row gives it: the family,
     its parameters as stored (with their defaults), the seed, the stage and the budget."""
-    optimizer, family = label.split("/")
+    family = label.split("/")[1]
     params = check_schedule(family, params, settings["max_epochs"], settings["granularity"])
     return label, json.dumps(params, sort_keys=True), int(seed), stage, int(budget)
 
@@ -198,7 +198,7 @@ class Recorder(tune.Callback):
         last = trial.last_result or {}
         if last.get("status") == "diverged":
             status = "diverged"
-        elif history and history[-1]["epoch"] >= self._budget(trial):
+        elif history and history[-1]["epoch"] >= self._budget(trial.config):
             status = "completed"
         else:
             status = "early_stopped"
@@ -286,7 +286,7 @@ class Recorder(tune.Callback):
             "wall_seconds": end - start if start else None, "node": last.get("node"), "gpu_ids": last.get("gpu_ids"),
             "start_time": _timestamp(start), "end_time": _timestamp(end), "resumed_from": last.get("resumed_from"),
             "metric": metric, "metric_mode": mode, "max_epochs": self.settings["max_epochs"],
-            "budget": self._budget(trial),
+            "budget": self._budget(trial.config),
             "steps_per_epoch": last.get("steps_per_epoch"), "batch_size": self.settings["batch_size"],
             "granularity": self.settings["granularity"], "model": self.settings["model_label"],
             "optimizer_args": json.dumps(self.settings["optimizer_args"] if optimizer == self.settings["optimizer"]
@@ -303,11 +303,11 @@ class Recorder(tune.Callback):
         """`trial_key` of the trials a trial config trains."""
         label, _, _, params = arm_of(config)
         return trial_key(label, params, config.get("seed", self.settings["seed"]), config.get("stage", "search"),
-                         config.get("budget", self.settings["max_epochs"]), self.settings)
+                         self._budget(config), self.settings)
 
-    def _budget(self, trial):
-        """The epochs the trial was given: a rung's of early_stopping="budget", else max_epochs."""
-        return trial.config.get("budget", self.settings["max_epochs"])
+    def _budget(self, config):
+        """The epochs a trial config gives: a rung's of early_stopping="budget", else max_epochs."""
+        return config.get("budget", self.settings["max_epochs"])
 
     def _flush_if_due(self):
         if time.monotonic() - self.last_flush >= self.flush_seconds:

@@ -20,11 +20,14 @@ class FixedConfigs(Searcher):
     """The sweep's `configs` (or a rung's, or the confirmation runs), each run once as
     given, in order (no search)."""
 
+    # what one unpickled from a `tuner.pkl` of before these were kept has; `stored`: no `resume_with`
+    handed, ahead, stored = None, frozenset(), None
+
     def __init__(self, configs, metric, mode):
         super().__init__(metric=metric, mode=mode)
         self.configs, self.next = list(configs), 0
         self.handed = {}  # trial id -> the index of its config
-        self.stored = None
+        self.ahead = set()  # indices after `next` counted as done (`resume_with`)
 
     def resume_with(self, stored, key_of, counted):
         """Before a `--resume`, as `NewConfigs.resume_with`: of the `stored` trials (each
@@ -40,10 +43,10 @@ class FixedConfigs(Searcher):
         # None: saved before the ids were kept; `spent` too, as Tune's restored generator may
         # ask no more (`driver._all_drawn`)
         self.handed, self.spent = (*saved[2:], None, False)[:2]
-        stored = getattr(self, "stored", None)  # None: no `resume_with` (Tune on a cluster's head)
-        self.stored = None
+        stored, self.stored = self.stored, None
         if stored and self.handed is not None:
             _count_safely(lambda: self._count_stored(stored))
+        self.ahead = {index for index in (self.handed or {}).values() if index >= self.next}
 
     def _count_stored(self, stored):
         left, done = {}, set(self.handed.values())  # key -> indices still to hand out
@@ -59,8 +62,7 @@ class FixedConfigs(Searcher):
             self.counted(told)
 
     def suggest(self, trial_id):
-        done = set((self.handed or {}).values())
-        while self.next in done:
+        while self.next in self.ahead:
             self.next += 1
         if self.next >= len(self.configs):
             self.spent = True  # every config handed out, or counted as done (`driver._all_drawn`)
@@ -232,9 +234,10 @@ class EarlyStopping(_NewestFirst, ASHAScheduler):
         lrsweep's ASHA has."""
         (bracket,) = self._brackets
         for milestone, recorded in bracket._rungs:
+            epoch = math.ceil(milestone)
             for trial_id, values in results.items():
-                if math.ceil(milestone) in values:
-                    recorded.setdefault(trial_id, self._metric_op * values[math.ceil(milestone)])
+                if epoch in values:
+                    recorded.setdefault(trial_id, self._metric_op * values[epoch])
 
 
 class KeptScheduler(Callback):

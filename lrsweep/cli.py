@@ -111,11 +111,16 @@ def _sweep_flags(p, address=LAUNCH_ADDRESS, dashboard=True):
 def _stored_results(path):
     """A results folder to read from: bad input where it is a file or is not there, which
     would read as an empty store (a URI is taken as it is)."""
-    from lrsweep.results.store import is_uri
+    from lrsweep.results import location_error
 
-    if is_uri(path):
+    rule = location_error(path)
+    if rule:
+        raise argparse.ArgumentTypeError(f"must be {rule}. Received: {path!r}")
+    if "://" in path:
         return path
     folder = os.path.expanduser(path)  # --results=~/x: the shell leaves that ~ to the command
+    if not path:
+        raise argparse.ArgumentTypeError("must be a results folder. Received: ''")
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(
             f"must be a results folder, and {os.path.abspath(folder)} is "

@@ -31,6 +31,12 @@ class StoreWriteError(OSError):
     what Tune saved goes on with `--resume` once the store can be written."""
 
 
+class StoreUnreachable(LrsweepError, OSError):
+    """A store's `s3://`/`gs://` URI that cannot be opened (no such bucket, no credentials,
+    no network): a command reading it says so in one line; a launch writing it stops as on
+    any error writing the store (an OSError)."""
+
+
 # The environment variable of a launch that runs for a command which has given these
 # warnings (JSON, a list): a launch through Ray Client, whose output that command prints.
 SAID = "LRSWEEP_WARNINGS_SAID"

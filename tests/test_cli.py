@@ -74,6 +74,14 @@ def assert_refused(done, *words):
      ["mode", "Choice", "'triangular'..'exp_range'"]),
     # in (0, 1) as a float64, 0 in the float32 Keras trains in
     (('"drop": 0.5', '"drop": 1e-300'), ["drop", "1e-300", "float32"]),
+    # Ray schedules a GPU request above one GPU only in whole GPUs: the trials never started
+    (("max_epochs=3", 'max_epochs=3, resources={"cpu": 1, "gpu": 1.5}'), ["resources['gpu']", "1.5", "whole"]),
+    (("Range(0.01, 0.1)", 'Range(0.01, 0.1, log="no")'), ["log", "'no'", "True or False"]),  # sampled as log
+    (('families={"step": {"initial_lr": Range(0.01, 0.1), "drop": 0.5, "epochs_drop": 2}}',
+      'configs=[{"family": None, "initial_lr": 0.1}]'), ["configs[0]['family']", "None"]),
+    # a results or storage URI pyarrow cannot open: a traceback once Ray had started
+    (("max_epochs=3", 'max_epochs=3, results="ftp://host/results"'), ["results='ftp://host/results'", "s3://"]),
+    (("max_epochs=3", 'max_epochs=3, storage="s3://"'), ["storage='s3://'", "bucket"]),
 ])
 @pytest.mark.parametrize("command", ["validate", "launch"])
 def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, replace, words):
@@ -149,6 +157,13 @@ def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, rep
     (["validate", "sweeps/digits.py", "--storage", "README.md"], ["storage='README.md'", "not a folder"]),
     (["query", "SELECT 1", "--results", "no/such/results"], ["--results", "not there", "'no/such/results'"]),
     (["best", "--dataset", "digits", "--results", "no/such/results"], ["--results", "not there"]),
+    (["rank", "--results", ""], ["--results: must be a results folder. Received: ''"]),  # the working folder "not there"
+    (["rank", "--results", "foo://bucket/results"], ["--results", "'foo://bucket/results'", "s3://"]),
+    (["query", "SELECT 1", "--results", "s3://"], ["--results", "bucket"]),
+    (["validate", "sweeps/digits.py", "--results", "bogus://x"], ["results='bogus://x'"]),  # without --name too
+    (["validate", "sweeps/digits.py", "--dataset", "csv:tests/data/ionosphere.csv?target=a&target=b"],
+     ["'target'", "twice"]),
+    (["validate", "sweeps/digits.py", "--dataset", "csv:tests/data/ionosphere.csv?target=label&"], ["empty option", "'&'"]),
 ])
 def test_bad_flags_and_parameters_are_one_line(args, words):
     assert_refused(cli(*args), *words)

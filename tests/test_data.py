@@ -362,6 +362,14 @@ def test_npz_bad_contents(tmp_path):
     raises(r"none.npz array x must be numbers of shape .* shape \(6, 0\)", load_dataset, f"npz:{tmp_path / 'none.npz'}")
     (tmp_path / "c.npz").write_bytes(b"not a zip")
     raises(r"c.npz is not a readable .npz file", check_dataset, f"npz:{tmp_path / 'c.npz'}")
+    # no training rows beside its own validation rows: an IndexError's traceback
+    np.savez(tmp_path / "x0.npz", x=np.zeros((0, 4)), y=np.zeros(0, int), x_val=np.zeros((4, 4)), y_val=np.arange(4) % 2)
+    raises(r"Dataset x0 has no training rows. Received: dataset='npz:.*x0.npz'", load_dataset,
+           f"npz:{tmp_path / 'x0.npz'}", validation_split=None)
+    # validation rows that hold none: Keras reports no val_* metrics, and every trial ended diverged
+    np.savez(tmp_path / "v0.npz", x=np.zeros((6, 2)), y=np.arange(6) % 2, x_val=np.zeros((0, 2)), y_val=np.zeros(0, int))
+    raises(r"Dataset v0's x_val/y_val holds no rows to validate on.*Received: validation_split=None", load_dataset,
+           f"npz:{tmp_path / 'v0.npz'}", validation_split=None)
 
 
 # --- subsample, split, scale -----------------------------------------------------------

@@ -117,6 +117,8 @@ def no_test_split(ref):
 def prepare(ref, arrays, *, auto_scale, subsample, validation_split, scale, seed):
     """The `Dataset` of `ref` (a DatasetRef) from `arrays`, by the rules in the module docstring."""
     x, y = arrays.x, arrays.y
+    if not len(x):
+        raise LrsweepError(f"Dataset {ref.name} has no training rows. Received: dataset={ref.spec!r}")
     if subsample is not None:
         if subsample > len(x):
             raise LrsweepError(
@@ -131,6 +133,9 @@ def prepare(ref, arrays, *, auto_scale, subsample, validation_split, scale, seed
         if arrays.x_test is None:
             raise no_test_split(ref)
         x_train, y_train, x_val, y_val = x, y, arrays.x_test, arrays.y_test
+        if not len(x_val):  # Keras reports no val_* metrics for it, and every trial would end diverged
+            raise LrsweepError(f"Dataset {ref.name}'s {arrays.test_name} holds no rows to validate on: give a "
+                               f"validation_split between 0 and 1. Received: validation_split=None")
         validation = f"{arrays.test_name} ({len(x_val)} rows)"
     else:
         # keras/src/trainers/data_adapters/array_slicing.py: train_validation_split

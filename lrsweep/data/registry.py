@@ -183,10 +183,15 @@ def _options(spec, query, valid):
         return {}
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
-    except ValueError:
-        pairs = [(query, "")]
+    except ValueError:  # a pair without '=', or an empty one (a '&' at the end)
+        pairs = [(part, "") if "=" not in part else tuple(part.split("=", 1)) for part in query.split("&")]
     options = {}
     for key, value in pairs:
+        if not key and not value:
+            raise LrsweepError(f"Dataset {spec!r} has an empty option (a '&' too many): options are written "
+                               f"key=value, joined by '&'")
+        if key in options:
+            raise LrsweepError(f"Option {key!r} is given twice in dataset {spec!r}: give it once")
         if key not in valid:
             allowed = f"valid options: {', '.join(valid)}" if valid else "it takes no options"
             raise LrsweepError(f"Unknown option {key!r} in dataset {spec!r}: {allowed}")

@@ -26,7 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from lrsweep.errors import LrsweepError, warn
+from lrsweep.errors import LrsweepError, StoreUnreachable, warn
 from lrsweep.results import LOGS
 from lrsweep.schedules.registry import FAMILIES
 
@@ -85,7 +85,11 @@ def is_uri(path):
 def filesystem(root):
     """(pyarrow filesystem, path within it) for a folder or an `s3://`/`gs://` URI."""
     if is_uri(root):
-        return pafs.FileSystem.from_uri(root)
+        try:
+            return pafs.FileSystem.from_uri(root)
+        except (OSError, pa.ArrowException) as e:
+            raise StoreUnreachable(f"Cannot open the store {root}: {(str(e) or repr(e)).splitlines()[0]}. "
+                                   f"Received: {root!r}") from None
     return pafs.LocalFileSystem(), os.path.abspath(root)
 
 

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from lrsweep.errors import LrsweepError, shown, warn
 from lrsweep.models import check_model
+from lrsweep.results import location_error
 from lrsweep.schedules.registry import ADAPTIVE_OPTIMIZERS, COUNT_MAX, GRANULARITIES, OPTIMIZERS, family, finite, whole
 
 METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
@@ -133,7 +134,7 @@ def _checked_optimizer_args(args):
 def parse_arm_label(key):
     """`"step"` -> ("sgd", "step"); `"adam"` -> ("adam", "constant"); `"adam/cosine"` as written."""
     if not isinstance(key, str):
-        raise _field_error("families", "keyed by family names", key)
+        raise LrsweepError(f"Argument `families` must be keyed by family names. Received: a key {shown(key)}")
     optimizer, _, name = key.rpartition("/")
     if not optimizer and name in ADAPTIVE_OPTIMIZERS:
         return name, "constant"
@@ -199,6 +200,9 @@ def _check_space(fam, space, epochs):
                 raise _field_error(name, "a Range of integers", spec)
             for v in (spec.low, spec.high):
                 param.check(v)
+            if not isinstance(spec.log, bool):
+                raise LrsweepError(f"Argument `log` of the Range of `{name}` must be True or False. "
+                                   f"Received: log={shown(spec.log)}")
             if spec.log and not spec.low > 0:
                 raise LrsweepError(f"A log Range of `{name}` must have low > 0. Received: {name}={spec}")
             if not spec.low <= spec.high:
@@ -332,8 +336,9 @@ class Sweep:
             raise _field_error("resources", "a dict with keys 'cpu' and 'gpu'", self.resources)
         # Ray counts resources in units of 0.0001 and refuses a request of less than one
         _number("resources['cpu']", self.resources.get("cpu", 1), f">= {RESOURCE_UNIT}", lambda v: v >= RESOURCE_UNIT)
-        _number("resources['gpu']", self.resources.get("gpu", 0), f"0 or >= {RESOURCE_UNIT}",
-                lambda v: v == 0 or v >= RESOURCE_UNIT)
+        # and a GPU request above one GPU that is not a whole number of them
+        _number("resources['gpu']", self.resources.get("gpu", 0), f"0, a fraction in [{RESOURCE_UNIT}, 1] or a "
+                f"whole number", lambda v: v == 0 or RESOURCE_UNIT <= v <= 1 or (v > 1 and v == int(v)))
         for name, required in (("results", True), ("dataset", True), ("data_dir", False), ("storage", False)):
             value = getattr(self, name)
             if name != "dataset" and isinstance(value, os.PathLike):  # a pathlib.Path
@@ -341,6 +346,9 @@ class Sweep:
                 object.__setattr__(self, name, value)
             if (required or value is not None) and (not isinstance(value, str) or not value):
                 raise _field_error(name, "a non-empty string" + ("" if required else " or None"), value)
+            rule = name in ("results", "storage") and value and location_error(value)
+            if rule:
+                raise _field_error(name, rule, value)
             if name != "dataset" and value and value.startswith("~"):  # --results=~/x: the shell leaves that ~
                 object.__setattr__(self, name, os.path.expanduser(value))
         self.arms  # checks every family and parameter
@@ -393,6 +401,8 @@ class Sweep:
         for i, config in enumerate(self.configs):
             if not isinstance(config, Mapping) or "family" not in config:
                 raise _field_error(f"configs[{i}]", "a dict with a 'family' key", config)
+            if not isinstance(config["family"], str):
+                raise _field_error(f"configs[{i}]['family']", "a family name", config["family"])
             params = {k: v for k, v in config.items() if k != "family"}
             if any(isinstance(v, (Range, Choice)) for v in params.values()):
                 raise LrsweepError(f"`configs[{i}]` takes fixed values, not Range or Choice. Received: {config!r}")

@@ -447,7 +447,9 @@ def cmd_rank(args):
 def cmd_query(args):
     from lrsweep.results.query import format_frame, query
 
-    print(format_frame(query(args.results, args.sql), args.format))
+    with checking():  # a warning (a foreign file) only once the input is taken: bad SQL is one line
+        frame = query(args.results, args.sql)
+    print(format_frame(frame, args.format))
 
 
 def cmd_best(args):
@@ -468,7 +470,8 @@ def cmd_fit_schedule(args):
         if args.format == "json":
             raise LrsweepError("Argument `format` must be 'table' with --confirm (it goes on to train and compare). "
                                "Received: format='json'")
-    row, rates = fitting.rate_trace(args.results, args.dataset, args.trial)
+    with checking():  # a warning (a foreign file) only once the input is taken: bad input is one line
+        row, rates = fitting.rate_trace(args.results, args.dataset, args.trial)
     if args.confirm:
         own = {"family": row["family"], "params": json.loads(row["params"])}
         sweep = fitting.confirmation_sweep(row, own, args.confirm_seeds, args.results)
@@ -533,14 +536,18 @@ def _add_find_lr(p):
 def cmd_plot(args):
     from lrsweep.results.plots import sweep_pictures
 
-    for path in sweep_pictures(args.results, args.dataset, args.out):
+    with checking():  # a warning (a foreign file) only once the input is taken: bad input is one line
+        paths = sweep_pictures(args.results, args.dataset, args.out)
+    for path in paths:
         print(path)
 
 
 def cmd_report(args):
     from lrsweep.results.plots import sweep_report
 
-    print(sweep_report(args.results, args.dataset, args.out))
+    with checking():  # a warning (a foreign file) only once the input is taken: bad input is one line
+        page = sweep_report(args.results, args.dataset, args.out)
+    print(page)
 
 
 def _add_plot(p):

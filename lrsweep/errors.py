@@ -86,6 +86,18 @@ def checking(say=True):
         warn(message)
 
 
+def say_held():
+    """Say at once the warnings held so far (`checking`): those that explain the error coming
+    next (a dataset whose every file was skipped as unreadable, each named by its warning)."""
+    global _held
+    held, _held = _held, None
+    try:
+        for message in held or ():
+            warn(message)
+    finally:
+        _held = None if held is None else []
+
+
 def said():
     """The warnings this command has given (`SAID`)."""
     return sorted(_warned)

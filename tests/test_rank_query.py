@@ -704,22 +704,39 @@ def test_a_folder_that_cannot_be_listed_is_skipped_with_one_warning(tmp_path):
     write_rows(str(tmp_path), "trials", "ionosphere", "s2", [trial_row(*row) for row in IONOSPHERE])
     locked = tmp_path / "trials" / "dataset=ionosphere" / "sweep=s2"
     locked.chmod(0)
+    foreign = tmp_path / "trials" / "junk"  # a folder of another tool's, which is never read: named once (was twice)
+    foreign.mkdir()
+    foreign.chmod(0)
     prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
     try:
         for args in (["rank"], ["query", "SELECT dataset, count(*) AS n FROM trials GROUP BY 1"]):
             done = subprocess.run([*prefix, sys.executable, "-m", "lrsweep", *args, "--results", str(tmp_path)],
                                   cwd=REPO, capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, done.stderr[-2000:]
-            assert done.stderr.splitlines() == [f"lrsweep: warning: skipping {locked}: cannot be listed "
-                                                f"({done.stderr.split('cannot be listed (')[1].splitlines()[0]}"]
+            assert sorted(done.stderr.splitlines()) == [
+                f"lrsweep: warning: skipping {locked}: cannot be listed "
+                f"({done.stderr.split('cannot be listed (')[1].splitlines()[0]}",
+                f"lrsweep: warning: skipping {foreign}: not a folder of the trials table (nothing in it is read)"]
             assert "digits" in done.stdout and "ionosphere" not in done.stdout, done.stdout
-        table = tmp_path / "trials"  # the table's own folder: nothing can be answered, and it says so
+        foreign.chmod(0o755)
+        # a table's own folder: skipped the same way; a query of another table is answered (it
+        # failed every query with "Cannot list the store's folder", exit 2)
+        write_rows(str(tmp_path), "lr_range", "digits", "s1", [{"optimizer": "sgd", "step": 1, "lr": 0.1, "loss": 2.0,
+                                                                "smoothed_loss": 2.0}])
+        table = tmp_path / "trials"
         table.chmod(0)
-        done = subprocess.run([*prefix, sys.executable, "-m", "lrsweep", "rank", "--results", str(tmp_path)],
-                              cwd=REPO, capture_output=True, text=True, timeout=120)
-        assert_refused(done, f"Cannot list the store's folder {table}")
+        for args, answer in ((["rank"], "no trials in the store"),
+                             (["query", "SELECT count(*) AS n FROM trials"], "0"),
+                             (["query", "SELECT optimizer, lr FROM lr_range"], "sgd 0.1")):
+            done = subprocess.run([*prefix, sys.executable, "-m", "lrsweep", *args, "--results", str(tmp_path)],
+                                  cwd=REPO, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr[-2000:]
+            assert done.stderr.startswith(f"lrsweep: warning: skipping {table}: cannot be listed ("), done.stderr
+            assert len(done.stderr.splitlines()) == 1, done.stderr
+            assert answer in " ".join(done.stdout.split()), done.stdout
     finally:
         locked.chmod(0o755)
+        foreign.chmod(0o755)
         (tmp_path / "trials").chmod(0o755)
 
 
@@ -732,9 +749,14 @@ def test_a_metric_that_does_not_exist_is_refused_before_the_store_is_read(tmp_pa
     root = tmp_path / "results"
     write_rows(str(root), "trials", "digits", "sweep-a", [trial_row(*row) for row in DIGITS])
     (root / "trials" / "dataset=digits" / "notes.txt").write_text("x")
-    for args in (["rank", "--metric", "f1"], ["rank", "--dataset", "mnist"], ["best", "--dataset", "mnist"],
-                 ["best", "--dataset", "digits", "--trial", "nope"]):
-        assert_refused(lrsweep(*args, "--results", str(root)), args[-1])
+    for args, word in ((["rank", "--metric", "f1"], "f1"), (["rank", "--dataset", "mnist"], "mnist"),
+                       (["best", "--dataset", "mnist"], "mnist"), (["best", "--dataset", "digits", "--trial", "nope"],
+                                                                   "nope"),
+                       # these four gave the warning, then the error line
+                       (["query", "SELECT nope FROM trials"], "nope"), (["fit-schedule", "--dataset", "mnist"], "mnist"),
+                       (["plot", "--dataset", "mnist", "--out", str(tmp_path / "p")], "mnist"),
+                       (["report", "--dataset", "mnist", "--out", str(tmp_path / "r.html")], "mnist")):
+        assert_refused(lrsweep(*args, "--results", str(root)), word)
     ranked = lrsweep("rank", "--results", str(root))  # taken: the warning comes
     assert ranked.returncode == 0 and "skipping" in ranked.stderr and "notes.txt" in ranked.stderr
 
@@ -758,6 +780,51 @@ def test_an_out_that_cannot_be_written_is_refused_before_the_store_is_read(resul
     done = lrsweep("report", "--dataset", "digits", "--results", results, "--out=~/r.html", env={"HOME": str(home)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert (home / "r.html").exists() and not (pathlib.Path(REPO) / "~").exists()
+
+
+def test_a_dataset_whose_every_file_is_unreadable_names_them_with_the_error(tmp_path):
+    """Bad input is one line, but where the skipped files are why the store holds no trial
+    of the dataset (or run), their warnings come first: the error alone named none."""
+    root = tmp_path / "results"
+    write_rows(str(root), "trials", "digits", "s1", [trial_row(*row) for row in DIGITS])
+    broken = write_rows(str(root), "trials", "ionosphere", "s2", [trial_row(*row) for row in IONOSPHERE])
+    open(broken, "r+b").truncate(100)
+    for args in (["rank", "--dataset", "ionosphere"], ["best", "--dataset", "ionosphere"],
+                 ["rank", "--sweep", "s2"]):
+        done = lrsweep(*args, "--results", str(root))
+        lines = done.stderr.splitlines()
+        assert done.returncode == 2 and len(lines) == 2, done.stderr
+        assert lines[0].startswith(f"lrsweep: warning: skipping {broken}: not a readable Parquet file"), lines
+        assert lines[1].startswith("lrsweep: error:") and "its files hold no readable trial" in lines[1], lines
+    assert os.path.getsize(broken) == 100
+
+
+def test_a_file_named_like_a_partition_is_foreign_and_never_read_as_a_folder(tmp_path):
+    """A file `trials/dataset=x.csv` broke the error naming the runs the store holds
+    ("Cannot list ... Not a directory") and was listed as a dataset."""
+    root = tmp_path / "results"
+    write_rows(str(root), "trials", "digits", "s1", [trial_row(*row) for row in DIGITS])
+    (root / "trials" / "dataset=x.csv").write_text("a,b\n")
+    (root / "trials" / "dataset=digits" / "sweep=notes.txt").write_text("x")
+    assert_refused(lrsweep("rank", "--sweep", "nosuch", "--results", str(root)), "(it holds s1)")
+    assert_refused(lrsweep("rank", "--dataset", "nosuch", "--results", str(root)), "(the store holds digits)")
+    done = lrsweep("rank", "--results", str(root))
+    assert done.returncode == 0 and "digits" in done.stdout, done.stderr[-2000:]
+    assert [line.split(": ")[2] for line in done.stderr.splitlines()] == [
+        f"skipping {root / 'trials' / 'dataset=digits' / 'sweep=notes.txt'}",
+        f"skipping {root / 'trials' / 'dataset=x.csv'}"]
+
+
+def test_query_writes_a_blob_and_a_uuid_as_text_in_every_format(tmp_path):
+    """JSON gave `{}` for a BLOB and failed on a UUID (a traceback); a table showed
+    `bytearray(b'...')`. Both as DuckDB writes them."""
+    sql = "SELECT '12345678-1234-5678-1234-567812345678'::UUID AS u, '\\xAA\\x01ab'::BLOB AS b, 1 AS n"
+    answers = {fmt: lrsweep("query", sql, "--format", fmt, "--results", str(tmp_path)) for fmt in ("json", "csv", "table")}
+    assert all(done.returncode == 0 and not done.stderr for done in answers.values()), answers
+    assert json.loads(answers["json"].stdout) == [{"u": "12345678-1234-5678-1234-567812345678", "b": "\\xaa\\x01ab",
+                                                   "n": 1}]
+    assert answers["csv"].stdout.splitlines()[1] == "12345678-1234-5678-1234-567812345678,\\xaa\\x01ab,1"
+    assert answers["table"].stdout.split()[-3:] == ["12345678-1234-5678-1234-567812345678", "\\xaa\\x01ab", "1"]
 
 
 def test_a_query_over_a_store_below_a_key_value_folder_reads_its_own_partitions(results, tmp_path):

@@ -1,6 +1,8 @@
 """SQL over the store: DuckDB, with the tables `trials`, `epochs` and `lr_range`, each the
 latest record of its key (as every lrsweep reader sees them)."""
 
+import uuid
+
 import duckdb
 import pyarrow as pa
 
@@ -113,9 +115,28 @@ def query(root, sql):
 def format_frame(frame, fmt):
     if fmt == "table" and list(frame.columns) == ["explain_key", "explain_value"]:  # EXPLAIN: DuckDB's drawing
         return "\n".join(f"{key}:\n{value.rstrip()}" for key, value in frame.itertuples(index=False))
+    frame = _as_text(frame)
     if fmt == "csv":
         return frame.to_csv(index=False).rstrip("\n")
     if fmt == "json":
         # timestamps to the microsecond, as stored (pandas' default cuts them to milliseconds)
         return frame.to_json(orient="records", date_format="iso", date_unit="us")
     return frame.to_string(index=False) if len(frame) else "(no rows)"
+
+
+def _as_text(frame):
+    """`frame` with the values of a query's own types that have no form of their own in a table,
+    CSV or JSON as text, as DuckDB writes them: a BLOB (`bytearray(b'...')` in a table, `{}` in
+    JSON), a UUID (JSON failed on it)."""
+    def text(value):
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value).decode("latin-1").encode("unicode_escape").decode("ascii")
+        return str(value) if isinstance(value, uuid.UUID) else value
+
+    objects = [i for i, kind in enumerate(frame.dtypes) if kind == object]  # by place: names may repeat
+    if not objects:
+        return frame
+    frame = frame.copy()
+    for i in objects:
+        frame.iloc[:, i] = frame.iloc[:, i].map(text)
+    return frame

@@ -26,7 +26,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from lrsweep.errors import LrsweepError, StoreUnreachable, warn
+from lrsweep.errors import LrsweepError, StoreUnreachable, say_held, warn
 from lrsweep.results import LOGS
 from lrsweep.schedules.registry import FAMILIES
 
@@ -192,8 +192,8 @@ def _listing(fs, folder):
 def _entries(fs, root):
     """Every entry below a table's folder `root`, in name order, in one recursive listing
     (one request of an object store). Where that fails, folder by folder, down to the
-    sweeps' folders: one that cannot be listed gets a warning and lists nothing, `root`
-    itself LrsweepError."""
+    sweeps' folders: one that cannot be listed (`root` too: a file, or a folder without
+    permissions) gets a warning and lists nothing."""
     try:
         return _list(fs, root, recursive=True)
     except OSError:
@@ -201,18 +201,22 @@ def _entries(fs, root):
     entries, pending = [], [root]
     while pending:
         folder = pending.pop()
-        if folder == root:
-            found = _listing(fs, root)
-        else:
-            try:
-                found = _list(fs, folder)
-            except OSError as e:
-                warn(f"skipping {folder}: cannot be listed ({str(e).splitlines()[0]})")
-                continue
+        try:
+            found = _list(fs, folder)
+        except OSError as e:
+            warn(f"skipping {folder}: cannot be listed ({str(e).splitlines()[0]})")
+            continue
         entries += found
-        pending += [i.path for i in found  # dataset=D and sweep=S: what a foreign folder holds is never read
-                    if i.type == pafs.FileType.Directory and i.path.count("/") - root.count("/") < 3]
+        depth = folder.count("/") - root.count("/")
+        # dataset=D, then sweep=S: what a foreign folder holds is never read (`table_files`)
+        pending += [i.path for i in found if depth < 2 and _partition_folder(i, ("dataset", "sweep")[depth])]
     return sorted(entries, key=lambda i: i.path)
+
+
+def _partition_folder(info, key):
+    """Whether the listed entry `info` is a folder `key=value` (`segment`) with a value."""
+    return (info.type == pafs.FileType.Directory and info.base_name.startswith(f"{key}=")
+            and info.base_name != f"{key}=")
 
 
 def _foreign(info, table):
@@ -236,8 +240,7 @@ def table_files(fs, base, table, dataset=None, sweep=None):
             continue
         parts = relative.split("/")
         if len(parts) < 3:  # dataset=D, then sweep=S: folders, each with a value
-            key, name = ("dataset", "sweep")[len(parts) - 1], parts[-1]
-            if info.type != pafs.FileType.Directory or not name.startswith(f"{key}=") or name == f"{key}=":
+            if not _partition_folder(info, ("dataset", "sweep")[len(parts) - 1]):
                 _foreign(info, table)
                 foreign.append(relative)
             continue
@@ -341,15 +344,17 @@ def sweep_trials(root, sweep, dataset=None):
     trials = read_frame(root, "trials", dataset, sweep)
     if trials.empty:
         fs, base = filesystem(root)
-        folders = [f for f in _listing(fs, f"{base}/trials") if f.base_name.startswith("dataset=")]
+        folders = [f for f in _listing(fs, f"{base}/trials") if _partition_folder(f, "dataset")]
         if dataset is not None and dataset not in [segment_value(f.base_name, "dataset") for f in folders]:
             dataset_trials(root, dataset)  # the dataset is the typo: that error names the datasets held
         held = sorted({segment_value(info.base_name, "sweep") for folder in folders
                        if dataset in (None, segment_value(folder.base_name, "dataset"))
-                       for info in _listing(fs, folder.path) if info.base_name.startswith("sweep=")})
+                       for info in _listing(fs, folder.path) if _partition_folder(info, "sweep")})
         holds = ("its files hold no readable trial" if sweep in held else
                  f"it holds {', '.join(held)}" if held else "it holds no trials")
         on = f" on dataset {dataset!r}" if dataset else ""
+        if sweep in held:
+            say_held()  # the warnings that name the run's unreadable files: the error's cause
         raise LrsweepError(f"Argument `sweep` names no run{on} in the store {root}. Received: sweep={sweep!r} "
                            f"({holds})")
     return trials
@@ -362,9 +367,11 @@ def dataset_trials(root, dataset):
     if trials.empty:
         fs, base = filesystem(root)
         held = [segment_value(info.base_name, "dataset") for info in _listing(fs, f"{base}/trials")
-                if info.base_name.startswith("dataset=") and info.base_name != "dataset="]
+                if _partition_folder(info, "dataset")]
         holds = ("its files hold no readable trial" if dataset in held else
                  f"the store holds {', '.join(held)}" if held else "the store holds no trials")
+        if dataset in held:
+            say_held()  # the warnings that name the dataset's unreadable files: the error's cause
         raise LrsweepError(f"Argument `dataset` names no dataset in the store {root}. Received: dataset={dataset!r} "
                            f"({holds})")
     return trials

@@ -45,6 +45,22 @@ def _output_file(path):
     return _output(path, folder=False)
 
 
+def _outside_store(path, results, flag):
+    """Bad input where a command would write `path` into the store's tables or Tune's state
+    under the results folder `results`: a picture there breaks `pandas.read_parquet` of the
+    table, and a report written over a stored file loses its trials."""
+    from lrsweep.results.store import SCHEMAS
+
+    if "://" in results:
+        return
+    out = os.path.realpath(os.path.expanduser(path))
+    for folder in (*SCHEMAS, "tune"):  # the tables, and where Tune keeps its state (`driver.storage_path`)
+        inside = os.path.realpath(os.path.join(os.path.expanduser(results), folder))
+        if out == inside or out.startswith(inside + os.sep):
+            raise LrsweepError(f"Argument `{flag}` must be outside the store's folder {inside}, which lrsweep's "
+                               f"readers and pandas read whole. Received: {flag}={path!r}")
+
+
 def _output_folder(path):
     return _output(path, folder=True)
 
@@ -515,6 +531,8 @@ def cmd_find_lr(args):
     from lrsweep.run.driver import check_results
 
     check_results(sweep, storage=False)  # the results folder alone: no Tune, no `storage`
+    if args.plot:
+        _outside_store(args.plot, sweep.results, "plot")
     from lrsweep.run.find_lr import find_lr
 
     found = find_lr(sweep, print_fn=lambda line: print(line, flush=True))
@@ -536,6 +554,7 @@ def _add_find_lr(p):
 def cmd_plot(args):
     from lrsweep.results.plots import sweep_pictures
 
+    _outside_store(args.out, args.results, "out")
     with checking():  # a warning (a foreign file) only once the input is taken: bad input is one line
         paths = sweep_pictures(args.results, args.dataset, args.out)
     for path in paths:
@@ -545,6 +564,7 @@ def cmd_plot(args):
 def cmd_report(args):
     from lrsweep.results.plots import sweep_report
 
+    _outside_store(args.out, args.results, "out")
     with checking():  # a warning (a foreign file) only once the input is taken: bad input is one line
         page = sweep_report(args.results, args.dataset, args.out)
     print(page)

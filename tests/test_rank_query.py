@@ -782,6 +782,26 @@ def test_an_out_that_cannot_be_written_is_refused_before_the_store_is_read(resul
     assert (home / "r.html").exists() and not (pathlib.Path(REPO) / "~").exists()
 
 
+def test_an_out_inside_the_stores_folders_is_refused_and_nothing_stored_is_touched(tmp_path):
+    """`report --out` on a stored file wrote the page over it (its trials lost); `plot --out`
+    or `find-lr --plot` inside a table's folders left pictures where `pandas.read_parquet` of
+    the table fails on them. The results folder's own level is not read: a report may go there."""
+    root = tmp_path / "results"
+    stored = write_rows(str(root), "trials", "digits", "s1", [trial_row(*row) for row in DIGITS])
+    before = open(stored, "rb").read()
+    partition = os.path.dirname(stored)
+    for args, flag in ((["report", "--dataset", "digits", "--out", stored], "out"),
+                       (["plot", "--dataset", "digits", "--out", partition], "out"),
+                       (["plot", "--dataset", "digits", "--out", str(root / "tune" / "pictures")], "out"),
+                       (["find-lr", "sweeps/digits.py", "--plot", str(root / "lr_range" / "range.png")], "plot")):
+        assert_refused(lrsweep(*args, "--results", str(root)), f"`{flag}`", "outside the store's folder")
+    assert open(stored, "rb").read() == before and os.listdir(partition) == [os.path.basename(stored)]
+    assert sorted(os.listdir(root)) == ["trials"]
+    done = lrsweep("report", "--dataset", "digits", "--out", str(root / "report.html"), "--results", str(root))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(pd.read_parquet(root / "trials")) == len(DIGITS)
+
+
 def test_a_dataset_whose_every_file_is_unreadable_names_them_with_the_error(tmp_path):
     """Bad input is one line, but where the skipped files are why the store holds no trial
     of the dataset (or run), their warnings come first: the error alone named none."""

@@ -131,7 +131,9 @@ def rank(trials, metric=None, top=TOP):
     order = ["dataset", "best"]
     if not confirm.empty:
         searched = table.set_index(["dataset", "family"])["best"]
-        table = table.merge(confirmation(confirm, column, mode, searched), on=["dataset", "family"], how="left")
+        steps = metric_steps(pd.concat([trials, confirm]), column)
+        table = table.merge(confirmation(confirm, column, mode, searched, steps=steps), on=["dataset", "family"],
+                            how="left")
         confirmed = _confirmed_trials(trials, confirm)
         table["confirmed_trials"] = [confirmed.get((dataset, family))
                                      for dataset, family in zip(table["dataset"], table["family"])]
@@ -177,11 +179,15 @@ def leading_trial(ranking, dataset):
     return ranking["best_trial"].dropna().iloc[0]
 
 
-def confirmation(confirm, column, mode, searched=None, level=0.95):
+def confirmation(confirm, column, mode, searched=None, level=0.95, steps=None):
     """Per dataset and family, its confirmation runs: how many have a finite value of the
     metric, their mean, the half-width of the `level` interval of that mean (Student's t),
     and the verdict against the leader: a paired t-test over the runs with the same sweep
-    and seed, "tie" where p >= 1 - level (the two cannot be told apart); a family whose runs
+    and seed, "tie" where p >= 1 - level (the two cannot be told apart), "behind" where the
+    family's runs are worse, "ahead in the paired runs" where they are better (the leader's
+    mean then owes its lead to runs the family has no counterpart of: a failed run, another
+    sweep); `steps`: {(dataset, sweep): the metric's smallest step} (`metric_steps`, for
+    `_paired_p`: of the paired runs' sweeps, the largest). A family whose runs
     are all of other sweeps than the leader's is not paired, and says so. The leader is the
     best mean among the families with two runs or more and none diverged; equal means (on a
     small validation set, often) go to the better of `searched` (the search's best value
@@ -222,28 +228,53 @@ def confirmation(confirm, column, mode, searched=None, level=0.95):
                 if not sweeps[0] & sweeps[1]:  # other sweeps' runs: other settings, maybe, and nothing to pair
                     verdict = "not paired (another sweep)"
                 elif len(pairs) < 2:
-                    verdict = "too few runs"
+                    verdict = "too few paired runs"
                 else:
-                    p = _paired_p(differences, pairs[label], pairs[leader])
-                    verdict = f"{'tie' if p >= 1 - level else 'behind'} (p={p:.2g})"
+                    step = max((steps or {}).get((dataset, sweep), math.inf)
+                               for sweep in pairs.index.get_level_values("sweep"))
+                    p = _paired_p(differences, pairs[label], pairs[leader], step)
+                    better = differences.mean() > 0 if mode == "max" else differences.mean() < 0
+                    verdict = f"{'tie' if p >= 1 - level else 'ahead in the paired runs' if better else 'behind'} " \
+                              f"(p={p:.2g})"
             rows.append({"dataset": dataset, "family": label, "confirmed": n, "confirm_mean": own.mean(),
                          "ci95": half, "vs_leader": verdict, "leads": bool(leads[label])})
     return pd.DataFrame(rows, columns=["dataset", "family", "confirmed", "confirm_mean", "ci95", "vs_leader", "leads"])
 
 
-def _paired_p(differences, runs, leader_runs):
+def _paired_p(differences, runs, leader_runs, step=math.inf):
     """The p-value of a family's runs against the leader's, paired by seed: the t-test's; 1
-    where every pair is equal. Where every pair differs by the same amount (one validation
-    sample each time, on a small set) the t-test has no variance to work with and says p=0
-    whatever the number of runs: the sign test's exact p instead (two runs: 0.5)."""
+    where every pair is equal. Where every pair differs by the same amount the t-test has no
+    variance to work with and says p=0 whatever the number of runs: where that amount is one
+    `step` of the metric or less (one validation sample each time, on a small set) the sign
+    test's exact p instead (two runs: 0.5; five: 0.0625); a larger one, every run behind (or
+    ahead) by the same margin, keeps the t-test's 0 (the sign test could never call a family
+    behind by ten points on each of the default five runs)."""
     from scipy import stats
 
     if (differences == 0).all():
         return 1.0
     # the metrics are float32: one sample behind each time differs in the last bits
-    if np.ptp(differences.to_numpy()) <= 1e-6 * max(1.0, float(np.abs(differences).max())):
+    largest = float(np.abs(differences).max())
+    if np.ptp(differences.to_numpy()) <= 1e-6 * max(1.0, largest):
+        if largest > 1.5 * step:  # two steps or more (a float32's last bits make one step differ a little)
+            return 0.0
         return stats.binomtest(int((differences > 0).sum()), len(differences)).pvalue
     return stats.ttest_rel(runs, leader_runs).pvalue
+
+
+def metric_steps(trials, column):
+    """{(dataset, sweep): the smallest step between two values of `column` the sweep's trials
+    reached}: one validation sample of an accuracy (on ionosphere's 116, 0.0086), where
+    enough trials differ (a sweep's trials share one validation set; pooled sweeps may
+    not); `math.inf` where fewer than two values are known. Differences in the last bits of
+    a float32 are not steps."""
+    steps = {}
+    for key, values in trials.groupby(["dataset", "sweep"], observed=True)[column]:
+        known = np.unique(values.astype(float)[np.isfinite(values.astype(float))])
+        gaps = np.diff(known)
+        gaps = gaps[gaps > 1e-6 * max(1.0, float(np.abs(known).max(initial=0.0)))]
+        steps[key] = float(gaps.min()) if len(gaps) else math.inf
+    return steps
 
 
 def format_ranking(table):

@@ -86,16 +86,18 @@ def checking(say=True):
         warn(message)
 
 
-def say_held():
-    """Say at once the warnings held so far (`checking`): those that explain the error coming
-    next (a dataset whose every file was skipped as unreadable, each named by its warning)."""
+def say_held(about):
+    """Say at once the warnings held so far (`checking`) that name `about` (a folder): those
+    that explain the error coming next (a dataset whose every file was skipped as
+    unreadable); the others stay held."""
     global _held
     held, _held = _held, None
     try:
         for message in held or ():
-            warn(message)
+            if about in message:
+                warn(message)
     finally:
-        _held = None if held is None else []
+        _held = None if held is None else [message for message in held if about not in message]
 
 
 def said():

@@ -82,6 +82,7 @@ def assert_refused(done, *words):
     # a results or storage URI pyarrow cannot open: a traceback once Ray had started
     (("max_epochs=3", 'max_epochs=3, results="ftp://host/results"'), ["results='ftp://host/results'", "s3://"]),
     (("max_epochs=3", 'max_epochs=3, storage="s3://"'), ["storage='s3://'", "bucket"]),
+    (("max_epochs=3", 'max_epochs=3, results="file:///tmp/results"'), ["results='file:///tmp/results'", "gs://"]),
 ])
 @pytest.mark.parametrize("command", ["validate", "launch"])
 def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, replace, words):
@@ -200,6 +201,14 @@ def test_a_results_folder_under_a_file_is_refused_before_anything_runs(tmp_path)
     done = cli("launch", "sweeps/digits.py", "--results", str(blocker / "results"))
     assert_refused(done, "a-file")
     assert blocker.read_text() == ""
+
+
+def test_storage_may_be_a_file_uri_as_ray_takes_it_and_results_may_not(tmp_path):
+    """Tune's storage takes any folder pyarrow names by URI; the store's atomic writes need a
+    folder or an object store (a file:// store would be written in place)."""
+    done = cli("validate", "sweeps/digits.py", "--storage", f"file://{tmp_path}/tune", "--results", str(tmp_path / "r"))
+    assert done.returncode == 0 and done.stdout.endswith("imported: \n"), done.stderr[-2000:]
+    assert_refused(cli("validate", "sweeps/digits.py", "--results", f"file://{tmp_path}/r"), "results=", "file://")
 
 
 def test_a_results_folder_given_from_home_is_the_one_under_home(tmp_path):

@@ -5,19 +5,21 @@
 # reads it without importing pyarrow and pandas, which it has no use for (`store`).
 LOGS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
-# Where the store (and Tune's storage) may live besides a folder: object stores, where one
-# upload is atomic (`store.write_rows`).
-URI_SCHEMES = ("s3", "gs")
+# Where the store may live besides a folder: object stores, where one upload is atomic
+# (`store.write_rows`); Tune's storage also in any folder pyarrow names by URI.
+URI_SCHEMES = {"results": ("s3", "gs", "gcs"), "storage": ("s3", "gs", "gcs", "file")}
 
 
-def location_error(path):
-    """None where `path` is a folder or an `s3://`/`gs://` URI with a bucket; else what it
-    must be, for a bad-input line (pyarrow would fail on it once Ray had started)."""
+def location_error(path, field="results"):
+    """None where `path` is a folder or a URI the `field` (results or storage) may be, with
+    a bucket; else what it must be, for a bad-input line (pyarrow would fail on it once Ray
+    had started)."""
     scheme, sep, rest = path.partition("://")
     if not sep:
         return None
-    if scheme not in URI_SCHEMES:
-        return f"a folder or an {' or '.join(f'{s}://' for s in URI_SCHEMES)} URI"
-    if not rest.split("/")[0]:
+    schemes = URI_SCHEMES[field]
+    if scheme not in schemes:
+        return f"a folder or a URI: {', '.join(f'{s}://' for s in schemes)}"
+    if scheme != "file" and not rest.split("/")[0]:
         return f"a URI that names a bucket ({scheme}://BUCKET/PATH)"
     return None

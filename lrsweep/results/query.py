@@ -4,6 +4,7 @@ latest record of its key (as every lrsweep reader sees them)."""
 import uuid
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from lrsweep.errors import LrsweepError
@@ -129,9 +130,17 @@ def _as_text(frame):
     CSV or JSON as text, as DuckDB writes them: a BLOB (`bytearray(b'...')` in a table, `{}` in
     JSON), a UUID (JSON failed on it)."""
     def text(value):
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return bytes(value).decode("latin-1").encode("unicode_escape").decode("ascii")
-        return str(value) if isinstance(value, uuid.UUID) else value
+        if isinstance(value, (bytes, bytearray, memoryview)):  # DuckDB's BLOB to VARCHAR, which reads back
+            return "".join(chr(b) if 32 <= b < 127 and b not in b"\\'\"" else f"\\x{b:02X}" for b in bytes(value))
+        if isinstance(value, uuid.UUID):
+            return str(value)
+        if isinstance(value, (list, tuple, np.ndarray)):  # a LIST of them
+            items = [text(item) for item in value]
+            return items if any(a is not b for a, b in zip(items, value)) else value
+        if isinstance(value, dict):  # a STRUCT or MAP of them
+            items = {key: text(item) for key, item in value.items()}
+            return items if any(items[key] is not value[key] for key in value) else value
+        return value
 
     objects = [i for i, kind in enumerate(frame.dtypes) if kind == object]  # by place: names may repeat
     if not objects:

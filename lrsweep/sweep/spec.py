@@ -346,7 +346,7 @@ class Sweep:
                 object.__setattr__(self, name, value)
             if (required or value is not None) and (not isinstance(value, str) or not value):
                 raise _field_error(name, "a non-empty string" + ("" if required else " or None"), value)
-            rule = name in ("results", "storage") and value and location_error(value)
+            rule = name in ("results", "storage") and value and location_error(value, name)
             if rule:
                 raise _field_error(name, rule, value)
             if name != "dataset" and value and value.startswith("~"):  # --results=~/x: the shell leaves that ~

@@ -87,17 +87,21 @@ def checking(say=True):
 
 
 def say_held(about):
-    """Say at once the warnings held so far (`checking`) that name `about` (a folder): those
-    that explain the error coming next (a dataset whose every file was skipped as
-    unreadable); the others stay held."""
+    """Say at once the warnings held so far (`checking`) that name the folder `about` or what
+    it holds: those that explain the error coming next (a dataset whose every file was
+    skipped as unreadable, or whose folder could not be listed); the others stay held."""
     global _held
+
+    def names(message):
+        return f"{about}/" in message or f"{about}:" in message
+
     held, _held = _held, None
     try:
         for message in held or ():
-            if about in message:
+            if names(message):
                 warn(message)
     finally:
-        _held = None if held is None else [message for message in held if about not in message]
+        _held = None if held is None else [message for message in held if not names(message)]
 
 
 def said():

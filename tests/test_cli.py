@@ -209,6 +209,14 @@ def test_storage_may_be_a_file_uri_as_ray_takes_it_and_results_may_not(tmp_path)
     done = cli("validate", "sweeps/digits.py", "--storage", f"file://{tmp_path}/tune", "--results", str(tmp_path / "r"))
     assert done.returncode == 0 and done.stdout.endswith("imported: \n"), done.stderr[-2000:]
     assert_refused(cli("validate", "sweeps/digits.py", "--results", f"file://{tmp_path}/r"), "results=", "file://")
+    from lrsweep import Sweep
+
+    # a folder of this machine, taken as its path: locked, checked and warned of as a folder (as a
+    # URI, the multi-node warning and the lock were skipped); a relative one pyarrow refuses
+    assert Sweep(name="s", configs=[{"family": "constant", "initial_lr": 0.1}],
+                 storage=f"file://{tmp_path}/tune").storage == f"{tmp_path}/tune"
+    assert_refused(cli("validate", "sweeps/digits.py", "--storage", "file://tune"), "storage='file://tune'",
+                   "file:///PATH")
 
 
 def test_a_results_folder_given_from_home_is_the_one_under_home(tmp_path):

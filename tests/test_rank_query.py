@@ -282,7 +282,27 @@ def test_runs_behind_by_the_same_margin_of_many_samples_each_time_are_behind(tmp
         warnings.simplefilter("error")
         verdicts = rank(read_frame(root, "trials")).set_index("family")["vs_leader"]
 
-    assert verdicts.to_dict() == {"sgd/step": "leader", "adam/constant": "tie (p=0.062)", "sgd/cosine": "behind (p=0)"}
+    assert verdicts.to_dict() == {"sgd/step": "leader", "adam/constant": "tie (p=0.062)",
+                                  "sgd/cosine": "behind (p=3.4e-09)"}  # t = 41 steps * 5 runs, 4 df
+
+
+def test_two_runs_behind_by_a_constant_margin_are_no_surer_than_two_that_vary(tmp_path):
+    """With no spread the t-test said p=0 for two runs two samples behind, and p=0.13 for two
+    runs two and three samples behind: a constant margin now gets the spread of one step."""
+    root = str(tmp_path)
+    search = [(f"s{k}", "sgd/step", "completed", MAX_EPOCHS, 0.1, float(np.float32(k / 116)), 0.9, 0.3)
+              for k in range(70, 116)]
+    search += [(f"c{k}", label, "completed", MAX_EPOCHS, 0.1, 0.5, 0.9, 0.3) for k, label in
+               ((1, "sgd/cosine"), (2, "adam/constant"))]
+    write_rows(root, "trials", "digits", "sweep-a", [trial_row(*row) for row in search])
+    write_rows(root, "trials", "digits", "sweep-a", confirm_rows(
+        [("sgd/step", seed, "completed", float(np.float32(110 / 116))) for seed in (1, 2)]
+        + [("sgd/cosine", seed, "completed", float(np.float32(108 / 116))) for seed in (1, 2)]
+        + [("adam/constant", seed, "completed", float(np.float32(k / 116))) for seed, k in ((1, 108), (2, 107))]))
+
+    verdicts = rank(read_frame(root, "trials")).set_index("family")["vs_leader"]
+
+    assert (verdicts["sgd/cosine"], verdicts["adam/constant"]) == ("tie (p=0.16)", "tie (p=0.13)")
 
 
 def test_a_family_better_on_every_run_it_shares_with_the_leader_is_not_behind_it(tmp_path):
@@ -299,6 +319,27 @@ def test_a_family_better_on_every_run_it_shares_with_the_leader_is_not_behind_it
 
     assert table.loc["sgd/step", "vs_leader"] == "leader"
     assert table.loc["adam/constant", "vs_leader"] == "ahead in the paired runs (p=0.019)"
+
+
+def test_fit_schedule_confirm_judges_a_constant_margin_as_rank_does(tmp_path):
+    """`fit-schedule --confirm`'s comparison called the fitted schedule 41 samples (of 116)
+    behind on each of five seeds a tie, where `rank` says behind."""
+    from lrsweep.results.fitting import compare_with_trial
+
+    root = str(tmp_path)
+    search = [trial_row(f"s{k}", "sgd/step", "completed", MAX_EPOCHS, 0.1 + k / 1000, float(np.float32(k / 116)), 0.9,
+                        0.3) for k in range(70, 115)]
+    own = trial_row("t1", "sgd/step", "completed", MAX_EPOCHS, 0.1, float(np.float32(115 / 116)), 0.99, 0.1)
+    write_rows(root, "trials", "digits", "sweep-a", search + [{**own, "seed": 0}] + [
+        {**own, "trial_id": f"c{seed}", "seed": seed, "stage": "confirm"} for seed in range(1, 5)])
+    fitted = trial_row("f", "sgd/cosine", "completed", MAX_EPOCHS, 0.1, float(np.float32(74 / 116)), 0.7, 0.5)
+    write_rows(root, "trials", "digits", "fit-t1", [{**fitted, "trial_id": f"f{seed}", "seed": seed,
+                                                     "stage": "confirm" if seed else "search"} for seed in range(5)])
+
+    lines = compare_with_trial(root, "digits", {**own, "sweep": "sweep-a", "seed": 0}, {"family": "cosine"},
+                               "fit-t1").splitlines()
+
+    assert lines[2].split()[-1] == "leader" and lines[3].split()[-2] == "behind", lines
 
 
 def confirm_rows(runs, **fields):
@@ -859,6 +900,27 @@ def test_a_dataset_whose_every_file_is_unreadable_names_them_with_the_error(tmp_
     assert os.path.getsize(broken) == 100
 
 
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"),
+                    reason="root lists any folder, and setpriv is not there to take that from it")
+def test_a_dataset_whose_folder_cannot_be_listed_names_it_with_the_error(tmp_path):
+    """The warning names the folder itself (no `/` after it): it was held and dropped."""
+    root = tmp_path / "results"
+    write_rows(str(root), "trials", "digits", "s1", [trial_row(*row) for row in DIGITS])
+    write_rows(str(root), "trials", "ionosphere", "s2", [trial_row(*row) for row in IONOSPHERE])
+    locked = root / "trials" / "dataset=ionosphere"
+    locked.chmod(0)
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    try:
+        done = subprocess.run([*prefix, sys.executable, "-m", "lrsweep", "rank", "--dataset", "ionosphere", "--results",
+                               str(root)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    finally:
+        locked.chmod(0o755)
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 2, done.stderr
+    assert lines[0].startswith(f"lrsweep: warning: skipping {locked}: cannot be listed"), lines
+    assert "its files hold no readable trial" in lines[1], lines
+
+
 def test_a_file_named_like_a_partition_is_foreign_and_never_read_as_a_folder(tmp_path):
     """A file `trials/dataset=x.csv` broke the error naming the runs the store holds
     ("Cannot list ... Not a directory") and was listed as a dataset."""
@@ -880,13 +942,14 @@ def test_query_writes_a_blob_and_a_uuid_as_text_in_every_format(tmp_path):
     `bytearray(b'...')`. Both as DuckDB writes them."""
     uid = "12345678-1234-5678-1234-567812345678"
     sql = (f"SELECT '{uid}'::UUID AS u, '\\xAA\\x01a\\x5Cb'::BLOB AS b, 1 AS n, ['{uid}'::UUID] AS l, "
-           "('\\xAA\\x01a\\x5Cb'::BLOB)::VARCHAR AS duckdb")
+           "('\\xAA\\x01a\\x5Cb'::BLOB)::VARCHAR AS duckdb, [1.5, NULL] AS m")  # a NULL in a LIST: a traceback
     answers = {fmt: lrsweep("query", sql, "--format", fmt, "--results", str(tmp_path)) for fmt in ("json", "csv", "table")}
     assert all(done.returncode == 0 and not done.stderr for done in answers.values()), answers
     blob = "\\xAA\\x01a\\x5Cb"
-    assert json.loads(answers["json"].stdout) == [{"u": uid, "b": blob, "n": 1, "l": [uid], "duckdb": blob}]
-    assert answers["csv"].stdout.splitlines()[1] == f"{uid},{blob},1,['{uid}'],{blob}"
-    assert answers["table"].stdout.splitlines()[1].split() == [uid, blob, "1", f"[{uid}]", blob]
+    assert json.loads(answers["json"].stdout) == [{"u": uid, "b": blob, "n": 1, "l": [uid], "duckdb": blob,
+                                                   "m": [1.5, None]}]  # the NULL was 0.0 before
+    assert answers["csv"].stdout.splitlines()[1] == f"{uid},{blob},1,['{uid}'],{blob},\"[1.5, None]\""
+    assert answers["table"].stdout.splitlines()[1].split() == [uid, blob, "1", f"[{uid}]", blob, "[1.5,", "None]"]
 
 
 def test_a_query_over_a_store_below_a_key_value_folder_reads_its_own_partitions(results, tmp_path):

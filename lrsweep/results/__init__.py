@@ -20,6 +20,8 @@ def location_error(path, field="results"):
     schemes = URI_SCHEMES[field]
     if scheme not in schemes:
         return f"a folder or a URI: {', '.join(f'{s}://' for s in schemes)}"
-    if scheme != "file" and not rest.split("/")[0]:
+    if scheme == "file":
+        return None if rest.startswith("/") else "a file:// URI of an absolute path (file:///PATH)"
+    if not rest.split("/")[0]:
         return f"a URI that names a bucket ({scheme}://BUCKET/PATH)"
     return None

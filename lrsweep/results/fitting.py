@@ -12,7 +12,7 @@ import pandas as pd
 from lrsweep.errors import LrsweepError
 from lrsweep.quiet import import_tensorflow
 from lrsweep.results.best import trial_row
-from lrsweep.results.rank import confirmation
+from lrsweep.results.rank import confirmation, metric_steps
 from lrsweep.results.store import read_frame
 from lrsweep.schedules.fit import valid_trace
 
@@ -106,7 +106,8 @@ def compare_with_trial(root, dataset, row, fit, run):
     labels = (f"trial {row['trial_id']} ({row['optimizer']}/{row['family']})",
               f"fitted {row['optimizer']}/{fit['family']}")
     runs = pd.concat([own.assign(label=labels[0]), fitted.assign(label=labels[1])]).assign(sweep="both")
-    table = confirmation(runs, column, mode).set_index("family")
+    steps = metric_steps(trials[trials["sweep"].isin([row["sweep"], run])].assign(sweep="both"), column)
+    table = confirmation(runs, column, mode, steps=steps).set_index("family")
     seeds = sorted(set(own["seed"]) & set(fitted["seed"]))
     lines = [f"trained again: the trial's own schedule against the fitted one, on the same data and model, "
              f"seed by seed (seeds both ran: {', '.join(str(s) for s in seeds) or 'none'})",

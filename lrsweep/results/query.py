@@ -134,7 +134,9 @@ def _as_text(frame):
             return "".join(chr(b) if 32 <= b < 127 and b not in b"\\'\"" else f"\\x{b:02X}" for b in bytes(value))
         if isinstance(value, uuid.UUID):
             return str(value)
-        if isinstance(value, (list, tuple, np.ndarray)):  # a LIST of them
+        if isinstance(value, np.ndarray):  # a LIST (masked where it holds NULLs: None there, not 0.0)
+            return [text(item) for item in value.tolist()]
+        if isinstance(value, (list, tuple)):
             items = [text(item) for item in value]
             return items if any(a is not b for a, b in zip(items, value)) else value
         if isinstance(value, dict):  # a STRUCT or MAP of them

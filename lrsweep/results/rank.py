@@ -247,8 +247,8 @@ def _paired_p(differences, runs, leader_runs, step=math.inf):
     variance to work with and says p=0 whatever the number of runs: where that amount is one
     `step` of the metric or less (one validation sample each time, on a small set) the sign
     test's exact p instead (two runs: 0.5; five: 0.0625); a larger one, every run behind (or
-    ahead) by the same margin, keeps the t-test's 0 (the sign test could never call a family
-    behind by ten points on each of the default five runs)."""
+    ahead) by the same margin, the t-test's with the spread of one step (the sign test could
+    never call a family behind by ten points on each of the default five runs)."""
     from scipy import stats
 
     if (differences == 0).all():
@@ -256,9 +256,13 @@ def _paired_p(differences, runs, leader_runs, step=math.inf):
     # the metrics are float32: one sample behind each time differs in the last bits
     largest = float(np.abs(differences).max())
     if np.ptp(differences.to_numpy()) <= 1e-6 * max(1.0, largest):
-        if largest > 1.5 * step:  # two steps or more (a float32's last bits make one step differ a little)
-            return 0.0
-        return stats.binomtest(int((differences > 0).sum()), len(differences)).pvalue
+        if largest <= 1.5 * step:  # one step (a float32's last bits make one step differ a little)
+            return stats.binomtest(int((differences > 0).sum()), len(differences)).pvalue
+        # the t-test as if one run had differed by one step more: the least spread the metric's
+        # steps allow (sd step/sqrt(n)), so that two runs two samples behind are no surer than
+        # two runs two and three samples behind
+        n = len(differences)
+        return float(2 * stats.t.sf(largest * n / step, n - 1))
     return stats.ttest_rel(runs, leader_runs).pvalue
 
 
@@ -305,7 +309,8 @@ def format_ranking(table):
                                                  ("confirmed", confirmed)), start=2):
                 shown.insert(at, name, values)
             note = ("\nconfirm_mean ± ci95: each family's best trial again with several seeds (mean, 95% interval); "
-                    "vs_leader: paired t-test against the leader, tie = cannot be told apart")
+                    "vs_leader: paired t-test against the leader, tie = cannot be told apart, ahead in the "
+                    "paired runs = better on the seeds both ran")
             if others:
                 note += (f"\nthe confirmation runs are of another trial than best_trial (its sweep's best by the "
                          f"metric it ranked by): {'; '.join(others)}")

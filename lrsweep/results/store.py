@@ -354,7 +354,7 @@ def sweep_trials(root, sweep, dataset=None):
                  f"it holds {', '.join(held)}" if held else "it holds no trials")
         on = f" on dataset {dataset!r}" if dataset else ""
         if sweep in held:  # the warnings that name the run's unreadable files: the error's cause
-            say_held(f"/{segment('sweep', sweep)}/")
+            say_held(f"/{segment('sweep', sweep)}")
         raise LrsweepError(f"Argument `sweep` names no run{on} in the store {root}. Received: sweep={sweep!r} "
                            f"({holds})")
     return trials
@@ -371,7 +371,7 @@ def dataset_trials(root, dataset):
         holds = ("its files hold no readable trial" if dataset in held else
                  f"the store holds {', '.join(held)}" if held else "the store holds no trials")
         if dataset in held:  # the warnings that name the dataset's unreadable files: the error's cause
-            say_held(f"{base}/trials/{segment('dataset', dataset)}/")
+            say_held(f"{base}/trials/{segment('dataset', dataset)}")
         raise LrsweepError(f"Argument `dataset` names no dataset in the store {root}. Received: dataset={dataset!r} "
                            f"({holds})")
     return trials

@@ -349,6 +349,9 @@ class Sweep:
             rule = name in ("results", "storage") and value and location_error(value, name)
             if rule:
                 raise _field_error(name, rule, value)
+            if name == "storage" and value and value.startswith("file://"):  # a folder of this machine: checked,
+                value = value[len("file://"):]  # locked and warned of as one (a URI is taken as remote)
+                object.__setattr__(self, name, value)
             if name != "dataset" and value and value.startswith("~"):  # --results=~/x: the shell leaves that ~
                 object.__setattr__(self, name, os.path.expanduser(value))
         self.arms  # checks every family and parameter

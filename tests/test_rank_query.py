@@ -942,14 +942,17 @@ def test_query_writes_a_blob_and_a_uuid_as_text_in_every_format(tmp_path):
     `bytearray(b'...')`. Both as DuckDB writes them."""
     uid = "12345678-1234-5678-1234-567812345678"
     sql = (f"SELECT '{uid}'::UUID AS u, '\\xAA\\x01a\\x5Cb'::BLOB AS b, 1 AS n, ['{uid}'::UUID] AS l, "
-           "('\\xAA\\x01a\\x5Cb'::BLOB)::VARCHAR AS duckdb, [1.5, NULL] AS m")  # a NULL in a LIST: a traceback
+           "('\\xAA\\x01a\\x5Cb'::BLOB)::VARCHAR AS duckdb, [1.5, NULL] AS m, "  # a NULL in a LIST: a traceback
+           "[TIMESTAMP_NS '2020-01-01 00:00:00.123456789', NULL] AS t")
     answers = {fmt: lrsweep("query", sql, "--format", fmt, "--results", str(tmp_path)) for fmt in ("json", "csv", "table")}
     assert all(done.returncode == 0 and not done.stderr for done in answers.values()), answers
     blob = "\\xAA\\x01a\\x5Cb"
-    assert json.loads(answers["json"].stdout) == [{"u": uid, "b": blob, "n": 1, "l": [uid], "duckdb": blob,
-                                                   "m": [1.5, None]}]  # the NULL was 0.0 before
-    assert answers["csv"].stdout.splitlines()[1] == f"{uid},{blob},1,['{uid}'],{blob},\"[1.5, None]\""
-    assert answers["table"].stdout.splitlines()[1].split() == [uid, blob, "1", f"[{uid}]", blob, "[1.5,", "None]"]
+    record = json.loads(answers["json"].stdout)[0]
+    assert {k: v for k, v in record.items() if k != "t"} == {"u": uid, "b": blob, "n": 1, "l": [uid], "duckdb": blob,
+                                                             "m": [1.5, None]}  # the NULL was 0.0 before
+    assert record["t"][0].startswith("2020-01-01T00:00:00.123456") and record["t"][1] is None  # not nanoseconds
+    assert answers["csv"].stdout.splitlines()[1].startswith(f"{uid},{blob},1,['{uid}'],{blob},\"[1.5, None]\"")
+    assert answers["table"].stdout.splitlines()[1].split()[:7] == [uid, blob, "1", f"[{uid}]", blob, "[1.5,", "None]"]
 
 
 def test_a_query_over_a_store_below_a_key_value_folder_reads_its_own_partitions(results, tmp_path):

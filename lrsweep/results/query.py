@@ -134,8 +134,12 @@ def _as_text(frame):
             return "".join(chr(b) if 32 <= b < 127 and b not in b"\\'\"" else f"\\x{b:02X}" for b in bytes(value))
         if isinstance(value, uuid.UUID):
             return str(value)
-        if isinstance(value, np.ndarray):  # a LIST (masked where it holds NULLs: None there, not 0.0)
-            return [text(item) for item in value.tolist()]
+        if isinstance(value, np.ndarray):  # a LIST
+            if value.dtype.kind != "O" and not np.ma.isMaskedArray(value):
+                return value  # of numbers or times, no NULL: as pandas writes it
+            if value.dtype.kind in "mM":  # tolist() gives a nanosecond time as an int
+                value = value.astype(value.dtype.str[:3] + "[us]")
+            return [text(item) for item in value.tolist()]  # masked where NULL: None there (JSON wrote 0.0)
         if isinstance(value, (list, tuple)):
             items = [text(item) for item in value]
             return items if any(a is not b for a, b in zip(items, value)) else value

@@ -247,8 +247,8 @@ def _paired_p(differences, runs, leader_runs, step=math.inf):
     variance to work with and says p=0 whatever the number of runs: where that amount is one
     `step` of the metric or less (one validation sample each time, on a small set) the sign
     test's exact p instead (two runs: 0.5; five: 0.0625); a larger one, every run behind (or
-    ahead) by the same margin, the t-test's with the spread of one step (the sign test could
-    never call a family behind by ten points on each of the default five runs)."""
+    ahead) by the same margin, the t-test's with the least spread whole steps allow (the sign
+    test could never call a family behind by ten points on each of the default five runs)."""
     from scipy import stats
 
     if (differences == 0).all():
@@ -258,9 +258,9 @@ def _paired_p(differences, runs, leader_runs, step=math.inf):
     if np.ptp(differences.to_numpy()) <= 1e-6 * max(1.0, largest):
         if largest <= 1.5 * step:  # one step (a float32's last bits make one step differ a little)
             return stats.binomtest(int((differences > 0).sum()), len(differences)).pvalue
-        # the t-test as if one run had differed by one step more: the least spread the metric's
-        # steps allow (sd step/sqrt(n)), so that two runs two samples behind are no surer than
-        # two runs two and three samples behind
+        # the t-test of that margin with the least spread the metric's steps allow (one run one
+        # step off: sd step/sqrt(n)), so that two runs two samples behind are no surer than two
+        # runs two and three samples behind
         n = len(differences)
         return float(2 * stats.t.sf(largest * n / step, n - 1))
     return stats.ttest_rel(runs, leader_runs).pvalue

@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import traceback
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -350,8 +351,8 @@ class Sweep:
             if rule:
                 raise _field_error(name, rule, value)
             if name == "storage" and value and value.startswith("file://"):  # a folder of this machine: checked,
-                value = value[len("file://"):]  # locked and warned of as one (a URI is taken as remote)
-                object.__setattr__(self, name, value)
+                value = urllib.parse.unquote(urllib.parse.urlparse(value).path)  # locked and warned of as one, as
+                object.__setattr__(self, name, value)  # pyarrow reads it (a URI is taken as remote)
             if name != "dataset" and value and value.startswith("~"):  # --results=~/x: the shell leaves that ~
                 object.__setattr__(self, name, os.path.expanduser(value))
         self.arms  # checks every family and parameter

@@ -49,9 +49,9 @@ def _outside_store(path, results, flag):
     """Bad input where a command would write `path` into the store's tables or Tune's state
     under the results folder `results`: a picture there breaks `pandas.read_parquet` of the
     table, and a report written over a stored file loses its trials."""
-    from lrsweep.results.store import SCHEMAS
+    from lrsweep.results.store import SCHEMAS, is_uri
 
-    if "://" in results:
+    if is_uri(results):
         return
     out = os.path.realpath(os.path.expanduser(path))
     for folder in (*SCHEMAS, "tune"):  # the tables, and where Tune keeps its state (`driver.storage_path`)
@@ -128,11 +128,12 @@ def _stored_results(path):
     """A results folder to read from: bad input where it is a file or is not there, which
     would read as an empty store (a URI is taken as it is)."""
     from lrsweep.results import location_error
+    from lrsweep.results.store import is_uri
 
     rule = location_error(path)
     if rule:
         raise argparse.ArgumentTypeError(f"must be {rule}. Received: {path!r}")
-    if "://" in path:
+    if is_uri(path):
         return path
     folder = os.path.expanduser(path)  # --results=~/x: the shell leaves that ~ to the command
     if not path:

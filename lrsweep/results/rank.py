@@ -131,7 +131,7 @@ def rank(trials, metric=None, top=TOP):
     order = ["dataset", "best"]
     if not confirm.empty:
         searched = table.set_index(["dataset", "family"])["best"]
-        steps = metric_steps(pd.concat([trials, confirm]), column)
+        steps = metric_steps(pd.concat([rows[["dataset", "sweep", column]] for rows in (trials, confirm)]), column)
         table = table.merge(confirmation(confirm, column, mode, searched, steps=steps), on=["dataset", "family"],
                             how="left")
         confirmed = _confirmed_trials(trials, confirm)
@@ -274,7 +274,8 @@ def metric_steps(trials, column):
     a float32 are not steps."""
     steps = {}
     for key, values in trials.groupby(["dataset", "sweep"], observed=True)[column]:
-        known = np.unique(values.astype(float)[np.isfinite(values.astype(float))])
+        values = values.to_numpy(dtype=float)
+        known = np.unique(values[np.isfinite(values)])
         gaps = np.diff(known)
         gaps = gaps[gaps > 1e-6 * max(1.0, float(np.abs(known).max(initial=0.0)))]
         steps[key] = float(gaps.min()) if len(gaps) else math.inf

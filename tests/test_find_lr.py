@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lrsweep.results.store import read_frame
-from lrsweep.run.find_lr import END, SMOOTHING, START, smoothed, suggestions
+from lrsweep.run.find_lr import END, SMOOTHING, START, STEPS, smoothed, suggestions
 from tests.conftest import TEST_DATA, assert_refused, lrsweep
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -33,6 +33,25 @@ def test_suggestions_find_the_steepest_fall_and_a_tenth_of_the_minimum():
     step = (END / START) ** (1 / 199)
     assert 1e-3 / step <= steepest <= 1e-3 * step
     assert 0.01 / 1.3 <= tenth <= 0.01 * 1.3
+
+
+def test_suggestions_read_past_the_noise_of_the_first_batches():
+    """Batch losses 4% noisy around a curve falling fastest at lr 0.01: the average of the
+    first two or three losses swings more against log rate than the real fall, and the
+    steepest descent was read there (a rate near 1e-6 for most draws)."""
+    rng = np.random.default_rng(0)
+    lrs = np.geomspace(START, END, STEPS)
+    x = np.log10(lrs)
+    curve = 0.7 - 0.5 / (1 + np.exp(-3 * (x + 2))) + 5 * np.maximum(0, x + 0.5) ** 2
+    for _ in range(50):
+        steepest, tenth = suggestions(lrs, smoothed(curve * (1 + rng.normal(0, 0.04, STEPS))))
+        assert 1e-3 <= steepest <= 0.1 and START <= tenth <= END, (steepest, tenth)
+
+
+def test_a_curve_that_never_falls_suggests_no_rate():
+    """Lowest at its start: no steepest descent, and no tenth of a rate below the range."""
+    lrs = np.geomspace(START, END, STEPS)
+    assert np.isnan(suggestions(lrs, np.linspace(1.0, 3.0, STEPS))).all()
 
 
 def test_find_lr_stores_each_optimizers_curve_and_suggests_two_rates(tmp_path):

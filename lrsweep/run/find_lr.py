@@ -4,8 +4,10 @@ The sweep's model trains from its seeded weights with a rate that grows exponent
 step, from `START` to `END` over at most `STEPS` steps, one batch per step; the loss of
 each step is kept, smoothed (an exponential moving average, bias-corrected), and the test
 stops when the smoothed loss passes `DIVERGED` times its minimum. Two rates are suggested
-from the smoothed curve: where it falls fastest (against log rate), and a tenth of the rate
-at its minimum. It runs here, in this process (two short trainings; no Ray).
+from the smoothed curve past its first `SKIPPED` steps (as fastai's `lr_find` skips them:
+there the average holds a few batches' losses, and their noise looks steeper than any real
+fall): where it falls fastest (against log rate), and a tenth of the rate at its minimum.
+It runs here, in this process (two short trainings; no Ray).
 """
 
 import math
@@ -16,6 +18,7 @@ import numpy as np
 START, END, STEPS = 1e-6, 10.0, 200
 SMOOTHING = 0.98
 DIVERGED = 4.0
+SKIPPED = STEPS // 10
 
 
 def smoothed(losses, beta=SMOOTHING):
@@ -29,11 +32,13 @@ def smoothed(losses, beta=SMOOTHING):
 
 def suggestions(lrs, smooth):
     """(steepest, minimum / 10): the rate where the smoothed loss falls fastest against log
-    rate before its minimum, and a tenth of the rate at the minimum."""
-    lrs, smooth = np.asarray(lrs), np.asarray(smooth)
+    rate before its minimum, and a tenth of the rate at the minimum, both past the first
+    `SKIPPED` steps; NaN for both where the curve is lowest before the third step past them
+    (it never fell)."""
+    lrs, smooth = np.asarray(lrs)[SKIPPED:], np.asarray(smooth)[SKIPPED:]
+    if len(smooth) < 3 or int(np.argmin(smooth)) < 2:
+        return math.nan, math.nan
     lowest = int(np.argmin(smooth))
-    if lowest < 2:
-        return math.nan, float(lrs[lowest] / 10)
     slope = np.gradient(smooth[: lowest + 1], np.log(lrs[: lowest + 1]))
     return float(lrs[int(np.argmin(slope))]), float(lrs[lowest] / 10)
 
@@ -101,7 +106,10 @@ def find_lr(sweep, print_fn=print):
         ran = (f"{optimizer}: {len(rows)} step{'s' * (len(rows) != 1)} from lr {rows[0]['lr']:.3g} to "
                f"{rows[-1]['lr']:.3g}")
         if steepest == steepest:
-            print_fn(f"{ran}; steepest descent at lr {steepest:.3g}, minimum loss / 10 at lr {tenth:.3g}")
+            # a curve still falling at the range's end has its minimum there, or beyond
+            end = (f" (the loss still fell at lr {rows[-1]['lr']:.3g}, the end of the range)"
+                   if len(rows) == STEPS and rows[-1]["smoothed_loss"] == min(r["smoothed_loss"] for r in rows) else "")
+            print_fn(f"{ran}; steepest descent at lr {steepest:.3g}, minimum loss / 10 at lr {tenth:.3g}{end}")
         else:
             print_fn(f"{ran}; no rate to suggest: the smoothed loss was lowest at the test's first steps, it never "
                      f"fell (the model diverges from the start? the data's scale?)")

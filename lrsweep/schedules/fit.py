@@ -48,6 +48,9 @@ SPACES = {
 
 # Integer and string combinations past this many are screened at their starting points.
 SCREENED = 8
+# Integer parameters are tried at every value up to this one (a textbook step schedule drops
+# every 15, 20, 25 or 30 epochs), then on a geometric ladder to the trace's length.
+DENSE = 100
 # Fitting steps per free parameter, by effort.
 EVALUATIONS = {"start": 0, "quick": 10, "full": 60}
 # Bounds a parameter's default may sit on, which a fit in an open space never reaches.
@@ -69,8 +72,8 @@ def fit_family(name, rates, epochs):
     `{"family", "params", "error", "max_error"}` (see `_scored`). None when no valid
     parameters exist (`warmup_epochs` with too few epochs).
 
-    Integer parameters are tried on a grid (every value up to 12, then a geometric ladder
-    to the trace's length) and string ones value by value. Past `SCREENED` combinations,
+    Integer parameters are tried on a grid (every value up to `DENSE`, then a geometric
+    ladder to the trace's length) and string ones value by value. Past `SCREENED` combinations,
     only those closest at their starting point get a quick fit; the best one's neighbours
     get one too, and the winner is fitted again in full.
     """
@@ -87,8 +90,14 @@ def fit_family(name, rates, epochs):
 
     if len(combinations) > SCREENED:
         at_start = {values: attempt(values, "start") for values in combinations}
-        combinations = [values for _, values in sorted((fit["error"], values) for values, fit in at_start.items()
-                                                       if fit is not None)][:SCREENED]
+        ranked = [values for _, values in sorted((fit["error"], values) for values, fit in at_start.items()
+                                                 if fit is not None)]
+        # and the closest of each string choice (cyclical's exp_range starts at a guessed
+        # gamma, far behind the other modes until fitted)
+        kept = ranked[:SCREENED] + [next(values for values in ranked if values[i] == choice)
+                                    for i, p in enumerate(discrete) if p.kind is str for choice in p.choices
+                                    if any(values[i] == choice for values in ranked)]
+        combinations = list(dict.fromkeys(kept))
     for values in combinations:
         attempt(values, "quick")
     best = _closest(tried)
@@ -131,7 +140,7 @@ def _choices(p, count, epochs):
     if p.kind is str:
         return p.choices
     # An integer that counts epochs: beyond the trace's length, every value draws the same.
-    ladder = set(range(13)) | {int(v) for v in np.round(np.geomspace(12, max(count, 12), 8))}
+    ladder = set(range(DENSE + 1)) | {int(v) for v in np.round(np.geomspace(DENSE, max(count, DENSE), 8))}
     return [v for v in sorted(ladder) if _valid_count(p, v, count, epochs)]
 
 
@@ -150,8 +159,11 @@ def _matters(name, param, fixed):
     return not (name == "cyclical" and param == "gamma" and fixed.get("mode") != "exp_range")
 
 
-def _starts(free, rates, epochs):
-    """Two starting points: one read off the trace, one an order of magnitude away."""
+def _starts(free, rates, epochs, fixed):
+    """Two starting points: one read off the trace, one an order of magnitude away. For
+    `step`, whose log rate is linear in log(initial_lr) and log(drop) once `epochs_drop` is
+    fixed, the first is their least-squares solution: the screening of `epochs_drop` then
+    compares each value at its own best rates, not all at one guessed drop."""
     low, high, first, last = rates.min(), rates.max(), rates[0], rates[-1]
     peak = int(np.argmax(rates))
     slope = max((math.log(first) - math.log(last)) / max(len(rates) - 1, 1), 1e-3)
@@ -159,15 +171,29 @@ def _starts(free, rates, epochs):
              "end_lr": low * 1e-3, "drop": 0.5, "k": slope, "decay": slope, "power": 1.0,
              "alpha": min(low / high, 0.9), "pct_start": min(max((peak + 0.5) / epochs, 0.05), 0.95),
              "div": max(high / first, 1.5), "final_div": max(high / last, 1.5), "gamma": 0.95}
+    if "epochs_drop" in fixed:
+        guess.update(_step_rates(rates, fixed["epochs_drop"]))
     other = {**guess, "drop": 0.1, "k": slope * 10, "decay": slope * 10, "power": 3.0, "gamma": 0.7,
              "initial_lr": high, "pct_start": 0.3, "div": 25.0, "final_div": 1e4}
     return [[SPACES[p.rule][0](start[p.name]) for p in free] for start in (guess, other)]
 
 
+def _step_rates(rates, epochs_drop):
+    """`initial_lr` and `drop` of the step curve dropping every `epochs_drop` epochs closest
+    to `rates` in log (a linear least-squares fit), `drop` kept inside (0, 1)."""
+    drops = np.arange(len(rates)) // epochs_drop
+    if drops[-1] == 0:  # no drop within the trace: any drop fits
+        return {"initial_lr": float(np.exp(np.mean(np.log(rates))))}
+    (log_initial, log_drop), *_ = np.linalg.lstsq(np.stack([np.ones(len(rates)), drops], axis=1), np.log(rates),
+                                                  rcond=None)
+    return {"initial_lr": float(np.exp(log_initial)), "drop": float(np.clip(np.exp(log_drop), 1e-5, 1 - 1e-5))}
+
+
 def _fit_continuous(name, discrete, rates, epochs, effort):
     """The closest curve of family `name` with its integer and string parameters fixed at
-    `discrete`, by `effort`: "start" (the first starting point, unfitted), "quick" (a short
-    fit from it) or "full" (long fits from each starting point, also with the parameters
+    `discrete`, by `effort`: "start" (the closer of the two starting points, unfitted:
+    cosine's rate at its first warm-up epoch is no guess of its initial_lr), "quick" (a
+    short fit from the first) or "full" (long fits from each starting point, also with the parameters
     whose default sits on a closed bound, `end_lr=0`, `alpha=0`, `gamma=1`, held there:
     an optimizer only creeps towards a bound)."""
     family = FAMILIES[name]
@@ -181,7 +207,7 @@ def _fit_continuous(name, discrete, rates, epochs, effort):
     fits = []
     for variant in variants:
         pinned = {**fixed, **{p.name: p.default for p in free if p not in variant}}
-        for start in _starts(variant, rates, epochs)[:2 if effort == "full" else 1]:
+        for start in _starts(variant, rates, epochs, fixed)[:1 if effort == "quick" else 2]:
             params = _printable(family, _least_squares(name, variant, pinned, start, rates, epochs,
                                                        EVALUATIONS[effort]), epochs)
             if params is not None:

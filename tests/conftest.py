@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -176,11 +177,11 @@ def trainers(cpus):
     """{name: actor id} of this code's trainers for trials of `cpus` CPUs, alive now."""
     import ray
 
-    from lrsweep.run.pool import MAX_TRAINERS_PER_NODE, NAMESPACE, code_key
+    from lrsweep.run.pool import NAMESPACE, code_key
 
+    pattern = rf"trainer-{re.escape(code_key())}-\w+-cpu{re.escape(f'{cpus:g}')}-\d+"
     names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-             if a["namespace"] == NAMESPACE and a["name"].startswith(f"trainer-{code_key()}-")
-             and a["name"].endswith(tuple(f"-cpu{cpus:g}-{k}" for k in range(MAX_TRAINERS_PER_NODE)))]
+             if a["namespace"] == NAMESPACE and re.fullmatch(pattern, a["name"])]
     found = {}
     for name in names:
         try:

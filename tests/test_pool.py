@@ -167,6 +167,19 @@ def test_a_trial_that_failed_after_a_checkpoint_goes_on_from_it_on_resume(ray_se
     assert_trained_once_to_the_end(results, killed, went_on=True)
 
 
+def test_a_trial_looks_for_a_trainer_among_every_trial_slot_of_its_node(ray_session):
+    """A node of more trial slots than 64 (96 CPUs, trials of one): a trial found every one
+    of the first 64 trainers busy, and failed with "no free trainer", while trainer 64 and
+    up, which `warm` had started, stood idle."""
+    import ray
+
+    from lrsweep.run import pool
+
+    node, cpus = ray.get_runtime_context().get_node_id(), ray.cluster_resources()["CPU"]
+    assert pool._looked_at(node, cpus / 128) == 128  # 128 slots of a 128th of its CPUs each
+    assert pool._looked_at(node, cpus) == pool.LOOKED_AT  # one slot: 64 still (trainers that ended meanwhile)
+
+
 def test_an_idle_trainer_ends_itself(ray_session, tmp_path):
     """A trainer holds a TensorFlow process's memory: one idle for LRSWEEP_TRAINER_IDLE_SECONDS
     ends itself (a driver's setting, passed to the trainers its trials use)."""

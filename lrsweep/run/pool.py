@@ -280,7 +280,19 @@ def warm(cpus, idle):
 
 # The trainer this trial actor used last (Tune reuses the actor for trial after trial).
 _last = None
-MAX_TRAINERS_PER_NODE = 64
+# The trainers a trial looks among on its node, at least: one per trial slot where a node
+# has more (a 96-CPU node runs 96 one-CPU trials).
+LOOKED_AT = 64
+
+
+@functools.cache
+def _looked_at(node_id, cpus):
+    """How many trainers a trial of `cpus` CPUs looks among on node `node_id`: its trial
+    slots (its CPUs over `cpus`), `LOOKED_AT` at least. Read once per trial actor."""
+    import ray
+
+    node = next((n for n in ray.nodes() if n["NodeID"] == node_id), {})
+    return max(LOOKED_AT, int(node.get("Resources", {}).get("CPU", 0) // cpus))
 
 
 def stopped():
@@ -311,7 +323,7 @@ def train_on_trainer(config, data, setup, extra, report, resume=None):
     def candidates():
         if _last is not None:
             yield _last
-        for k in range(MAX_TRAINERS_PER_NODE):
+        for k in range(_looked_at(node, setup["cpus"])):
             yield _actor(node, setup["cpus"], k, key, idle)
 
     if resume is not None:  # into the object store once, whichever trainer takes it
@@ -323,7 +335,7 @@ def train_on_trainer(config, data, setup, extra, report, resume=None):
         except ray.exceptions.RayActorError:  # a trainer that ended as it was asked (idle)
             continue
     else:
-        raise RuntimeError(f"lrsweep: no free trainer on node {node} among {MAX_TRAINERS_PER_NODE}")
+        raise RuntimeError(f"lrsweep: no free trainer on node {node} among {_looked_at(node, setup['cpus'])}")
     _last = trainer
     ended = False
     try:

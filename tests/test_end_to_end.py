@@ -12,6 +12,8 @@ import math
 import os
 import pathlib
 import pickle
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -843,16 +845,25 @@ def test_a_launch_that_starts_its_own_ray_leaves_no_process_of_it(tmp_path):
     starts no worker process but the trials' Tune actors and their trainers (on two cores,
     every other one slows their TensorFlow import), and none of its processes outlives it.
     A RAY_ADDRESS exported for `ray job` commands (the dashboard's http:// address, as Ray's
-    docs set it) is not a cluster to join."""
+    docs set it) is not a cluster to join. The command it gives for the dashboard's token
+    runs as shown where the virtual environment is not active (the README's `.venv/bin/python
+    -m lrsweep`), `ray` not on the PATH."""
     import tempfile
 
     ray_dir = tempfile.mkdtemp(prefix="lrsweep-ray-", dir="/tmp")  # short: Ray's socket paths must fit
+    inactive = {"PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                                        if not os.path.exists(os.path.join(p, "ray")))}
     try:
         done = lrsweep("launch", "sweeps/digits.py", "--num-samples", "2", "--max-epochs", "3", "--confirm-seeds", "0",
                        "--results", str(tmp_path / "results"),
-                       env={"RAY_ADDRESS": "http://127.0.0.1:8265", "RAY_TMPDIR": ray_dir}, timeout=180)
+                       env={"RAY_ADDRESS": "http://127.0.0.1:8265", "RAY_TMPDIR": ray_dir, **inactive}, timeout=180)
         assert done.returncode == 0, done.stderr[-2000:]
-        assert "Ray dashboard: http" in done.stdout
+        shown = re.search(r"Ray dashboard: http\S+ +\(sign in with the token that `(.+) get-auth-token` prints\)",
+                          done.stdout)
+        assert shown, done.stdout[:2000]
+        token = subprocess.run([*shlex.split(shown.group(1)), "get-auth-token"], cwd=REPO, capture_output=True,
+                               text=True, env={**os.environ, **inactive}, timeout=60)
+        assert token.returncode == 0 and token.stdout.strip(), token.stderr[-2000:]
         assert len(pd.read_parquet(tmp_path / "results" / "trials")) == 2
         assert list(os.scandir(ray_dir)), "the launch's Ray kept its files elsewhere: the checks below prove nothing"
         workers = {os.path.basename(log) for log in  # once each, here and under the session_latest link

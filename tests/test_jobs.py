@@ -145,6 +145,15 @@ def test_submit_no_wait_returns_with_the_job_that_logs_follows(dashboard, tmp_pa
     assert len(pd.read_parquet(results / "trials")) == 1
 
 
+def test_a_launch_sees_the_ray_that_ray_start_left_running_here(head):
+    """`ray start --head`, then a `launch` without --address: it starts a Ray of its own
+    beside that one, which competes for the cores, and warns (`_ray_started_here`)."""
+    from lrsweep.run.driver import _ray_started_here
+
+    running = _ray_started_here()
+    assert running and running.rsplit(":", 1)[1] == head["gcs"].rsplit(":", 1)[1], running
+
+
 def test_logs_follow_reads_on_where_the_dashboards_job_module_restarts(head, tmp_path):
     """Ray's stream of a job's output ends before the job where the dashboard's job module
     restarts (ray-project/ray#51601), and the dashboard answers 500 until it is back: here

@@ -218,6 +218,28 @@ def _ray_address(address):
     return address
 
 
+def _ray_command():
+    """How to run Ray's command line from this shell: `ray`, or where it is not on the PATH
+    (a virtual environment not activated: `.venv/bin/python -m lrsweep ...`), the one beside
+    this Python."""
+    import shutil
+
+    beside = os.path.join(os.path.dirname(sys.executable), "ray")
+    found = shutil.which("ray")
+    if not os.path.exists(beside) or (found and os.path.realpath(found) == os.path.realpath(beside)):
+        return "ray"
+    return os.path.relpath(beside) if not os.path.relpath(beside).startswith(os.pardir) else beside
+
+
+def _ray_started_here():
+    """The address of a Ray that `ray start` started on this machine and that still runs
+    (the one `ray.init()` without an address would join), else None."""
+    from ray._private.services import find_bootstrap_address, find_gcs_addresses
+
+    address = find_bootstrap_address(None)  # the file `ray start` writes, `ray stop` removes
+    return address if address and address in find_gcs_addresses() else None
+
+
 def _named(address):
     """Where the address the launch joins came from: "address" (`--address`) or "RAY_ADDRESS"."""
     return "RAY_ADDRESS" if address == _env_address() else "address"
@@ -257,6 +279,10 @@ def _start_ray(address, dashboard_host, print_fn):
     # The dashboard's line below says how to sign in; Ray's own notice that tokens are on
     # (as it turns them on for a Ray of our own, or for joining one) repeats it.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    if address is None and _env_address() is None and (running := _ray_started_here()):
+        print_fn(f"warning: the Ray that `ray start` started on this machine runs ({running}); this launch starts "
+                 "one of its own beside it, whose trials compete with that one's for the cores: --address auto "
+                 "runs the sweep there")
     address = _ray_address(address)
     if address == "local" and dashboard_host not in ("127.0.0.1", "localhost", "::1"):
         print_fn(f"warning: the dashboard listens on {dashboard_host}: anyone who reaches it and holds the token "
@@ -284,7 +310,7 @@ def _start_ray(address, dashboard_host, print_fn):
     url = context.dashboard_url
     if url:
         url = url if url.startswith("http") else f"http://{url}"
-        print_fn(f"Ray dashboard: {url}  (sign in with the token that `ray get-auth-token` prints)")
+        print_fn(f"Ray dashboard: {url}  (sign in with the token that `{_ray_command()} get-auth-token` prints)")
     return context
 
 

@@ -350,7 +350,7 @@ def cmd_submit(args):
     command, results = jobs.launch_command(args.sweep, sweep, args)
     client = jobs.jobs_client(address)
     try:
-        job = jobs.submit(command, results, client, sweep.storage)
+        job = jobs.submit(command, results, client, sweep.storage, typed=args.argv)
     except RuntimeError as e:  # the cluster's answer, not bad input
         print(f"lrsweep: error: {address} did not take the job: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
@@ -383,15 +383,37 @@ def cmd_submit(args):
 def cmd_status(args):
     from lrsweep.run import jobs
 
-    line, status = jobs.status(args.job, jobs.jobs_address(args.address))
-    print(line)
-    return status
+    address = jobs.jobs_address(args.address)
+
+    def status():
+        line, status = jobs.status(args.job, address)
+        print(line)
+        return status
+
+    return _asking_dashboard(args.job, address, status)
 
 
 def cmd_logs(args):
     from lrsweep.run import jobs
 
-    return jobs.logs(args.job, jobs.jobs_address(args.address), args.follow)
+    address = jobs.jobs_address(args.address)
+    return _asking_dashboard(args.job, address, lambda: jobs.logs(args.job, address, args.follow))
+
+
+def _asking_dashboard(job, address, ask):
+    """`ask()`, which asks the dashboard at `address` about `job`; where the dashboard
+    answers with an error (a 500 while its job module restarts) or stops answering (after
+    `logs --follow` has asked again for a while), one line and exit 1: the cluster's
+    trouble, not bad input, and the job itself goes on."""
+    try:
+        return ask()
+    except BrokenPipeError:
+        raise
+    except (RuntimeError, OSError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"lrsweep: error: the dashboard at {address} did not answer about {job} ({reason}); the job is not "
+              f"stopped by this: ask again with lrsweep status {job}", file=sys.stderr)
+        return 1
 
 
 PREVIEW_EPOCHS = 10_000_000  # `schedule --epochs`: 80 MB of rates, computed in one call

@@ -136,7 +136,7 @@ def test_submit_no_wait_returns_with_the_job_that_logs_follows(dashboard, tmp_pa
     job = done.stdout.split()[1]
     assert job.startswith("raysubmit_") and f"lrsweep logs {job} --follow" in done.stdout
     runtime_env = jobs_client(dashboard).get_job_info(job).runtime_env
-    assert runtime_env["env_vars"] == {"LRSWEEP_TRAINER_IDLE_SECONDS": "120"}
+    assert runtime_env["env_vars"]["LRSWEEP_TRAINER_IDLE_SECONDS"] == "120"
     assert "1/1" not in done.stdout  # it did not wait for the trial
     followed = lrsweep("logs", job, "--follow", "--address", dashboard, timeout=300)
     assert followed.returncode == 0, followed.stderr[-2000:]
@@ -152,6 +152,32 @@ def test_a_launch_sees_the_ray_that_ray_start_left_running_here(head):
 
     running = _ray_started_here()
     assert running and running.rsplit(":", 1)[1] == head["gcs"].rsplit(":", 1)[1], running
+
+
+def test_a_stopped_job_ends_as_on_ctrl_c_and_gives_the_submit_that_finishes_it(dashboard, tmp_path):
+    """`ray job stop` sends the launch SIGTERM, then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S
+    (Ray's default 3 s, which could cut Tune's last save short: the job's is 60). The launch
+    ends as on Ctrl-C, and the command it gives to finish the run is the `submit` the user
+    typed, with the run's name (it gave the job's own `launch`, which runs a sweep here, not
+    on the cluster)."""
+    from ray.job_submission import JobStatus
+
+    from lrsweep.run.jobs import jobs_client
+
+    typed = ["submit", "sweeps/ionosphere.py", "--address", dashboard, "--data-dir", TEST_DATA, "--no-wait",
+             "--num-samples", "30", "--max-epochs", "30", "--confirm-seeds", "0", "--results", str(tmp_path / "r")]
+    done = lrsweep(*typed, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    job, client = done.stdout.split()[1], jobs_client(dashboard)
+    assert client.get_job_info(job).runtime_env["env_vars"]["RAY_JOB_STOP_WAIT_TIME_S"] == "60"
+    wait_for(lambda: "1/30" in client.get_job_logs(job), 180, "no trial of the job ended")
+    client.stop_job(job)
+    wait_for(lambda: client.get_job_status(job) == JobStatus.STOPPED, 90, "the job did not stop")
+    output = client.get_job_logs(job)
+    hint = next((line for line in output.splitlines() if "this finishes it: lrsweep " in line), None)
+    assert hint, output[-2000:]
+    again = shlex.split(hint.split("this finishes it: lrsweep ", 1)[1])
+    assert again[:-3] == typed and again[-3] == "--name" and again[-1] == "--resume", hint
 
 
 def test_logs_follow_reads_on_where_the_dashboards_job_module_restarts(head, tmp_path):

@@ -10,6 +10,7 @@ absolute here), so a cluster on this machine reads and writes where `launch` wou
 """
 
 import asyncio
+import json
 import logging
 import os
 import shlex
@@ -88,7 +89,6 @@ def _client_server_runs_here(port):
 
 def _dashboard_session(address):
     """The name of the Ray session whose dashboard answers at `address`, or None."""
-    import json
     import urllib.request
 
     request = urllib.request.Request(f"{address.rstrip('/')}/api/version")
@@ -197,13 +197,24 @@ def runtime_env(results, storage=None):
     return {"working_dir": os.getcwd(), "excludes": excludes, **({"env_vars": env} if env else {})}
 
 
-def submit(command, results, client, storage=None):
-    """Submit the launch as a Ray job through `client` (`jobs_client`); returns its id."""
+# How long `ray job stop` lets the launch end as on Ctrl-C (Tune's state saved, what ended
+# stored and ranked) before it kills it: Ray's supervisor waits 3 s by default.
+STOP_WAIT_SECONDS = 60
+
+
+def submit(command, results, client, storage=None, typed=None):
+    """Submit the launch as a Ray job through `client` (`jobs_client`); returns its id.
+    `typed`: the `submit` command line the user typed, which a stopped job's output gives
+    back, made to resume the run."""
+    from lrsweep.run.client import TYPED
+
+    env = runtime_env(results, storage)
+    env["env_vars"] = {**env.get("env_vars", {}), "RAY_JOB_STOP_WAIT_TIME_S": str(STOP_WAIT_SECONDS),
+                       **({TYPED: json.dumps(typed)} if typed else {})}
     deadline = time.time() + AGENT_WAIT_SECONDS
     while True:
         try:
-            return client.submit_job(entrypoint=shlex.join(command), runtime_env=runtime_env(results, storage),
-                                     metadata={"lrsweep": "launch"})
+            return client.submit_job(entrypoint=shlex.join(command), runtime_env=env, metadata={"lrsweep": "launch"})
         except RuntimeError as e:  # a cluster just started answers before its job agent is up
             if "No available agent" not in str(e) or time.time() > deadline:
                 raise
@@ -295,10 +306,13 @@ def logs(job, address, follow, write=sys.stdout.write, client=None):
             sys.stdout.flush()
             written += len(chunk)
 
+    from aiohttp import ClientError
+
     try:
         asyncio.run(tail())
         state = _state(client, job, address)
-    except RuntimeError:  # the stream closed abnormally (the dashboard restarting): read on below
+    except (RuntimeError, OSError, ClientError):  # the stream closed abnormally, or could not open (the
+        # dashboard restarting, answering 502 to the websocket; a forwarded port dropped): read on below
         state = None
     if state is None or state[0] not in EXIT_STATUS:  # (it asks again while the dashboard restarts)
         state = _read_on(client, job, address, write, written)

@@ -33,8 +33,8 @@ def smoothed(losses, beta=SMOOTHING):
 def suggestions(lrs, smooth):
     """(steepest, minimum / 10): the rate where the smoothed loss falls fastest against log
     rate before its minimum, and a tenth of the rate at the minimum, both past the first
-    `SKIPPED` steps; NaN for both where the curve is lowest before the third step past them
-    (it never fell)."""
+    `SKIPPED` steps; NaN for both where the curve past them is lowest in its first two steps
+    (it never fell there), or holds fewer than three."""
     lrs, smooth = np.asarray(lrs)[SKIPPED:], np.asarray(smooth)[SKIPPED:]
     if len(smooth) < 3 or int(np.argmin(smooth)) < 2:
         return math.nan, math.nan
@@ -110,6 +110,9 @@ def find_lr(sweep, print_fn=print):
             end = (f" (the loss still fell at lr {rows[-1]['lr']:.3g}, the end of the range)"
                    if len(rows) == STEPS and rows[-1]["smoothed_loss"] == min(r["smoothed_loss"] for r in rows) else "")
             print_fn(f"{ran}; steepest descent at lr {steepest:.3g}, minimum loss / 10 at lr {tenth:.3g}{end}")
+        elif len(rows) < SKIPPED + 3:
+            print_fn(f"{ran}; no rate to suggest: the test ended as the loss diverged within its first {SKIPPED + 3} "
+                     f"steps, whose average of a few batches is too noisy to read (the data's scale?)")
         else:
             print_fn(f"{ran}; no rate to suggest: the smoothed loss was lowest at the test's first steps, it never "
                      f"fell (the model diverges from the start? the data's scale?)")

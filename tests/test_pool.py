@@ -178,6 +178,9 @@ def test_a_trial_looks_for_a_trainer_among_every_trial_slot_of_its_node(ray_sess
     node, cpus = ray.get_runtime_context().get_node_id(), ray.cluster_resources()["CPU"]
     assert pool._looked_at(node, cpus / 128) == 128  # 128 slots of a 128th of its CPUs each
     assert pool._looked_at(node, cpus) == pool.LOOKED_AT  # one slot: 64 still (trainers that ended meanwhile)
+    # counted as Ray counts, in 1e-4 units: 8 CPUs run 80 trials of 0.1 (8 // 0.1 is 79.0)
+    assert pool._looked_at(node, 0.01) == round(cpus * 100)
+    assert pool.slots(8, 0.1) == 80 and pool.slots(7, 0.7) == 10 and pool.slots(2, 0.3) == 6
 
 
 def test_an_idle_trainer_ends_itself(ray_session, tmp_path):

@@ -469,11 +469,13 @@ def trial_slots(sweep):
     would wait for the first to finish starting."""
     import ray
 
+    from lrsweep.run.pool import slots
+
     resources = ray.cluster_resources()
-    slots = resources.get("CPU", 1) / sweep.cpus
+    fit = slots(resources.get("CPU", 1), sweep.cpus)
     if sweep.gpus:
-        slots = min(slots, resources.get("GPU", 0) / sweep.gpus)
-    return max(1, int(slots))
+        fit = min(fit, slots(resources.get("GPU", 0), sweep.gpus))
+    return max(1, fit)
 
 
 def decision_epochs(sweep):

@@ -265,6 +265,12 @@ def _actor(node_id, cpus, k, key, idle):
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote(cpus, idle)
 
 
+def slots(have, each):
+    """How many trials of `each` of a resource fit in `have` of it, counted as Ray counts
+    (in units of 1e-4: 8 CPUs hold 80 trials of 0.1 CPU, where 8 // 0.1 is 79.0)."""
+    return int(round(have * 10_000) // round(each * 10_000))
+
+
 def warm(cpus, idle):
     """Start the trainers a CPU sweep of `cpus` CPUs per trial will use on each node (one per
     trial slot), without waiting for them: they import TensorFlow while the driver sets up
@@ -273,8 +279,8 @@ def warm(cpus, idle):
 
     key = code_key()
     for node in ray.nodes():
-        slots = int(node.get("Resources", {}).get("CPU", 0) // cpus) if node.get("Alive") else 0
-        for k in range(slots):
+        here = slots(node.get("Resources", {}).get("CPU", 0), cpus) if node.get("Alive") else 0
+        for k in range(here):
             _actor(node["NodeID"], cpus, k, key, idle)
 
 
@@ -292,7 +298,7 @@ def _looked_at(node_id, cpus):
     import ray
 
     node = next((n for n in ray.nodes() if n["NodeID"] == node_id), {})
-    return max(LOOKED_AT, int(node.get("Resources", {}).get("CPU", 0) // cpus))
+    return max(LOOKED_AT, slots(node.get("Resources", {}).get("CPU", 0), cpus))
 
 
 def stopped():

@@ -390,29 +390,31 @@ def cmd_status(args):
         print(line)
         return status
 
-    return _asking_dashboard(args.job, address, status)
+    return _asking_dashboard(args, address, status)
 
 
 def cmd_logs(args):
     from lrsweep.run import jobs
 
     address = jobs.jobs_address(args.address)
-    return _asking_dashboard(args.job, address, lambda: jobs.logs(args.job, address, args.follow))
+    return _asking_dashboard(args, address, lambda: jobs.logs(args.job, address, args.follow))
 
 
-def _asking_dashboard(job, address, ask):
-    """`ask()`, which asks the dashboard at `address` about `job`; where the dashboard
-    answers with an error (a 500 while its job module restarts) or stops answering (after
-    `logs --follow` has asked again for a while), one line and exit 1: the cluster's
-    trouble, not bad input, and the job itself goes on."""
+def _asking_dashboard(args, address, ask):
+    """`ask()`, which asks the dashboard at `address` about job `args.job`; where the
+    dashboard answers with an error (Ray's client raises RuntimeError: a 500 while its job
+    module restarts) or stops answering (requests' errors, after `logs --follow` has asked
+    again for a while), one line and exit 1: the cluster's trouble, not bad input, and the
+    job itself goes on."""
+    from requests import RequestException
+
     try:
         return ask()
-    except BrokenPipeError:
-        raise
-    except (RuntimeError, OSError) as e:
+    except (RuntimeError, RequestException) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"lrsweep: error: the dashboard at {address} did not answer about {job} ({reason}); the job is not "
-              f"stopped by this: ask again with lrsweep status {job}", file=sys.stderr)
+        again = shlex.join(["lrsweep", "status", args.job] + (["--address", args.address] if args.address else []))
+        print(f"lrsweep: error: the dashboard at {address} did not answer about {args.job} ({reason}); the job is "
+              f"not stopped by this: ask again with {again}", file=sys.stderr)
         return 1
 
 

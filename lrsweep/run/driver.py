@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -228,7 +229,7 @@ def _ray_command():
     found = shutil.which("ray")
     if not os.path.exists(beside) or (found and os.path.realpath(found) == os.path.realpath(beside)):
         return "ray"
-    return os.path.relpath(beside) if not os.path.relpath(beside).startswith(os.pardir) else beside
+    return shlex.quote(os.path.relpath(beside) if not os.path.relpath(beside).startswith(os.pardir) else beside)
 
 
 def _ray_started_here():
@@ -342,7 +343,8 @@ def _ctrl_c_after_start(own):
 
 def _stop_on_sigterm():
     """SIGTERM to the launch's process (`kill PID`, `timeout --foreground`, a container's
-    stop; `ray job stop`, which kills the job 3 s later) stops the launch as Ctrl-C does:
+    stop; `ray job stop`, which kills the job after RAY_JOB_STOP_WAIT_TIME_S: 60 s for a job
+    `submit` started, Ray's default 3 s otherwise) stops the launch as Ctrl-C does:
     Tune saves its state, what ended is stored, and the launch says how to finish the run.
     `ray.init` makes it exit the driver at once (sys.exit), which stored nothing of the
     trials Tune had not yet saved as ended. A second one skips Tune's last save, as a second

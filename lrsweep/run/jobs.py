@@ -311,6 +311,8 @@ def logs(job, address, follow, write=sys.stdout.write, client=None):
     try:
         asyncio.run(tail())
         state = _state(client, job, address)
+    except BrokenPipeError:  # this command's reader gone, not the stream
+        raise
     except (RuntimeError, OSError, ClientError):  # the stream closed abnormally, or could not open (the
         # dashboard restarting, answering 502 to the websocket; a forwarded port dropped): read on below
         state = None

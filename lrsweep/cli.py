@@ -342,6 +342,8 @@ def _finish_hint(args, name):
 
 
 def cmd_submit(args):
+    from requests import RequestException
+
     from lrsweep.run import jobs
 
     address = jobs.jobs_address(args.address)
@@ -351,7 +353,7 @@ def cmd_submit(args):
     client = jobs.jobs_client(address)
     try:
         job = jobs.submit(command, results, client, sweep.storage, typed=args.argv)
-    except RuntimeError as e:  # the cluster's answer, not bad input
+    except (RuntimeError, RequestException) as e:  # the cluster's answer (or its dropped connection), not bad input
         print(f"lrsweep: error: {address} did not take the job: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
     try:  # from here on the job runs on the cluster, whatever becomes of this command's output

@@ -229,7 +229,8 @@ def _ray_command():
     found = shutil.which("ray")
     if not os.path.exists(beside) or (found and os.path.realpath(found) == os.path.realpath(beside)):
         return "ray"
-    return shlex.quote(os.path.relpath(beside) if not os.path.relpath(beside).startswith(os.pardir) else beside)
+    shown = os.path.relpath(beside)
+    return shlex.quote(beside if shown.startswith(os.pardir) else shown)
 
 
 def _ray_started_here():

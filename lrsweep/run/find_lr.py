@@ -36,9 +36,9 @@ def suggestions(lrs, smooth):
     `SKIPPED` steps; NaN for both where the curve past them is lowest in its first two steps
     (it never fell there), or holds fewer than three."""
     lrs, smooth = np.asarray(lrs)[SKIPPED:], np.asarray(smooth)[SKIPPED:]
-    if len(smooth) < 3 or int(np.argmin(smooth)) < 2:
+    lowest = int(np.argmin(smooth)) if len(smooth) >= 3 else 0
+    if lowest < 2:
         return math.nan, math.nan
-    lowest = int(np.argmin(smooth))
     slope = np.gradient(smooth[: lowest + 1], np.log(lrs[: lowest + 1]))
     return float(lrs[int(np.argmin(slope))]), float(lrs[lowest] / 10)
 

@@ -271,6 +271,11 @@ def slots(have, each):
     return int(round(have * 10_000) // round(each * 10_000))
 
 
+def _node_slots(node, cpus):
+    """The trial slots of `cpus` CPUs on `node`, an entry of `ray.nodes()`."""
+    return slots(node.get("Resources", {}).get("CPU", 0), cpus)
+
+
 def warm(cpus, idle):
     """Start the trainers a CPU sweep of `cpus` CPUs per trial will use on each node (one per
     trial slot), without waiting for them: they import TensorFlow while the driver sets up
@@ -279,8 +284,7 @@ def warm(cpus, idle):
 
     key = code_key()
     for node in ray.nodes():
-        here = slots(node.get("Resources", {}).get("CPU", 0), cpus) if node.get("Alive") else 0
-        for k in range(here):
+        for k in range(_node_slots(node, cpus) if node.get("Alive") else 0):
             _actor(node["NodeID"], cpus, k, key, idle)
 
 
@@ -298,7 +302,7 @@ def _looked_at(node_id, cpus):
     import ray
 
     node = next((n for n in ray.nodes() if n["NodeID"] == node_id), {})
-    return max(LOOKED_AT, slots(node.get("Resources", {}).get("CPU", 0), cpus))
+    return max(LOOKED_AT, _node_slots(node, cpus))
 
 
 def stopped():

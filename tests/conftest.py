@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -110,6 +111,30 @@ def lrsweep_read_until(until, *args, timeout=180):
         if command.poll() is None:
             os.killpg(command.pid, signal.SIGKILL)
     return command.returncode, lines, stderr
+
+
+def waiting_launch_warning(tmp_path, address, resources, marker):
+    """`launch --address address` of a one-trial sweep whose trials ask for `resources` (more
+    than the cluster can give them), stopped by Ctrl-C once it has warned with a line holding
+    `marker`: (that line, the launch's exit status)."""
+    sweep_file = tmp_path / "waiting.py"
+    sweep_file.write_text(f"from lrsweep import Sweep\nSWEEP = Sweep(name='waiting', dataset='digits', configs=["
+                          f"{{'family': 'constant', 'initial_lr': 0.1}}], max_epochs=2, resources={resources!r})\n")
+    results = tmp_path / "results"
+    launch = subprocess.Popen([sys.executable, "-m", "lrsweep", "launch", str(sweep_file), "--results", str(results),
+                               "--address", address], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(launch.stderr), daemon=True)  # to its end
+    reader.start()
+    try:
+        wait_for(lambda: any(marker in line for line in lines), 120, "the launch gave no warning")
+        launch.send_signal(signal.SIGINT)
+        launch.wait(timeout=120)
+    finally:
+        if launch.poll() is None:
+            os.killpg(launch.pid, signal.SIGKILL)
+    return next(line for line in lines if marker in line).strip(), launch.returncode
 
 
 def assert_refused(done, *words, stdout=""):

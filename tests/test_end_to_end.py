@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
@@ -32,7 +31,7 @@ from lrsweep.results.store import read_frame, write_rows
 from lrsweep.run.driver import _damaged_tune_state, launch, promoted_configs
 from lrsweep.sweep.spec import load_sweep
 from tests.conftest import (REPO, TEST_DATA, assert_refused, lrsweep, lrsweep_read_until, processes, trainers,
-                            tune_finished, tune_trials, wait_for)
+                            tune_finished, tune_trials, wait_for, waiting_launch_warning)
 from tests.reference import rate
 
 ONE_PER_FAMILY = [
@@ -1200,27 +1199,10 @@ def test_a_launch_on_a_cluster_without_the_gpus_its_trials_ask_for_warns_that_th
     """A joined cluster may grow (an autoscaler adding GPU nodes), so trials that ask for more
     GPUs than it has now are not refused; but they wait, forever where nothing adds them, and
     the user is told so at once. Ctrl-C still stops the launch."""
-    (tmp_path / "gpus.py").write_text(
-        "from lrsweep import Sweep\n"
-        "SWEEP = Sweep(name='gpus', dataset='digits', configs=[{'family': 'constant', 'initial_lr': 0.1}],\n"
-        "              max_epochs=2, resources={'cpu': 1, 'gpu': 2})\n")
-    launch = subprocess.Popen([sys.executable, "-m", "lrsweep", "launch", str(tmp_path / "gpus.py"), "--results",
-                               str(tmp_path / "results"), "--address", ray_session], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    lines = []
-    reader = threading.Thread(target=lambda: lines.extend(launch.stderr), daemon=True)  # to its end
-    reader.start()
-    try:
-        wait_for(lambda: any(line.startswith("lrsweep: warning:") for line in lines), 120, "the launch gave no warning")
-        launch.send_signal(signal.SIGINT)
-        launch.wait(timeout=120)
-    finally:
-        if launch.poll() is None:
-            os.killpg(launch.pid, signal.SIGKILL)
-    line = next(line for line in lines if line.startswith("lrsweep: warning:"))
-    assert line.strip() == ("lrsweep: warning: the trials ask for 2 GPUs each, and the cluster joined has 1 now: "
-                            "they wait for nodes its autoscaler adds (forever, where it adds none)"), line
-    assert launch.returncode == 130
+    line, returncode = waiting_launch_warning(tmp_path, ray_session, {"cpu": 1, "gpu": 2}, "GPUs each")
+    assert line == ("lrsweep: warning: the trials ask for 2 GPUs each, and the cluster joined has 1 now: "
+                    "they wait for nodes its autoscaler adds (forever, where it adds none)"), line
+    assert returncode == 130
 
 
 def test_a_reused_worker_frees_the_previous_trials_graphs():

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import (REPO, TEST_DATA, assert_refused, descendants, lrsweep, lrsweep_read_until, processes,
-                            tune_finished, wait_for)
+                            tune_finished, wait_for, waiting_launch_warning)
 
 
 _GIVEN = set()
@@ -506,30 +506,25 @@ def test_a_launch_through_ray_client_whose_client_is_killed_stops_on_the_head_as
     assert len(trials) == 100 and trials["trial_id"].is_unique
 
 
-def test_a_launch_whose_tune_storage_other_machines_cannot_reach_warns_at_once(tmp_path):
-    """A cluster of nodes on several machines (here a second node on another address of
-    this machine, 127.0.0.2) and Tune's storage a folder of the launch's machine: trials on
-    the others save no checkpoint (Ray would fail them at their first), so a retry or a
-    resume starts them over, unless the folder is one they share. The launch says so as it
-    starts."""
+@pytest.fixture(scope="module")
+def two_machines(tmp_path_factory):
+    """A cluster of two one-CPU nodes on two machines (here a second node on another address
+    of this machine, 127.0.0.2): its GCS address."""
     port = free_port()
     bin_dir = os.path.dirname(sys.executable)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}  # a node joins with the token
     nodes = []
     try:
-        for node in ([f"--head", f"--port={port}", "--include-dashboard=false"],
+        for node in (["--head", f"--port={port}", "--include-dashboard=false"],
                      [f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.2"]):
             nodes.append(subprocess.Popen([os.path.join(bin_dir, "ray"), "start", "--block", "--num-cpus=1",
-                                           "--disable-usage-stats", *node], cwd=tmp_path, env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                           "--disable-usage-stats", *node], cwd=tmp_path_factory.mktemp("nodes"),
+                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                           start_new_session=True))
             if len(nodes) == 1:
                 wait_for(lambda: _answers(port), 90, "the head did not come up")
         wait_for(lambda: len(_node_ids(f"127.0.0.1:{port}")) == 2, 90, "the second node did not join")
-        returncode, _, stderr = lrsweep_read_until(
-            lambda line: line.startswith("["),  # the trial has ended
-            "launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "1", "--max-epochs", "2",
-            "--confirm-seeds", "0", "--results", str(tmp_path / "results"), "--address", f"127.0.0.1:{port}")
+        yield f"127.0.0.1:{port}"
     finally:
         for node in reversed(nodes):
             os.killpg(node.pid, signal.SIGTERM)  # `ray start --block` stops what it started
@@ -537,10 +532,33 @@ def test_a_launch_whose_tune_storage_other_machines_cannot_reach_warns_at_once(t
                 node.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(node.pid, signal.SIGKILL)
+
+
+def test_a_launch_whose_tune_storage_other_machines_cannot_reach_warns_at_once(two_machines, tmp_path):
+    """Tune's storage a folder of the launch's machine, on a cluster of nodes on several
+    machines: trials on the others save no checkpoint (Ray would fail them at their first),
+    so a retry or a resume starts them over, unless the folder is one they share. The
+    launch says so as it starts."""
+    returncode, _, stderr = lrsweep_read_until(
+        lambda line: line.startswith("["),  # the trial has ended
+        "launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--num-samples", "1", "--max-epochs", "2",
+        "--confirm-seeds", "0", "--results", str(tmp_path / "results"), "--address", two_machines)
     warning = next((line for line in stderr.splitlines() if "storage" in line), stderr[-2000:])
     assert warning.startswith(f"lrsweep: warning: Tune's storage {tmp_path / 'results' / 'tune'} is a folder of "
                               f"this machine"), warning
     assert "127.0.0.2" in warning and "s3://" in warning
+
+
+def test_trials_larger_than_every_node_of_a_cluster_warn_that_they_wait_though_the_cluster_has_enough(
+        two_machines, tmp_path):
+    """Ray places each trial on one node: trials of 2 CPUs on two nodes of one CPU never start,
+    though the cluster has 2 CPUs in all. The launch says so at once (a warning: an autoscaler
+    may add a larger node), and Ctrl-C stops it."""
+    line, returncode = waiting_launch_warning(tmp_path, two_machines, {"cpu": 2}, "CPUs each")
+    assert line == ("lrsweep: warning: the trials ask for 2 CPUs each, and no node of the cluster joined has that "
+                    "many now (the largest has 1, 2 in all; a trial runs on one node): they wait for nodes its "
+                    "autoscaler adds (forever, where it adds none)"), line
+    assert returncode == 130
 
 
 def _answers(port):

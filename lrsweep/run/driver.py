@@ -375,24 +375,39 @@ def check_trials_fit(sweep):
     """On a Ray this launch started (one node, no autoscaler to add more), a trial that asks
     for more CPUs or GPUs than the node has would never start: Tune and Ray's autoscaler
     would say so every half minute, forever. A cluster joined may grow (its autoscaler), so
-    there it is a warning, as is Tune's storage on a folder of this machine where the
-    cluster has nodes on others."""
+    there it is a warning, also where the cluster has enough in all but no node has enough
+    (Ray places each trial on one node), as is Tune's storage on a folder of this machine
+    where the cluster has nodes on others."""
     import ray
 
     node = getattr(ray._private.worker, "_global_node", None)
     own = getattr(node, "head", False)
-    has = ray.cluster_resources()
-    for kind, wanted in (("CPU", sweep.cpus), ("GPU", sweep.gpus)):
-        if wanted <= has.get(kind, 0):
-            continue
-        if own:
-            raise LrsweepError(f"Argument `resources` asks for {wanted:g} {kind}s per trial, and the Ray this launch "
-                               f"started has {has.get(kind, 0):g} (this machine's): no trial could start. Received: "
-                               f"resources={dict(sweep.resources)!r} (or join a larger cluster with --address)")
-        warn(f"the trials ask for {wanted:g} {kind}s each, and the cluster joined has {has.get(kind, 0):g} now: "
-             f"they wait for nodes its autoscaler adds (forever, where it adds none)")
+    nodes = alive_node_resources()
+    if not sum(node_trial_slots(sweep, nodes)):
+        _no_node_fits(sweep, own, ray.cluster_resources(), nodes)
     if not own:
         _check_storage_reached(sweep, ray)
+
+
+def _no_node_fits(sweep, own, has, nodes):
+    """Why no trial can start on the cluster as it is: refused on a Ray this launch started,
+    a warning on one joined. `has`: the cluster's resources, `nodes` each node's."""
+    largest = {kind: max((n.get(kind, 0) for n in nodes), default=0) for kind in ("CPU", "GPU")}
+    short = [(kind, wanted) for kind, wanted in (("CPU", sweep.cpus), ("GPU", sweep.gpus)) if wanted > largest[kind]]
+    if own:  # one node, short of one of them
+        kind, wanted = short[0]
+        raise LrsweepError(f"Argument `resources` asks for {wanted:g} {kind}s per trial, and the Ray this launch "
+                           f"started has {has.get(kind, 0):g} (this machine's): no trial could start. Received: "
+                           f"resources={dict(sweep.resources)!r} (or join a larger cluster with --address)")
+    if not short:
+        asked, why = f"{sweep.cpus:g} CPUs and {sweep.gpus:g} GPUs", "no node of the cluster joined has both now"
+    else:
+        kind, wanted = short[0]
+        asked, total = f"{wanted:g} {kind}s", has.get(kind, 0)
+        why = (f"the cluster joined has {total:g} now" if wanted > total else f"no node of the cluster joined has "
+               f"that many now (the largest has {largest[kind]:g}, {total:g} in all; a trial runs on one node)")
+    warn(f"the trials ask for {asked} each, and {why}: they wait for nodes its autoscaler adds (forever, where it "
+         f"adds none)")
 
 
 def _check_storage_reached(sweep, ray):
@@ -467,18 +482,31 @@ def keep_registered_trainables():
 
 
 def trial_slots(sweep):
-    """How many trials the cluster runs at once. Tune keeps only one trial pending for a
-    searcher unless told this (`max_concurrent_trials`): without it the second worker
-    would wait for the first to finish starting."""
+    """How many trials the cluster runs at once, each on one node. Tune keeps only one trial
+    pending for a searcher unless told this (`max_concurrent_trials`): without it the
+    second worker would wait for the first to finish starting."""
+    return max(1, sum(node_trial_slots(sweep, alive_node_resources())))
+
+
+def alive_node_resources():
+    """The resources of each node of the cluster alive now."""
     import ray
 
+    return [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive")]
+
+
+def node_trial_slots(sweep, nodes):
+    """How many of the sweep's trials each of `nodes` (their resources, as `ray.nodes()`
+    gives them) runs at once."""
     from lrsweep.run.pool import slots
 
-    resources = ray.cluster_resources()
-    fit = slots(resources.get("CPU", 1), sweep.cpus)
-    if sweep.gpus:
-        fit = min(fit, slots(resources.get("GPU", 0), sweep.gpus))
-    return max(1, fit)
+    fits = []
+    for have in nodes:
+        fit = slots(have.get("CPU", 0), sweep.cpus)
+        if sweep.gpus:
+            fit = min(fit, slots(have.get("GPU", 0), sweep.gpus))
+        fits.append(fit)
+    return fits
 
 
 def decision_epochs(sweep):

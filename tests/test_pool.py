@@ -183,6 +183,37 @@ def test_a_trial_looks_for_a_trainer_among_every_trial_slot_of_its_node(ray_sess
     assert pool.slots(8, 0.1) == 80 and pool.slots(7, 0.7) == 10 and pool.slots(2, 0.3) == 6
 
 
+@pytest.mark.parametrize("nodes, resources, fits, warnings", [
+    # trials of 0.6 CPU on two one-CPU nodes: one each (the cluster's 2 CPUs would hold 3)
+    ([{"CPU": 1}, {"CPU": 1}], {"cpu": 0.6}, [1, 1], []),
+    # half a card each where the cards are, a node without CPUs (a head of --num-cpus=0) none
+    ([{"CPU": 4, "GPU": 1}, {"CPU": 8}, {}], {"cpu": 1, "gpu": 0.5}, [2, 0, 0], []),
+    ([{"CPU": 1}, {"CPU": 1}], {"cpu": 2}, [0, 0],
+     ["the trials ask for 2 CPUs each, and no node of the cluster joined has that many now (the largest has 1, 2 in "
+      "all; a trial runs on one node)"]),
+    ([{"CPU": 2}, {"CPU": 2}], {"cpu": 4, "gpu": 1}, [0, 0],
+     ["the trials ask for 4 CPUs each, and no node of the cluster joined has that many now (the largest has 2, 4 in "
+      "all; a trial runs on one node)", "the trials ask for 1 GPU each, and the cluster joined has 0 now"]),
+    ([{"CPU": 4}, {"CPU": 1, "GPU": 1}], {"cpu": 2, "gpu": 1}, [0, 0],
+     ["the trials ask for 2 CPUs and 1 GPU each, and no node of the cluster joined has both now (a trial runs on "
+      "one node)"]),
+])
+def test_trials_are_counted_and_placed_node_by_node(nodes, resources, fits, warnings, capsys):
+    """Ray places each trial on one node: the trials a cluster runs at once are counted node
+    by node (Tune's max_concurrent_trials), and a launch on a cluster where no node can hold
+    a trial says, for each of CPUs and GPUs, what is short, and that its trials wait."""
+    from lrsweep import Sweep
+    from lrsweep.run import driver
+
+    sweep = Sweep(name="s", dataset="digits", configs=[{"family": "constant", "initial_lr": 0.1}], resources=resources)
+    assert driver.node_trial_slots(sweep, nodes) == fits
+    if not sum(fits):
+        driver.no_node_fits(sweep, False, nodes)
+    said = capsys.readouterr().err.splitlines()
+    wait = ": they wait for nodes its autoscaler adds (forever, where it adds none)"
+    assert said == [f"lrsweep: warning: {warning}{wait}" for warning in warnings]
+
+
 def test_an_idle_trainer_ends_itself(ray_session, tmp_path):
     """A trainer holds a TensorFlow process's memory: one idle for LRSWEEP_TRAINER_IDLE_SECONDS
     ends itself (a driver's setting, passed to the trainers its trials use)."""

@@ -384,30 +384,37 @@ def check_trials_fit(sweep):
     own = getattr(node, "head", False)
     nodes = alive_node_resources()
     if not sum(node_trial_slots(sweep, nodes)):
-        _no_node_fits(sweep, own, ray.cluster_resources(), nodes)
+        no_node_fits(sweep, own, nodes)
     if not own:
         _check_storage_reached(sweep, ray)
 
 
-def _no_node_fits(sweep, own, has, nodes):
-    """Why no trial can start on the cluster as it is: refused on a Ray this launch started,
-    a warning on one joined. `has`: the cluster's resources, `nodes` each node's."""
-    largest = {kind: max((n.get(kind, 0) for n in nodes), default=0) for kind in ("CPU", "GPU")}
-    short = [(kind, wanted) for kind, wanted in (("CPU", sweep.cpus), ("GPU", sweep.gpus)) if wanted > largest[kind]]
-    if own:  # one node, short of one of them
-        kind, wanted = short[0]
-        raise LrsweepError(f"Argument `resources` asks for {wanted:g} {kind}s per trial, and the Ray this launch "
-                           f"started has {has.get(kind, 0):g} (this machine's): no trial could start. Received: "
+def no_node_fits(sweep, own, nodes):
+    """Say why no node of `nodes` (each one's resources) can hold a trial of the sweep:
+    refused on a Ray this launch started (one node), a warning on a cluster joined, for
+    each of CPUs and GPUs where no node has enough, or that no node has both."""
+    asked = {"CPU": sweep.cpus, "GPU": sweep.gpus}
+    each = {kind: f"{n:g} {kind}{'s' * (n != 1)}" for kind, n in asked.items()}  # "1 GPU", "0.5 GPUs"
+    largest = {kind: max((n.get(kind, 0) for n in nodes), default=0) for kind in asked}
+    total = {kind: sum(n.get(kind, 0) for n in nodes) for kind in asked}
+    # (one of them is short wherever a node has no slot: `pool.slots` counts as Ray does)
+    short = [kind for kind in asked if asked[kind] > largest[kind]]
+    if own:
+        kind = short[0]
+        raise LrsweepError(f"Argument `resources` asks for {each[kind]} per trial, and the Ray this launch "
+                           f"started has {total[kind]:g} (this machine's): no trial could start. Received: "
                            f"resources={dict(sweep.resources)!r} (or join a larger cluster with --address)")
+    wait = "they wait for nodes its autoscaler adds (forever, where it adds none)"
+    for kind in short:
+        if asked[kind] > total[kind]:
+            warn(f"the trials ask for {each[kind]} each, and the cluster joined has {total[kind]:g} now: "
+                 f"{wait}")
+        else:
+            warn(f"the trials ask for {each[kind]} each, and no node of the cluster joined has that many "
+                 f"now (the largest has {largest[kind]:g}, {total[kind]:g} in all; a trial runs on one node): {wait}")
     if not short:
-        asked, why = f"{sweep.cpus:g} CPUs and {sweep.gpus:g} GPUs", "no node of the cluster joined has both now"
-    else:
-        kind, wanted = short[0]
-        asked, total = f"{wanted:g} {kind}s", has.get(kind, 0)
-        why = (f"the cluster joined has {total:g} now" if wanted > total else f"no node of the cluster joined has "
-               f"that many now (the largest has {largest[kind]:g}, {total:g} in all; a trial runs on one node)")
-    warn(f"the trials ask for {asked} each, and {why}: they wait for nodes its autoscaler adds (forever, where it "
-         f"adds none)")
+        warn(f"the trials ask for {each['CPU']} and {each['GPU']} each, and no node of the cluster joined "
+             f"has both now (a trial runs on one node): {wait}")
 
 
 def _check_storage_reached(sweep, ray):
@@ -496,17 +503,10 @@ def alive_node_resources():
 
 
 def node_trial_slots(sweep, nodes):
-    """How many of the sweep's trials each of `nodes` (their resources, as `ray.nodes()`
-    gives them) runs at once."""
-    from lrsweep.run.pool import slots
+    """How many of the sweep's trials each of `nodes` (each one's resources) runs at once."""
+    from lrsweep.run.pool import node_slots
 
-    fits = []
-    for have in nodes:
-        fit = slots(have.get("CPU", 0), sweep.cpus)
-        if sweep.gpus:
-            fit = min(fit, slots(have.get("GPU", 0), sweep.gpus))
-        fits.append(fit)
-    return fits
+    return [node_slots(resources, sweep.cpus, sweep.gpus) for resources in nodes]
 
 
 def decision_epochs(sweep):

@@ -271,9 +271,13 @@ def slots(have, each):
     return int(round(have * 10_000) // round(each * 10_000))
 
 
-def _node_slots(node, cpus):
-    """The trial slots of `cpus` CPUs on `node`, an entry of `ray.nodes()`."""
-    return slots(node.get("Resources", {}).get("CPU", 0), cpus)
+def node_slots(resources, cpus, gpus=0):
+    """How many trials of `cpus` CPUs and `gpus` GPUs each a node of `resources` (its
+    "Resources" in `ray.nodes()`) runs at once: Ray places a trial on one node."""
+    fit = slots(resources.get("CPU", 0), cpus)
+    if gpus:
+        fit = min(fit, slots(resources.get("GPU", 0), gpus))
+    return fit
 
 
 def warm(cpus, idle):
@@ -284,7 +288,7 @@ def warm(cpus, idle):
 
     key = code_key()
     for node in ray.nodes():
-        for k in range(_node_slots(node, cpus) if node.get("Alive") else 0):
+        for k in range(node_slots(node.get("Resources", {}), cpus) if node.get("Alive") else 0):
             _actor(node["NodeID"], cpus, k, key, idle)
 
 
@@ -302,7 +306,7 @@ def _looked_at(node_id, cpus):
     import ray
 
     node = next((n for n in ray.nodes() if n["NodeID"] == node_id), {})
-    return max(LOOKED_AT, _node_slots(node, cpus))
+    return max(LOOKED_AT, node_slots(node.get("Resources", {}), cpus))
 
 
 def stopped():

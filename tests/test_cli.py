@@ -274,6 +274,31 @@ def test_validate_launch_and_submit_refuse_bad_data_in_one_line_before_anything_
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("resources, words", [
+    ({"cpu": 1024}, ["1024 CPUs per trial", "has 2 (this machine's)"]),
+    ({"cpu": 1, "gpu": 0.5}, ["0.5 GPUs per trial", "has 0 (this machine's)"]),
+])
+def test_trials_larger_than_the_ray_a_launch_starts_are_refused_before_it_starts(tmp_path, resources, words):
+    """A trial asking for more CPUs or GPUs than the Ray a launch starts on this machine has
+    could never start (one node, nothing to add more): bad input, refused in one line before
+    Ray starts (it was refused once Ray had started), counted as Ray counts them as it
+    starts (here told by RAY_OVERRIDE_RESOURCES, whatever the machine running the test has)."""
+    import tempfile
+
+    sweep = tmp_path / "big.py"
+    sweep.write_text("from lrsweep import Sweep\nSWEEP = Sweep(name='big', dataset='digits', configs=[{'family': "
+                     f"'constant', 'initial_lr': 0.1}}], max_epochs=1, resources={resources!r})\n")
+    ray_dir = tempfile.mkdtemp(prefix="lrsweep-ray-", dir="/tmp")  # short: Ray's socket paths must fit
+    try:
+        env = {"RAY_TMPDIR": ray_dir, "RAY_OVERRIDE_RESOURCES": '{"CPU": 2, "GPU": 0}'}
+        done = lrsweep("launch", str(sweep), "--results", str(tmp_path / "results"), env=env, timeout=120)
+        refused(done, *words, f"resources={resources!r}")
+        assert os.listdir(ray_dir) == [], "Ray started"
+        assert not (tmp_path / "results").exists()
+    finally:
+        subprocess.run(["rm", "-rf", ray_dir])
+
+
 def test_a_launch_whose_download_fails_says_so_in_one_line_before_ray_starts(tmp_path):
     """The real Keras download fails (from a port no server listens on, so that the test
     does not depend on the machine being offline): one line on stderr, TensorFlow's start-up

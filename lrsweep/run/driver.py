@@ -374,7 +374,8 @@ def _stop_on_sigterm():
 def check_trials_fit(sweep):
     """On a Ray this launch started (one node, no autoscaler to add more), a trial that asks
     for more CPUs or GPUs than the node has would never start: Tune and Ray's autoscaler
-    would say so every half minute, forever. A cluster joined may grow (its autoscaler), so
+    would say so every half minute, forever (`check_local_fit` refuses it before Ray starts;
+    this checks what Ray found). A cluster joined may grow (its autoscaler), so
     there it is a warning, also where the cluster has enough in all but no node has enough
     (Ray places each trial on one node), as is Tune's storage on a folder of this machine
     where the cluster has nodes on others."""
@@ -389,6 +390,20 @@ def check_trials_fit(sweep):
         _check_storage_reached(sweep, ray)
 
 
+def check_local_fit(sweep):
+    """Before a launch starts a Ray of its own (one node: this machine), refuse trials that
+    ask for more CPUs or GPUs than that Ray will have, as Ray counts them as it starts:
+    bad input, answered without the seconds Ray's start and stop take. (Not in the CLI's
+    checks, which `validate` shares: they import no Ray.)"""
+    from ray._private.resource_and_label_spec import ResourceAndLabelSpec
+
+    # RAY_OVERRIDE_RESOURCES if set, else the CPUs this process may use and the GPUs it sees
+    spec = ResourceAndLabelSpec().resolve(is_head=True, node_ip_address="127.0.0.1")
+    nodes = [{"CPU": spec.num_cpus, "GPU": spec.num_gpus}]
+    if not sum(node_trial_slots(sweep, nodes)):
+        no_node_fits(sweep, True, nodes)
+
+
 def no_node_fits(sweep, own, nodes):
     """Say why no node of `nodes` (each one's resources) can hold a trial of the sweep:
     refused on a Ray this launch started (one node), a warning on a cluster joined, for
@@ -401,9 +416,9 @@ def no_node_fits(sweep, own, nodes):
     short = [kind for kind in asked if asked[kind] > largest[kind]]
     if own:
         kind = short[0]
-        raise LrsweepError(f"Argument `resources` asks for {each[kind]} per trial, and the Ray this launch "
-                           f"started has {total[kind]:g} (this machine's): no trial could start. Received: "
-                           f"resources={dict(sweep.resources)!r} (or join a larger cluster with --address)")
+        raise LrsweepError(f"Argument `resources` asks for {each[kind]} per trial, and the Ray a launch without "
+                           f"--address starts has {total[kind]:g} (this machine's): no trial could start. "
+                           f"Received: resources={dict(sweep.resources)!r} (or join a larger cluster with --address)")
     wait = "they wait for nodes its autoscaler adds (forever, where it adds none)"
     for kind in short:
         if asked[kind] > total[kind]:
@@ -550,6 +565,8 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     that this takes it out of: the object store's copy is to be the only one the run keeps."""
     name = run_name(sweep, name)
     check_name("name", name)  # before its folder is made
+    if not joins_cluster(address):
+        check_local_fit(sweep)
     folder = f"{storage_path(sweep)}/{name}"
     with run_files.holding(folder, name):
         check_launch(sweep, name, resume)  # again: another launch may have taken the name since the first check

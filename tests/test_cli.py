@@ -246,6 +246,23 @@ def test_validate_shows_the_resolved_sweep_with_overrides():
     assert done.stdout.strip().endswith("imported:")
 
 
+@pytest.mark.parametrize("metric, mode, said", [("val_loss", "max", "highest"), ("val_accuracy", "min", "lowest"),
+                                               ("loss", "min", None), ("accuracy", "max", None)])
+def test_a_mode_against_its_metric_is_run_as_given_with_a_warning(tmp_path, metric, mode, said):
+    """mode='max' with a loss would rank the worst schedule first: allowed (the field is the
+    user's), and said once, as `validate` and `launch` read the sweep."""
+    path = sweep_file(tmp_path, f"""\
+        from lrsweep import Sweep
+        SWEEP = Sweep(name='m', dataset='digits', metric={metric!r}, mode={mode!r}, max_epochs=2,
+                      configs=[{{'family': 'constant', 'initial_lr': 0.1}}])
+        """)
+    done = cli("validate", path)
+    assert done.returncode == 0, done.stderr
+    warning = (f"lrsweep: warning: mode={mode!r} with metric={metric!r}: the best trial is the one with the {said} "
+               f"{metric} (leave mode out: it follows the metric)")
+    assert done.stderr.strip() == (warning if said else "")
+
+
 def test_a_quick_try_of_a_sweep_file_with_max_epochs_1_is_a_sweep_it_can_run():
     """The README's quick try: the cosine warm-ups of 2 epochs that digits.py allows cannot
     be drawn in a 1-epoch trial, and are left out with a warning, not refused."""

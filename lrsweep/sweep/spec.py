@@ -331,7 +331,7 @@ class Sweep:
         _one_of("early_stopping", self.early_stopping, EARLY_STOPPING + (None,))
         _one_of("metric", self.metric, METRICS)
         if self.mode is None:
-            object.__setattr__(self, "mode", "min" if self.metric.endswith("loss") else "max")
+            object.__setattr__(self, "mode", _mode_of(self.metric))
         _one_of("mode", self.mode, ("min", "max"))
         if not isinstance(self.resources, Mapping) or set(self.resources) - {"cpu", "gpu"}:
             raise _field_error("resources", "a dict with keys 'cpu' and 'gpu'", self.resources)
@@ -484,9 +484,18 @@ class Sweep:
         if whole(epochs, 1) and self.families is not None:  # a bad max_epochs is named by the check below
             changes["families"], notes = _within_epochs(self.families, epochs)
         sweep = dataclasses.replace(self, **changes) if changes else self
+        if sweep.mode != _mode_of(sweep.metric):  # allowed, and almost always a slip
+            notes.append(f"mode={sweep.mode!r} with metric={sweep.metric!r}: the best trial is the one with the "
+                         f"{'lowest' if sweep.mode == 'min' else 'highest'} {sweep.metric} (leave mode out: it "
+                         f"follows the metric)")
         for note in notes:  # once the sweep is good: bad input is one line
             warn(note)
         return sweep
+
+
+def _mode_of(metric):
+    """The mode a metric is judged by: the lowest loss, the highest accuracy."""
+    return "min" if metric.endswith("loss") else "max"
 
 
 def load_sweep(path):

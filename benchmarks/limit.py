@@ -16,10 +16,11 @@ Two kinds of training step (`step`):
 What is measured: one fresh Python process (started and timed by `harness.time_child`)
 spawns `workers` processes with multiprocessing's "spawn" start method. Each one sets
 TensorFlow to one intra-op and one inter-op thread before any op, imports Keras, loads the
-workload's arrays and waits at a `multiprocessing.Barrier`. Past the barrier, process r
-trains trials r, r + workers, r + 2 * workers, ... one after another in a plain Keras loop
-(`keras.backend.clear_session()`, `plain_trial`, `model.fit`), and sends back its
-`time.time()` stamps.
+workload's arrays (plain: `workload.load`; lrsweep: the sweep file's data, as a launch
+reads it) and waits at a `multiprocessing.Barrier`. Past the barrier, process r trains
+trials r, r + workers, r + 2 * workers, ... one after another in a plain Keras loop (plain:
+`keras.backend.clear_session()`, `plain_trial`, `model.fit`; lrsweep: `build_trial`,
+`model.fit`), and sends back its `time.time()` stamps.
 
     seconds            from the first process past the barrier to the last one's end: the limit
     command_seconds    the whole command, start-up and loading included (for reference)

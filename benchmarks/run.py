@@ -36,14 +36,13 @@ def efficiency(folder, quick):
     out = {}
     for name, workload in workloads(folder).items():
         w = harness.quick(workload) if quick else workload
-        repeats = 1 if quick else REPEATS[name]
-        out[name] = {
-            "limit": median_run([limit.limit(workload, folder, quick=quick) for _ in range(repeats)]),
-            "limit_same_step": median_run([limit.limit_same_step(workload, folder, quick=quick)
-                                           for _ in range(repeats)]),
-            "cold": median_run([lrsweep_runs.launch_cold(w, folder) for _ in range(repeats)]),
-            "warm": median_run([lrsweep_runs.launch_warm(w, folder) for _ in range(repeats)]),
-        }
+        runners = {"limit": lambda: limit.limit(workload, folder, quick=quick),
+                   "limit_same_step": lambda: limit.limit_same_step(workload, folder, quick=quick),
+                   "cold": lambda: lrsweep_runs.launch_cold(w, folder),
+                   "warm": lambda: lrsweep_runs.launch_warm(w, folder)}
+        # round by round, so that the VM's drift reaches every runner alike
+        rounds = [{kind: run() for kind, run in runners.items()} for _ in range(1 if quick else REPEATS[name])]
+        out[name] = {kind: median_run([r[kind] for r in rounds]) for kind in runners}
     return out
 
 
@@ -61,7 +60,8 @@ def _kb(value):
 def print_report(figures):
     eff, peer = figures.get("efficiency"), figures.get("peers")
     if eff:
-        print("\n## Efficiency against the reachable limit (limit seconds / lrsweep seconds; 1.0 = no waste)")
+        print("\n## Efficiency against the reachable limit (limit seconds / lrsweep seconds; against the limit on "
+              "lrsweep's own step, 1.0 = no waste)")
         print("(small: the median of 3 runs, medium: 1 run; the limit trains by hand, with a plain fit of the "
               "arrays, or with lrsweep's own training step, which shows what lrsweep's running of trials wastes)")
         print("| workload | limit's step | limit | lrsweep trial phase | whole command, Ray running | "

@@ -193,7 +193,7 @@ def _checked_sweep(args, joins, head, download):
                                f"the cluster it joins has its own (`ray start --dashboard-host`). Received: "
                                f"dashboard_host={args.dashboard_host!r} with address="
                                f"{args.address or os.environ.get('RAY_ADDRESS')!r}")
-    from lrsweep.sweep.spec import load_sweep
+    from lrsweep.sweep.spec import load_sweep, warn_of_mode
 
     flags = {"dataset": args.dataset, "num_samples": args.num_samples, "max_epochs": args.max_epochs,
              "confirm_seeds": args.confirm_seeds, "seed": args.seed}
@@ -214,6 +214,7 @@ def _checked_sweep(args, joins, head, download):
                   flush=True)
     from lrsweep.run.driver import sweep_data
 
+    warn_of_mode(sweep)  # held until every check has passed (`checking`)
     dataset = checked_dataset(sweep)
     return sweep, dataset, sweep_data(sweep, offline=not download)
 

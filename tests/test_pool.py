@@ -305,3 +305,37 @@ def test_a_trainer_lets_go_of_the_models_it_kept_for_another_sweep(ray_session, 
                             watched)
     assert any(switched for switched, _ in after.values())  # the second sweep trained on a trainer of the first
     assert all(all(freed) for switched, freed in after.values() if switched), after
+
+
+@pytest.mark.parametrize("resources, said", [
+    ({"cpu": 4}, "asks for 4 CPUs per trial, and the Ray this launch starts has 2 (this machine's)"),
+    ({"cpu": 1, "gpu": 0.5}, "asks for 0.5 GPUs per trial, and the Ray this launch starts has 0 (this machine's)"),
+])
+def test_trials_larger_than_a_ray_of_the_launchs_own_are_refused(resources, said):
+    """On the one node of a Ray the launch starts, nothing can add more: refused, as bad input,
+    before Ray starts (`check_local_fit`) or, where Ray counted otherwise, once it has."""
+    from lrsweep import Sweep
+    from lrsweep.errors import LrsweepError
+    from lrsweep.run import driver
+
+    sweep = Sweep(name="s", dataset="digits", configs=[{"family": "constant", "initial_lr": 0.1}], resources=resources)
+    with pytest.raises(LrsweepError, match=re.escape(said)):
+        driver.no_node_fits(sweep, True, [{"CPU": 2}])
+
+
+@pytest.mark.parametrize("address, env, joins", [
+    (None, None, False), ("local", None, False), ("", None, False), (None, "local", False),
+    (None, "http://127.0.0.1:8265", False),  # the dashboard's, for `ray job`: not a cluster to join
+    ("auto", None, True), ("127.0.0.1:6379", None, True), (None, "127.0.0.1:6379", True), ("local", "10.0.0.1:6379", False),
+])
+def test_a_launch_joins_the_cluster_it_is_given_and_starts_its_own_ray_otherwise(address, env, joins, monkeypatch):
+    """What `joins_cluster` says is what `_ray_address` does: its own Ray for no address, ""
+    and "local" (from --address or RAY_ADDRESS), a cluster for any other."""
+    from lrsweep.run import driver
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    if env is not None:
+        monkeypatch.setenv("RAY_ADDRESS", env)
+    monkeypatch.setattr(driver, "use_token_if_present", lambda: None)  # this process's Ray settings stay
+    assert driver.joins_cluster(address) == joins
+    assert (driver._ray_address(address) != "local") == joins

@@ -201,7 +201,7 @@ def _env_address():
 
 def joins_cluster(address):
     """Whether a launch given `address` joins a cluster, rather than starting a Ray of its own."""
-    return address not in (None, "local") or (address is None and _env_address() is not None)
+    return (address or _env_address() or "local") != "local"
 
 
 def _ray_address(address):
@@ -394,14 +394,33 @@ def check_local_fit(sweep):
     """Before a launch starts a Ray of its own (one node: this machine), refuse trials that
     ask for more CPUs or GPUs than that Ray will have, as Ray counts them as it starts:
     bad input, answered without the seconds Ray's start and stop take. (Not in the CLI's
-    checks, which `validate` shares: they import no Ray.)"""
-    from ray._private.resource_and_label_spec import ResourceAndLabelSpec
+    checks, which `validate` shares: they import no Ray.) Ray's count is a private part of
+    it: where it moved or fails (a malformed RAY_OVERRIDE_RESOURCES, which Ray's start
+    names itself), `check_trials_fit` finds the same once Ray has started."""
+    try:
+        from ray._private.resource_and_label_spec import ResourceAndLabelSpec
 
-    # RAY_OVERRIDE_RESOURCES if set, else the CPUs this process may use and the GPUs it sees
-    spec = ResourceAndLabelSpec().resolve(is_head=True, node_ip_address="127.0.0.1")
+        # RAY_OVERRIDE_RESOURCES if set, else the CPUs this process may use and the GPUs it
+        # sees; Ray's note on a container's CPU quota comes once, from its start
+        with _quiet("ray._private.utils"):
+            spec = ResourceAndLabelSpec().resolve(is_head=True, node_ip_address="127.0.0.1")
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return
     nodes = [{"CPU": spec.num_cpus, "GPU": spec.num_gpus}]
     if not sum(node_trial_slots(sweep, nodes)):
         no_node_fits(sweep, True, nodes)
+
+
+@contextlib.contextmanager
+def _quiet(logger):
+    """Only errors from `logger` within."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def no_node_fits(sweep, own, nodes):
@@ -416,9 +435,9 @@ def no_node_fits(sweep, own, nodes):
     short = [kind for kind in asked if asked[kind] > largest[kind]]
     if own:
         kind = short[0]
-        raise LrsweepError(f"Argument `resources` asks for {each[kind]} per trial, and the Ray a launch without "
-                           f"--address starts has {total[kind]:g} (this machine's): no trial could start. "
-                           f"Received: resources={dict(sweep.resources)!r} (or join a larger cluster with --address)")
+        raise LrsweepError(f"Argument `resources` asks for {each[kind]} per trial, and the Ray this launch starts "
+                           f"has {total[kind]:g} (this machine's): no trial could start. Received: "
+                           f"resources={dict(sweep.resources)!r} (or join a larger cluster with --address)")
     wait = "they wait for nodes its autoscaler adds (forever, where it adds none)"
     for kind in short:
         if asked[kind] > total[kind]:
@@ -565,7 +584,9 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     that this takes it out of: the object store's copy is to be the only one the run keeps."""
     name = run_name(sweep, name)
     check_name("name", name)  # before its folder is made
-    if not joins_cluster(address):
+    import ray
+
+    if not joins_cluster(address) and not ray.is_initialized():  # a Ray this launch starts (not one it is in)
         check_local_fit(sweep)
     folder = f"{storage_path(sweep)}/{name}"
     with run_files.holding(folder, name):

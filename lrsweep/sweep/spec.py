@@ -484,13 +484,17 @@ class Sweep:
         if whole(epochs, 1) and self.families is not None:  # a bad max_epochs is named by the check below
             changes["families"], notes = _within_epochs(self.families, epochs)
         sweep = dataclasses.replace(self, **changes) if changes else self
-        if sweep.mode != _mode_of(sweep.metric):  # allowed, and almost always a slip
-            notes.append(f"mode={sweep.mode!r} with metric={sweep.metric!r}: the best trial is the one with the "
-                         f"{'lowest' if sweep.mode == 'min' else 'highest'} {sweep.metric} (leave mode out: it "
-                         f"follows the metric)")
         for note in notes:  # once the sweep is good: bad input is one line
             warn(note)
         return sweep
+
+
+def warn_of_mode(sweep):
+    """A mode against the sweep's metric ranks the worst schedules first: allowed (the field is
+    the user's), and almost always a slip, so said."""
+    if sweep.mode != _mode_of(sweep.metric):
+        warn(f"mode={sweep.mode!r} with metric={sweep.metric!r}: the best trial is the one with the "
+             f"{'lowest' if sweep.mode == 'min' else 'highest'} {sweep.metric} (leave mode out: it follows the metric)")
 
 
 def _mode_of(metric):

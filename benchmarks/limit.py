@@ -41,9 +41,6 @@ from benchmarks import harness
 BARRIER_TIMEOUT = 600
 
 
-STEPS = ("plain", "lrsweep")
-
-
 def limit(workload, folder, workers=2, quick=False, step="plain"):
     """The limit's figures for `workload` with `workers` processes training `step`'s way (see
     the module docstring)."""

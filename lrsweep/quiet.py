@@ -1,12 +1,25 @@
 """Noise kept out of a user's terminal. TensorFlow's C++ start-up lines (absl, oneDNN, CUDA
 probes) ignore TF_CPP_MIN_LOG_LEVEL: they are written straight to file descriptor 2, so only
 a redirect of it silences them. And the traceback of a trial's actor that Ray ends with
-SIGTERM (`quiet_termination`)."""
+SIGTERM (`quiet_termination`), and a logger's notes for a while (`errors_only`)."""
 
 import contextlib
 import functools
+import logging
 import os
 import sys
+
+
+@contextlib.contextmanager
+def errors_only(name):
+    """Only errors from the logger `name` within; its own level again after."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -397,30 +397,20 @@ def check_local_fit(sweep):
     checks, which `validate` shares: they import no Ray.) Ray's count is a private part of
     it: where it moved or fails (a malformed RAY_OVERRIDE_RESOURCES, which Ray's start
     names itself), `check_trials_fit` finds the same once Ray has started."""
+    from lrsweep.quiet import errors_only
+
     try:
         from ray._private.resource_and_label_spec import ResourceAndLabelSpec
 
         # RAY_OVERRIDE_RESOURCES if set, else the CPUs this process may use and the GPUs it
         # sees; Ray's note on a container's CPU quota comes once, from its start
-        with _quiet("ray._private.utils"):
+        with errors_only("ray._private.utils"):
             spec = ResourceAndLabelSpec().resolve(is_head=True, node_ip_address="127.0.0.1")
     except (ImportError, AttributeError, TypeError, ValueError):
         return
     nodes = [{"CPU": spec.num_cpus, "GPU": spec.num_gpus}]
     if not sum(node_trial_slots(sweep, nodes)):
         no_node_fits(sweep, True, nodes)
-
-
-@contextlib.contextmanager
-def _quiet(logger):
-    """Only errors from `logger` within."""
-    log = logging.getLogger(logger)
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
 
 
 def no_node_fits(sweep, own, nodes):

@@ -1,6 +1,6 @@
 """Every lrsweep benchmark, measured side by side in one run, printed with its ratios.
 
-    python -m benchmarks.run                     # everything but time-to-target (about 40 min here)
+    python -m benchmarks.run                     # everything but time-to-target (about 50 min here)
     python -m benchmarks.run --to-target         # also the search comparison (about 2 h: 5 seeds, 2 datasets)
     python -m benchmarks.run --only store,memory # some sections again, the others kept from the last run
     python -m benchmarks.run --quick             # tiny settings: checks the code, not the machine
@@ -23,7 +23,11 @@ from benchmarks.workloads import workloads
 
 SECTIONS = ("efficiency", "peers", "overhead", "memory", "bookkeeping", "store")
 PEERS = {"small": list(peers.RUNNERS), "medium": ["plain_loop", "optuna_threads", "ray_tune_reuse"]}
-REPEATS = {"small": 3, "medium": 1}  # small runs are short and noisy: the median of 3
+# Runs of each runner: the VM's speed drifts by 10-20% between minutes, so one run of each is
+# noise; the efficiency ratios are medians of each round's ratios (`round_ratios`). Medium's
+# peers run once (each takes minutes, and they are 2-3x lrsweep's time, far beyond the noise).
+REPEATS = {"small": 3, "medium": 3}
+PEER_REPEATS = {"small": 3, "medium": 1}
 
 
 def median_run(runs):
@@ -43,12 +47,29 @@ def efficiency(folder, quick):
         # round by round, so that the VM's drift reaches every runner alike
         rounds = [{kind: run() for kind, run in runners.items()} for _ in range(1 if quick else REPEATS[name])]
         out[name] = {kind: median_run([r[kind] for r in rounds]) for kind in runners}
+        out[name]["rounds"] = [{kind: {k: r[kind][k] for k in ("seconds", "trial_phase") if k in r[kind]}
+                                for kind in runners} for r in rounds]
     return out
+
+
+# Each ratio: (limit's figure, lrsweep's run, lrsweep's figure) of one round.
+RATIOS = {"trial phase": ("cold", "trial_phase"), "trial phase, Ray running": ("warm", "trial_phase"),
+          "Ray running": ("warm", "seconds"), "cold": ("cold", "seconds")}
+
+
+def round_ratios(figures, limit_kind):
+    """{ratio name: [limit seconds / lrsweep's figure, of each round]} of one workload's
+    efficiency figures: each round's runs ran minutes apart, so their ratio is fair where the
+    VM's speed drifts between rounds. None for a last-run.json of before 2026-12-07 (no rounds)."""
+    rounds = figures.get("rounds")
+    if not rounds or limit_kind not in rounds[0]:
+        return None
+    return {name: [r[limit_kind]["seconds"] / r[run][figure] for r in rounds] for name, (run, figure) in RATIOS.items()}
 
 
 def run_peers(folder, quick):
     return {name: {peer: median_run([peers.RUNNERS[peer](workload, folder, quick=quick)
-                                     for _ in range(1 if quick else REPEATS[name])])
+                                     for _ in range(1 if quick else PEER_REPEATS[name])])
                    for peer in PEERS[name]}
             for name, workload in workloads(folder).items()}
 
@@ -62,20 +83,33 @@ def print_report(figures):
     if eff:
         print("\n## Efficiency against the reachable limit (limit seconds / lrsweep seconds; against the limit on "
               "lrsweep's own step, 1.0 = no waste)")
-        print("(small: the median of 3 runs, medium: 1 run; the limit trains by hand, with a plain fit of the "
-              "arrays, or with lrsweep's own training step, which shows what lrsweep's running of trials wastes)")
+        print("(each figure the median of its runs, each ratio the median of the rounds' ratios: the runners "
+              "run one after another in each round; the limit trains by hand, with a plain fit of the arrays, or "
+              "with lrsweep's own training step, which shows what lrsweep's running of trials wastes)")
         print("| workload | limit's step | limit | lrsweep trial phase | whole command, Ray running | "
               "whole command, cold |")
         print("|---|---|---|---|---|---|")
+        rounds = []
         for name, f in eff.items():
             for kind, label in (("limit", "plain fit"), ("limit_same_step", "lrsweep's")):
                 if kind not in f:  # a last-run.json of before 2026-12-07 has the plain one only
                     continue
-                lim = f[kind]["seconds"]
-                print(f"| {name} | {label} | {lim:.1f} s "
-                      f"| {f['cold']['trial_phase']:.1f} s ({lim / f['cold']['trial_phase']:.2f}) "
-                      f"| {f['warm']['seconds']:.1f} s ({lim / f['warm']['seconds']:.2f}) "
-                      f"| {f['cold']['seconds']:.1f} s ({lim / f['cold']['seconds']:.2f}) |")
+                lim, by_round = f[kind]["seconds"], round_ratios(f, kind)
+
+                def cell(name_of, seconds):
+                    ratio = statistics.median(by_round[name_of]) if by_round else lim / seconds
+                    return f"{seconds:.1f} s ({ratio:.2f})"
+
+                print(f"| {name} | {label} | {lim:.1f} s | {cell('trial phase', f['cold']['trial_phase'])} "
+                      f"| {cell('Ray running', f['warm']['seconds'])} | {cell('cold', f['cold']['seconds'])} |")
+                if by_round:
+                    rounds.append(f"{name}, {label}: " + "; ".join(
+                        f"{ratio_name} {', '.join(f'{r:.2f}' for r in values)}"
+                        for ratio_name, values in by_round.items()))
+        if rounds:
+            print("\nRound by round (limit / lrsweep):")
+            for line in rounds:
+                print(f"- {line}")
     if peer:
         print("\n## Against the peers (same 8 trials; peer seconds / lrsweep seconds, >1 = lrsweep faster)")
         print("| workload | peer | seconds | vs lrsweep cold | vs lrsweep, Ray running |")

@@ -212,10 +212,12 @@ def _checked_sweep(args, joins, head, download):
             print(f"resuming {args.name} as it was launched: "
                   f"{', '.join(f'{field}={value!r}' for field, value in taken.items())} (not the sweep file's)",
                   flush=True)
-    from lrsweep.run.driver import sweep_data
+    from lrsweep.run.driver import check_local_fit, sweep_data
 
     warn_of_mode(sweep)  # held until every check has passed (`checking`)
     dataset = checked_dataset(sweep)
+    if download and not joins_cluster(args.address):  # launch's Ray of its own: refused before a download
+        check_local_fit(sweep)
     return sweep, dataset, sweep_data(sweep, offline=not download)
 
 

@@ -316,22 +316,50 @@ def test_trials_larger_than_the_ray_a_launch_starts_are_refused_before_it_starts
         subprocess.run(["rm", "-rf", ray_dir])
 
 
-def test_a_launch_whose_download_fails_says_so_in_one_line_before_ray_starts(tmp_path):
-    """The real Keras download fails (from a port no server listens on, so that the test
-    does not depend on the machine being offline): one line on stderr, TensorFlow's start-up
-    lines (which Keras' import brings) kept out, nothing stored, Ray not started."""
+def _launch_with_failing_download(tmp_path, sweep, ray_dir, **env):
+    """`lrsweep launch SWEEP` where the real Keras download of ionosphere fails (from a port
+    no server listens on, so that the test does not depend on the machine being offline)."""
     code = ("import sys\nimport lrsweep.data.tables\n"
             "lrsweep.data.tables.IONOSPHERE_URL = 'http://127.0.0.1:9/ionosphere.data'\n"
-            "from lrsweep.cli import main\ncode = main(sys.argv[1:])\n"
-            "print('ray imported:', 'ray' in sys.modules)\nsys.exit(code)\n")
-    done = subprocess.run([sys.executable, "-c", code, "launch", "sweeps/ionosphere.py", "--results",
-                           str(tmp_path / "results")], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "KERAS_HOME": str(tmp_path / "keras")})
-    assert done.returncode == 2, done.stderr[-2000:]
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("lrsweep: error: Could not download dataset ionosphere"), lines
-    assert done.stdout.strip().endswith("ray imported: False")
-    assert not (tmp_path / "results").exists()
+            "from lrsweep.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    return subprocess.run([sys.executable, "-c", code, "launch", str(sweep), "--results", str(tmp_path / "results")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "RAY_TMPDIR": ray_dir, **env})
+
+
+def test_a_launch_whose_download_fails_says_so_in_one_line_before_ray_starts(tmp_path):
+    """The download fails: one line on stderr, TensorFlow's start-up lines (which Keras'
+    import brings) kept out, nothing stored, Ray not started."""
+    import tempfile
+
+    ray_dir = tempfile.mkdtemp(prefix="lrsweep-ray-", dir="/tmp")
+    try:
+        done = _launch_with_failing_download(tmp_path, "sweeps/ionosphere.py", ray_dir)
+        assert done.returncode == 2, done.stderr[-2000:]
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("lrsweep: error: Could not download dataset ionosphere"), lines
+        assert os.listdir(ray_dir) == [], "Ray started"
+        assert not (tmp_path / "results").exists()
+    finally:
+        subprocess.run(["rm", "-rf", ray_dir])
+
+
+def test_trials_larger_than_the_machine_are_refused_before_the_data_is_downloaded(tmp_path):
+    """A launch that could never start a trial says so before it downloads its dataset
+    (minutes for a large one), not after."""
+    import tempfile
+
+    sweep = tmp_path / "big.py"
+    sweep.write_text("from lrsweep import Sweep\nSWEEP = Sweep(name='big', dataset='ionosphere', configs=[{'family': "
+                     "'constant', 'initial_lr': 0.1}], max_epochs=1, resources={'cpu': 4})\n")
+    ray_dir = tempfile.mkdtemp(prefix="lrsweep-ray-", dir="/tmp")
+    try:
+        done = _launch_with_failing_download(tmp_path, sweep, ray_dir, RAY_OVERRIDE_RESOURCES='{"CPU": 2, "GPU": 0}')
+        refused(done, "asks for 4 CPUs per trial", "resources={'cpu': 4}")
+        assert os.listdir(ray_dir) == [], "Ray started"
+        assert not (tmp_path / "results").exists()
+    finally:
+        subprocess.run(["rm", "-rf", ray_dir])
 
 
 def test_start_up_lines_are_kept_quiet_but_not_what_a_failing_import_said(tmp_path):

@@ -25,7 +25,7 @@ SECTIONS = ("efficiency", "peers", "overhead", "memory", "bookkeeping", "store")
 PEERS = {"small": list(peers.RUNNERS), "medium": ["plain_loop", "optuna_threads", "ray_tune_reuse"]}
 # Runs of each runner: the VM's speed drifts by 10-20% between minutes, so one run of each is
 # noise; the efficiency ratios are medians of each round's ratios (`round_ratios`). Medium's
-# peers run once (each takes minutes, and they are 2-3x lrsweep's time, far beyond the noise).
+# peers run once (each takes minutes, and they are 2-4x lrsweep's time, far beyond the noise).
 REPEATS = {"small": 3, "medium": 3}
 PEER_REPEATS = {"small": 3, "medium": 1}
 
@@ -83,8 +83,8 @@ def print_report(figures):
     if eff:
         print("\n## Efficiency against the reachable limit (limit seconds / lrsweep seconds; against the limit on "
               "lrsweep's own step, 1.0 = no waste)")
-        print("(each figure the median of its runs, each ratio the median of the rounds' ratios: the runners "
-              "run one after another in each round; the limit trains by hand, with a plain fit of the arrays, or "
+        print("(seconds: the run whose whole command took the median time; each ratio the median of the "
+              "rounds' ratios: the runners run one after another in each round; the limit trains by hand, with a plain fit of the arrays, or "
               "with lrsweep's own training step, which shows what lrsweep's running of trials wastes)")
         print("| workload | limit's step | limit | lrsweep trial phase | whole command, Ray running | "
               "whole command, cold |")

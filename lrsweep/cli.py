@@ -169,8 +169,9 @@ def load_checked_sweep(args, joins=True, head=None, download=False, warn=True):
     """(sweep, its `DatasetRef`, its data): the sweep file with the command-line flags
     applied, every input checked, the data read as launch reads it (what it would refuse in
     the data, a cell that is not a number, one class, too few rows, refused here; None where
-    it would be downloaded, unless `download`); no Ray, no TensorFlow (but for a download,
-    through Keras). Warnings come once every check has passed: bad input is one line
+    it would be downloaded, unless `download`); no Ray, no TensorFlow (but for a download:
+    Keras, and Ray's count of this machine's CPUs and GPUs first, for a launch that starts
+    its own Ray: `check_local_fit`). Warnings come once every check has passed: bad input is one line
     (`errors.checking`; `warn=False`: left to the launch this command hands the input on
     to). `joins`: `--address` is a Ray cluster to join (not submit's dashboard). `head`: the
     address of the cluster whose head node holds the run (submit's; a ray:// one), whose
@@ -216,9 +217,12 @@ def _checked_sweep(args, joins, head, download):
 
     warn_of_mode(sweep)  # held until every check has passed (`checking`)
     dataset = checked_dataset(sweep)
-    if download and not joins_cluster(args.address):  # launch's Ray of its own: refused before a download
-        check_local_fit(sweep)
-    return sweep, dataset, sweep_data(sweep, offline=not download)
+    data = sweep_data(sweep, offline=True)
+    if data is None and download:  # minutes for a large dataset: not for trials the launch's own Ray cannot hold
+        if not joins_cluster(args.address):
+            check_local_fit(sweep)
+        data = sweep_data(sweep)
+    return sweep, dataset, data
 
 
 def cmd_validate(args):

@@ -1,5 +1,5 @@
 """The command line as a user meets it: bad input is one line and exit 2 before Ray or
-TensorFlow are imported; `schedule` prints and draws; `validate` shows the sweep."""
+TensorFlow are imported (but for a dataset to download); `schedule` prints and draws; `validate` shows the sweep."""
 
 import csv
 import io

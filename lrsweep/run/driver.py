@@ -394,7 +394,7 @@ def check_local_fit(sweep):
     """Before a launch starts a Ray of its own (one node: this machine), refuse trials that
     ask for more CPUs or GPUs than that Ray will have, as Ray counts them as it starts:
     bad input, answered without the seconds Ray's start and stop take, and by the command
-    line's `launch` before it reads (or downloads) the data (not by `validate`, which imports
+    line's `launch` before it downloads the data (not by `validate`, which imports
     no Ray). Ray's count is a private part of it: where it moved or fails (a malformed
     RAY_OVERRIDE_RESOURCES, which Ray's start names itself), `check_trials_fit` finds the
     same once Ray has started."""

@@ -84,8 +84,9 @@ def print_report(figures):
         print("\n## Efficiency against the reachable limit (limit seconds / lrsweep seconds; against the limit on "
               "lrsweep's own step, 1.0 = no waste)")
         print("(seconds: the run whose whole command took the median time; each ratio the median of the "
-              "rounds' ratios: the runners run one after another in each round; the limit trains by hand, with a plain fit of the arrays, or "
-              "with lrsweep's own training step, which shows what lrsweep's running of trials wastes)")
+              "rounds' ratios: the runners run one after another in each round; the limit trains by hand, "
+              "with a plain fit of the arrays, or with lrsweep's own training step, which shows what lrsweep's "
+              "running of trials wastes)")
         print("| workload | limit's step | limit | lrsweep trial phase | whole command, Ray running | "
               "whole command, cold |")
         print("|---|---|---|---|---|---|")

@@ -183,6 +183,18 @@ def each_test_a_command():
     errors._warned.clear()
 
 
+@pytest.fixture
+def ray_dir():
+    """A folder for RAY_TMPDIR, where a Ray that a command starts keeps its session (empty:
+    none started), short as Ray's socket paths must be; removed after the test."""
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="lrsweep-ray-", dir="/tmp")
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray with two CPUs and one logical GPU (the test machines have none), shared by

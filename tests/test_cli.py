@@ -1,5 +1,6 @@
 """The command line as a user meets it: bad input is one line and exit 2 before Ray or
-TensorFlow are imported (but for a dataset to download); `schedule` prints and draws; `validate` shows the sweep."""
+TensorFlow are imported (but for a dataset to download); `schedule` prints and draws;
+`validate` shows the sweep."""
 
 import csv
 import io
@@ -295,25 +296,20 @@ def test_validate_launch_and_submit_refuse_bad_data_in_one_line_before_anything_
     ({"cpu": 1024}, ["1024 CPUs per trial", "has 2 (this machine's)"]),
     ({"cpu": 1, "gpu": 0.5}, ["0.5 GPUs per trial", "has 0 (this machine's)"]),
 ])
-def test_trials_larger_than_the_ray_a_launch_starts_are_refused_before_it_starts(tmp_path, resources, words):
+def test_trials_larger_than_the_ray_a_launch_starts_are_refused_before_it_starts(tmp_path, ray_dir, resources,
+                                                                                  words):
     """A trial asking for more CPUs or GPUs than the Ray a launch starts on this machine has
     could never start (one node, nothing to add more): bad input, refused in one line before
     Ray starts (it was refused once Ray had started), counted as Ray counts them as it
     starts (here told by RAY_OVERRIDE_RESOURCES, whatever the machine running the test has)."""
-    import tempfile
-
     sweep = tmp_path / "big.py"
     sweep.write_text("from lrsweep import Sweep\nSWEEP = Sweep(name='big', dataset='digits', configs=[{'family': "
                      f"'constant', 'initial_lr': 0.1}}], max_epochs=1, resources={resources!r})\n")
-    ray_dir = tempfile.mkdtemp(prefix="lrsweep-ray-", dir="/tmp")  # short: Ray's socket paths must fit
-    try:
-        env = {"RAY_TMPDIR": ray_dir, "RAY_OVERRIDE_RESOURCES": '{"CPU": 2, "GPU": 0}'}
-        done = lrsweep("launch", str(sweep), "--results", str(tmp_path / "results"), env=env, timeout=120)
-        refused(done, *words, f"resources={resources!r}")
-        assert os.listdir(ray_dir) == [], "Ray started"
-        assert not (tmp_path / "results").exists()
-    finally:
-        subprocess.run(["rm", "-rf", ray_dir])
+    env = {"RAY_TMPDIR": ray_dir, "RAY_OVERRIDE_RESOURCES": '{"CPU": 2, "GPU": 0}'}
+    done = lrsweep("launch", str(sweep), "--results", str(tmp_path / "results"), env=env, timeout=120)
+    refused(done, *words, f"resources={resources!r}")
+    assert os.listdir(ray_dir) == [], "Ray started"
+    assert not (tmp_path / "results").exists()
 
 
 def _launch_with_failing_download(tmp_path, sweep, ray_dir, **env):
@@ -327,39 +323,27 @@ def _launch_with_failing_download(tmp_path, sweep, ray_dir, **env):
                           env={**os.environ, "KERAS_HOME": str(tmp_path / "keras"), "RAY_TMPDIR": ray_dir, **env})
 
 
-def test_a_launch_whose_download_fails_says_so_in_one_line_before_ray_starts(tmp_path):
+def test_a_launch_whose_download_fails_says_so_in_one_line_before_ray_starts(tmp_path, ray_dir):
     """The download fails: one line on stderr, TensorFlow's start-up lines (which Keras'
     import brings) kept out, nothing stored, Ray not started."""
-    import tempfile
-
-    ray_dir = tempfile.mkdtemp(prefix="lrsweep-ray-", dir="/tmp")
-    try:
-        done = _launch_with_failing_download(tmp_path, "sweeps/ionosphere.py", ray_dir)
-        assert done.returncode == 2, done.stderr[-2000:]
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("lrsweep: error: Could not download dataset ionosphere"), lines
-        assert os.listdir(ray_dir) == [], "Ray started"
-        assert not (tmp_path / "results").exists()
-    finally:
-        subprocess.run(["rm", "-rf", ray_dir])
+    done = _launch_with_failing_download(tmp_path, "sweeps/ionosphere.py", ray_dir)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lrsweep: error: Could not download dataset ionosphere"), lines
+    assert os.listdir(ray_dir) == [], "Ray started"
+    assert not (tmp_path / "results").exists()
 
 
-def test_trials_larger_than_the_machine_are_refused_before_the_data_is_downloaded(tmp_path):
+def test_trials_larger_than_the_machine_are_refused_before_the_data_is_downloaded(tmp_path, ray_dir):
     """A launch that could never start a trial says so before it downloads its dataset
     (minutes for a large one), not after."""
-    import tempfile
-
     sweep = tmp_path / "big.py"
     sweep.write_text("from lrsweep import Sweep\nSWEEP = Sweep(name='big', dataset='ionosphere', configs=[{'family': "
                      "'constant', 'initial_lr': 0.1}], max_epochs=1, resources={'cpu': 4})\n")
-    ray_dir = tempfile.mkdtemp(prefix="lrsweep-ray-", dir="/tmp")
-    try:
-        done = _launch_with_failing_download(tmp_path, sweep, ray_dir, RAY_OVERRIDE_RESOURCES='{"CPU": 2, "GPU": 0}')
-        refused(done, "asks for 4 CPUs per trial", "resources={'cpu': 4}")
-        assert os.listdir(ray_dir) == [], "Ray started"
-        assert not (tmp_path / "results").exists()
-    finally:
-        subprocess.run(["rm", "-rf", ray_dir])
+    done = _launch_with_failing_download(tmp_path, sweep, ray_dir, RAY_OVERRIDE_RESOURCES='{"CPU": 2, "GPU": 0}')
+    refused(done, "asks for 4 CPUs per trial", "resources={'cpu': 4}")
+    assert os.listdir(ray_dir) == [], "Ray started"
+    assert not (tmp_path / "results").exists()
 
 
 def test_start_up_lines_are_kept_quiet_but_not_what_a_failing_import_said(tmp_path):

@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -726,12 +725,11 @@ def test_a_trial_stopped_by_ctrl_c_goes_on_from_its_checkpoint_on_resume(ray_ses
     assert not list(results.glob("tune/*/*/checkpoint_*"))
 
 
-def test_ctrl_c_while_the_launchs_own_ray_starts_leaves_none_of_its_processes(tmp_path):
+def test_ctrl_c_while_the_launchs_own_ray_starts_leaves_none_of_its_processes(tmp_path, ray_dir):
     """Ctrl-C as soon as the raylet has started Ray's agents, before `ray.init` returns (a
     window of about 2 s here): the launch stops, exit 130, and so does every process of the
     Ray it was starting (its dashboard and runtime-env agents were left running, with
     parent 1)."""
-    ray_dir = tempfile.mkdtemp(prefix="lrsweep-ray-", dir="/tmp")  # short: Ray's socket paths live in it
     mark = f"RAY_TMPDIR={ray_dir}".encode()
 
     def processes(*named):
@@ -758,7 +756,6 @@ def test_ctrl_c_while_the_launchs_own_ray_starts_leaves_none_of_its_processes(tm
     finally:
         for pid in processes():
             os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 def test_ctrl_c_before_any_trial_started_says_what_it_stored_and_how_to_finish(ray_session, tmp_path):
@@ -839,7 +836,7 @@ def test_a_launch_that_joins_a_cluster_leaves_every_process_of_it_running(ionosp
     assert all(info.process.poll() is None for infos in processes.values() for info in infos)
 
 
-def test_a_launch_that_starts_its_own_ray_leaves_no_process_of_it(tmp_path):
+def test_a_launch_that_starts_its_own_ray_leaves_no_process_of_it(tmp_path, ray_dir):
     """The README's first command, with no cluster around: Ray starts with the launch, it
     starts no worker process but the trials' Tune actors and their trainers (on two cores,
     every other one slows their TensorFlow import), and none of its processes outlives it.
@@ -847,31 +844,25 @@ def test_a_launch_that_starts_its_own_ray_leaves_no_process_of_it(tmp_path):
     docs set it) is not a cluster to join. The command it gives for the dashboard's token
     runs as shown where the virtual environment is not active (the README's `.venv/bin/python
     -m lrsweep`), `ray` not on the PATH."""
-    import tempfile
-
-    ray_dir = tempfile.mkdtemp(prefix="lrsweep-ray-", dir="/tmp")  # short: Ray's socket paths must fit
     inactive = {"PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
                                         if not os.path.exists(os.path.join(p, "ray")))}
-    try:
-        done = lrsweep("launch", "sweeps/digits.py", "--num-samples", "2", "--max-epochs", "3", "--confirm-seeds", "0",
-                       "--results", str(tmp_path / "results"),
-                       env={"RAY_ADDRESS": "http://127.0.0.1:8265", "RAY_TMPDIR": ray_dir, **inactive}, timeout=180)
-        assert done.returncode == 0, done.stderr[-2000:]
-        shown = re.search(r"Ray dashboard: http\S+ +\(sign in with the token that `(.+) get-auth-token` prints\)",
-                          done.stdout)
-        assert shown, done.stdout[:2000]
-        token = subprocess.run([*shlex.split(shown.group(1)), "get-auth-token"], cwd=REPO, capture_output=True,
-                               text=True, env={**os.environ, **inactive}, timeout=60)
-        assert token.returncode == 0 and token.stdout.strip(), token.stderr[-2000:]
-        assert len(pd.read_parquet(tmp_path / "results" / "trials")) == 2
-        assert list(os.scandir(ray_dir)), "the launch's Ray kept its files elsewhere: the checks below prove nothing"
-        workers = {os.path.basename(log) for log in  # once each, here and under the session_latest link
-                   glob.glob(os.path.join(ray_dir, "**", "python-core-worker-*.log"), recursive=True)}
-        # a trainer per trial slot of the machine's two CPUs, a Tune actor per trial at most
-        assert 0 < len(workers) <= 4, workers
-        wait_for_its_ray_to_end(ray_dir)
-    finally:
-        subprocess.run(["rm", "-rf", ray_dir])
+    done = lrsweep("launch", "sweeps/digits.py", "--num-samples", "2", "--max-epochs", "3", "--confirm-seeds", "0",
+                   "--results", str(tmp_path / "results"),
+                   env={"RAY_ADDRESS": "http://127.0.0.1:8265", "RAY_TMPDIR": ray_dir, **inactive}, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    shown = re.search(r"Ray dashboard: http\S+ +\(sign in with the token that `(.+) get-auth-token` prints\)",
+                      done.stdout)
+    assert shown, done.stdout[:2000]
+    token = subprocess.run([*shlex.split(shown.group(1)), "get-auth-token"], cwd=REPO, capture_output=True,
+                           text=True, env={**os.environ, **inactive}, timeout=60)
+    assert token.returncode == 0 and token.stdout.strip(), token.stderr[-2000:]
+    assert len(pd.read_parquet(tmp_path / "results" / "trials")) == 2
+    assert list(os.scandir(ray_dir)), "the launch's Ray kept its files elsewhere: the checks below prove nothing"
+    workers = {os.path.basename(log) for log in  # once each, here and under the session_latest link
+               glob.glob(os.path.join(ray_dir, "**", "python-core-worker-*.log"), recursive=True)}
+    # a trainer per trial slot of the machine's two CPUs, a Tune actor per trial at most
+    assert 0 < len(workers) <= 4, workers
+    wait_for_its_ray_to_end(ray_dir)
 
 
 def _launch_memory_while_training(ray_session, tmp_path, rows):

@@ -327,9 +327,10 @@ def _ignore_ctrl_c():
 
 def _launch_through_client(args, address):
     from lrsweep.run import client, jobs
-    from lrsweep.run.driver import run_name
+    from lrsweep.run.driver import check_answers, run_name
 
     sweep, _, _ = load_checked_sweep(args)
+    check_answers(address)
     args.name = run_name(sweep, args.name)  # named here: the run can be resumed whatever becomes of this command
     command, results = jobs.launch_command(args.sweep, sweep, args)
     print(f"launching on the head node of {address} through Ray Client: {shlex.join(command)}\n"

@@ -414,15 +414,19 @@ def test_a_launch_through_ray_client_runs_on_the_head_and_takes_ctrl_c_as_one_he
 def test_a_launch_that_cannot_join_the_cluster_it_names_says_why_in_one_line(head, tmp_path):
     """A host:port where nothing listens: at once (ray.init waited minutes, logging its
     retries); the cluster's GCS with another token: once Ray gives up (about 20 s), naming
-    the token. Exit 2, nothing stored."""
+    the token. Through Ray Client, a port where nothing listens and the GCS's port (a port
+    of Ray's, but not Ray Client's): at once, where Ray Client tried for 30 s and said only
+    that it timed out. Exit 2, nothing stored."""
     results = tmp_path / "results"
     for address, env, said in [(f"127.0.0.1:{free_port()}", {}, "nothing answers at 127.0.0.1:"),
-                               (head["gcs"], {"RAY_AUTH_TOKEN": "not-the-token"}, "~/.ray/auth_token")]:
+                               (head["gcs"], {"RAY_AUTH_TOKEN": "not-the-token"}, "~/.ray/auth_token"),
+                               (f"ray://127.0.0.1:{free_port()}", {}, "nothing answers at ray://127.0.0.1:"),
+                               (f"ray://{head['gcs']}", {}, "answers as another of Ray's servers")]:
         done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(results),
                        "--address", address, env=env, timeout=180)
         assert done.returncode == 2, done.stderr[-2000:]
         last = done.stderr.strip().splitlines()[-1]
-        assert last.startswith("lrsweep: error: Argument `address` reaches no Ray cluster") and said in last, last
+        assert last.startswith("lrsweep: error: Argument `address` reaches no Ray ") and said in last, last
         assert "Traceback" not in done.stderr and f"address={address!r}" in last
     assert not list(results.glob("trials/**/*.parquet"))
 

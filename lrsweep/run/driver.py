@@ -247,22 +247,55 @@ def _named(address):
     return "RAY_ADDRESS" if address == _env_address() else "address"
 
 
-def _check_answers(address):
-    """A host:port to join answers there: ray.init waits minutes on one where nothing
-    listens (a wrong port, a head that is down), logging its retries."""
+def check_answers(address):
+    """A host:port to join, or a ray://HOST:PORT to run through, answers there, said at
+    once: ray.init waits minutes on a host:port where nothing listens (a wrong port, a head
+    that is down), logging its retries; Ray Client tries for 30 s on such a ray:// one, and
+    on a port of Ray's that serves no Ray Client (the GCS's), then says it timed out."""
     import socket
 
-    found = _HOST_PORT.fullmatch(address)
+    client = address.startswith("ray://")
+    found = _HOST_PORT.fullmatch(address.removeprefix("ray://"))
     if not found:  # auto: ray.init finds the cluster or says at once that there is none
         return
+    named = _named(address)
+    listens = ("serves Ray Client on port 10001 (`ray start --head`'s default)" if client else
+               "listens on the port `ray start --head` printed (6379 by default)")
     try:
         socket.create_connection((found.group(1).strip("[]"), int(found.group(2))), timeout=5).close()
     except OSError as e:
         reason = e.strerror or str(e) or type(e).__name__
-        named = _named(address)
         raise LrsweepError(f"{_argument(named)} reaches no Ray cluster: nothing answers at {address} ({reason}); a "
-                           f"head node listens on the port `ray start --head` printed (6379 by default). Received: "
-                           f"{named}={address!r}") from None
+                           f"head node {listens}. Received: {named}={address!r}") from None
+    if client and _serves_no_ray_client(address.removeprefix("ray://")):
+        raise LrsweepError(f"{_argument(named)} reaches no Ray Client: {address} answers as another of Ray's "
+                           f"servers (the GCS's port, which `--address HOST:PORT` joins from a node of the cluster); "
+                           f"a head node {listens}. Received: {named}={address!r}")
+
+
+def _serves_no_ray_client(target):
+    """Whether the gRPC server at `target` (host:port) says it has no Ray Client service, as
+    Ray's GCS and raylet do at once. Anything else (a Ray Client server, one that refuses the
+    token, no gRPC answer within 2 s: a server still starting, or the dashboard's HTTP) is
+    left to Ray Client, whose own tries say what is wrong."""
+    import grpc
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import ray_client_pb2, ray_client_pb2_grpc
+    from ray.util.client.common import GRPC_OPTIONS
+
+    use_token_if_present()
+    channel = init_grpc_channel(target, options=GRPC_OPTIONS, asynchronous=False)  # TLS and token as Ray Client's
+    try:
+        grpc.channel_ready_future(channel).result(timeout=2)
+        ping = ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING)
+        ray_client_pb2_grpc.RayletDriverStub(channel).ClusterInfo(ping, timeout=5)
+    except grpc.RpcError as e:
+        return e.code() == grpc.StatusCode.UNIMPLEMENTED
+    except grpc.FutureTimeoutError:
+        pass
+    finally:
+        channel.close()
+    return False
 
 
 def use_token_if_present():
@@ -294,7 +327,7 @@ def _start_ray(address, dashboard_host, print_fn):
     # cold launch's first epoch came 2-3 s later (benchmarks/README.md).
     own = {"_system_config": {"prestart_worker_first_driver": False}} if address == "local" else {}
     if address != "local":
-        _check_answers(address)
+        check_answers(address)
     try:
         with _ctrl_c_after_start(address == "local"):
             context = ray.init(address=address, include_dashboard=True, dashboard_host=dashboard_host,

@@ -166,6 +166,8 @@ def check_address(address, client=False):
 
 # host:port, a head's address as `--address` gives it: a name or IPv4 address, or IPv6 in brackets
 _HOST_PORT = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):([0-9]+)")
+# How long a ray:// address that refuses the connection is asked again: a server starting.
+CLIENT_START_SECONDS = 10
 
 
 def _argument(named):
@@ -248,10 +250,10 @@ def _named(address):
 
 
 def check_answers(address):
-    """A host:port to join, or a ray://HOST:PORT to run through, answers there, said at
-    once: ray.init waits minutes on a host:port where nothing listens (a wrong port, a head
-    that is down), logging its retries; Ray Client tries for 30 s on such a ray:// one, and
-    on a port of Ray's that serves no Ray Client (the GCS's), then says it timed out."""
+    """A host:port to join, or a ray://HOST:PORT to run through, answers there, said in
+    seconds: ray.init waits minutes on a host:port where nothing listens (a wrong port, a
+    head that is down), logging its retries; Ray Client tries for 30 s on such a ray:// one,
+    and on a port of Ray's that serves no Ray Client (the GCS's), then says it timed out."""
     import socket
 
     client = address.startswith("ray://")
@@ -261,12 +263,22 @@ def check_answers(address):
     named = _named(address)
     listens = ("serves Ray Client on port 10001 (`ray start --head`'s default)" if client else
                "listens on the port `ray start --head` printed (6379 by default)")
-    try:
-        socket.create_connection((found.group(1).strip("[]"), int(found.group(2))), timeout=5).close()
-    except OSError as e:
-        reason = e.strerror or str(e) or type(e).__name__
+    # Ray Client's server listens a moment after `ray start --head` has returned (0.7 s here):
+    # a refusal within that while is waited out
+    refused_until = time.monotonic() + (CLIENT_START_SECONDS if client else 0)
+    while True:
+        try:
+            socket.create_connection((found.group(1).strip("[]"), int(found.group(2))), timeout=5).close()
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() < refused_until:
+                time.sleep(0.5)
+                continue
+            reason = "Connection refused"
+        except OSError as e:
+            reason = e.strerror or str(e) or type(e).__name__
         raise LrsweepError(f"{_argument(named)} reaches no Ray cluster: nothing answers at {address} ({reason}); a "
-                           f"head node {listens}. Received: {named}={address!r}") from None
+                           f"head node {listens}. Received: {named}={address!r}")
     if client and _serves_no_ray_client(address.removeprefix("ray://")):
         raise LrsweepError(f"{_argument(named)} reaches no Ray Client: {address} answers as another of Ray's "
                            f"servers (the GCS's port, which `--address HOST:PORT` joins from a node of the cluster); "

@@ -166,6 +166,29 @@ def tune_finished(experiment):
     return {trial_id for trial_id, status in (trials or {}).items() if status == "TERMINATED"}, trials is not None
 
 
+# The environment of a test's own `ray start --block`: on SIGTERM it drains its node first,
+# waiting up to 30 s (Ray 2.60) for every worker lease to end, which lrsweep's trainers (idle
+# detached actors) do only when they stop.
+RAY_START_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+
+
+def stop_ray_start(process, timeout=60):
+    """Stop a `ray start --block` of a test's own (started with `RAY_START_ENV`), and what it
+    started: SIGTERM to that process, whose handler stops Ray's processes in turn (SIGTERM to
+    its whole process group took 33 s: the raylet and GCS, signalled at once, left its drain
+    to wait out its timeout); then SIGKILL to whatever of the group is left."""
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # nothing of it left
+        pass
+    process.wait()
+
+
 def wait_for(condition, seconds, what, every=0.5):
     """Poll `condition` until it holds; fail with `what` after `seconds`."""
     import time

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import (REPO, TEST_DATA, assert_refused, descendants, lrsweep, lrsweep_read_until, processes,
-                            tune_finished, wait_for, waiting_launch_warning)
+                            RAY_START_ENV, stop_ray_start, tune_finished, wait_for, waiting_launch_warning)
 
 
 _GIVEN = set()
@@ -55,7 +55,7 @@ def head(tmp_path_factory):
     port, client_port, gcs_port = free_port(), free_port(), free_port()
     bin_dir = os.path.dirname(sys.executable)
     # The job's entrypoint runs `python` from the cluster's PATH: this environment's.
-    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), **RAY_START_ENV}
     head = subprocess.Popen([os.path.join(bin_dir, "ray"), "start", "--head", "--block", f"--port={gcs_port}",
                              f"--dashboard-port={port}", f"--dashboard-agent-listen-port={free_port()}",
                              f"--ray-client-server-port={client_port}", "--num-cpus=2", "--disable-usage-stats"],
@@ -77,11 +77,7 @@ def head(tmp_path_factory):
         yield {"dashboard": url, "client": f"ray://127.0.0.1:{client_port}", "gcs": f"127.0.0.1:{gcs_port}",
                "pid": head.pid}
     finally:
-        os.killpg(head.pid, signal.SIGTERM)  # `ray start --block` stops what it started
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+        stop_ray_start(head)
 
 
 @pytest.fixture(scope="module")
@@ -414,9 +410,10 @@ def test_a_launch_through_ray_client_runs_on_the_head_and_takes_ctrl_c_as_one_he
 def test_a_launch_that_cannot_join_the_cluster_it_names_says_why_in_one_line(head, tmp_path):
     """A host:port where nothing listens: at once (ray.init waited minutes, logging its
     retries); the cluster's GCS with another token: once Ray gives up (about 20 s), naming
-    the token. Through Ray Client, a port where nothing listens and the GCS's port (a port
-    of Ray's, but not Ray Client's): at once, where Ray Client tried for 30 s and said only
-    that it timed out. Exit 2, nothing stored."""
+    the token. Through Ray Client, a port where nothing listens (after 10 s, as a server
+    that is starting may) and the GCS's port (a port of Ray's, but not Ray Client's): at
+    once, where Ray Client tried for 30 s and said only that it timed out. Exit 2, nothing
+    stored."""
     results = tmp_path / "results"
     for address, env, said in [(f"127.0.0.1:{free_port()}", {}, "nothing answers at 127.0.0.1:"),
                                (head["gcs"], {"RAY_AUTH_TOKEN": "not-the-token"}, "~/.ray/auth_token"),
@@ -516,7 +513,7 @@ def two_machines(tmp_path_factory):
     of this machine, 127.0.0.2): its GCS address."""
     port = free_port()
     bin_dir = os.path.dirname(sys.executable)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}  # a node joins with the token
+    env = {**os.environ, **RAY_START_ENV, "RAY_AUTH_MODE": "token"}  # a node joins with the token
     nodes = []
     try:
         for node in (["--head", f"--port={port}", "--include-dashboard=false"],
@@ -531,11 +528,7 @@ def two_machines(tmp_path_factory):
         yield f"127.0.0.1:{port}"
     finally:
         for node in reversed(nodes):
-            os.killpg(node.pid, signal.SIGTERM)  # `ray start --block` stops what it started
-            try:
-                node.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(node.pid, signal.SIGKILL)
+            stop_ray_start(node)
 
 
 def test_a_launch_whose_tune_storage_other_machines_cannot_reach_warns_at_once(two_machines, tmp_path):

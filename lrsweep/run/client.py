@@ -161,12 +161,11 @@ def run(command, results, address, typed, hint, storage=None):
     import ray
 
     from lrsweep.run import jobs
-    from lrsweep.run.driver import use_token_if_present
+    from lrsweep.run.driver import TOKEN_NOTICE, use_token_if_present
 
     # Ray's notice that tokens are on, as it turns them on for a client (the launch's own
     # lines say how to sign in); its log of a connection lost, which the line below says
-    for name in ("ray._private.authentication.authentication_token_setup", "ray.util.client.dataclient",
-                 "ray.util.client.logsclient"):
+    for name in (TOKEN_NOTICE, "ray.util.client.dataclient", "ray.util.client.logsclient"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     use_token_if_present()
     # Ray's own advice on the timeout; the error below names the address

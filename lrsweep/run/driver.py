@@ -168,6 +168,8 @@ def check_address(address, client=False):
 _HOST_PORT = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^\s:/\[\]]+):([0-9]+)")
 # How long a ray:// address that refuses the connection is asked again: a server starting.
 CLIENT_START_SECONDS = 10
+# The logger of Ray's notice that it turns token authentication on.
+TOKEN_NOTICE = "ray._private.authentication.authentication_token_setup"
 
 
 def _argument(named):
@@ -280,31 +282,35 @@ def check_answers(address):
         raise LrsweepError(f"{_argument(named)} reaches no Ray cluster: nothing answers at {address} ({reason}); a "
                            f"head node {listens}. Received: {named}={address!r}")
     if client and _serves_no_ray_client(address.removeprefix("ray://")):
-        raise LrsweepError(f"{_argument(named)} reaches no Ray Client: {address} answers as another of Ray's "
-                           f"servers (the GCS's port, which `--address HOST:PORT` joins from a node of the cluster); "
+        raise LrsweepError(f"{_argument(named)} reaches no Ray Client: {address} answers as another gRPC server "
+                           f"(the GCS's port, say, which `--address HOST:PORT` joins from a node of the cluster); "
                            f"a head node {listens}. Received: {named}={address!r}")
 
 
 def _serves_no_ray_client(target):
-    """Whether the gRPC server at `target` (host:port) says it has no Ray Client service, as
-    Ray's GCS and raylet do at once. Anything else (a Ray Client server, one that refuses the
-    token, no gRPC answer within 2 s: a server still starting, or the dashboard's HTTP) is
-    left to Ray Client, whose own tries say what is wrong."""
+    """Whether the gRPC server at `target` (host:port, which took a TCP connection) says it
+    has no Ray Client service, as Ray's GCS and raylet do at once. Anything else (a Ray
+    Client server, one that refuses the token, no gRPC answer within 5 s: a server still
+    starting, or the dashboard's HTTP; TLS settings that do not load) is left to Ray
+    Client, whose own tries say what is wrong."""
     import grpc
     from ray._private.grpc_utils import init_grpc_channel
     from ray.core.generated import ray_client_pb2, ray_client_pb2_grpc
     from ray.util.client.common import GRPC_OPTIONS
 
     use_token_if_present()
-    channel = init_grpc_channel(target, options=GRPC_OPTIONS, asynchronous=False)  # TLS and token as Ray Client's
     try:
-        grpc.channel_ready_future(channel).result(timeout=2)
+        channel = init_grpc_channel(target, options=GRPC_OPTIONS, asynchronous=False)  # TLS, token: Ray Client's
+    except Exception:  # noqa: BLE001  (RAY_USE_TLS without its certificates: Ray Client says so)
+        return False
+    try:
+        grpc.channel_ready_future(channel).result(timeout=5)
         ping = ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING)
         ray_client_pb2_grpc.RayletDriverStub(channel).ClusterInfo(ping, timeout=5)
     except grpc.RpcError as e:
         return e.code() == grpc.StatusCode.UNIMPLEMENTED
-    except grpc.FutureTimeoutError:
-        pass
+    except Exception:  # noqa: BLE001  (no answer in time, or the token's interceptor failing: Ray Client's to say)
+        return False
     finally:
         channel.close()
     return False
@@ -317,6 +323,8 @@ def use_token_if_present():
     mode when a token exists and no mode is set."""
     from ray._private.authentication.authentication_token_setup import (
         maybe_enable_token_auth_if_token_available)
+
+    logging.getLogger(TOKEN_NOTICE).setLevel(logging.ERROR)  # launch's own lines say how to sign in
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
@@ -325,7 +333,7 @@ def _start_ray(address, dashboard_host, print_fn):
 
     # The dashboard's line below says how to sign in; Ray's own notice that tokens are on
     # (as it turns them on for a Ray of our own, or for joining one) repeats it.
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    logging.getLogger(TOKEN_NOTICE).setLevel(logging.ERROR)
     if address is None and _env_address() is None and (running := _ray_started_here()):
         print_fn(f"warning: the Ray that `ray start` started on this machine runs ({running}); this launch starts "
                  "one of its own beside it, whose trials compete with that one's for the cores: --address auto "

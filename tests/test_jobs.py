@@ -415,17 +415,18 @@ def test_a_launch_that_cannot_join_the_cluster_it_names_says_why_in_one_line(hea
     once, where Ray Client tried for 30 s and said only that it timed out. Exit 2, nothing
     stored."""
     results = tmp_path / "results"
-    for address, env, said in [(f"127.0.0.1:{free_port()}", {}, "nothing answers at 127.0.0.1:"),
-                               (head["gcs"], {"RAY_AUTH_TOKEN": "not-the-token"}, "~/.ray/auth_token"),
-                               # no RAY_AUTH_MODE: lrsweep turns token mode on, as the token exists, unannounced
-                               (f"ray://127.0.0.1:{free_port()}", {"RAY_AUTH_MODE": None},
-                                "nothing answers at ray://127.0.0.1:"),
-                               (f"ray://{head['gcs']}", {"RAY_AUTH_MODE": None}, "answers as another gRPC server")]:
+    for address, env, reaches, said in [
+            (f"127.0.0.1:{free_port()}", {}, "cluster", "nothing answers at 127.0.0.1:"),
+            (head["gcs"], {"RAY_AUTH_TOKEN": "not-the-token"}, "cluster", "~/.ray/auth_token"),
+            # no RAY_AUTH_MODE: lrsweep turns token mode on, as the token exists, unannounced
+            (f"ray://127.0.0.1:{free_port()}", {"RAY_AUTH_MODE": None}, "cluster",
+             "nothing answers at ray://127.0.0.1:"),
+            (f"ray://{head['gcs']}", {"RAY_AUTH_MODE": None}, "Client", "answers as another gRPC server")]:
         done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(results),
                        "--address", address, env=env, timeout=180)
         assert done.returncode == 2, done.stderr[-2000:]
         last = done.stderr.strip().splitlines()[-1]
-        assert last.startswith("lrsweep: error: Argument `address` reaches no Ray ") and said in last, last
+        assert last.startswith(f"lrsweep: error: Argument `address` reaches no Ray {reaches}") and said in last, last
         assert "Traceback" not in done.stderr and f"address={address!r}" in last
         if address.startswith("ray://"):  # (Ray's core logs its tries to join with a wrong token)
             assert done.stderr.strip() == last

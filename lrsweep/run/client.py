@@ -161,13 +161,12 @@ def run(command, results, address, typed, hint, storage=None):
     import ray
 
     from lrsweep.run import jobs
-    from lrsweep.run.driver import TOKEN_NOTICE, use_token_if_present
+    from lrsweep.run.driver import use_token_if_present
 
-    # Ray's notice that tokens are on, as it turns them on for a client (the launch's own
-    # lines say how to sign in); its log of a connection lost, which the line below says
-    for name in (TOKEN_NOTICE, "ray.util.client.dataclient", "ray.util.client.logsclient"):
+    # Ray Client's log of a connection lost, which the line below says
+    for name in ("ray.util.client.dataclient", "ray.util.client.logsclient"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    use_token_if_present()
+    use_token_if_present()  # without Ray's notice: the launch's own lines say how to sign in
     # Ray's own advice on the timeout; the error below names the address
     warnings.filterwarnings("ignore", message="Ray Client connection timed out")
     for attempt in range(1, SESSION_ATTEMPTS + 1):

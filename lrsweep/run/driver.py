@@ -258,8 +258,8 @@ def check_answers(address):
     and on a port of Ray's that serves no Ray Client (the GCS's), then says it timed out."""
     import socket
 
-    client = address.startswith("ray://")
-    found = _HOST_PORT.fullmatch(address.removeprefix("ray://"))
+    client, target = address.startswith("ray://"), address.removeprefix("ray://")
+    found = _HOST_PORT.fullmatch(target)
     if not found:  # auto: ray.init finds the cluster or says at once that there is none
         return
     named = _named(address)
@@ -281,7 +281,7 @@ def check_answers(address):
             reason = e.strerror or str(e) or type(e).__name__
         raise LrsweepError(f"{_argument(named)} reaches no Ray cluster: nothing answers at {address} ({reason}); a "
                            f"head node {listens}. Received: {named}={address!r}")
-    if client and _serves_no_ray_client(address.removeprefix("ray://")):
+    if client and _serves_no_ray_client(target):
         raise LrsweepError(f"{_argument(named)} reaches no Ray Client: {address} answers as another gRPC server "
                            f"(the GCS's port, say, which `--address HOST:PORT` joins from a node of the cluster); "
                            f"a head node {listens}. Received: {named}={address!r}")

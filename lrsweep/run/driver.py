@@ -252,10 +252,13 @@ def _named(address):
 
 
 def check_answers(address):
-    """A host:port to join, or a ray://HOST:PORT to run through, answers there, said in
-    seconds: ray.init waits minutes on a host:port where nothing listens (a wrong port, a
-    head that is down), logging its retries; Ray Client tries for 30 s on such a ray:// one,
-    and on a port of Ray's that serves no Ray Client (the GCS's), then says it timed out."""
+    """A host:port to join, or a ray://HOST:PORT to run through, answers there as Ray's GCS
+    (or Ray Client's server) does and takes this machine's token, said in seconds. Where
+    nothing listens (a wrong port, a head that is down) ray.init waits minutes, logging its
+    retries; on a GCS that refuses the token, or Ray Client's port, it logs a line a second
+    for 20 s before its error (which names this machine's IP for 127.0.0.1); on the
+    dashboard's port it waits for good. Ray Client tries for 30 s on any such ray:// one
+    (the GCS's port among them), then says it timed out."""
     import socket
 
     client, target = address.startswith("ray://"), address.removeprefix("ray://")
@@ -281,39 +284,79 @@ def check_answers(address):
             reason = e.strerror or str(e) or type(e).__name__
         raise LrsweepError(f"{_argument(named)} reaches no Ray cluster: nothing answers at {address} ({reason}); a "
                            f"head node {listens}. Received: {named}={address!r}")
-    if client and _serves_no_ray_client(target):
-        raise LrsweepError(f"{_argument(named)} reaches no Ray Client: {address} answers as another gRPC server "
-                           f"(the GCS's port, say, which `--address HOST:PORT` joins from a node of the cluster); "
-                           f"a head node {listens}. Received: {named}={address!r}")
+    import grpc
+
+    answer = _grpc_answer(target, _ping_ray_client if client else _ask_cluster_id)
+    if answer == grpc.StatusCode.UNAUTHENTICATED:
+        sent, where = _token_sent()
+        raise LrsweepError(f"{_argument(named)} reaches a Ray cluster that refuses {sent}: put the token its head "
+                           f"was started with (`{_ray_command()} get-auth-token` on the head prints it) in {where}. "
+                           f"Received: {named}={address!r}")
+    if answer == grpc.StatusCode.UNIMPLEMENTED:
+        other = ("answers as another gRPC server (the GCS's port, say, which `--address HOST:PORT` joins from a node "
+                 "of the cluster)" if client else "answers as another gRPC server (Ray Client's port, say, which "
+                 "`--address ray://HOST:PORT` runs through)")
+    elif answer == grpc.StatusCode.UNAVAILABLE:
+        other = ("takes the connection but answers as no gRPC server does (the dashboard's HTTP port, say, which "
+                 "`submit --address http://HOST:PORT` takes; or one whose TLS this machine does not share, "
+                 "RAY_USE_TLS)")
+    else:
+        return
+    raise LrsweepError(f"{_argument(named)} reaches no Ray {'Client' if client else 'cluster'}: {address} {other}; a "
+                       f"head node {listens}. Received: {named}={address!r}")
 
 
-def _serves_no_ray_client(target):
-    """Whether the gRPC server at `target` (host:port, which took a TCP connection) says it
-    has no Ray Client service, as Ray's GCS and raylet do at once. Anything else (a Ray
-    Client server, one that refuses the token, no gRPC answer within 5 s: a server still
-    starting, or the dashboard's HTTP; TLS settings that do not load) is left to Ray
-    Client, whose own tries say what is wrong."""
+def _token_sent():
+    """(The token this process sends, where to put the right one), as Ray looks for it:
+    RAY_AUTH_TOKEN, else the file RAY_AUTH_TOKEN_PATH names, else ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "the token in RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token"
+    if os.path.exists(os.path.expanduser(path)):
+        return f"the token in {path}", path
+    return "a machine without its token", f"{path}, or in RAY_AUTH_TOKEN"
+
+
+def _ping_ray_client(channel):
+    from ray.core.generated import ray_client_pb2, ray_client_pb2_grpc
+
+    ping = ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING)
+    ray_client_pb2_grpc.RayletDriverStub(channel).ClusterInfo(ping, timeout=5)
+
+
+def _ask_cluster_id(channel):
+    """The GCS's first answer to a joining driver (Ray's own first call, `gcs_client.cc`)."""
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(gcs_service_pb2.GetClusterIdRequest(),
+                                                                      timeout=5)
+
+
+def _grpc_answer(target, ask):
+    """How the server at `target` (host:port, which took a TCP connection) answers
+    `ask(channel)` over a channel as Ray makes it (TLS, this machine's token): OK or an
+    error's status code, UNAVAILABLE where the connection fails as gRPC's (at once on an
+    HTTP server, the dashboard's, or one whose TLS this machine does not share). None where
+    it cannot be asked (TLS settings that do not load, the token's interceptor failing):
+    Ray's own tries then say what is wrong."""
     import grpc
     from ray._private.grpc_utils import init_grpc_channel
-    from ray.core.generated import ray_client_pb2, ray_client_pb2_grpc
     from ray.util.client.common import GRPC_OPTIONS
 
     use_token_if_present()
     try:
-        channel = init_grpc_channel(target, options=GRPC_OPTIONS, asynchronous=False)  # TLS, token: Ray Client's
-    except Exception:  # noqa: BLE001  (RAY_USE_TLS without its certificates: Ray Client says so)
-        return False
-    try:
-        grpc.channel_ready_future(channel).result(timeout=5)
-        ping = ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING)
-        ray_client_pb2_grpc.RayletDriverStub(channel).ClusterInfo(ping, timeout=5)
+        channel = init_grpc_channel(target, options=GRPC_OPTIONS, asynchronous=False)
+    except Exception:  # noqa: BLE001  (RAY_USE_TLS without its certificates: Ray says so)
+        return None
+    try:  # at once, not once the channel is ready: closing a channel watched for that took 0.2 s
+        ask(channel)
     except grpc.RpcError as e:
-        return e.code() == grpc.StatusCode.UNIMPLEMENTED
-    except Exception:  # noqa: BLE001  (no answer in time, or the token's interceptor failing: Ray Client's to say)
-        return False
+        return e.code()
+    except Exception:  # noqa: BLE001  (the token's interceptor failing: Ray's to say)
+        return None
     finally:
         channel.close()
-    return False
+    return grpc.StatusCode.OK
 
 
 def use_token_if_present():

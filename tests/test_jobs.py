@@ -319,9 +319,12 @@ def test_job_commands_refuse_a_job_the_jobs_api_did_not_start(head):
                        "a driver run on the cluster another way")
 
 
-def test_job_commands_name_an_address_where_no_dashboard_answers():
-    address = f"http://127.0.0.1:{free_port()}"
-    assert_refused(lrsweep("status", "raysubmit_x", "--address", address, timeout=60), f"address={address!r}")
+def test_job_commands_name_an_address_where_no_dashboard_answers(head):
+    """Nothing listens there, or a port of Ray's that answers no HTTP (the GCS's, where
+    `submit` ended on a traceback of Python's HTTP client)."""
+    for address in (f"http://127.0.0.1:{free_port()}", f"http://{head['gcs']}"):
+        for command in (["status", "raysubmit_x"], ["submit", "sweeps/ionosphere.py", "--data-dir", TEST_DATA]):
+            assert_refused(lrsweep(*command, "--address", address, timeout=60), f"address={address!r}")
 
 
 def test_job_commands_name_the_token_where_the_dashboard_refuses_it(dashboard):

@@ -307,14 +307,13 @@ def check_answers(address):
 
 
 def _token_sent():
-    """(The token this process sends, where to put the right one), as Ray looks for it:
-    RAY_AUTH_TOKEN, else the file RAY_AUTH_TOKEN_PATH names, else ~/.ray/auth_token."""
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return "the token in RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN"
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token"
-    if os.path.exists(os.path.expanduser(path)):
-        return f"the token in {path}", path
-    return "a machine without its token", f"{path}, or in RAY_AUTH_TOKEN"
+    """(The token this process sends, where to put the right one)."""
+    from lrsweep.run.jobs import auth_token
+
+    where, token = auth_token()
+    if token:
+        return f"the token in {where}", where
+    return "a machine without its token", f"{where}, or in RAY_AUTH_TOKEN"
 
 
 def _ping_ray_client(channel):

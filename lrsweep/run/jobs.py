@@ -89,30 +89,32 @@ def _client_server_runs_here(port):
 
 def _dashboard_session(address):
     """The name of the Ray session whose dashboard answers at `address`, or None."""
+    import http.client
     import urllib.request
 
     request = urllib.request.Request(f"{address.rstrip('/')}/api/version")
-    token = _auth_token()
+    token = auth_token()[1]
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:
             return json.loads(answer.read()).get("session_name")
-    except (OSError, ValueError, AttributeError):  # no dashboard there, another token, not Ray's answer
+    # no dashboard there, another token, not Ray's answer, or no HTTP answer (the GCS's port)
+    except (OSError, ValueError, AttributeError, http.client.HTTPException):
         return None
 
 
-def _auth_token():
-    """This machine's Ray token, where Ray looks for it: RAY_AUTH_TOKEN, the file that
-    RAY_AUTH_TOKEN_PATH names, ~/.ray/auth_token."""
+def auth_token():
+    """(Where this machine's Ray token is, the token or None), where Ray looks for it:
+    RAY_AUTH_TOKEN, else the file that RAY_AUTH_TOKEN_PATH names, else ~/.ray/auth_token."""
     if os.environ.get("RAY_AUTH_TOKEN"):
-        return os.environ["RAY_AUTH_TOKEN"].strip()
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+        return "RAY_AUTH_TOKEN", os.environ["RAY_AUTH_TOKEN"].strip()
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token"
     try:
-        with open(path) as f:
-            return f.read().strip()
+        with open(os.path.expanduser(path)) as f:
+            return path, f.read().strip() or None
     except OSError:
-        return None
+        return path, None
 
 
 def _ray_temp_dir():

@@ -2,8 +2,10 @@
 
 import json
 import os
+import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +22,29 @@ from lrsweep import errors  # noqa: E402  (after the environment above)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_DATA = os.path.join(REPO, "tests", "data")
+
+
+_GIVEN = set()
+
+
+def free_port():
+    """A port free now that nothing binding port 0 can be given before the cluster binds it:
+    below the kernel's ephemeral range (where Ray's own servers get theirs; an ephemeral port
+    given to the dashboard agent was once taken first, and the agent served no jobs) and above
+    Ray's worker ports (10002-19999); never the same one twice."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral = int(f.read().split()[0])
+    for port in random.sample(range(20000, ephemeral), ephemeral - 20000):
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    raise RuntimeError(f"no free port between 20000 and {ephemeral}")
 
 
 def lrsweep(*args, env=None, timeout=300):

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import REPO, lrsweep
+from tests.conftest import REPO, free_port, lrsweep
 from tests.conftest import assert_refused as refused
 
 # Runs the CLI in a fresh interpreter, then reports which heavy frameworks it imported.
@@ -179,6 +179,26 @@ def test_a_ray_address_in_the_environment_that_launch_cannot_join_is_one_line(va
     assert_refused(done, "RAY_ADDRESS", repr(value), "--address local")
 
 
+def test_launch_address_auto_where_the_head_ray_start_named_is_gone_is_one_line(tmp_path):
+    """A head stopped but by `ray stop` (killed, its container gone) leaves its address in
+    Ray's folder, where `--address auto` finds it: ray.init tried to join it for minutes,
+    logging. One line now, naming the address, exit 2."""
+    from ray._private.services import find_gcs_addresses
+
+    if find_gcs_addresses():  # then Ray joins that one under auto, not the file's
+        pytest.skip("a Ray runs on this machine, whose GCS --address auto joins before the address file's")
+    gone = f"127.0.0.1:{free_port()}"
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(gone)
+    done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", "tests/data", "--address", "auto", "--results",
+                   str(tmp_path / "results"), env={"RAY_TMPDIR": str(tmp_path)}, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    line = done.stderr.strip()
+    assert line.startswith(f"lrsweep: error: Argument `address` reaches no Ray cluster: nothing answers at {gone}, "
+                           "where --address auto looks") and line.endswith("Received: address='auto'"), line
+    assert not list((tmp_path / "results").glob("**/*.parquet"))
+
+
 @pytest.mark.parametrize("address, env", [(["--address", "ray://head:10001"], {}),
                                           ([], {"RAY_ADDRESS": "ray://head:10001"})])
 def test_validate_takes_the_ray_client_address_a_launch_would_run_through(address, env):
@@ -289,7 +309,7 @@ def test_validate_launch_and_submit_refuse_bad_data_in_one_line_before_anything_
     done = cli(command, "sweeps/digits.py", "--dataset", f"csv:{data}", "--max-epochs", "1",
                "--results", str(tmp_path / "results"))
     assert_refused(done, str(data), *words)
-    assert not (tmp_path / "results").exists()
+    assert not list((tmp_path / "results").glob("**/*.parquet"))
 
 
 @pytest.mark.parametrize("resources, words", [
@@ -309,7 +329,7 @@ def test_trials_larger_than_the_ray_a_launch_starts_are_refused_before_it_starts
     done = lrsweep("launch", str(sweep), "--results", str(tmp_path / "results"), env=env, timeout=120)
     refused(done, *words, f"resources={resources!r}")
     assert os.listdir(ray_dir) == [], "Ray started"
-    assert not (tmp_path / "results").exists()
+    assert not list((tmp_path / "results").glob("**/*.parquet"))
 
 
 def _launch_with_failing_download(tmp_path, sweep, ray_dir, **env):
@@ -331,7 +351,7 @@ def test_a_launch_whose_download_fails_says_so_in_one_line_before_ray_starts(tmp
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lrsweep: error: Could not download dataset ionosphere"), lines
     assert os.listdir(ray_dir) == [], "Ray started"
-    assert not (tmp_path / "results").exists()
+    assert not list((tmp_path / "results").glob("**/*.parquet"))
 
 
 def test_trials_larger_than_the_machine_are_refused_before_the_data_is_downloaded(tmp_path, ray_dir):
@@ -343,7 +363,7 @@ def test_trials_larger_than_the_machine_are_refused_before_the_data_is_downloade
     done = _launch_with_failing_download(tmp_path, sweep, ray_dir, RAY_OVERRIDE_RESOURCES='{"CPU": 2, "GPU": 0}')
     refused(done, "asks for 4 CPUs per trial", "resources={'cpu': 4}")
     assert os.listdir(ray_dir) == [], "Ray started"
-    assert not (tmp_path / "results").exists()
+    assert not list((tmp_path / "results").glob("**/*.parquet"))
 
 
 def test_start_up_lines_are_kept_quiet_but_not_what_a_failing_import_said(tmp_path):

@@ -6,7 +6,6 @@ signalling that group: `ray stop` would also stop the Ray the other tests share.
 """
 
 import os
-import random
 import shlex
 import shutil
 import signal
@@ -21,31 +20,8 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from tests.conftest import (REPO, TEST_DATA, assert_refused, descendants, lrsweep, lrsweep_read_until, processes,
-                            RAY_START_ENV, stop_ray_start, tune_finished, wait_for, waiting_launch_warning)
-
-
-_GIVEN = set()
-
-
-def free_port():
-    """A port free now that nothing binding port 0 can be given before the cluster binds it:
-    below the kernel's ephemeral range (where Ray's own servers get theirs; an ephemeral port
-    given to the dashboard agent was once taken first, and the agent served no jobs) and above
-    Ray's worker ports (10002-19999); never the same one twice."""
-    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-        ephemeral = int(f.read().split()[0])
-    for port in random.sample(range(20000, ephemeral), ephemeral - 20000):
-        if port in _GIVEN:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("", port))
-            except OSError:
-                continue
-        _GIVEN.add(port)
-        return port
-    raise RuntimeError(f"no free port between 20000 and {ephemeral}")
+from tests.conftest import (REPO, TEST_DATA, assert_refused, descendants, free_port, lrsweep, lrsweep_read_until,
+                            processes, RAY_START_ENV, stop_ray_start, tune_finished, wait_for, waiting_launch_warning)
 
 
 @pytest.fixture(scope="module")

@@ -261,11 +261,20 @@ def check_answers(address):
     (the GCS's port among them), then says it timed out."""
     import socket
 
+    named, received, shown = _named(address), address, address
+    if address == "auto":
+        address = shown = _auto_address()
+        if address is None:  # ray.init says at once that there is none
+            return
+        if _env_address() is None:  # (else RAY_ADDRESS, which ray.init joins under auto)
+            shown = (f"{address}, where --address auto looks (the cluster `ray start` last started or joined on "
+                     f"this machine; `ray stop` forgets it)")
+        else:
+            named, received = "RAY_ADDRESS", address
     client, target = address.startswith("ray://"), address.removeprefix("ray://")
     found = _HOST_PORT.fullmatch(target)
-    if not found:  # auto: ray.init finds the cluster or says at once that there is none
+    if not found:
         return
-    named = _named(address)
     listens = ("serves Ray Client on port 10001 (`ray start --head`'s default)" if client else
                "listens on the port `ray start --head` printed (6379 by default)")
     # Ray Client's server listens a moment after `ray start --head` has returned (0.7 s here):
@@ -282,8 +291,8 @@ def check_answers(address):
             reason = "Connection refused"
         except OSError as e:
             reason = e.strerror or str(e) or type(e).__name__
-        raise LrsweepError(f"{_argument(named)} reaches no Ray cluster: nothing answers at {address} ({reason}); a "
-                           f"head node {listens}. Received: {named}={address!r}")
+        raise LrsweepError(f"{_argument(named)} reaches no Ray cluster: nothing answers at {shown} ({reason}); a "
+                           f"head node {listens}. Received: {named}={received!r}")
     import grpc
 
     answer = _grpc_answer(target, _ping_ray_client if client else _ask_cluster_id)
@@ -291,7 +300,7 @@ def check_answers(address):
         sent, where = _token_sent()
         raise LrsweepError(f"{_argument(named)} reaches a Ray cluster that refuses {sent}: put the token its head "
                            f"was started with (`{_ray_command()} get-auth-token` on the head prints it) in {where}. "
-                           f"Received: {named}={address!r}")
+                           f"Received: {named}={received!r}")
     if answer == grpc.StatusCode.UNIMPLEMENTED:
         other = ("answers as another gRPC server (the GCS's port, say, which `--address HOST:PORT` joins from a node "
                  "of the cluster)" if client else "answers as another gRPC server (Ray Client's port, say, which "
@@ -302,8 +311,20 @@ def check_answers(address):
                  "RAY_USE_TLS)")
     else:
         return
-    raise LrsweepError(f"{_argument(named)} reaches no Ray {'Client' if client else 'cluster'}: {address} {other}; a "
-                       f"head node {listens}. Received: {named}={address!r}")
+    raise LrsweepError(f"{_argument(named)} reaches no Ray {'Client' if client else 'cluster'}: {shown} {other}; a "
+                       f"head node {listens}. Received: {named}={received!r}")
+
+
+def _auto_address():
+    """The address `auto` joins, as ray.init finds it: RAY_ADDRESS, else the head node that
+    `ray start` last started on this machine (the file it writes, which a head stopped but
+    by `ray stop` leaves behind), else a GCS running here; None where there is none."""
+    from ray._private.services import get_ray_address_from_environment
+
+    try:
+        return get_ray_address_from_environment("auto", None)
+    except ConnectionError:
+        return None
 
 
 def _token_sent():

@@ -195,7 +195,7 @@ def test_launch_address_auto_where_the_head_ray_start_named_is_gone_is_one_line(
     assert done.returncode == 2, done.stderr[-2000:]
     line = done.stderr.strip()
     assert line.startswith(f"lrsweep: error: Argument `address` reaches no Ray cluster: nothing answers at {gone}, "
-                           "where --address auto looks") and line.endswith("Received: address='auto'"), line
+                           "where `auto` looks") and line.endswith("Received: address='auto'"), line
     assert not list((tmp_path / "results").glob("**/*.parquet"))
 
 

@@ -266,8 +266,8 @@ def check_answers(address):
         address = shown = _auto_address()
         if address is None:  # ray.init says at once that there is none
             return
-        if _env_address() is None:  # (else RAY_ADDRESS, which ray.init joins under auto)
-            shown = (f"{address}, where --address auto looks (the cluster `ray start` last started or joined on "
+        if _env_address() in (None, "auto"):  # (else RAY_ADDRESS's, which ray.init joins under auto)
+            shown = (f"{address}, where `auto` looks (the cluster `ray start` last started or joined on "
                      f"this machine; `ray stop` forgets it)")
         else:
             named, received = "RAY_ADDRESS", address

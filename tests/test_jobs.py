@@ -399,16 +399,19 @@ def test_a_launch_that_cannot_join_the_cluster_it_names_says_why_in_one_line(hea
     client, dashboard = head["client"].removeprefix("ray://"), head["dashboard"].removeprefix("http://")
     for address, env, said in [
             (f"127.0.0.1:{free_port()}", {}, "reaches no Ray cluster: nothing answers at 127.0.0.1:"),
-            (head["gcs"], wrong, "reaches a Ray cluster that refuses the token in RAY_AUTH_TOKEN: put the token"),
+            (head["gcs"], wrong, "reaches a Ray cluster that refuses the token in RAY_AUTH_TOKEN: put in "
+             "RAY_AUTH_TOKEN the token its head was started with"),
+            (head["gcs"], {"RAY_AUTH_MODE": "disabled"}, "reaches a Ray cluster that refuses a client whose "
+             "RAY_AUTH_MODE (disabled) sends no token: set RAY_AUTH_MODE=token"),
             (client, {}, "reaches no Ray cluster: " + client + " answers as another gRPC server (Ray Client's"),
-            (dashboard, {}, "reaches no Ray cluster: " + dashboard + " takes the connection but answers as no gRPC"),
+            (dashboard, {}, "reaches no Ray cluster: " + dashboard + " answers as an HTTP server (the dashboard's"),
             # no RAY_AUTH_MODE: lrsweep turns token mode on, as the token exists, unannounced
             (f"ray://127.0.0.1:{free_port()}", {"RAY_AUTH_MODE": None},
              "reaches no Ray cluster: nothing answers at ray://127.0.0.1:"),
             (f"ray://{head['gcs']}", {"RAY_AUTH_MODE": None}, "reaches no Ray Client: ray://" + head["gcs"] +
              " answers as another gRPC server"),
             (f"ray://{dashboard}", {"RAY_AUTH_MODE": None}, "reaches no Ray Client: ray://" + dashboard +
-             " takes the connection but answers as no gRPC"),
+             " answers as an HTTP server"),
             (head["client"], {"RAY_AUTH_MODE": None, **wrong}, "reaches a Ray cluster that refuses the token in "
              "RAY_AUTH_TOKEN")]:
         done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", TEST_DATA, "--results", str(results),

@@ -267,8 +267,8 @@ def check_answers(address):
         if address is None:  # ray.init says at once that there is none
             return
         if _env_address() in (None, "auto"):  # (else RAY_ADDRESS's, which ray.init joins under auto)
-            shown = (f"{address}, where `auto` looks (the cluster `ray start` last started or joined on "
-                     f"this machine; `ray stop` forgets it)")
+            shown = (f"{address}, which `auto` finds on this machine (where `ray start` last started or joined a "
+                     f"cluster, until `ray stop`)")
         else:
             named, received = "RAY_ADDRESS", address
     client, target = address.startswith("ray://"), address.removeprefix("ray://")
@@ -298,17 +298,16 @@ def check_answers(address):
     answer = _grpc_answer(target, _ping_ray_client if client else _ask_cluster_id)
     if answer == grpc.StatusCode.UNAUTHENTICATED:
         sent, where = _token_sent()
-        raise LrsweepError(f"{_argument(named)} reaches a Ray cluster that refuses {sent}: put the token its head "
-                           f"was started with (`{_ray_command()} get-auth-token` on the head prints it) in {where}. "
+        raise LrsweepError(f"{_argument(named)} reaches a Ray cluster that refuses {sent}: {where} the token its "
+                           f"head was started with (`{_ray_command()} get-auth-token` on the head prints it). "
                            f"Received: {named}={received!r}")
     if answer == grpc.StatusCode.UNIMPLEMENTED:
         other = ("answers as another gRPC server (the GCS's port, say, which `--address HOST:PORT` joins from a node "
                  "of the cluster)" if client else "answers as another gRPC server (Ray Client's port, say, which "
                  "`--address ray://HOST:PORT` runs through)")
     elif answer == grpc.StatusCode.UNAVAILABLE:
-        other = ("takes the connection but answers as no gRPC server does (the dashboard's HTTP port, say, which "
-                 "`submit --address http://HOST:PORT` takes; or one whose TLS this machine does not share, "
-                 "RAY_USE_TLS)")
+        other = ("answers as an HTTP server (the dashboard's port, say, which `submit --address http://HOST:PORT` "
+                 "takes)")
     else:
         return
     raise LrsweepError(f"{_argument(named)} reaches no Ray {'Client' if client else 'cluster'}: {shown} {other}; a "
@@ -321,20 +320,33 @@ def _auto_address():
     by `ray stop` leaves behind), else a GCS running here; None where there is none."""
     from ray._private.services import get_ray_address_from_environment
 
+    said = logging.getLogger("ray._private.services")  # "Found multiple active Ray instances": ray.init says it too
+    level = said.level
+    said.setLevel(logging.ERROR)
     try:
         return get_ray_address_from_environment("auto", None)
     except ConnectionError:
         return None
+    finally:
+        said.setLevel(level)
 
 
 def _token_sent():
-    """(The token this process sends, where to put the right one)."""
+    """(What this process sent, where the right token goes), as Ray sends it: a token only
+    in token mode (which `use_token_if_present` turns on where one exists, unless
+    RAY_AUTH_MODE says otherwise)."""
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
     from lrsweep.run.jobs import auth_token
 
     where, token = auth_token()
+    if not is_token_auth_enabled() and os.environ.get("RAY_AUTH_MODE"):
+        return (f"a client whose RAY_AUTH_MODE ({os.environ['RAY_AUTH_MODE']}) sends no token",
+                "set RAY_AUTH_MODE=token (or unset it), with" + (f" {where} holding" if token else
+                                                                  " ~/.ray/auth_token or RAY_AUTH_TOKEN holding"))
     if token:
-        return f"the token in {where}", where
-    return "a machine without its token", f"{where}, or in RAY_AUTH_TOKEN"
+        return f"the token in {where}", f"put in {where}"
+    return "a machine without its token", f"put in {where} (or in RAY_AUTH_TOKEN)"
 
 
 def _ping_ray_client(channel):
@@ -352,13 +364,17 @@ def _ask_cluster_id(channel):
                                                                       timeout=5)
 
 
+# How gRPC's failure to connect says that an HTTP/1 server answered (grpcio 1.85; the
+# dashboard's port: "Failed parsing HTTP/2"); a wording it drops leaves such an address to Ray.
+HTTP_SAID = ("Failed parsing HTTP/2", "http1.x")
+
+
 def _grpc_answer(target, ask):
     """How the server at `target` (host:port, which took a TCP connection) answers
     `ask(channel)` over a channel as Ray makes it (TLS, this machine's token): OK or an
-    error's status code, UNAVAILABLE where the connection fails as gRPC's (at once on an
-    HTTP server, the dashboard's, or one whose TLS this machine does not share). None where
-    it cannot be asked (TLS settings that do not load, the token's interceptor failing):
-    Ray's own tries then say what is wrong."""
+    error's status code, UNAVAILABLE only where an HTTP server answered (the dashboard's).
+    None where that says nothing for sure (any other connection failure; TLS settings that
+    do not load; the token's interceptor failing): Ray's own tries then say what is wrong."""
     import grpc
     from ray._private.grpc_utils import init_grpc_channel
     from ray.util.client.common import GRPC_OPTIONS
@@ -371,6 +387,8 @@ def _grpc_answer(target, ask):
     try:  # at once, not once the channel is ready: closing a channel watched for that took 0.2 s
         ask(channel)
     except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.UNAVAILABLE and not any(said in (e.details() or "") for said in HTTP_SAID):
+            return None  # a name gRPC's resolver does not know, a forwarded port whose server is not up yet, ...
         return e.code()
     except Exception:  # noqa: BLE001  (the token's interceptor failing: Ray's to say)
         return None

@@ -107,14 +107,15 @@ def _dashboard_session(address):
 def auth_token():
     """(Where this machine's Ray token is, the token or None), where Ray looks for it:
     RAY_AUTH_TOKEN, else the file that RAY_AUTH_TOKEN_PATH names, else ~/.ray/auth_token."""
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return "RAY_AUTH_TOKEN", os.environ["RAY_AUTH_TOKEN"].strip()
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token"
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if token:
+        return "RAY_AUTH_TOKEN", token
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")  # as given: Ray expands no ~ in it
     try:
-        with open(os.path.expanduser(path)) as f:
-            return path, f.read().strip() or None
+        with open(path or os.path.expanduser("~/.ray/auth_token")) as f:
+            return path or "~/.ray/auth_token", f.read().strip() or None
     except OSError:
-        return path, None
+        return path or "~/.ray/auth_token", None
 
 
 def _ray_temp_dir():

@@ -196,7 +196,7 @@ def test_launch_address_auto_where_the_head_ray_start_named_is_gone_is_one_line(
     line = done.stderr.strip()
     assert line.startswith(f"lrsweep: error: Argument `address` reaches no Ray cluster: nothing answers at {gone}, "
                            "which `auto` finds on this machine") and line.endswith("Received: address='auto'"), line
-    assert not list((tmp_path / "results").glob("**/*.parquet"))
+    assert not (tmp_path / "results").exists()  # nor the run's folder
 
 
 @pytest.mark.parametrize("address, env", [(["--address", "ray://head:10001"], {}),

@@ -427,8 +427,6 @@ def _start_ray(address, dashboard_host, print_fn):
     # per CPU): on two cores they took CPU from the processes importing TensorFlow, and a
     # cold launch's first epoch came 2-3 s later (benchmarks/README.md).
     own = {"_system_config": {"prestart_worker_first_driver": False}} if address == "local" else {}
-    if address != "local":
-        check_answers(address)
     try:
         with _ctrl_c_after_start(address == "local"):
             context = ray.init(address=address, include_dashboard=True, dashboard_host=dashboard_host,
@@ -713,6 +711,8 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
 
     if not joins_cluster(address) and not ray.is_initialized():  # a Ray this launch starts (not one it is in)
         check_local_fit(sweep)
+    if joins_cluster(address):  # before the run's folder is made: a launch refused here leaves none
+        check_answers(_ray_address(address))
     folder = f"{storage_path(sweep)}/{name}"
     with run_files.holding(folder, name):
         check_launch(sweep, name, resume)  # again: another launch may have taken the name since the first check

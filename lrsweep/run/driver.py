@@ -340,13 +340,13 @@ def _token_sent():
     from lrsweep.run.jobs import auth_token
 
     where, token = auth_token()
+    holder = where if token else f"{where} or RAY_AUTH_TOKEN"  # where a token goes: the one Ray reads first
     if not is_token_auth_enabled() and os.environ.get("RAY_AUTH_MODE"):
         return (f"a client whose RAY_AUTH_MODE ({os.environ['RAY_AUTH_MODE']}) sends no token",
-                "set RAY_AUTH_MODE=token (or unset it), with" + (f" {where} holding" if token else
-                                                                  " ~/.ray/auth_token or RAY_AUTH_TOKEN holding"))
+                f"set RAY_AUTH_MODE=token (or unset it), with {holder} holding")
     if token:
         return f"the token in {where}", f"put in {where}"
-    return "a machine without its token", f"put in {where} (or in RAY_AUTH_TOKEN)"
+    return "a machine without its token", f"put in {holder}"
 
 
 def _ping_ray_client(channel):

@@ -111,11 +111,12 @@ def auth_token():
     if token:
         return "RAY_AUTH_TOKEN", token
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")  # as given: Ray expands no ~ in it
+    where = path or "~/.ray/auth_token"
     try:
-        with open(path or os.path.expanduser("~/.ray/auth_token")) as f:
-            return path or "~/.ray/auth_token", f.read().strip() or None
+        with open(path or os.path.expanduser(where)) as f:
+            return where, f.read().strip() or None
     except OSError:
-        return path or "~/.ray/auth_token", None
+        return where, None
 
 
 def _ray_temp_dir():

@@ -554,6 +554,26 @@ def test_query_json_keeps_timestamps_to_the_microsecond(tmp_path):
     assert pd.Timestamp(json.loads(ran.stdout)[0]["start_time"]) == started
 
 
+def test_query_json_and_csv_keep_every_digit_and_every_item_of_a_list(tmp_path):
+    """JSON kept ten decimals (a stored rate of 1e-12 came out 0.0, one of 1e-6 with four
+    or five digits) and CSV wrote a LIST as numpy prints an array: eight digits, and `...`
+    in place of all but six items of a long one."""
+    root = str(tmp_path)
+    rate = 0.1 / 3 * 1e-6
+    write_rows(root, "trials", "digits", "s", [trial_row("t1", "adam/constant", "completed", 10, rate, 0.9, 0.9, 0.1)])
+    write_rows(root, "epochs", "digits", "s", [{"trial_id": "t1", "epoch": e, "lr": rate, "loss": 1e-12 * e}
+                                               for e in range(1, 1201)])
+    sql = ("SELECT t.initial_lr, min(e.loss) AS tiny, list(e.loss ORDER BY e.epoch) AS losses, "
+           "{'rate': t.initial_lr} AS s FROM trials t JOIN epochs e USING (trial_id) GROUP BY ALL")
+    ran = {fmt: lrsweep("query", sql, "--format", fmt, "--results", root) for fmt in ("json", "csv")}
+    assert all(done.returncode == 0 and not done.stderr for done in ran.values()), ran
+    losses = [1e-12 * e for e in range(1, 1201)]
+    assert json.loads(ran["json"].stdout) == [{"initial_lr": rate, "tiny": 1e-12, "losses": losses, "s": {"rate": rate}}]
+    row = next(csv.DictReader(io.StringIO(ran["csv"].stdout)))
+    assert (float(row["initial_lr"]), float(row["tiny"])) == (rate, 1e-12)
+    assert json.loads(row["losses"]) == losses and json.loads(row["s"]) == {"rate": rate}
+
+
 def test_query_command_prints_json_records(results):
     ran = lrsweep("query", SQL, "--results", results, "--format", "json")
     assert ran.returncode == 0, ran.stderr
@@ -951,7 +971,7 @@ def test_query_writes_a_blob_and_a_uuid_as_text_in_every_format(tmp_path):
     assert {k: v for k, v in record.items() if k != "t"} == {"u": uid, "b": blob, "n": 1, "l": [uid], "duckdb": blob,
                                                              "m": [1.5, None]}  # the NULL was 0.0 before
     assert record["t"][0].startswith("2020-01-01T00:00:00.123456") and record["t"][1] is None  # not nanoseconds
-    assert answers["csv"].stdout.splitlines()[1].startswith(f"{uid},{blob},1,['{uid}'],{blob},\"[1.5, None]\"")
+    assert answers["csv"].stdout.splitlines()[1].startswith(f'{uid},{blob},1,"[""{uid}""]",{blob},"[1.5, null]"')
     assert answers["table"].stdout.splitlines()[1].split()[:7] == [uid, blob, "1", f"[{uid}]", blob, "[1.5,", "None]"]
 
 

@@ -1,10 +1,15 @@
 """SQL over the store: DuckDB, with the tables `trials`, `epochs` and `lr_range`, each the
 latest record of its key (as every lrsweep reader sees them)."""
 
+import datetime
+import decimal
+import json
+import math
 import uuid
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from lrsweep.errors import LrsweepError
@@ -118,11 +123,77 @@ def format_frame(frame, fmt):
         return "\n".join(f"{key}:\n{value.rstrip()}" for key, value in frame.itertuples(index=False))
     frame = _as_text(frame)
     if fmt == "csv":
-        return frame.to_csv(index=False).rstrip("\n")
+        return _nested_as_json(frame).to_csv(index=False).rstrip("\n")
     if fmt == "json":
-        # timestamps to the microsecond, as stored (pandas' default cuts them to milliseconds)
-        return frame.to_json(orient="records", date_format="iso", date_unit="us")
+        columns = [_json_column(frame.iloc[:, i]) for i in range(frame.shape[1])]  # by place: names may repeat
+        names = [str(name) for name in frame.columns]
+        return json.dumps([dict(zip(names, row)) for row in zip(*columns)], separators=(",", ":"), allow_nan=False)
     return frame.to_string(index=False) if len(frame) else "(no rows)"
+
+
+def _json_column(column):
+    """A column's values as JSON takes them: every float as it is (pandas' JSON kept ten
+    decimals: a rate of 1e-12 was 0.0, a parameter lost its last digits), a timestamp to
+    the microsecond as stored (in UTC, marked Z, where it has a zone), a number that is
+    not finite and a NULL as null."""
+    if column.dtype.kind == "f" and isinstance(column.dtype, np.dtype):
+        values = column.to_numpy(dtype="float64")
+        plain = values.tolist()
+        for i in np.flatnonzero(~np.isfinite(values)):
+            plain[i] = None
+        return plain
+    if column.dtype.kind == "M":
+        if getattr(column.dtype, "tz", None) is not None:
+            text = column.dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        else:
+            text = column.dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
+        return text.astype(object).where(column.notna(), None).tolist()
+    return [_json_value(value) for value in column]
+
+
+def _json_value(value):
+    """One value of a query's result as JSON takes it (`_json_column`); a LIST, STRUCT or
+    MAP item by item."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_value(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _json_value(item) for key, item in value.items()}
+    if isinstance(value, (str, bool, np.bool_)):
+        return value if isinstance(value, str) else bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating, decimal.Decimal)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (datetime.datetime, np.datetime64)):
+        value = pd.Timestamp(value)
+        if value is pd.NaT:
+            return None
+        if value.tzinfo is not None:
+            return value.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    if isinstance(value, (datetime.timedelta, np.timedelta64)):
+        value = pd.Timedelta(value)
+        return None if value is pd.NaT else value.isoformat()
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if value is None or pd.isna(value):
+        return None
+    return str(value)
+
+
+def _nested_as_json(frame):
+    """`frame` with each LIST, STRUCT and MAP value as JSON text, every item whole (pandas
+    wrote a LIST as numpy prints an array: eight digits, and `...` in place of all but six
+    items of a long one)."""
+    nested = [i for i, kind in enumerate(frame.dtypes) if kind == object]
+    if not nested:
+        return frame
+    frame = frame.copy()
+    for i in nested:
+        frame.iloc[:, i] = frame.iloc[:, i].map(
+            lambda value: json.dumps(_json_value(value), allow_nan=False)
+            if isinstance(value, (list, tuple, np.ndarray, dict)) else value)
+    return frame
 
 
 def _as_text(frame):

@@ -20,7 +20,7 @@ import pytest
 
 from lrsweep.errors import LrsweepError
 from lrsweep.results.query import query
-from lrsweep.results.rank import format_ranking, rank
+from lrsweep.results.rank import format_ranking, leading_trial, rank
 from lrsweep.results.store import LATER_COLUMNS, SCHEMAS, read_frame, write_rows
 from tests.conftest import REPO, assert_refused, lrsweep
 
@@ -241,6 +241,32 @@ def test_equal_confirmation_means_make_the_first_row_the_leader(tmp_path):
 
     assert table[["family", "vs_leader"]].values.tolist()[:2] == [["sgd/step", "leader"], ["sgd/cosine", "tie (p=1)"]]
     assert format_ranking(table).splitlines()[3].split()[:2] == ["1", "sgd/step"]
+
+
+def test_a_family_whose_search_file_is_damaged_is_ranked_by_its_confirmation_runs(tmp_path):
+    """A skipped file of search trials took its families out of the ranking, their
+    confirmation runs in other files with them: the leader's too, so no row said `leader`,
+    the first said "tie" against a family not shown, and `best` named the second's trial."""
+    root = str(tmp_path)
+    damaged = write_rows(root, "trials", "digits", "sweep-a", [trial_row(*row) for row in DIGITS[:5]])  # sgd/step
+    write_rows(root, "trials", "digits", "sweep-a", [trial_row(*row) for row in DIGITS[5:]])
+    write_rows(root, "trials", "digits", "sweep-a", confirm_rows(
+        [("sgd/step", seed, "completed", 0.97 + seed / 1000) for seed in (1, 2, 3)]
+        + [("adam/constant", seed, "completed", 0.90 + seed / 1000) for seed in (1, 2, 3)]))
+    raw = bytearray(open(damaged, "rb").read())
+    raw[4:200] = b"\xff" * 196
+    open(damaged, "wb").write(bytes(raw))
+
+    done = lrsweep("rank", "--results", root)
+
+    assert done.returncode == 0 and done.stderr.count("warning: skipping") == 1 and damaged in done.stderr, done.stderr
+    lines = done.stdout.splitlines()
+    rows = [line.split() for line in lines[[line.split()[:1] for line in lines].index(["rank"]) + 1:]]
+    assert [row[:2] for row in rows[:2]] == [["1", "sgd/step"], ["2", "adam/constant"]] and rows[0][5] == "leader", rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the damaged file's
+        assert leading_trial(rank(read_frame(root, "trials")), "digits") == "sgd/step-3"  # the trial `best` gives
+    assert open(damaged, "rb").read() == bytes(raw)
 
 
 @pytest.mark.parametrize("runs, verdict", [(2, "tie (p=0.5)"), (6, "behind (p=0.031)")])

@@ -127,6 +127,15 @@ def rank(trials, metric=None, top=TOP):
             "best_trial": best["trial_id"] if best is not None else None,
             "best_params": _params_text(best) if best is not None else "",
         })
+    # A family whose search trials are not in the store (their file damaged and skipped)
+    # but whose confirmation runs are: ranked by those, its best run named as its trial.
+    searched_families = {(row["dataset"], row["family"]) for row in rows}
+    for (dataset, label), runs in confirm.groupby(["dataset", "label"], observed=True):
+        if (dataset, label) not in searched_families:
+            runs = runs.sort_values(column, ascending=mode == "min", na_position="last")
+            rows.append({"dataset": dataset, "family": label, "metric": column, "best": math.nan,
+                         f"mean_top{top}": math.nan, "trials": 0, "full": 0, "diverged": 0, "errors": 0,
+                         "best_trial": runs["trial_id"].iloc[0], "best_params": _params_text(runs.iloc[0])})
     table = pd.DataFrame(rows)
     order = ["dataset", "best"]
     if not confirm.empty:

@@ -107,6 +107,8 @@ def test_a_broken_sweep_file_is_one_line_naming_the_field(tmp_path, command, rep
     (["validate", "sweeps/digits.py", "--dataset", "csv:tests/data/ionosphere.csv?target=nope"], ["target='nope'"]),
     (["validate", "sweeps/digits.py", "--name", "never-ran", "--resume"], ["name", "never-ran", "resumed"]),
     (["launch", "sweeps/digits.py", "--name", "has space"], ["name", "has space"]),
+    # folders named after it (and more) are at most 255 bytes: a 300-letter name was a traceback
+    (["launch", "sweeps/digits.py", "--name", "a" * 129], ["name", "at most 128", "a" * 129]),
     (["launch", "sweeps/digits.py", "--address", "http://127.0.0.1:8265"], ["address", "http://127.0.0.1:8265",
                                                                            "lrsweep submit"]),
     (["validate", "sweeps/digits.py", "--address", "head-node"], ["address='head-node'", "host:port"]),

@@ -494,6 +494,19 @@ def test_check_dataset_names():
     raises("Unknown dataset: 'tsv:x.tsv'", check_dataset, "tsv:x.tsv")
 
 
+def test_a_dataset_file_whose_name_makes_too_long_a_results_folder_is_refused_before_training(tmp_path):
+    """The results folder is named after the file, URI-encoded (nine bytes a CJK character):
+    a 29-character Japanese name passed `validate`, then `find-lr` trained and failed on
+    writing its rows (a traceback), as a launch would after its trials."""
+    long_name = tmp_path / ("電離層レーダー反射データ_良否分類_学習用データセット_最終版" + ".csv")
+    write_csv(long_name, ["a", "y"], [[1, 0], [2, 1]])
+    message = raises("too long", check_dataset, f"csv:{long_name}")
+    assert message.startswith(f"Dataset file {long_name} (from 'csv:{long_name}') has a name too long") and "263 bytes" in message
+    shorter = tmp_path / ("電離層データ" + ".csv")
+    write_csv(shorter, ["a", "y"], [[1, 0], [2, 1]])
+    assert check_dataset(f"csv:{shorter}").name == "電離層データ"
+
+
 def test_check_dataset_files(tmp_path, monkeypatch):
     missing = tmp_path / "missing.csv"
     message = raises("does not exist", check_dataset, f"csv:{missing}")

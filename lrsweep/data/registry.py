@@ -169,6 +169,13 @@ def _parse(spec, data_dir):
         raise LrsweepError(f"Dataset file {path} (from {spec!r}) does not exist or is not a file")
     source = path + (f"?{query}" if query else "")
     stem = os.path.splitext(os.path.basename(path))[0]
+    from lrsweep.results.store import NAME_MAX, segment
+
+    folder = segment("dataset", stem).encode()  # the results folder the dataset's trials are stored in
+    if len(folder) > NAME_MAX:
+        raise LrsweepError(f"Dataset file {path} (from {spec!r}) has a name too long for the results folder named "
+                           f"after it: {len(folder)} bytes, URI-encoded, of at most {NAME_MAX}; copy the file under "
+                           f"a shorter name")
     if prefix == "csv":
         tables.check_csv_target(path, options.get("target"))
         kind, test_split = "table", False

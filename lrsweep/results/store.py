@@ -110,6 +110,10 @@ def check_writable(root):
     return None
 
 
+# The longest name of a folder (bytes), as Linux' file systems and macOS' take it.
+NAME_MAX = 255
+
+
 def partition(root, table, dataset, sweep):
     return f"{root.rstrip('/')}/{table}/{segment('dataset', dataset)}/{segment('sweep', sweep)}"
 

@@ -109,10 +109,18 @@ def _number(name, value, rule, test):
         raise _field_error(name, rule, value)
 
 
+# The longest sweep or run name: folder names hold it and more (`sweep=NAME-find-lr-<time>`,
+# `NAME-20261207-101500-confirm`), and a folder name is at most 255 bytes.
+NAME_LENGTH = 128
+
+
 def check_name(field_name, value):
     """A sweep or run name: it becomes a folder name and a partition value."""
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
         raise _field_error(field_name, "letters, digits, '.', '_' or '-'", value)
+    if len(value) > NAME_LENGTH:
+        raise _field_error(field_name, f"at most {NAME_LENGTH} characters (it names folders, with more after it; "
+                                       f"this one has {len(value)})", value)
 
 
 def _one_of(name, value, choices):

@@ -33,6 +33,9 @@ def _output(path, folder):
                                          f"{'a file' if folder else 'a folder'}. Received: {path!r}")
     above = full if folder else os.path.dirname(full)
     while not os.path.exists(above):
+        if os.path.islink(above):  # os.makedirs would fail on it
+            raise argparse.ArgumentTypeError(f"cannot be written: {above} is a link to {os.readlink(above)}, which is "
+                                             f"not there. Received: {path!r}")
         above = os.path.dirname(above)
     if not os.path.isdir(above):
         raise argparse.ArgumentTypeError(f"cannot be written: {above} is a file. Received: {path!r}")

@@ -173,6 +173,24 @@ def test_bad_flags_and_parameters_are_one_line(args, words):
     assert_refused(cli(*args), *words)
 
 
+def test_pictures_into_a_dangling_link_or_a_folder_the_system_refuses_are_one_line(tmp_path):
+    """`plot --out` a link to a folder not there, and a picture the system refuses to write
+    after the command line's checks (under /proc, which root may write by its permissions),
+    were tracebacks (FileExistsError from os.makedirs, FileNotFoundError from savefig)."""
+    link = tmp_path / "pictures"
+    link.symlink_to(tmp_path / "gone")
+    for args in (["plot", "--dataset", "digits"], ["report", "--dataset", "digits"]):
+        out = str(link) if args[0] == "plot" else str(link / "r.html")
+        assert_refused(cli(*args, "--out", out, "--results", str(tmp_path)), "--out", f"{link} is a link to",
+                       "not there")
+    rates = " 1  0.1"  # schedule prints its table before it draws
+    done = cli("schedule", "step", "initial_lr=0.1", "drop=0.5", "epochs_drop=2", "--epochs", "5", "--plot",
+               "/proc/lrsweep-none/rates.png")
+    refused(done, "/proc/lrsweep-none/rates.png", stdout=done.stdout)
+    if os.geteuid() == 0:  # past the command line's check of write permission: refused as it draws
+        assert "Cannot write" in done.stderr and rates in done.stdout
+
+
 @pytest.mark.parametrize("value", ["ray://head", "head-node"])
 @pytest.mark.parametrize("address", [[], ["--address", "auto"]])  # ray.init("auto") reads RAY_ADDRESS too
 def test_a_ray_address_in_the_environment_that_launch_cannot_join_is_one_line(value, address):

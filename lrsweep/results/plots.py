@@ -151,14 +151,28 @@ def ranking_limits(table):
 
 
 def _finish(plt, fig, ax, path):
-    import os
-
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        _write(path, lambda: fig.savefig(path, dpi=100))
+    finally:
+        plt.close(fig)
+
+
+def _write(path, write):
+    """`write()` the file `path`, its folder made first; LrsweepError naming the file where the
+    system refuses (a traceback before: the checks of the command line cannot foresee them all)."""
+    import os
+
+    from lrsweep.errors import LrsweepError
+
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        write()
+    except OSError as e:
+        raise LrsweepError(f"Cannot write {path}: {e.strerror or e}"
+                           + (f" ({e.filename})" if e.filename and str(e.filename) != str(path) else "")) from None
 
 
 def sweep_report(root, dataset, path):
@@ -185,10 +199,12 @@ def sweep_report(root, dataset, path):
             + table.drop(columns=["dataset", "confirmed_trials"], errors="ignore").to_html(
                 index=False, float_format=lambda v: f"{v:.4f}", na_rep="")
             + f"\n{body}\n</body></html>\n")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(page)
+
+    def write():
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(page)
+
+    _write(path, write)
     return path
 
 

@@ -5,6 +5,7 @@ ranges and never mixes families."""
 import json
 import pathlib
 import pickle
+import sys
 
 import optuna
 import pytest
@@ -236,6 +237,20 @@ def test_a_sweep_file_that_exits_is_not_python_or_is_a_folder_is_one_line_saying
     assert "\n" not in message and "None" not in message
     for text in named:
         assert text in message, message
+
+
+def test_a_sweep_file_imports_a_module_beside_it_as_python_file_does(tmp_path):
+    """`from common import LR`, with common.py beside the sweep file: a ModuleNotFoundError.
+    Two folders with a `common.py` each: each sweep file gets its own."""
+    for folder, rate in (("a", 0.01), ("b", 0.2)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "common.py").write_text(f"LR = {rate}\n")
+        (tmp_path / folder / "mine.py").write_text(
+            HEADER + "from common import LR\nSWEEP = Sweep(name='mine', families={'adam': {'initial_lr': LR}})\n")
+    rates = [load_sweep(str(tmp_path / folder / "mine.py")).arms["adam/constant"].space["initial_lr"]
+             for folder in ("a", "b")]
+    assert rates == [0.01, 0.2]
+    assert str(tmp_path / "a") not in sys.path and "common" not in sys.modules
 
 
 def test_a_good_sweep_file_loads(tmp_path):

@@ -522,6 +522,9 @@ def load_sweep(path):
     # Python source whatever the file's name ends with, as `python FILE` reads it
     spec = importlib.util.spec_from_loader(module_name, importlib.machinery.SourceFileLoader(module_name, path))
     module = importlib.util.module_from_spec(spec)
+    folder = os.path.dirname(os.path.abspath(path))
+    before = set(sys.modules)
+    sys.path.insert(0, folder)  # as `python FILE` does: a module beside the file imports (shared ranges, say)
     try:
         spec.loader.exec_module(module)
     except LrsweepError as e:
@@ -533,6 +536,11 @@ def load_sweep(path):
         frames = [f for f in traceback.extract_tb(e.__traceback__) if os.path.abspath(f.filename) == os.path.abspath(path)]
         where = f"{path}:{frames[-1].lineno}" if frames else path
         raise LrsweepError(f"{where}: {type(e).__name__}: {e}{python}".replace("\n", " ")) from None
+    finally:
+        sys.path.remove(folder)
+        for name in set(sys.modules) - before:  # the file's own modules: another sweep file's folder has its own
+            if os.path.dirname(os.path.abspath(getattr(sys.modules[name], "__file__", None) or "/")) == folder:
+                del sys.modules[name]
     sweep = getattr(module, "SWEEP", None)
     if not isinstance(sweep, Sweep):
         raise LrsweepError(f"{path}: defines no `SWEEP = lrsweep.Sweep(...)`. Received: SWEEP={sweep!r}")

@@ -501,7 +501,8 @@ def test_a_dataset_file_whose_name_makes_too_long_a_results_folder_is_refused_be
     long_name = tmp_path / ("電離層レーダー反射データ_良否分類_学習用データセット_最終版" + ".csv")
     write_csv(long_name, ["a", "y"], [[1, 0], [2, 1]])
     message = raises("too long", check_dataset, f"csv:{long_name}")
-    assert message.startswith(f"Dataset file {long_name} (from 'csv:{long_name}') has a name too long") and "263 bytes" in message
+    assert message.startswith(f"Dataset file {long_name} (from 'csv:{long_name}') has a name too long")
+    assert "263 bytes" in message
     shorter = tmp_path / ("電離層データ" + ".csv")
     write_csv(shorter, ["a", "y"], [[1, 0], [2, 1]])
     assert check_dataset(f"csv:{shorter}").name == "電離層データ"

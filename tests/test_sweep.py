@@ -42,6 +42,11 @@ GOOD = {"name": "s", "families": STEP, "max_epochs": 20}
     ({"families": {"cyclical": {"base_lr": Range(0.01, 0.2), "max_lr": Range(0.1, 1.0), "step_size": 2}}},
      ["base_lr=0.2", "max_lr=0.1", "could draw from base_lr=0.01..0.2, max_lr=0.1..1"]),
     ({"families": {"cosine": {"initial_lr": 0.1, "warmup_epochs": Choice(0, 5, 20)}}}, ["warmup_epochs=20"]),
+    # gamma acts in mode exp_range only: 20 trials of one schedule
+    ({"families": {"cyclical": {"base_lr": 0.01, "max_lr": 0.1, "step_size": 2, "mode": "triangular",
+                                "gamma": Range(0.9, 0.99)}}}, ["gamma=0.9..0.99", "mode='triangular'", "exp_range"]),
+    ({"families": {"cyclical": {"base_lr": 0.01, "max_lr": 0.1, "step_size": 2, "gamma": 0.5}}},
+     ["gamma=0.5", "mode='triangular'"]),
     ({"families": {"adamw/step": {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": 2}}}, ["optimizer", "'adamw'"]),
     ({"optimizer": "adamw"}, ["optimizer='adamw'"]),
     ({"families": {"adam": {"initial_lr": 0.001}, "adam/constant": {"initial_lr": 0.01}}}, ["'adam/constant'"]),
@@ -64,11 +69,15 @@ GOOD = {"name": "s", "families": STEP, "max_epochs": 20}
     ({"optimizer": "adam", "optimizer_args": {"momentum": 0.9}}, ["optimizer='adam'", "optimizer_args={'momentum': 0.9}"]),
 ], ids=["name", "max_epochs", "num_samples", "batch_size", "unknown-family", "unknown-param", "range-out-of-bounds",
         "log-range-low-0", "log-range-low-0-allowed-param", "int-param-float-range", "base-lr-overlaps-max-lr",
-        "warmup-reaches-max-epochs", "unknown-optimizer-in-key", "unknown-optimizer", "family-twice", "metric",
+        "warmup-reaches-max-epochs", "gamma-searched-without-exp-range", "gamma-without-exp-range",
+        "unknown-optimizer-in-key", "unknown-optimizer", "family-twice", "metric",
         "early-stopping", "families-and-configs", "neither", "configs-with-range", "resources-tpu", "momentum",
         "nesterov", "activation", "checkpoint-seconds-0", "checkpoint-seconds-text", "data-dir-number",
         "storage-empty", "reduction-factor-near-1", "seed-beyond-numpys", "optimizer-args-of-adam"])
 def test_a_bad_field_is_one_line_naming_the_field_and_the_value(fields, named):
+    if "gamma" in str(fields):  # where exp_range may be drawn, gamma acts: the same space is good then
+        cyclical = fields["families"]["cyclical"]
+        Sweep(**{**GOOD, "families": {"cyclical": {**cyclical, "mode": Choice("triangular", "exp_range")}}})
     with pytest.raises(LrsweepError) as caught:
         Sweep(**{**GOOD, **fields})
     message = str(caught.value)

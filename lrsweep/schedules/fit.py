@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from lrsweep.errors import LrsweepError
-from lrsweep.schedules.registry import FAMILIES, RATE_RULE
+from lrsweep.schedules.registry import FAMILIES, RATE_RULE, acts
 
 # `plateau`'s rate follows the validation loss: no curve of the epoch to fit. What a
 # plateau trial did is a trace like any other, and `step` fits it.
@@ -155,10 +155,6 @@ def _valid_count(p, v, count, epochs):
     return p.test(v) and v <= max(count, 1) and (not p.below_epochs or v < epochs)
 
 
-def _matters(name, param, fixed):
-    return not (name == "cyclical" and param == "gamma" and fixed.get("mode") != "exp_range")
-
-
 def _starts(free, rates, epochs, fixed):
     """Two starting points: one read off the trace, one an order of magnitude away. For
     `step`, whose log rate is linear in log(initial_lr) and log(drop) once `epochs_drop` is
@@ -198,7 +194,7 @@ def _fit_continuous(name, discrete, rates, epochs, effort):
     an optimizer only creeps towards a bound)."""
     family = FAMILIES[name]
     fixed = {**{p.name: FIXED[p.name] for p in family.params if p.name in FIXED}, **discrete}
-    free = [p for p in family.params if p.kind is float and _matters(name, p.name, fixed)]
+    free = [p for p in family.params if p.kind is float and acts(name, p.name, fixed)]
     fixed.update({p.name: p.default for p in family.params if p.kind is float and p not in free})
     variants = [free]
     bounded = [p for p in free if p.rule in CLOSED]

@@ -289,6 +289,18 @@ def family(name):
         raise LrsweepError(f"Unknown schedule family: {name!r}. Valid families: {', '.join(FAMILIES)}") from None
 
 
+# A parameter that changes its family's schedule only where another has one value:
+# {(family, parameter): (other parameter, its value)}.
+ACTS_ONLY_WHERE = {("cyclical", "gamma"): ("mode", "exp_range")}
+
+
+def acts(name, param, params):
+    """Whether parameter `param` changes family `name`'s schedule, the family's other
+    parameters being `params` (defaults where missing): cyclical's `gamma` in mode exp_range only."""
+    other, value = ACTS_ONLY_WHERE.get((name, param), (None, None))
+    return other is None or params.get(other, family(name).param(other).default) == value
+
+
 def check_schedule(name, params, epochs, granularity="epoch"):
     """Check a family's parameters without Keras; returns them with defaults filled in."""
     if granularity not in GRANULARITIES:

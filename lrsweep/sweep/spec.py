@@ -17,7 +17,8 @@ from typing import Any, Mapping, Sequence
 from lrsweep.errors import LrsweepError, shown, warn
 from lrsweep.models import check_model
 from lrsweep.results import location_error
-from lrsweep.schedules.registry import ADAPTIVE_OPTIMIZERS, COUNT_MAX, GRANULARITIES, OPTIMIZERS, family, finite, whole
+from lrsweep.schedules.registry import (ACTS_ONLY_WHERE, ADAPTIVE_OPTIMIZERS, COUNT_MAX, GRANULARITIES, OPTIMIZERS,
+                                        acts, family, finite, whole)
 
 METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
 OPTIMIZER_ARGS = {"sgd": ("momentum", "nesterov")}
@@ -226,6 +227,16 @@ def _check_space(fam, space, epochs):
             spec = param.check(spec)
         checked[name] = spec
     drawn = {name: spec for name, spec in checked.items() if isinstance(spec, (Range, Choice))}
+    for name, spec in checked.items():  # a parameter given where it changes no schedule: trials of one schedule
+        default = fam.param(name).default
+        varies = isinstance(spec, Range) or (tuple(spec.values) != (default,) if isinstance(spec, Choice)
+                                             else spec != default)
+        if varies and not any(acts(fam.name, name, corner) for corner in _corners(checked)):
+            other, value = ACTS_ONLY_WHERE[fam.name, name]
+            raise LrsweepError(f"Argument `{name}` changes the schedule only where `{other}` is {value!r}, which "
+                               f"this space never draws: each of its values would train the same schedule. "
+                               f"Received: {name}={spec if isinstance(spec, (Range, Choice)) else shown(spec)}, "
+                               f"{other}={checked.get(other, fam.param(other).default)!r}")
     for corner in _corners(checked):
         try:
             fam.check(corner, epochs)

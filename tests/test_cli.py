@@ -281,7 +281,7 @@ def test_validate_shows_the_resolved_sweep_with_overrides():
     assert "7 trials sampled by Optuna TPE (seed 7)" in done.stdout and "up to 9 per trial" in done.stdout
     assert "again with 5 seeds (seeds 8-12)" in done.stdout
     assert "(grace period 2, reduction factor 3: trials judged at epochs 2, 6)" in done.stdout  # ASHA's rungs in 9
-    assert "data: 1437 training rows, 10 classes, validation: split 0.2 (last 360 of 1797 rows)" in done.stdout
+    assert "data: 1437 training rows (8x8x1 each), 10 classes, validation: split 0.2 (last 360 of 1797 rows)" in done.stdout
     for label in ("sgd/step", "sgd/cosine", "adam/constant"):
         assert label in done.stdout
     assert done.stdout.strip().endswith("imported:")

@@ -291,6 +291,25 @@ def test_a_csv_without_a_header_row_is_warned_of(tmp_path, capsys):
     assert "bare.csv: its first row (0.5,0.25,1) is taken as the header" in capsys.readouterr().err
 
 
+def test_the_index_pandas_to_csv_writes_is_not_trained_on(tmp_path, capsys):
+    """`DataFrame.to_csv(path)` writes the index first, its name empty: it was a feature, the
+    row number (on a file sorted by label, the label itself), and nothing said so."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"f1": [0.5, 0.75, 0.25, 0.5] * 2, "f2": [0.25, 0.5, 0.5, 0.75] * 2, "label": [1, 0] * 4})
+    frame.to_csv(tmp_path / "saved.csv")
+    capsys.readouterr()
+    data = load_dataset(f"csv:{tmp_path / 'saved.csv'}", validation_split=0.5, scale="none")
+    np.testing.assert_array_equal(data.x_train, frame[["f1", "f2"]].to_numpy()[:4])
+    warning = capsys.readouterr().err
+    assert warning.count("\n") == 1 and "saved.csv: its first column has no name" in warning, warning
+    frame.to_csv(tmp_path / "plain.csv", index=False)
+    assert load_dataset(f"csv:{tmp_path / 'plain.csv'}", validation_split=0.5).x_train.shape == (4, 2)
+    assert capsys.readouterr().err == ""
+    frame[["label"]].to_csv(tmp_path / "no-features.csv")
+    raises("no feature column", load_dataset, f"csv:{tmp_path / 'no-features.csv'}")
+
+
 def test_csv_target_and_integer_labels(tmp_path):
     path = write_csv(tmp_path / "t.csv", ["f1", "label", "f2"],
                      [[0.5, 10, 1], [1.5, 2, 2], [2.5, 1, 3], [3.5, 2, 4]])

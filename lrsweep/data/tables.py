@@ -98,7 +98,15 @@ def read_csv(path, target=None):
                 f"Dataset file {path} line {line} has {len(row)} columns, expected {len(header)} "
                 "as in its header"
             )
-    features = [i for i in range(len(header)) if i != label]
+    # pandas' to_csv writes the frame's index first, its name empty: the row numbers, not a feature
+    index = header[0] == "" and label != 0
+    features = [i for i in range(len(header)) if i != label and not (index and i == 0)]
+    if not features:
+        raise LrsweepError(f"Dataset file {path} has no feature column: its columns are the label "
+                           f"{header[label]!r} and a first column with no name, pandas' index, which is not a feature")
+    if index:
+        warn(f"dataset file {path}: its first column has no name, as pandas' to_csv writes the frame's index: it "
+             f"is not trained on (name it in the header to train on it; to_csv(index=False) leaves it out)")
     x = _numbers(path, rows, features, header)
     labels = np.array([row[label].strip() for _, row in rows])
     if not all(labels):

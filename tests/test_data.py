@@ -308,6 +308,12 @@ def test_the_index_pandas_to_csv_writes_is_not_trained_on(tmp_path, capsys):
     assert capsys.readouterr().err == ""
     frame[["label"]].to_csv(tmp_path / "no-features.csv")
     raises("no feature column", load_dataset, f"csv:{tmp_path / 'no-features.csv'}")
+    # a first column that is no index of rows (not whole numbers, or a name of blanks): a feature
+    for name, header, first in (("measured.csv", ["", "f", "label"], 0.5), ("blank.csv", [" ", "f", "label"], 3)):
+        rows = [[first + i, 0.25 * i, i % 2] for i in range(8)]
+        data = load_dataset(f"csv:{write_csv(tmp_path / name, header, rows)}", validation_split=0.5)
+        assert data.x_train.shape == (4, 2)
+    assert capsys.readouterr().err == ""
 
 
 def test_csv_target_and_integer_labels(tmp_path):

@@ -590,14 +590,16 @@ def test_query_json_and_csv_keep_every_digit_and_every_item_of_a_list(tmp_path):
     write_rows(root, "epochs", "digits", "s", [{"trial_id": "t1", "epoch": e, "lr": rate, "loss": 1e-12 * e}
                                                for e in range(1, 1201)])
     sql = ("SELECT t.initial_lr, min(e.loss) AS tiny, list(e.loss ORDER BY e.epoch) AS losses, "
-           "{'rate': t.initial_lr} AS s FROM trials t JOIN epochs e USING (trial_id) GROUP BY ALL")
+           "{'rate': t.initial_lr} AS s, ['電離層'] AS names FROM trials t JOIN epochs e USING (trial_id) GROUP BY ALL")
     ran = {fmt: lrsweep("query", sql, "--format", fmt, "--results", root) for fmt in ("json", "csv")}
     assert all(done.returncode == 0 and not done.stderr for done in ran.values()), ran
     losses = [1e-12 * e for e in range(1, 1201)]
-    assert json.loads(ran["json"].stdout) == [{"initial_lr": rate, "tiny": 1e-12, "losses": losses, "s": {"rate": rate}}]
+    assert json.loads(ran["json"].stdout) == [{"initial_lr": rate, "tiny": 1e-12, "losses": losses, "s": {"rate": rate},
+                                                "names": ["電離層"]}]
     row = next(csv.DictReader(io.StringIO(ran["csv"].stdout)))
     assert (float(row["initial_lr"]), float(row["tiny"])) == (rate, 1e-12)
     assert json.loads(row["losses"]) == losses and json.loads(row["s"]) == {"rate": rate}
+    assert row["names"] == '["電離層"]'  # as written, as a text column's is
 
 
 def test_query_command_prints_json_records(results):

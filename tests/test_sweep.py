@@ -17,7 +17,7 @@ from lrsweep import FAMILIES, Choice, LrsweepError, Range, Sweep
 from lrsweep.run.search import FixedConfigs, scheduler, search_algorithm
 from lrsweep.schedules.registry import check_schedule
 from lrsweep.sweep.space import SearchSpace, trial_config
-from lrsweep.sweep.spec import load_sweep
+from lrsweep.sweep.spec import NAME_LENGTH, RUN_TIME_LENGTH, load_sweep
 from tests.conftest import lrsweep
 
 STEP = {"step": {"initial_lr": Range(0.01, 0.5, log=True), "drop": Range(0.1, 0.9), "epochs_drop": Range(2, 8)}}
@@ -45,8 +45,10 @@ GOOD = {"name": "s", "families": STEP, "max_epochs": 20}
     # gamma acts in mode exp_range only: 20 trials of one schedule
     ({"families": {"cyclical": {"base_lr": 0.01, "max_lr": 0.1, "step_size": 2, "mode": "triangular",
                                 "gamma": Range(0.9, 0.99)}}}, ["gamma=0.9..0.99", "mode='triangular'", "exp_range"]),
-    ({"families": {"cyclical": {"base_lr": 0.01, "max_lr": 0.1, "step_size": 2, "gamma": 0.5}}},
-     ["gamma=0.5", "mode='triangular'"]),
+    ({"families": {"cyclical": {"base_lr": 0.01, "max_lr": 0.1, "step_size": 2, "gamma": Choice(0.5, 0.9)}}},
+     ["gamma={0.5, 0.9}", "mode='triangular'"]),
+    # a run's default name adds its start time (NAME-20261207-101500): folders hold it and more
+    ({"name": "a" * 113}, ["name", "at most 112", "start time", "a" * 113]),
     ({"families": {"adamw/step": {"initial_lr": 0.1, "drop": 0.5, "epochs_drop": 2}}}, ["optimizer", "'adamw'"]),
     ({"optimizer": "adamw"}, ["optimizer='adamw'"]),
     ({"families": {"adam": {"initial_lr": 0.001}, "adam/constant": {"initial_lr": 0.01}}}, ["'adam/constant'"]),
@@ -69,7 +71,8 @@ GOOD = {"name": "s", "families": STEP, "max_epochs": 20}
     ({"optimizer": "adam", "optimizer_args": {"momentum": 0.9}}, ["optimizer='adam'", "optimizer_args={'momentum': 0.9}"]),
 ], ids=["name", "max_epochs", "num_samples", "batch_size", "unknown-family", "unknown-param", "range-out-of-bounds",
         "log-range-low-0", "log-range-low-0-allowed-param", "int-param-float-range", "base-lr-overlaps-max-lr",
-        "warmup-reaches-max-epochs", "gamma-searched-without-exp-range", "gamma-without-exp-range",
+        "warmup-reaches-max-epochs", "gamma-searched-without-exp-range", "gamma-chosen-without-exp-range",
+        "name-too-long",
         "unknown-optimizer-in-key", "unknown-optimizer", "family-twice", "metric",
         "early-stopping", "families-and-configs", "neither", "configs-with-range", "resources-tpu", "momentum",
         "nesterov", "activation", "checkpoint-seconds-0", "checkpoint-seconds-text", "data-dir-number",
@@ -78,6 +81,11 @@ def test_a_bad_field_is_one_line_naming_the_field_and_the_value(fields, named):
     if "gamma" in str(fields):  # where exp_range may be drawn, gamma acts: the same space is good then
         cyclical = fields["families"]["cyclical"]
         Sweep(**{**GOOD, "families": {"cyclical": {**cyclical, "mode": Choice("triangular", "exp_range")}}})
+        # a fixed gamma trains one schedule, as the search drew it for a triangular trial: a config of it is good
+        Sweep(**{**GOOD, "families": None, "configs": [{"family": "cyclical", "base_lr": 0.01, "max_lr": 0.1,
+                                                        "step_size": 2, "mode": "triangular", "gamma": 0.93}]})
+    if len(fields.get("name", "")) > NAME_LENGTH - RUN_TIME_LENGTH:  # one letter shorter: good
+        Sweep(**{**GOOD, "name": fields["name"][:-1]})
     with pytest.raises(LrsweepError) as caught:
         Sweep(**{**GOOD, **fields})
     message = str(caught.value)
@@ -252,14 +260,16 @@ def test_a_sweep_file_imports_a_module_beside_it_as_python_file_does(tmp_path):
     """`from common import LR`, with common.py beside the sweep file: a ModuleNotFoundError.
     Two folders with a `common.py` each: each sweep file gets its own."""
     for folder, rate in (("a", 0.01), ("b", 0.2)):
-        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "helpers").mkdir(parents=True)
         (tmp_path / folder / "common.py").write_text(f"LR = {rate}\n")
+        (tmp_path / folder / "helpers" / "__init__.py").write_text(f"LR = {rate}\n")
         (tmp_path / folder / "mine.py").write_text(
-            HEADER + "from common import LR\nSWEEP = Sweep(name='mine', families={'adam': {'initial_lr': LR}})\n")
-    rates = [load_sweep(str(tmp_path / folder / "mine.py")).arms["adam/constant"].space["initial_lr"]
+            HEADER + "from lrsweep import Choice\nfrom common import LR\nimport helpers\n"
+            "SWEEP = Sweep(name='mine', families={'adam': {'initial_lr': Choice(LR, helpers.LR)}})\n")
+    rates = [load_sweep(str(tmp_path / folder / "mine.py")).arms["adam/constant"].space["initial_lr"].values
              for folder in ("a", "b")]
-    assert rates == [0.01, 0.2]
-    assert str(tmp_path / "a") not in sys.path and "common" not in sys.modules
+    assert rates == [(0.01, 0.01), (0.2, 0.2)]
+    assert str(tmp_path / "a") not in sys.path and "common" not in sys.modules and "helpers" not in sys.modules
 
 
 def test_a_good_sweep_file_loads(tmp_path):

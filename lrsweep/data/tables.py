@@ -85,6 +85,7 @@ def read_csv(path, target=None):
     if not rows:
         raise LrsweepError(f"Dataset file {path} is empty: a CSV needs a header row and data rows")
     (_, header), rows = rows[0], rows[1:]
+    unnamed = header[0] == ""
     header = [name.strip() for name in header]
     label = label_column(path, header, target)
     if len(header) < 2 or not rows:
@@ -98,8 +99,8 @@ def read_csv(path, target=None):
                 f"Dataset file {path} line {line} has {len(row)} columns, expected {len(header)} "
                 "as in its header"
             )
-    # pandas' to_csv writes the frame's index first, its name empty: the row numbers, not a feature
-    index = header[0] == "" and label != 0
+    # pandas' to_csv writes the frame's index first, its name empty: row numbers, not a feature
+    index = unnamed and label != 0 and _row_numbers([row[0] for _, row in rows if row])
     features = [i for i in range(len(header)) if i != label and not (index and i == 0)]
     if not features:
         raise LrsweepError(f"Dataset file {path} has no feature column: its columns are the label "
@@ -120,6 +121,15 @@ def read_csv(path, target=None):
              f"as the header, and it reads as data (numbers, then the class {header[label]!r}): if the file has "
              f"no header row, add one, or that row is not trained on")
     return Arrays(x, y, None, None, classes)
+
+
+def _row_numbers(cells):
+    """Whether `cells` are whole numbers, none twice: an index of rows, as pandas writes one."""
+    try:
+        numbers = [int(cell) for cell in cells]
+    except ValueError:
+        return False
+    return len(set(numbers)) == len(numbers)
 
 
 def _reads_as_data(header, label, classes):

@@ -191,7 +191,7 @@ def _nested_as_json(frame):
     frame = frame.copy()
     for i in nested:
         frame.iloc[:, i] = frame.iloc[:, i].map(
-            lambda value: json.dumps(_json_value(value), allow_nan=False)
+            lambda value: json.dumps(_json_value(value), allow_nan=False, ensure_ascii=False)
             if isinstance(value, (list, tuple, np.ndarray, dict)) else value)
     return frame
 

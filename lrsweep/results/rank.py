@@ -132,7 +132,8 @@ def rank(trials, metric=None, top=TOP):
     searched_families = {(row["dataset"], row["family"]) for row in rows}
     for (dataset, label), runs in confirm.groupby(["dataset", "label"], observed=True):
         if (dataset, label) not in searched_families:
-            runs = runs.sort_values(column, ascending=mode == "min", na_position="last")
+            runs = runs.assign(ok=runs["status"].isin(["completed", "early_stopped"]) & runs[column].notna())
+            runs = runs.sort_values(["ok", column], ascending=[False, mode == "min"], na_position="last")
             rows.append({"dataset": dataset, "family": label, "metric": column, "best": math.nan,
                          f"mean_top{top}": math.nan, "trials": 0, "full": 0, "diverged": 0, "errors": 0,
                          "best_trial": runs["trial_id"].iloc[0], "best_params": _params_text(runs.iloc[0])})

@@ -110,18 +110,21 @@ def _number(name, value, rule, test):
         raise _field_error(name, rule, value)
 
 
-# The longest sweep or run name: folder names hold it and more (`sweep=NAME-find-lr-<time>`,
-# `NAME-20261207-101500-confirm`), and a folder name is at most 255 bytes.
+# The longest run name: folder names hold it and more (`sweep=NAME`, `NAME-confirm`), and a
+# folder name is at most 255 bytes. A sweep's own name leaves room for the start time that a
+# run's default name adds (`driver.run_name`: NAME-20261207-101500).
 NAME_LENGTH = 128
+RUN_TIME_LENGTH = len("-20261207-101500")
 
 
-def check_name(field_name, value):
+def check_name(field_name, value, longest=NAME_LENGTH):
     """A sweep or run name: it becomes a folder name and a partition value."""
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
         raise _field_error(field_name, "letters, digits, '.', '_' or '-'", value)
-    if len(value) > NAME_LENGTH:
-        raise _field_error(field_name, f"at most {NAME_LENGTH} characters (it names folders, with more after it; "
-                                       f"this one has {len(value)})", value)
+    if len(value) > longest:
+        after = "" if longest == NAME_LENGTH else ", and a run's start time after that"
+        raise _field_error(field_name, f"at most {longest} characters (it names folders{after}; this one has "
+                                       f"{len(value)})", value)
 
 
 def _one_of(name, value, choices):
@@ -227,15 +230,13 @@ def _check_space(fam, space, epochs):
             spec = param.check(spec)
         checked[name] = spec
     drawn = {name: spec for name, spec in checked.items() if isinstance(spec, (Range, Choice))}
-    for name, spec in checked.items():  # a parameter given where it changes no schedule: trials of one schedule
-        default = fam.param(name).default
-        varies = isinstance(spec, Range) or (tuple(spec.values) != (default,) if isinstance(spec, Choice)
-                                             else spec != default)
-        if varies and not any(acts(fam.name, name, corner) for corner in _corners(checked)):
+    for name, spec in drawn.items():  # a parameter searched where it changes no schedule: trials of one schedule
+        if (isinstance(spec, Range) or len(set(spec.values)) > 1) and not any(
+                acts(fam.name, name, corner) for corner in _corners(checked)):
             other, value = ACTS_ONLY_WHERE[fam.name, name]
             raise LrsweepError(f"Argument `{name}` changes the schedule only where `{other}` is {value!r}, which "
                                f"this space never draws: each of its values would train the same schedule. "
-                               f"Received: {name}={spec if isinstance(spec, (Range, Choice)) else shown(spec)}, "
+                               f"Received: {name}={spec}, "
                                f"{other}={checked.get(other, fam.param(other).default)!r}")
     for corner in _corners(checked):
         try:
@@ -299,7 +300,7 @@ class Sweep:
     checkpoint_seconds: float | None = 60.0
 
     def __post_init__(self):
-        check_name("name", self.name)
+        check_name("name", self.name, NAME_LENGTH - RUN_TIME_LENGTH)
         if (self.families is None) == (self.configs is None):
             raise LrsweepError("A sweep needs exactly one of `families` (a search) or `configs` (fixed runs). "
                                f"Received: families={self.families!r}, configs={self.configs!r}")
@@ -548,9 +549,13 @@ def load_sweep(path):
         where = f"{path}:{frames[-1].lineno}" if frames else path
         raise LrsweepError(f"{where}: {type(e).__name__}: {e}{python}".replace("\n", " ")) from None
     finally:
-        sys.path.remove(folder)
-        for name in set(sys.modules) - before:  # the file's own modules: another sweep file's folder has its own
-            if os.path.dirname(os.path.abspath(getattr(sys.modules[name], "__file__", None) or "/")) == folder:
+        if folder in sys.path:
+            sys.path.remove(folder)
+        # the modules and packages beside the file that it imported: another sweep file's folder has its own
+        # (not lrsweep's own modules, where the file lies in a checkout of it)
+        for name in set(sys.modules) - before:
+            where = os.path.abspath(getattr(sys.modules[name], "__file__", None) or "/")
+            if name.partition(".")[0] not in before and where.startswith(folder + os.sep):
                 del sys.modules[name]
     sweep = getattr(module, "SWEEP", None)
     if not isinstance(sweep, Sweep):

@@ -554,8 +554,8 @@ def load_sweep(path):
         # the modules and packages beside the file that it imported: another sweep file's folder has its own
         # (not lrsweep's own modules, where the file lies in a checkout of it)
         for name in set(sys.modules) - before:
-            where = os.path.abspath(getattr(sys.modules[name], "__file__", None) or "/")
-            if name.partition(".")[0] not in before and where.startswith(folder + os.sep):
+            file = os.path.abspath(getattr(sys.modules[name], "__file__", None) or "/")
+            if name.partition(".")[0] not in before and file.startswith(folder + os.sep):
                 del sys.modules[name]
     sweep = getattr(module, "SWEEP", None)
     if not isinstance(sweep, Sweep):

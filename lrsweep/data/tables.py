@@ -100,7 +100,7 @@ def read_csv(path, target=None):
                 "as in its header"
             )
     # pandas' to_csv writes the frame's index first, its name empty: row numbers, not a feature
-    index = unnamed and label != 0 and _row_numbers([row[0] for _, row in rows if row])
+    index = unnamed and label != 0 and _row_numbers([row[0] for _, row in rows])
     features = [i for i in range(len(header)) if i != label and not (index and i == 0)]
     if not features:
         raise LrsweepError(f"Dataset file {path} has no feature column: its columns are the label "

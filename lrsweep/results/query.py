@@ -16,6 +16,9 @@ from lrsweep.errors import LrsweepError
 from lrsweep.results import store
 
 FORMATS = ("table", "csv", "json")
+# A time in JSON: to the microsecond, as stored (pandas' JSON cut it to milliseconds); in UTC,
+# marked Z, where it has a zone.
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f"
 # The words a reading query begins with (a PIVOT anywhere in one makes DuckDB's statement MULTI).
 READING = ("SELECT", "FROM", "WITH", "PIVOT", "UNPIVOT", "VALUES", "DESCRIBE", "SHOW", "SUMMARIZE")
 
@@ -144,9 +147,9 @@ def _json_column(column):
         return plain
     if column.dtype.kind == "M":
         if getattr(column.dtype, "tz", None) is not None:
-            text = column.dt.tz_convert("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            text = column.dt.tz_convert("UTC").dt.strftime(TIME_FORMAT + "Z")
         else:
-            text = column.dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
+            text = column.dt.strftime(TIME_FORMAT)
         return text.astype(object).where(column.notna(), None).tolist()
     return [_json_value(value) for value in column]
 
@@ -169,8 +172,8 @@ def _json_value(value):
         if value is pd.NaT:
             return None
         if value.tzinfo is not None:
-            return value.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+            return value.tz_convert("UTC").strftime(TIME_FORMAT + "Z")
+        return value.strftime(TIME_FORMAT)
     if isinstance(value, (datetime.timedelta, np.timedelta64)):
         value = pd.Timedelta(value)
         return None if value is pd.NaT else value.isoformat()

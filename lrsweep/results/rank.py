@@ -112,7 +112,7 @@ def rank(trials, metric=None, top=TOP):
     trials = _without_copies(trials.assign(label=trials["optimizer"] + "/" + trials["family"]), column)
     confirming = trials["stage"] == "confirm"
     confirm, trials = trials[confirming], _at_largest_budget(trials[~confirming])
-    scored = trials[trials["status"].isin(["completed", "early_stopped"]) & trials[column].notna()]
+    scored = trials[_scored(trials, column)]
     rows = []
     for (dataset, label), group in trials.groupby(["dataset", "label"], observed=True):
         ok = scored[(scored["dataset"] == dataset) & (scored["label"] == label)]
@@ -132,7 +132,7 @@ def rank(trials, metric=None, top=TOP):
     searched_families = {(row["dataset"], row["family"]) for row in rows}
     for (dataset, label), runs in confirm.groupby(["dataset", "label"], observed=True):
         if (dataset, label) not in searched_families:
-            runs = runs.assign(ok=runs["status"].isin(["completed", "early_stopped"]) & runs[column].notna())
+            runs = runs.assign(ok=_scored(runs, column))
             runs = runs.sort_values(["ok", column], ascending=[False, mode == "min"], na_position="last")
             rows.append({"dataset": dataset, "family": label, "metric": column, "best": math.nan,
                          f"mean_top{top}": math.nan, "trials": 0, "full": 0, "diverged": 0, "errors": 0,
@@ -158,6 +158,11 @@ def rank(trials, metric=None, top=TOP):
     table = table.drop(columns=["leads", "by_mean"], errors="ignore")
     table.insert(1, "rank", table.groupby("dataset").cumcount() + 1)
     return table.reset_index(drop=True)
+
+
+def _scored(trials, column):
+    """Which of `trials` ended with a value of `column` that counts (not diverged, no error)."""
+    return trials["status"].isin(["completed", "early_stopped"]) & trials[column].notna()
 
 
 def confirmation_runs(trials, trial):

@@ -205,6 +205,7 @@ def _checked_sweep(args, joins, head, download):
     sweep = load_sweep(args.sweep).with_overrides(results=args.results, data_dir=args.data_dir, storage=args.storage,
                                                   **flags)
     check_launch(sweep, args.name, args.resume, here=joins or on_this_machine(head))
+    folder, taken = None, {}
     if args.resume and joins:  # submit's run is on the cluster, where its launch does this
         from lrsweep.run.driver import storage_path
         from lrsweep.run.resume import check_not_running, resumed_sweep
@@ -213,10 +214,6 @@ def _checked_sweep(args, joins, head, download):
         check_not_running(folder, args.name)  # before anything else about the run, and before its data is read
         sweep, taken = resumed_sweep(sweep, folder, args.name,
                                      {flag for flag, value in flags.items() if value is not None})
-        if taken:
-            print(f"resuming {args.name} as it was launched: "
-                  f"{', '.join(f'{field}={value!r}' for field, value in taken.items())} (not the sweep file's)",
-                  flush=True)
     from lrsweep.run.driver import check_local_fit, sweep_data
 
     warn_of_mode(sweep)  # held until every check has passed (`checking`)
@@ -226,6 +223,13 @@ def _checked_sweep(args, joins, head, download):
         if not joins_cluster(args.address):
             check_local_fit(sweep)
         data = sweep_data(sweep)
+    if folder and data is not None:
+        from lrsweep.run.resume import check_data
+
+        check_data(folder, args.name, sweep, data)
+    if taken:  # once every check has passed: bad input is one line
+        print(f"resuming {args.name} as it was launched: "
+              f"{', '.join(f'{field}={value!r}' for field, value in taken.items())} (not the sweep file's)", flush=True)
     return sweep, dataset, data
 
 

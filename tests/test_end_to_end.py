@@ -946,6 +946,19 @@ def test_a_resume_goes_on_with_the_settings_the_run_was_launched_with(ionosphere
                                                                                           "batch_size=64"))
     refused = lrsweep("launch", str(edited), *resume, timeout=60)
     assert_refused(refused, "`batch_size`", "launched with, 28,", "batch_size=64")
+    # the data read now is not the run's: one value of the CSV edited since (its checkpoints
+    # would go on, its search's results would mix the two)
+    rows = (pathlib.Path(TEST_DATA) / "ionosphere.csv").read_text().splitlines()
+    first = rows[0].split(",")
+    (tmp_path / "edited").mkdir()
+    (tmp_path / "edited" / "ionosphere.csv").write_text(
+        "\n".join([",".join(first[:2] + [str(float(first[2]) / 2)] + first[3:]), *rows[1:]]) + "\n")
+    for command in ("validate", "launch"):
+        refused = lrsweep(command, "sweeps/ionosphere.py", "--data-dir", str(tmp_path / "edited"), *resume[2:],
+                          timeout=60)
+        assert_refused(refused, "Argument `dataset` must hold the data run 'iono-test' was launched with, 235 "
+                       "training and 116 validation rows of 34 features, 2 classes (b, g), digest ",
+                       "Received: dataset='ionosphere', 235 training")
     assert store_files(results) == files
     assert sorted(p.name for p in (results / "tune" / "iono-test").iterdir()) == tune_files
 

@@ -2,6 +2,7 @@
 the launches that save and read them run in test_end_to_end."""
 
 import argparse
+import pathlib
 import re
 
 import pytest
@@ -10,6 +11,7 @@ from lrsweep import Choice, LrsweepError, Range, Sweep
 from lrsweep.run.jobs import launch_command
 from lrsweep.results.store import write_rows
 from lrsweep.run.resume import LOCK_FILE, SETTINGS_FILE, check_not_running, holding, resumed_sweep, save_settings
+from tests.conftest import TEST_DATA
 
 SEARCH = Sweep(name="s", dataset="csv:/data/launched/ionosphere.csv", max_epochs=9, num_samples=12,
                families={"step": {"initial_lr": Range(0.01, 0.5, log=True), "drop": 0.5, "epochs_drop": Choice(5, 10)},
@@ -59,6 +61,39 @@ def test_a_data_file_that_moved_is_the_same_run_and_another_file_is_not(tmp_path
     other = SEARCH.with_overrides(dataset="csv:/data/launched/sonar.csv")
     with pytest.raises(LrsweepError, match=r"`dataset` \(--dataset\).*sonar.csv"):
         resumed_sweep(other, folder, "run", flagged={"dataset"})
+
+
+def test_a_resume_trains_on_the_data_the_run_was_launched_with(tmp_path):
+    """The run keeps a fingerprint of its data as trained on (rows, inputs, classes, a digest
+    of the arrays): the same file moved elsewhere resumes; one edited since (a label, a column
+    fewer) would go on from checkpoints and a search of other data: refused, saying both."""
+    from lrsweep.data import load_dataset
+    from lrsweep.run.resume import check_data
+
+    rows = [row.split(",") for row in (pathlib.Path(TEST_DATA) / "ionosphere.csv").read_text().splitlines()]
+
+    def data(name, rows):
+        path = tmp_path / name / "ionosphere.csv"
+        path.parent.mkdir()
+        header = [f"f{k}" for k in range(len(rows[0]) - 1)] + ["label"]
+        path.write_text("\n".join(",".join(row) for row in [header, *rows]) + "\n")
+        sweep = SEARCH.with_overrides(dataset=f"csv:{path}", validation_split=0.25)
+        return sweep, load_dataset(sweep.dataset, subsample=None, validation_split=0.25, scale="auto", seed=0)
+
+    launched, launched_data = data("launched", rows)
+    save_settings(str(tmp_path / "run"), launched, launched_data)
+    check_data(str(tmp_path / "run"), "run", *data("moved", rows))
+    relabelled = [rows[0][:-1] + ["b" if rows[0][-1] == "g" else "g"], *rows[1:]]
+    fewer = [row[:33] + row[34:] for row in rows]
+    for name, edited, now in (("relabelled", relabelled, "263 training and 88 validation rows of 34 features"),
+                              ("fewer", fewer, "263 training and 88 validation rows of 33 features")):
+        with pytest.raises(LrsweepError) as info:
+            check_data(str(tmp_path / "run"), "run", *data(name, edited))
+        message = str(info.value)
+        assert message.startswith("Argument `dataset` must hold the data run 'run' was launched with, 263 training "
+                                  "and 88 validation rows of 34 features, 2 classes (b, g), digest "), message
+        assert f"Received: dataset='csv:{tmp_path / name / 'ionosphere.csv'}', {now}, 2 classes" in message
+        assert len(set(re.findall(r"digest (\w+)", message))) == 2
 
 
 def test_a_resume_into_another_results_folder_than_the_one_holding_the_runs_trials_is_refused(tmp_path):

@@ -716,13 +716,13 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
     folder = f"{storage_path(sweep)}/{name}"
     with run_files.holding(folder, name):
         check_launch(sweep, name, resume)  # again: another launch may have taken the name since the first check
-        run_files.save_settings(folder, sweep)  # on a resume too: the results folder it stores into is the run's now
         # the data as an argument only: a name here would keep it beside the object store's copy
         return _launch(sweep, name, address, resume, dashboard_host, print_fn,
-                       data.pop() if data else sweep_data(sweep))
+                       data.pop() if data else sweep_data(sweep), folder)
 
 
-def _launch(sweep, name, address, resume, dashboard_host, print_fn, data):
+def _launch(sweep, name, address, resume, dashboard_host, print_fn, data, folder):
+    run_files.save_settings(folder, sweep, data)  # on a resume too: the results folder it stores into is the run's now
     print_fn(f"sweep {name}: {data.name} ({len(data.x_train)} training rows, validation: {data.validation}), "
              f"{sweep.trial_count} trial{'s' * (sweep.trial_count != 1)} of up to {sweep.max_epochs} epochs")
 

@@ -49,34 +49,72 @@ def _results_folder(sweep):
     return sweep.results if store.is_uri(sweep.results) else os.path.abspath(sweep.results)
 
 
-def save_settings(folder, sweep):
-    """Keep `sweep`'s run settings in the run's Tune folder (made if need be), and the
-    results folder its trials are stored in (a resume's, from then on)."""
+def save_settings(folder, sweep, data=None):
+    """Keep `sweep`'s run settings in the run's Tune folder (made if need be), the results
+    folder its trials are stored in (a resume's, from then on), and the fingerprint of its
+    `data` (a `Dataset`), which a resume checks (`check_data`)."""
     fs, base = store.filesystem(folder)
     fs.create_dir(base, recursive=True)
-    settings = {**run_settings(sweep), "results": _results_folder(sweep)}
+    settings = {**run_settings(sweep), "results": _results_folder(sweep),
+                **({"data": data.fingerprint} if data is not None else {})}
     with fs.open_output_stream(f"{base}/{SETTINGS_FILE}") as out:
         out.write(json.dumps(settings, sort_keys=True, indent=1).encode())
+
+
+def _read_settings(folder):
+    """(path, the settings the run in `folder` was launched with: a dict; None for a run
+    launched before lrsweep kept them; else why they cannot be read)."""
+    fs, base = store.filesystem(folder)
+    path = f"{base}/{SETTINGS_FILE}"
+    try:
+        with fs.open_input_stream(path) as stream:
+            return path, json.loads(stream.read())
+    except FileNotFoundError:
+        return path, None
+    except (OSError, ValueError) as e:
+        return path, e
 
 
 def _saved_settings(folder):
     """The settings the run in `folder` was launched with; None for a run launched before
     lrsweep kept them, or (with a warning) one whose file cannot be read: a resume then
     takes the sweep as given (and keeps its settings, `save_settings`)."""
-    fs, base = store.filesystem(folder)
-    path = f"{base}/{SETTINGS_FILE}"
-    try:
-        with fs.open_input_stream(path) as stream:
-            saved = json.loads(stream.read())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        saved = e
-    if not isinstance(saved, dict):
+    path, saved = _read_settings(folder)
+    if saved is not None and not isinstance(saved, dict):
         warn(f"cannot read {path} ({saved}): the run's settings are not checked, and the sweep goes on "
              f"with the sweep file's and the flags', which the launch keeps as the run's from then on")
         return None
     return saved
+
+
+def check_data(folder, name, sweep, data):
+    """A `--resume` of run `name` (Tune folder `folder`) trains on the data it was launched
+    with (`Dataset.fingerprint`): its checkpoints are of models of those inputs and classes,
+    and its search's results and ranking of those rows. Bad input where the data read now is
+    other (a file edited or replaced since, a loader that reads it otherwise); nothing where
+    the run kept no fingerprint (launched before lrsweep kept one) or its settings cannot
+    be read (`resumed_sweep` warned)."""
+    _, saved = _read_settings(folder)
+    launched = saved.get("data") if isinstance(saved, dict) else None
+    now = data.fingerprint
+    if not isinstance(launched, dict) or launched == now:
+        return
+    raise LrsweepError(f"Argument `dataset` must hold the data run {name!r} was launched with, "
+                       f"{_data_text(launched)}, to resume it (its checkpoints, its search's results and its ranking "
+                       f"are of that data: launch a new run on this one under another name). Received: "
+                       f"dataset={sweep.dataset!r}, {_data_text(now)}")
+
+
+def _data_text(fingerprint):
+    """A data fingerprint in words: "280 training and 71 validation rows of 34 features, 2
+    classes (b, g), digest 1a2b..."."""
+    from lrsweep.data.prepare import inputs_text
+
+    classes = [str(c) for c in fingerprint.get("classes") or []]
+    named = f" ({', '.join(classes)})" if len(classes) <= 10 else ""
+    return (f"{fingerprint.get('training_rows')} training and {fingerprint.get('validation_rows')} validation rows "
+            f"of {inputs_text(fingerprint.get('inputs') or [0])}, {len(classes)} classes{named}, digest "
+            f"{fingerprint.get('digest')}")
 
 
 def _difference(saved, current, where=""):

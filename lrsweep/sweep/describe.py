@@ -1,5 +1,6 @@
 """What `validate` prints: the resolved sweep, without running anything."""
 
+from lrsweep.data.prepare import inputs_text
 from lrsweep.schedules.registry import family
 
 
@@ -44,7 +45,7 @@ def describe(sweep, dataset, data=None):
         f"  epochs: up to {sweep.max_epochs} per trial, {stopping}; rate updated every {sweep.granularity}",
         f"  dataset: {dataset.source}" + (f" (data_dir {sweep.data_dir})" if sweep.data_dir else "")
         + (f", subsample {sweep.subsample}" if sweep.subsample else "") + f", validation: {validation}",
-        f"  data: {len(data.x_train)} training rows ({_inputs(data.x_train.shape[1:])} each), {data.num_classes} "
+        f"  data: {len(data.x_train)} training rows ({inputs_text(data.input_shape)} each), {data.num_classes} "
         f"classes, validation: {data.validation}"
         if data is not None else "  data: not here yet; launch downloads it (into Keras' cache)",
         f"  model: {sweep.model}({model_args}), batch size {sweep.batch_size}, "
@@ -60,8 +61,3 @@ def describe(sweep, dataset, data=None):
         *[f"    {label:<{width}}  {text}" for label, text in arms],
     ]
     return "\n".join(lines)
-
-
-def _inputs(shape):
-    """A row's inputs: "34 features" for a table, "32x32x3" for an image."""
-    return f"{shape[0]} feature{'s' * (shape[0] != 1)}" if len(shape) == 1 else "x".join(str(d) for d in shape)

@@ -489,7 +489,7 @@ def cmd_schedule(args):
 
 def cmd_rank(args):
     from lrsweep.results.rank import format_ranking, rank, ranked_column
-    from lrsweep.results.store import dataset_trials, read_frame, sweep_trials
+    from lrsweep.results.store import dataset_trials, has_table, read_frame, sweep_trials
 
     if args.metric is not None:
         ranked_column(args.metric)  # bad input, whatever the store holds (even nothing)
@@ -500,6 +500,10 @@ def cmd_rank(args):
         else:
             trials = (read_frame(args.results, "trials") if args.dataset is None
                       else dataset_trials(args.results, args.dataset))
+    if trials.empty and not has_table(args.results, "trials"):  # a folder that is no store, or a store not used yet
+        print(f"no trials in the store: {args.results} holds no trials/ folder (a store is the folder a launch's "
+              f"--results named: trials/, epochs/, tune/)")
+        return
     print(format_ranking(rank(trials, args.metric)))
 
 

@@ -889,6 +889,17 @@ def test_a_metric_that_does_not_exist_is_refused_before_the_store_is_read(tmp_pa
     assert ranked.returncode == 0 and "skipping" in ranked.stderr and "notes.txt" in ranked.stderr
 
 
+def test_rank_of_a_folder_that_is_no_store_says_so(tmp_path):
+    """`rank --results` naming a folder that holds no store (its parent, a folder with other
+    files) said only "no trials in the store", as if the runs in it had gone."""
+    (tmp_path / "notes.txt").write_text("x")
+    ranked = lrsweep("rank", "--results", str(tmp_path))
+    assert (ranked.returncode, ranked.stderr) == (0, "")
+    assert ranked.stdout.startswith(f"no trials in the store: {tmp_path} holds no trials/ folder"), ranked.stdout
+    write_rows(str(tmp_path), "trials", "digits", "sweep-a", [trial_row(*row) for row in DIGITS])
+    assert "digits" in lrsweep("rank", "--results", str(tmp_path)).stdout
+
+
 @pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"),
                     reason="root writes into any folder, and setpriv is not there to take that from it")
 def test_an_out_that_cannot_be_written_is_refused_before_the_store_is_read(results, tmp_path):

@@ -146,6 +146,12 @@ def sweep_exists(root, sweep):
     return False
 
 
+def has_table(root, table):
+    """The store at `root` holds a folder for `table` (a launch has written into it)."""
+    fs, base = filesystem(root)
+    return fs.get_file_info(f"{base}/{table}").type != pafs.FileType.NotFound
+
+
 def write_rows(root, table, dataset, sweep, rows):
     """Append `rows` (dicts; missing columns null) as one new file; returns its path or None."""
     if not rows:

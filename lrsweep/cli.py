@@ -204,9 +204,10 @@ def _checked_sweep(args, joins, head, download):
              "confirm_seeds": args.confirm_seeds, "seed": args.seed}
     sweep = load_sweep(args.sweep).with_overrides(results=args.results, data_dir=args.data_dir, storage=args.storage,
                                                   **flags)
-    check_launch(sweep, args.name, args.resume, here=joins or on_this_machine(head))
+    here = joins or on_this_machine(head)
+    check_launch(sweep, args.name, args.resume, here=here)
     folder, taken = None, {}
-    if args.resume and joins:  # submit's run is on the cluster, where its launch does this
+    if args.resume and here:  # a run on a remote head: its launch there does this
         from lrsweep.run.driver import storage_path
         from lrsweep.run.resume import check_not_running, resumed_sweep
 
@@ -227,7 +228,7 @@ def _checked_sweep(args, joins, head, download):
         from lrsweep.run.resume import check_data
 
         check_data(folder, args.name, sweep, data)
-    if taken:  # once every check has passed: bad input is one line
+    if taken and joins:  # once every check has passed (bad input is one line); submit's job says it
         print(f"resuming {args.name} as it was launched: "
               f"{', '.join(f'{field}={value!r}' for field, value in taken.items())} (not the sweep file's)", flush=True)
     return sweep, dataset, data

@@ -150,6 +150,12 @@ def test_a_stopped_job_ends_as_on_ctrl_c_and_gives_the_submit_that_finishes_it(d
     assert hint, output[-2000:]
     again = shlex.split(hint.split("this finishes it: lrsweep ", 1)[1])
     assert again[:-3] == typed and again[-3] == "--name" and again[-1] == "--resume", hint
+    # a resume of it with another --max-epochs: refused here, before a job, as `launch --resume`
+    # refuses it (the head is this machine): it was a job that failed, exit 1
+    jobs = len(client.list_jobs())
+    changed = lrsweep(*typed, "--max-epochs", "20", "--name", again[-2], "--resume", timeout=120)
+    assert_refused(changed, "`max_epochs` (--max-epochs)", "was launched with, 30,", "max_epochs=20")
+    assert len(client.list_jobs()) == jobs
 
 
 def test_logs_follow_reads_on_where_the_dashboards_job_module_restarts(head, tmp_path):

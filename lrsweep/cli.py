@@ -373,29 +373,27 @@ def cmd_submit(args):
     except (RuntimeError, RequestException) as e:  # the cluster's answer (or its dropped connection), not bad input
         print(f"lrsweep: error: {address} did not take the job: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
+    follow, status, stop = jobs.reach_again(job, address)
     try:  # from here on the job runs on the cluster, whatever becomes of this command's output
         print(f"submitted {job} to {address}: {shlex.join(command)}\n"
               f"results: {results} (on the cluster's head node)", flush=True)
         if args.no_wait:
-            print(f"follow it: lrsweep logs {job} --follow (or the dashboard's Jobs view); lrsweep status {job}",
-                  flush=True)
+            print(f"follow it: {follow} (or the dashboard's Jobs view); {status}", flush=True)
             return 0
-        print(f"its output follows until it ends (Ctrl-C stops following, not the job: lrsweep logs {job} --follow "
-              f"takes it up again)\n", flush=True)
+        print(f"its output follows until it ends (Ctrl-C stops following, not the job: {follow} takes it up "
+              f"again)\n", flush=True)
         return jobs.logs(job, address, follow=True, client=client)
     except KeyboardInterrupt:
-        print(f"\nstopped following {job}, which goes on: lrsweep logs {job} --follow; lrsweep status {job}; "
-              f"ray job stop {job} stops it", flush=True)
+        print(f"\nstopped following {job}, which goes on: {follow}; {status}; {stop} stops it", flush=True)
         return 130
     except BrokenPipeError:  # `submit | head`: the reader has what it wanted, and the job goes on
         discard(sys.stdout)
         print(f"lrsweep: {f'submitted {job}' if args.no_wait else f'stopped following {job}'}, as the reader of "
-              f"its output stopped reading; the job goes on: lrsweep logs {job} --follow; lrsweep status {job}; "
-              f"ray job stop {job} stops it", file=sys.stderr)
+              f"its output stopped reading; the job goes on: {follow}; {status}; {stop} stops it", file=sys.stderr)
         return 141
     except Exception as e:  # noqa: BLE001  (the dashboard's stream broke; the job is not this command's to end)
         print(f"lrsweep: error: lost the output of {job}, which goes on ({str(e).splitlines()[0] if str(e) else e!r}): "
-              f"lrsweep logs {job} --follow; lrsweep status {job}", file=sys.stderr)
+              f"{follow}; {status}", file=sys.stderr)
         return 1
 
 

@@ -110,7 +110,10 @@ def test_submit_no_wait_returns_with_the_job_that_logs_follows(dashboard, tmp_pa
     runtime_env = jobs_client(dashboard).get_job_info(job).runtime_env
     assert runtime_env["env_vars"]["LRSWEEP_TRAINER_IDLE_SECONDS"] == "120"
     assert "1/1" not in done.stdout  # it did not wait for the trial
-    followed = lrsweep("logs", job, "--follow", "--address", dashboard, timeout=300)
+    # without --address (nor RAY_ADDRESS): the dashboard of the Ray `ray start` started here, on
+    # whatever port, as Ray's own `ray job` finds it (it asked 8265, where none listens)
+    followed = lrsweep("logs", job, "--follow", env={"RAY_ADDRESS": None, "RAY_API_SERVER_ADDRESS": None},
+                       timeout=300)
     assert followed.returncode == 0, followed.stderr[-2000:]
     assert "1/1" in followed.stdout and "lrsweep rank --dataset ionosphere" in followed.stdout
     assert followed.stdout.count(warning) == 1
@@ -247,9 +250,22 @@ def test_submit_whose_output_reader_stops_reading_stops_following_and_the_job_go
     assert last.startswith(f"lrsweep: {said} raysubmit_"), err[-2000:]
     job = last.split()[len(said.split()) + 1].rstrip(",")
     assert len(read) == lines and all(line.startswith(f"submitted {job} to ") for line in read), read
-    assert last.endswith(f"as the reader of its output stopped reading; the job goes on: lrsweep logs {job} --follow; "
-                         f"lrsweep status {job}; ray job stop {job} stops it"), last
-    followed = lrsweep("logs", job, "--follow", "--address", dashboard, timeout=300)
+    # the commands it gives reach the job as typed in another shell (no RAY_ADDRESS, no
+    # RAY_AUTH_MODE; the dashboard is not on 8265): they named no address, and Ray's `ray job
+    # stop` failed for want of RAY_AUTH_MODE=token
+    said = last.split("as the reader of its output stopped reading; the job goes on: ")[1]
+    follow, status, stop = said.removesuffix(" stops it").split("; ")
+    shell = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], "RAY_ADDRESS": None,
+             "RAY_API_SERVER_ADDRESS": None, "RAY_AUTH_MODE": None}
+    assert follow.startswith(f"lrsweep logs {job} --follow") and status.startswith(f"lrsweep status {job}"), said
+    if flags:  # stopped with the command given, as a user stops a job that goes wrong
+        stopped = subprocess.run(stop, shell=True, capture_output=True, text=True, timeout=120,
+                                 env={k: v for k, v in {**os.environ, **shell}.items() if v is not None})
+        assert stopped.returncode == 0, (stop, stopped.stderr[-2000:])
+        wait_for(lambda: "STOPPED" in lrsweep(*shlex.split(status)[1:], env=shell, timeout=60).stdout, 90,
+                 "the job did not stop")
+        return
+    followed = lrsweep(*shlex.split(follow)[1:], env=shell, timeout=300)
     assert followed.returncode == 0 and "2/2" in followed.stdout, followed.stderr[-2000:]
     assert len(pd.read_parquet(results / "trials")) == 2
 

@@ -128,14 +128,45 @@ def _ray_temp_dir():
 def jobs_address(address):
     """`--address`, else RAY_API_SERVER_ADDRESS (as `ray start` suggests exporting it), else
     RAY_ADDRESS where it is an HTTP address (as Ray's own `ray job` commands read it), else
-    the dashboard of a Ray started on this machine."""
+    the dashboard of the Ray `ray start` started on this machine (as `ray job` finds it),
+    else DEFAULT_ADDRESS."""
     from_env = os.environ.get("RAY_ADDRESS", "")
     address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or (
-        from_env if from_env.startswith(("http://", "https://")) else DEFAULT_ADDRESS)
+        from_env if from_env.startswith(("http://", "https://")) else _dashboard_started_here() or DEFAULT_ADDRESS)
     if not address.startswith(("http://", "https://")):
         raise LrsweepError(f"Argument `address` must be the dashboard's HTTP address, e.g. {DEFAULT_ADDRESS}. "
                            f"Received: address={address!r}")
     return address
+
+
+def _dashboard_started_here():
+    """The dashboard's address of the Ray that `ray start` started on this machine and that
+    still runs, as its GCS keeps it (where Ray's own `ray job` commands find it: another
+    port than 8265 where another Ray held that one), else None. Ray is imported only where
+    `ray start` has left its address file (bad input is answered before Ray loads)."""
+    if not os.path.exists(os.path.join(_ray_temp_dir(), "ray_current_cluster")):
+        return None
+    from lrsweep.run.driver import _ray_started_here, use_token_if_present
+
+    gcs = _ray_started_here()
+    if gcs is None:
+        return None
+    use_token_if_present()
+    from ray.dashboard.utils import ray_address_to_api_server_url
+
+    try:
+        return ray_address_to_api_server_url(gcs)
+    except (ConnectionError, ValueError, RuntimeError):  # its GCS went as it was asked
+        return None
+
+
+def reach_again(job, address):
+    """The commands that reach job `job` at `address` again from a shell (which may have no
+    RAY_ADDRESS, or another one): its output, its state, and Ray's command that stops it
+    (`ray job` sends no token unless told: RAY_AUTH_MODE=token, where this command sent one)."""
+    at = f"--address {shlex.quote(address)}"
+    token = "RAY_AUTH_MODE=token " if os.environ.get("RAY_AUTH_MODE", "").lower() == "token" else ""
+    return f"lrsweep logs {job} --follow {at}", f"lrsweep status {job} {at}", f"{token}ray job stop {job} {at}"
 
 
 def jobs_client(address):

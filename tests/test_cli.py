@@ -219,6 +219,20 @@ def test_launch_address_auto_where_the_head_ray_start_named_is_gone_is_one_line(
     assert not (tmp_path / "results").exists()  # nor the run's folder
 
 
+def test_launch_address_auto_where_no_ray_runs_is_one_line(tmp_path):
+    """`--address auto` with no Ray on this machine printed the sweep's first line, made the
+    run's folder in Tune's storage, then said that there was none."""
+    from ray._private.services import find_gcs_addresses
+
+    if find_gcs_addresses():
+        pytest.skip("a Ray runs on this machine, which `auto` joins")
+    done = lrsweep("launch", "sweeps/ionosphere.py", "--data-dir", "tests/data", "--address", "auto", "--results",
+                   str(tmp_path / "results"), env={"RAY_TMPDIR": str(tmp_path), "RAY_ADDRESS": None}, timeout=120)
+    refused(done, "Argument `address` reaches no Ray cluster: `auto` finds none on this machine",
+            "Received: address='auto'")
+    assert not (tmp_path / "results").exists()  # nor the run's folder
+
+
 @pytest.mark.parametrize("address, env", [(["--address", "ray://head:10001"], {}),
                                           ([], {"RAY_ADDRESS": "ray://head:10001"})])
 def test_validate_takes_the_ray_client_address_a_launch_would_run_through(address, env):

@@ -264,8 +264,10 @@ def check_answers(address):
     named, received, shown = _named(address), address, address
     if address == "auto":
         address = shown = _auto_address()
-        if address is None:  # ray.init says at once that there is none
-            return
+        if address is None:  # (ray.init says so too, once the launch has printed its first line and made its folder)
+            raise LrsweepError(f"{_argument(named)} reaches no Ray cluster: `auto` finds none on this machine (no "
+                               f"`ray start` ran here, and RAY_ADDRESS names none); start one with `ray start --head`, "
+                               f"or leave --address out for a Ray of the launch's own. Received: {named}={received!r}")
         if _env_address() in (None, "auto"):  # (else RAY_ADDRESS's, which ray.init joins under auto)
             shown = (f"{address}, which `auto` finds on this machine (where `ray start` last started or joined a "
                      f"cluster, until `ray stop`)")

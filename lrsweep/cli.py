@@ -258,8 +258,9 @@ def cmd_launch(args):
         name, dataset_name, status = launch(sweep, name=name, address=args.address, resume=args.resume, data=data,
                                             dashboard_host=args.dashboard_host or "127.0.0.1", print_fn=progress)
         trials = read_frame(sweep.results, "trials", dataset_name)
-        print()
-        print(format_ranking(rank(trials[trials["sweep"] == name])))
+        trials = trials[trials["sweep"] == name]
+        print()  # (the store may hold other runs: "no trials in the store" said it had none)
+        print(format_ranking(rank(trials)) if len(trials) else f"no trial of {name} has ended: nothing to rank yet")
         where = partition(sweep.results, "{trials,epochs}", dataset_name, name)
         print(f"\nstored under {where}; all sweeps on {dataset_name}: lrsweep rank --dataset "
               f"{shlex.quote(dataset_name)}{elsewhere}", flush=True)

@@ -712,6 +712,8 @@ def test_a_trial_stopped_by_ctrl_c_goes_on_from_its_checkpoint_on_resume(ray_ses
     returncode, stdout, stderr = ctrl_c_launch(results, lambda: list(results.glob("tune/long/*/checkpoint_000001")),
                                                *args, sweep=str(sweep))
     assert returncode == 130, stdout[-2000:] + stderr[-2000:]
+    assert "no trial of long has ended: nothing to rank yet" in stdout  # (not "no trials in the store": a store
+    # holding other runs has some)
     stopped = pd.Timestamp.now(tz="UTC")
     assert list(results.glob("tune/long/*/checkpoint_*"))
 

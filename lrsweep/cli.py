@@ -256,7 +256,8 @@ def cmd_launch(args):
     progress = _Progress()
     try:
         name, dataset_name, status = launch(sweep, name=name, address=args.address, resume=args.resume, data=data,
-                                            dashboard_host=args.dashboard_host or "127.0.0.1", print_fn=progress)
+                                            dashboard_host=args.dashboard_host or "127.0.0.1", print_fn=progress,
+                                            finish_hint=_finish_hint(args, name))
         trials = read_frame(sweep.results, "trials", dataset_name)
         trials = trials[trials["sweep"] == name]
         print()  # (the store may hold other runs: "no trials in the store" said it had none)

@@ -521,12 +521,13 @@ def stored(results, table):
 
 
 def ctrl_c_launch(results, ready, *args, sweep="sweeps/ionosphere.py", again=None, sent=signal.SIGINT, env=None,
-                  every=0.2, merged=False, until_exit=False):
+                  every=0.2, merged=False, until_exit=False, group=False):
     """`launch sweeps/ionosphere.py` (or `sweep`) stopped by SIGINT (as a terminal sends
-    Ctrl-C; or `sent`) once `ready()` holds (asked every `every` seconds), and again `again`
-    seconds later if given (and every `again` seconds until it exits if `until_exit`);
-    returns its exit status, stdout and stderr (None if `merged` into stdout, in the order
-    written, as a terminal shows them). `env` adds to the environment."""
+    Ctrl-C; or `sent`; to its whole process group if `group`, as plain `timeout` sends it)
+    once `ready()` holds (asked every `every` seconds), and again `again` seconds later if
+    given (and every `again` seconds until it exits if `until_exit`); returns its exit
+    status, stdout and stderr (None if `merged` into stdout, in the order written, as a
+    terminal shows them). `env` adds to the environment."""
     command = [sys.executable, "-m", "lrsweep", "launch", sweep, "--data-dir", TEST_DATA,
                "--results", str(results), *args]
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
@@ -537,7 +538,10 @@ def ctrl_c_launch(results, ready, *args, sweep="sweeps/ionosphere.py", again=Non
         while not ready():
             assert driver.poll() is None and time.time() < deadline, "the launch ended before it could be stopped"
             time.sleep(every)
-        driver.send_signal(sent)
+        if group:
+            os.killpg(driver.pid, sent)
+        else:
+            driver.send_signal(sent)
         while again is not None and driver.poll() is None:
             time.sleep(again)
             driver.send_signal(sent)
@@ -566,6 +570,27 @@ def test_ctrl_c_stops_the_launch_with_status_130_and_says_how_to_finish_it(ray_s
     assert "rank" in stdout and "confirming" not in stdout
     last = stdout.strip().splitlines()[-1]
     assert "--resume" in last and "--name stopped" in last
+
+
+def test_a_sigterm_to_the_whole_process_group_ends_the_launch_at_once_with_the_command_that_finishes_it(
+        ray_session, tmp_path):
+    """Plain `timeout` signals the launch's whole process group, the services of the Ray it
+    started among them, which end: Tune's stop waited 60 s for them, then Ray aborted the
+    launch ("Failed to connect to GCS"), with no word of the run. The launch now says so and
+    gives the command that finishes the run, exit 1; that command finishes it."""
+    results = tmp_path / "results"
+    sweep = long_sweep(tmp_path)
+    returncode, stdout, stderr = ctrl_c_launch(results, lambda: list(results.glob("tune/long/*/checkpoint_000001")),
+                                               "--name", "long", sweep=str(sweep), sent=signal.SIGTERM, group=True)
+    assert returncode == 1, stdout[-2000:] + stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("lrsweep: stopped: the SIGTERM reached the launch's own Ray too"), stderr[-2000:]
+    again = shlex.split(last.split("this finishes it: lrsweep ", 1)[1])
+    assert again[-3:] == ["--name", "long", "--resume"], last
+    done = lrsweep(*again, "--address", ray_session, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = read_frame(str(results), "trials")
+    assert len(trials) == 1 and trials["epochs"].iloc[0] == 300 and trials["status"].iloc[0] == "completed"
 
 
 def test_a_launch_whose_output_reader_stops_reading_stops_as_on_ctrl_c_with_status_141(ray_session, tmp_path):

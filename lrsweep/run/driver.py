@@ -476,7 +476,7 @@ def _ctrl_c_after_start(own):
         raise KeyboardInterrupt
 
 
-def _stop_on_sigterm():
+def _stop_on_sigterm(finish_hint=None):
     """SIGTERM to the launch's process (`kill PID`, `timeout --foreground`, a container's
     stop; `ray job stop`, which kills the job after RAY_JOB_STOP_WAIT_TIME_S: 60 s for a job
     `submit` started, Ray's default 3 s otherwise) stops the launch as Ctrl-C does:
@@ -485,7 +485,7 @@ def _stop_on_sigterm():
     trials Tune had not yet saved as ended. A second one skips Tune's last save, as a second
     Ctrl-C does. (A SIGTERM to the whole process group, as plain `timeout` sends it, also
     reaches the services of a Ray this launch started, which block SIGINT but not SIGTERM,
-    and they end at once.)
+    and they end at once: `_exit_if_own_ray_ends`.)
 
     A launch run through Ray Client stops the same way when its actor ends, on the first of
     the parent-death signals Linux may send it (`client.PARENT_ENDED`); the others are
@@ -500,9 +500,50 @@ def _stop_on_sigterm():
             signal.signal(signum, signal.SIG_IGN)  # ignored also as Python exits, where it resets its own handlers
             signal.raise_signal(signal.SIGINT)
 
+    _stopping.clear()  # (a process that runs launches one after another)
+
+    def terminated(signum, frame):
+        _exit_if_own_ray_ends(finish_hint)
+        signal.raise_signal(signal.SIGINT)
+
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+        signal.signal(signal.SIGTERM, terminated)
         signal.signal(PARENT_ENDED, parent_ended)
+
+
+# How often, after a SIGTERM, the launch looks whether the services of its own Ray ended too.
+RAY_LOST_POLL_SECONDS = 0.2
+_stopping = threading.Event()  # `stop_ray` stops the Ray: its services' end is no news then
+
+
+def _exit_if_own_ray_ends(finish_hint):
+    """After a SIGTERM: where the services of the Ray this launch started end too (the whole
+    process group signalled, as plain `timeout` signals it), Tune's stop, which asks them to
+    free its trials' resources, waited 60 s for them, and Ray then aborted the process
+    ("Failed to connect to GCS"), with no word of the run. Instead the launch says so, with
+    `finish_hint` (the command that finishes the run), and exits 1 at once: what ended is
+    stored (each trial as it ends), and Tune's state as it last saved it. A daemon thread
+    that watches the raylet (once per launch); none where the launch joined a cluster."""
+    ray = sys.modules.get("ray")
+    node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
+    services = [info.process for kind in ("raylet", "gcs_server")
+                for info in (node.all_processes.get(kind) or [] if getattr(node, "head", False) else [])]
+    if not services or any(thread.name == "lrsweep-own-ray" for thread in threading.enumerate()):
+        return
+
+    def watch():
+        while all(service.poll() is None for service in services) and not _stopping.is_set():
+            time.sleep(RAY_LOST_POLL_SECONDS)
+        if _stopping.is_set():
+            return
+        sys.stdout.flush()
+        print(f"lrsweep: stopped: the SIGTERM reached the launch's own Ray too (sent to its whole process group, as "
+              f"plain `timeout` sends it; `timeout --foreground` or `kill PID` signal the launch alone), and it ended "
+              f"under the trials; what ended is stored{'; ' + finish_hint if finish_hint else ''}", file=sys.stderr,
+              flush=True)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lrsweep-own-ray", daemon=True).start()
 
 
 def check_trials_fit(sweep):
@@ -600,6 +641,7 @@ def stop_ray():
     second later (Ray 2.60). A Ray this process started has no autoscaled nodes for its
     monitor to clean up, so the monitor is killed first, at once. A driver that joined a
     running cluster owns no monitor, and leaves the cluster's alone."""
+    _stopping.set()
     ray = sys.modules.get("ray")
     try:
         node = getattr(ray._private.worker, "_global_node", None)
@@ -702,11 +744,14 @@ def trial_arrays(data):
             "num_classes": data.num_classes}
 
 
-def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.0.0.1", print_fn=print, data=None):
+def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.0.0.1", print_fn=print, data=None,
+           finish_hint=None):
     """Run `sweep`; returns (run name, dataset name, exit status: 0; 1 if some trial ended in
     error; 130 if it was stopped with Ctrl-C before every trial ran, in the search, a rung or
     the confirmation runs). `data`: the sweep's `sweep_data` as the checks read it, in a list
-    that this takes it out of: the object store's copy is to be the only one the run keeps."""
+    that this takes it out of: the object store's copy is to be the only one the run keeps.
+    `finish_hint`: the command that finishes the run, said where the launch ends at once
+    (`_exit_if_own_ray_ends`)."""
     name = run_name(sweep, name)
     check_name("name", name)  # before its folder is made
     import ray
@@ -720,16 +765,16 @@ def launch(sweep, *, name=None, address=None, resume=False, dashboard_host="127.
         check_launch(sweep, name, resume)  # again: another launch may have taken the name since the first check
         # the data as an argument only: a name here would keep it beside the object store's copy
         return _launch(sweep, name, address, resume, dashboard_host, print_fn,
-                       data.pop() if data else sweep_data(sweep), folder)
+                       data.pop() if data else sweep_data(sweep), folder, finish_hint)
 
 
-def _launch(sweep, name, address, resume, dashboard_host, print_fn, data, folder):
+def _launch(sweep, name, address, resume, dashboard_host, print_fn, data, folder, finish_hint):
     run_files.save_settings(folder, sweep, data)  # on a resume too: the results folder it stores into is the run's now
     print_fn(f"sweep {name}: {data.name} ({len(data.x_train)} training rows, validation: {data.validation}), "
              f"{sweep.trial_count} trial{'s' * (sweep.trial_count != 1)} of up to {sweep.max_epochs} epochs")
 
     _start_ray(address, dashboard_host, print_fn)
-    _stop_on_sigterm()
+    _stop_on_sigterm(finish_hint)
     check_trials_fit(sweep)
     from lrsweep.run import pool
 

@@ -502,8 +502,9 @@ def cmd_rank(args):
             trials = (read_frame(args.results, "trials") if args.dataset is None
                       else dataset_trials(args.results, args.dataset))
     if trials.empty and not has_table(args.results, "trials"):  # a folder that is no store, or a store not used yet
-        print(f"no trials in the store: {args.results} holds no trials/ folder (a store is the folder a launch's "
-              f"--results named: trials/, epochs/, tune/)")
+        print(f"no trials in the store: no trial stored in {args.results} has ended yet" if has_table(args.results, "tune")
+              else f"no trials in the store: {args.results} holds no trials/ folder (a store is the folder a launch's "
+                   f"--results named: trials/, epochs/, tune/)")
         return
     print(format_ranking(rank(trials, args.metric)))
 

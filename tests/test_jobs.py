@@ -257,7 +257,9 @@ def test_submit_whose_output_reader_stops_reading_stops_following_and_the_job_go
     follow, status, stop = said.removesuffix(" stops it").split("; ")
     shell = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], "RAY_ADDRESS": None,
              "RAY_API_SERVER_ADDRESS": None, "RAY_AUTH_MODE": None}
-    assert follow.startswith(f"lrsweep logs {job} --follow") and status.startswith(f"lrsweep status {job}"), said
+    assert (follow, status) == (f"lrsweep logs {job} --follow --address {dashboard}",
+                                f"lrsweep status {job} --address {dashboard}"), said
+    assert stop.endswith(f"ray job stop {job} --address {dashboard}"), said
     if flags:  # stopped with the command given, as a user stops a job that goes wrong
         stopped = subprocess.run(stop, shell=True, capture_output=True, text=True, timeout=120,
                                  env={k: v for k, v in {**os.environ, **shell}.items() if v is not None})

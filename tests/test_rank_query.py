@@ -896,6 +896,9 @@ def test_rank_of_a_folder_that_is_no_store_says_so(tmp_path):
     ranked = lrsweep("rank", "--results", str(tmp_path))
     assert (ranked.returncode, ranked.stderr) == (0, "")
     assert ranked.stdout.startswith(f"no trials in the store: {tmp_path} holds no trials/ folder"), ranked.stdout
+    (tmp_path / "tune" / "run-1").mkdir(parents=True)  # a store whose one launch stopped before a trial ended
+    ranked = lrsweep("rank", "--results", str(tmp_path))
+    assert ranked.stdout == f"no trials in the store: no trial stored in {tmp_path} has ended yet\n", ranked.stdout
     write_rows(str(tmp_path), "trials", "digits", "sweep-a", [trial_row(*row) for row in DIGITS])
     assert "digits" in lrsweep("rank", "--results", str(tmp_path)).stdout
 

@@ -8,6 +8,7 @@ CPU trials train on warm trainers that outlive the launch (`pool`). The driver n
 imports TensorFlow.
 """
 
+import atexit
 import contextlib
 import json
 import logging
@@ -511,8 +512,11 @@ def _stop_on_sigterm(finish_hint=None):
         signal.signal(PARENT_ENDED, parent_ended)
 
 
-# How often, after a SIGTERM, the launch looks whether the services of its own Ray ended too.
+# How often, after a SIGTERM, the launch looks whether the services of its own Ray ended too;
+# and how long it then lets Tune's last save of its state, under way as they end, finish
+# (it copies the files one by one: one cut short makes the run one --resume refuses).
 RAY_LOST_POLL_SECONDS = 0.2
+RAY_LOST_GRACE_SECONDS = 1.0
 _stopping = threading.Event()  # `stop_ray` stops the Ray: its services' end is no news then
 
 
@@ -534,6 +538,7 @@ def _exit_if_own_ray_ends(finish_hint):
     def watch():
         while all(service.poll() is None for service in services) and not _stopping.is_set():
             time.sleep(RAY_LOST_POLL_SECONDS)
+        time.sleep(RAY_LOST_GRACE_SECONDS)
         if _stopping.is_set():
             return
         sys.stdout.flush()
@@ -543,6 +548,9 @@ def _exit_if_own_ray_ends(finish_hint):
               flush=True)
         os._exit(1)
 
+    # Ray stops its services at exit where no `stop_ray` did (an error): no news either. (After
+    # Ray's own handler, so run before it.)
+    atexit.register(_stopping.set)
     threading.Thread(target=watch, name="lrsweep-own-ray", daemon=True).start()
 
 

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import shlex
 import sys
 import time
@@ -69,22 +70,24 @@ def on_this_machine(address):
     return bool(session) and os.path.isdir(os.path.join(_ray_temp_dir(), session))
 
 
+def _command_lines():
+    """The arguments (bytes) of each process of this machine that /proc shows."""
+    import glob
+
+    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(cmdline, "rb") as f:
+                yield f.read().split(b"\0")
+        except OSError:  # ended meanwhile, or another user's
+            continue
+
+
 def _client_server_runs_here(port):
     """Whether a Ray Client server listening on `port` runs on this machine (its command
     line, as Ray starts it: `-m ray.util.client.server ... --port=PORT`); False where /proc
     cannot tell."""
-    import glob
-
     wanted = f"--port={port}".encode()
-    for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
-        try:
-            with open(cmdline, "rb") as f:
-                arguments = f.read().split(b"\0")
-        except OSError:  # ended meanwhile, or another user's
-            continue
-        if b"ray.util.client.server" in arguments and wanted in arguments:
-            return True
-    return False
+    return any(b"ray.util.client.server" in arguments and wanted in arguments for arguments in _command_lines())
 
 
 def _dashboard_session(address):
@@ -140,24 +143,26 @@ def jobs_address(address):
 
 
 def _dashboard_started_here():
-    """The dashboard's address of the Ray that `ray start` started on this machine and that
-    still runs, as its GCS keeps it (where Ray's own `ray job` commands find it: another
-    port than 8265 where another Ray held that one), else None. Ray is imported only where
-    `ray start` has left its address file (bad input is answered before Ray loads)."""
-    if not os.path.exists(os.path.join(_ray_temp_dir(), "ray_current_cluster")):
-        return None
-    from lrsweep.run.driver import _ray_started_here, use_token_if_present
-
-    gcs = _ray_started_here()
-    if gcs is None:
-        return None
-    use_token_if_present()
-    from ray.dashboard.utils import ray_address_to_api_server_url
-
+    """The dashboard's address of the Ray that `ray start` last started on this machine (the
+    file it writes, `ray stop` removes) and that still runs, as its raylet was told it
+    (`--webui=HOST:PORT` in its command line: another port than 8265 where another Ray held
+    that one), else None (none runs, or it has no dashboard). No Ray import, no connection:
+    said at once, before bad input is answered. (Ray's own `ray job` asks the GCS, which
+    waits 40 s for a Ray without a dashboard.)"""
     try:
-        return ray_address_to_api_server_url(gcs)
-    except (ConnectionError, ValueError, RuntimeError):  # its GCS went as it was asked
+        with open(os.path.join(_ray_temp_dir(), "ray_current_cluster")) as f:
+            gcs = f.read().strip()
+    except OSError:
         return None
+    wanted = f"--gcs-address={gcs}"
+    for arguments in _command_lines():
+        if not arguments[0].endswith(b"/raylet"):
+            continue
+        line = b" ".join(arguments).decode(errors="replace")
+        if wanted in line.split():
+            found = re.search(r"--webui=([^\s\"']+)", line)
+            return f"http://{found.group(1)}" if found else None
+    return None
 
 
 def reach_again(job, address):

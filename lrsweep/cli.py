@@ -427,11 +427,13 @@ def _asking_dashboard(args, address, ask):
     job itself goes on."""
     from requests import RequestException
 
+    from lrsweep.run.jobs import reach_again
+
     try:
         return ask()
     except (RuntimeError, RequestException) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        again = shlex.join(["lrsweep", "status", args.job] + (["--address", args.address] if args.address else []))
+        again = reach_again(args.job, address)[1]
         print(f"lrsweep: error: the dashboard at {address} did not answer about {args.job} ({reason}); the job is "
               f"not stopped by this: ask again with {again}", file=sys.stderr)
         return 1

@@ -272,6 +272,33 @@ def test_submit_whose_output_reader_stops_reading_stops_following_and_the_job_go
     assert len(pd.read_parquet(results / "trials")) == 2
 
 
+def test_logs_follow_whose_reader_stops_reading_ends_while_the_job_writes_nothing(dashboard, tmp_path):
+    """`logs --follow | head -1`: head had its line, but the pipeline waited for the command,
+    which learnt that its reader was gone only as it wrote its next line: a job training a
+    long trial writes one as the trial ends. It ends now, exit 141, and the job goes on."""
+    from ray.job_submission import JobStatus
+
+    from lrsweep.run.jobs import jobs_client
+
+    done = lrsweep("submit", "sweeps/ionosphere.py", "--address", dashboard, "--data-dir", TEST_DATA, "--no-wait",
+                   "--num-samples", "1", "--max-epochs", "50000", "--confirm-seeds", "0", "--results",
+                   str(tmp_path / "results"), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    job, client = done.stdout.split()[1], jobs_client(dashboard)
+    try:
+        wait_for(lambda: "Ray dashboard" in client.get_job_logs(job), 120, "the job did not join the cluster")
+        returncode, read, stderr = lrsweep_read_until(lambda line: True, "logs", job, "--follow", "--address",
+                                                      dashboard, timeout=60)
+        assert returncode == 141, stderr[-2000:]
+        assert len(read) == 1 and "Traceback" not in stderr
+        # it ended before the job wrote again: the one trial's line had not come
+        assert client.get_job_status(job) == JobStatus.RUNNING and "1/1" not in client.get_job_logs(job)
+    finally:
+        client.stop_job(job)
+        wait_for(lambda: client.get_job_status(job) in (JobStatus.STOPPED, JobStatus.SUCCEEDED, JobStatus.FAILED), 120,
+                 "the job did not stop")
+
+
 def test_the_folder_a_job_takes_along_leaves_out_only_its_results_and_checkpoints(tmp_path, monkeypatch):
     """submit and a Ray Client launch upload the current folder without its results folder
     and Tune's storage (where they lie in it), through Ray's own packing: a bare `results`

@@ -28,6 +28,8 @@ EXCLUDES = [".git", ".venv", "venv", "__pycache__", ".pytest_cache"]
 # How often `logs --follow` reads a job's output where Ray's stream of it ended early.
 FOLLOW_SECONDS = 1.0
 FOLLOW_RETRIES = 30
+# How often a followed job's output checks that its reader still reads (`| head`).
+READER_SECONDS = 0.5
 # How long `submit` waits for a cluster that has just started to take jobs.
 AGENT_WAIT_SECONDS = 60
 # The job's outcomes, as `logs --follow` and `status` answer them in their exit status.
@@ -293,6 +295,21 @@ def _state(client, job, address):
     return state, line, EXIT_STATUS.get(state, 0)
 
 
+def reader_gone(stream=None):
+    """Whether the reader of `stream` (sys.stdout), a pipe, has closed its end (`| head` that
+    has its lines): Linux reports POLLERR on the writing end then. A write would find out,
+    but a followed job may write nothing for minutes, and the pipeline waits for it."""
+    import select
+
+    try:
+        fd = (stream or sys.stdout).fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a test's capture)
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)  # errors only
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
 def _read_on(client, job, address, write, written):
     """The job's output after its first `written` characters, read from its whole output
     every `FOLLOW_SECONDS` until the job has ended; a dashboard that does not answer (it is
@@ -315,6 +332,8 @@ def _read_on(client, job, address, write, written):
         written = max(written, len(text))
         if state[0] not in EXIT_STATUS:
             time.sleep(FOLLOW_SECONDS)
+            if reader_gone():
+                raise BrokenPipeError
     return state
 
 
@@ -346,10 +365,23 @@ def logs(job, address, follow, write=sys.stdout.write, client=None):
             sys.stdout.flush()
             written += len(chunk)
 
+    async def reading():
+        while not reader_gone():
+            await asyncio.sleep(READER_SECONDS)
+
+    async def follow():  # until the stream ends, or the reader goes (between two chunks, minutes apart)
+        stream, reader = asyncio.ensure_future(tail()), asyncio.ensure_future(reading())
+        done, _ = await asyncio.wait({stream, reader}, return_when=asyncio.FIRST_COMPLETED)
+        stream.cancel()
+        reader.cancel()
+        if stream not in done:
+            raise BrokenPipeError
+        stream.result()
+
     from aiohttp import ClientError
 
     try:
-        asyncio.run(tail())
+        asyncio.run(follow())
         state = _state(client, job, address)
     except BrokenPipeError:  # this command's reader gone, not the stream
         raise

@@ -504,7 +504,8 @@ def cmd_rank(args):
             trials = (read_frame(args.results, "trials") if args.dataset is None
                       else dataset_trials(args.results, args.dataset))
     if trials.empty and not has_table(args.results, "trials"):  # a folder that is no store, or a store not used yet
-        print(f"no trials in the store: no trial stored in {args.results} has ended yet" if has_table(args.results, "tune")
+        launched = has_table(args.results, "tune")  # a launch stopped before any trial ended
+        print(f"no trials in the store: no trial stored in {args.results} has ended yet" if launched
               else f"no trials in the store: {args.results} holds no trials/ folder (a store is the folder a launch's "
                    f"--results named: trials/, epochs/, tune/)")
         return

@@ -71,7 +71,8 @@ class Dataset:
             digest.update(f"{array.dtype.str}{array.shape}".encode())
             digest.update(np.ascontiguousarray(array).data)
         return {"training_rows": len(self.x_train), "validation_rows": len(self.x_val),
-                "inputs": list(self.input_shape), "classes": [str(c) for c in self.classes], "digest": digest.hexdigest()[:16]}
+                "inputs": list(self.input_shape), "classes": [str(c) for c in self.classes],
+                "digest": digest.hexdigest()[:16]}
 
 
 def inputs_text(shape):

@@ -527,7 +527,8 @@ def _exit_if_own_ray_ends(finish_hint):
     ("Failed to connect to GCS"), with no word of the run. Instead the launch says so, with
     `finish_hint` (the command that finishes the run), and exits 1 at once: what ended is
     stored (each trial as it ends), and Tune's state as it last saved it. A daemon thread
-    that watches the raylet (once per launch); none where the launch joined a cluster."""
+    that watches the raylet and the GCS (once per launch); none where the launch joined a
+    cluster."""
     ray = sys.modules.get("ray")
     node = getattr(getattr(getattr(ray, "_private", None), "worker", None), "_global_node", None)
     services = [info.process for kind in ("raylet", "gcs_server")

@@ -133,8 +133,8 @@ def _ray_temp_dir():
 def jobs_address(address):
     """`--address`, else RAY_API_SERVER_ADDRESS (as `ray start` suggests exporting it), else
     RAY_ADDRESS where it is an HTTP address (as Ray's own `ray job` commands read it), else
-    the dashboard of the Ray `ray start` started on this machine (as `ray job` finds it),
-    else DEFAULT_ADDRESS."""
+    the dashboard of the Ray `ray start` last started on this machine
+    (`_dashboard_started_here`), else DEFAULT_ADDRESS."""
     from_env = os.environ.get("RAY_ADDRESS", "")
     address = address or os.environ.get("RAY_API_SERVER_ADDRESS") or (
         from_env if from_env.startswith(("http://", "https://")) else _dashboard_started_here() or DEFAULT_ADDRESS)
